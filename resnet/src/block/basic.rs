@@ -1,0 +1,32 @@
+//! The basic block's residual function: two 3x3 convolutions.
+
+use candle_core::{ModuleT, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::layers::{ConvBn, ConvBnOptions, ConvSpec};
+
+/// `F(x) = BN(conv3x3(ReLU(BN(conv3x3(x)))))`; the first conv carries the stride.
+#[derive(Debug, Clone)]
+pub struct BasicBranch {
+    pub conv1: ConvBn,
+    pub conv2: ConvBn,
+}
+
+impl BasicBranch {
+    pub fn load(in_channels: usize, planes: usize, stride: usize, vb: &VarBuilder, opts: ConvBnOptions) -> Result<Self> {
+        let conv1 = ConvBn::load(ConvSpec::new(in_channels, planes, 3, stride), vb.pp("conv1"), vb.pp("bn1"), opts)?;
+        let conv2 = ConvBn::load(ConvSpec::new(planes, planes, 3, 1), vb.pp("conv2"), vb.pp("bn2"), opts)?;
+        Ok(Self { conv1, conv2 })
+    }
+
+    pub fn layers(&self) -> Vec<(&'static str, &ConvBn)> {
+        vec![("conv1", &self.conv1), ("conv2", &self.conv2)]
+    }
+}
+
+impl ModuleT for BasicBranch {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv1.forward_t(x, train)?.relu()?;
+        self.conv2.forward_t(&y, train)
+    }
+}

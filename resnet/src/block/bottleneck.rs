@@ -1,0 +1,66 @@
+//! The bottleneck's residual function: 1x1 reduce, 3x3, 1x1 expand.
+
+use candle_core::{ModuleT, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::config::StridePlacement;
+use crate::layers::{ConvBn, ConvBnOptions, ConvSpec};
+
+/// Channel plan of one bottleneck.
+#[derive(Debug, Clone, Copy)]
+pub struct BottleneckSpec {
+    pub in_channels: usize,
+    /// Output channels / 4.
+    pub planes: usize,
+    pub stride: usize,
+    /// Groups of the 3x3 conv (ResNeXt cardinality).
+    pub groups: usize,
+    /// Channels per group at planes = 64 (64 = ResNet, 128 = Wide ResNet, 4 = ResNeXt 32x4d).
+    pub base_width: usize,
+    pub stride_placement: StridePlacement,
+}
+
+impl BottleneckSpec {
+    /// Channels inside the block: the 1x1 reduces to this, the 3x3 keeps it.
+    pub fn width(&self) -> usize {
+        self.planes * self.base_width / 64 * self.groups
+    }
+}
+
+/// `F(x) = BN(conv1x1(ReLU(BN(conv3x3(ReLU(BN(conv1x1(x))))))))`.
+#[derive(Debug, Clone)]
+pub struct BottleneckBranch {
+    pub conv1: ConvBn,
+    pub conv2: ConvBn,
+    pub conv3: ConvBn,
+}
+
+impl BottleneckBranch {
+    pub fn load(spec: BottleneckSpec, vb: &VarBuilder, opts: ConvBnOptions) -> Result<Self> {
+        let width = spec.width();
+        let (s1, s3) = match spec.stride_placement {
+            StridePlacement::ThreeByThree => (1, spec.stride),
+            StridePlacement::FirstOneByOne => (spec.stride, 1),
+        };
+        let c1 = ConvSpec::new(spec.in_channels, width, 1, s1);
+        let c2 = ConvSpec::new(width, width, 3, s3).with_groups(spec.groups);
+        let c3 = ConvSpec::new(width, spec.planes * 4, 1, 1);
+        Ok(Self {
+            conv1: ConvBn::load(c1, vb.pp("conv1"), vb.pp("bn1"), opts)?,
+            conv2: ConvBn::load(c2, vb.pp("conv2"), vb.pp("bn2"), opts)?,
+            conv3: ConvBn::load(c3, vb.pp("conv3"), vb.pp("bn3"), opts)?,
+        })
+    }
+
+    pub fn layers(&self) -> Vec<(&'static str, &ConvBn)> {
+        vec![("conv1", &self.conv1), ("conv2", &self.conv2), ("conv3", &self.conv3)]
+    }
+}
+
+impl ModuleT for BottleneckBranch {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv1.forward_t(x, train)?.relu()?;
+        let y = self.conv2.forward_t(&y, train)?.relu()?;
+        self.conv3.forward_t(&y, train)
+    }
+}

@@ -1,0 +1,241 @@
+//! The knobs that pick one member of the ResNet family.
+//!
+//! One [`ResNetConfig`] describes every variant, the way timm's `ResNet` class does, but each knob is a
+//! Rust type rather than a string or a boolean. The config is serde-serializable so a checkpoint can carry
+//! its own architecture in its metadata.
+
+use serde::{Deserialize, Serialize};
+
+/// What a residual block's own layers (the residual function `F`) look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum BlockKind {
+    /// Two 3x3 convolutions (ResNet-18/34, CIFAR ResNets). Expansion 1.
+    Basic,
+    /// 1x1 reduce, 3x3, 1x1 expand (ResNet-50 and deeper). Expansion 4.
+    ///
+    /// The 3x3 conv has `groups` groups and `floor(planes * base_width / 64) * groups` channels:
+    /// `groups = 1, base_width = 64` is ResNet, `32, 4` is ResNeXt-50 32x4d, `1, 128` is Wide ResNet-50-2.
+    Bottleneck { groups: usize, base_width: usize },
+}
+
+impl BlockKind {
+    /// The plain bottleneck of ResNet-50.
+    pub const BOTTLENECK: BlockKind = BlockKind::Bottleneck { groups: 1, base_width: 64 };
+
+    /// Output channels of a block = `planes * expansion`.
+    pub fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck { .. } => 4,
+        }
+    }
+}
+
+/// The layers before the first stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum StemKind {
+    /// 7x7 stride-2 conv to `width` channels, BN, ReLU, 3x3 stride-2 max-pool (torchvision; width 64).
+    Classic { width: usize },
+    /// Three 3x3 convs (`width`, `width`, `2 * width` channels, the first with stride 2), then the
+    /// max-pool (timm `stem_type='deep'`, the "c"/"d" variants).
+    Deep { width: usize },
+    /// Like [`StemKind::Deep`] but the first conv has `3 * width / 4` channels (timm `'deep_tiered'`, "t").
+    DeepTiered { width: usize },
+    /// One 3x3 stride-1 conv to `width` channels and no pooling (CIFAR ResNets).
+    Cifar { width: usize },
+}
+
+impl StemKind {
+    /// Channels the stem hands to the first stage.
+    pub fn out_channels(self) -> usize {
+        match self {
+            StemKind::Classic { width } | StemKind::Cifar { width } => width,
+            StemKind::Deep { width } | StemKind::DeepTiered { width } => 2 * width,
+        }
+    }
+}
+
+/// How a block's shortcut matches shapes when the block changes resolution or channel count.
+///
+/// (When shapes already match the shortcut is the identity, whatever this says.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShortcutKind {
+    /// He et al. option A: subsample by the stride and zero-pad the missing channels. No parameters.
+    ZeroPad,
+    /// He et al. option B: a strided 1x1 conv and BN projection (torchvision).
+    Projection,
+    /// 2x2 average pool (ceil mode, padding excluded), then a stride-1 1x1 conv and BN (timm "d").
+    AvgDownProjection,
+}
+
+/// Which bottleneck convolution carries the stage's stride.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StridePlacement {
+    /// On the 3x3 conv: torchvision's "ResNet v1.5", the default.
+    #[default]
+    ThreeByThree,
+    /// On the first 1x1 conv: the original paper ("v1", Caffe and Keras weights).
+    FirstOneByOne,
+}
+
+/// The full description of one ResNet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResNetConfig {
+    pub block: BlockKind,
+    pub stem: StemKind,
+    pub shortcut: ShortcutKind,
+    #[serde(default)]
+    pub stride_placement: StridePlacement,
+    /// Blocks per stage.
+    pub depths: Vec<usize>,
+    /// `planes` per stage: the block output is `planes * expansion` channels.
+    pub channels: Vec<usize>,
+    /// Size of the classifier; 0 builds the network without a head.
+    pub num_classes: usize,
+    #[serde(default = "default_in_channels")]
+    pub in_channels: usize,
+    /// Whether convolutions carry a bias (Keras-trained checkpoints do).
+    #[serde(default)]
+    pub conv_bias: bool,
+    /// BatchNorm epsilon: 1e-5 for PyTorch checkpoints, 1e-3 for Keras.
+    #[serde(default = "default_bn_eps")]
+    pub bn_eps: f64,
+}
+
+fn default_in_channels() -> usize {
+    3
+}
+
+fn default_bn_eps() -> f64 {
+    1e-5
+}
+
+impl ResNetConfig {
+    /// An ImageNet ResNet with the torchvision layout: classic stem, option-B shortcuts, 1000 classes.
+    pub fn imagenet(block: BlockKind, depths: [usize; 4]) -> Self {
+        Self {
+            block,
+            stem: StemKind::Classic { width: 64 },
+            shortcut: ShortcutKind::Projection,
+            stride_placement: StridePlacement::ThreeByThree,
+            depths: depths.to_vec(),
+            channels: vec![64, 128, 256, 512],
+            num_classes: 1000,
+            in_channels: 3,
+            conv_bias: false,
+            bn_eps: 1e-5,
+        }
+    }
+
+    /// A CIFAR ResNet of depth `6n + 2`: 3x3 stem with 16 channels, three stages of `n` basic blocks
+    /// with 16/32/64 channels, option-A shortcuts, 10 classes.
+    pub fn cifar(n: usize) -> Self {
+        Self {
+            block: BlockKind::Basic,
+            stem: StemKind::Cifar { width: 16 },
+            shortcut: ShortcutKind::ZeroPad,
+            stride_placement: StridePlacement::ThreeByThree,
+            depths: vec![n; 3],
+            channels: vec![16, 32, 64],
+            num_classes: 10,
+            in_channels: 3,
+            conv_bias: false,
+            bn_eps: 1e-5,
+        }
+    }
+
+    pub fn with_stem(mut self, stem: StemKind) -> Self {
+        self.stem = stem;
+        self
+    }
+
+    pub fn with_shortcut(mut self, shortcut: ShortcutKind) -> Self {
+        self.shortcut = shortcut;
+        self
+    }
+
+    pub fn with_stride_placement(mut self, placement: StridePlacement) -> Self {
+        self.stride_placement = placement;
+        self
+    }
+
+    pub fn with_channels(mut self, channels: &[usize]) -> Self {
+        self.channels = channels.to_vec();
+        self
+    }
+
+    pub fn with_depths(mut self, depths: &[usize]) -> Self {
+        self.depths = depths.to_vec();
+        self
+    }
+
+    pub fn with_num_classes(mut self, num_classes: usize) -> Self {
+        self.num_classes = num_classes;
+        self
+    }
+
+    pub fn with_conv_bias(mut self, conv_bias: bool) -> Self {
+        self.conv_bias = conv_bias;
+        self
+    }
+
+    pub fn with_bn_eps(mut self, eps: f64) -> Self {
+        self.bn_eps = eps;
+        self
+    }
+
+    /// The timm "d" tweaks: deep 32-wide stem and avg-down shortcuts.
+    pub fn d(self) -> Self {
+        self.with_stem(StemKind::Deep { width: 32 }).with_shortcut(ShortcutKind::AvgDownProjection)
+    }
+
+    /// The timm "t" tweaks: deep-tiered 32-wide stem and avg-down shortcuts.
+    pub fn t(self) -> Self {
+        self.with_stem(StemKind::DeepTiered { width: 32 })
+            .with_shortcut(ShortcutKind::AvgDownProjection)
+    }
+
+    /// Channels of the features after the last stage (the classifier's input).
+    pub fn num_features(&self) -> usize {
+        self.channels.last().copied().unwrap_or_else(|| self.stem.out_channels()) * self.block.expansion()
+    }
+
+    /// Total downsampling factor from input to the last stage's features.
+    pub fn output_stride(&self) -> usize {
+        let stem = match self.stem {
+            StemKind::Cifar { .. } => 1,
+            _ => 4,
+        };
+        stem << self.depths.len().saturating_sub(1)
+    }
+
+    /// Checks the knobs against each other; building a model calls this.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.depths.len() != self.channels.len() {
+            return Err(format!(
+                "{} stage depths but {} stage channel counts",
+                self.depths.len(),
+                self.channels.len()
+            ));
+        }
+        if self.depths.is_empty() || self.depths.contains(&0) {
+            return Err(format!("every stage needs at least one block, got depths {:?}", self.depths));
+        }
+        if let BlockKind::Bottleneck { groups, base_width } = self.block {
+            let narrowest = self.channels.iter().min().copied().unwrap_or(0);
+            if groups == 0 || narrowest * base_width / 64 == 0 {
+                return Err(format!(
+                    "bottleneck groups {groups} and base width {base_width} leave a stage with no channels"
+                ));
+            }
+        }
+        if self.bn_eps <= 0.0 {
+            return Err(format!("BatchNorm eps must be positive, got {}", self.bn_eps));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! A 2-D convolution whose grouped case runs as one batched matrix multiply.
+
+use candle_core::{Module, Result, Tensor};
+
+/// Shape and stride of one convolution, as read from the architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+}
+
+impl ConvSpec {
+    /// A `kernel x kernel` convolution with "same" padding.
+    pub fn new(in_channels: usize, out_channels: usize, kernel: usize, stride: usize) -> Self {
+        Self { in_channels, out_channels, kernel, stride, padding: kernel / 2, groups: 1 }
+    }
+
+    pub fn with_groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// Shape of the weight tensor: (out, in / groups, k, k), PyTorch's OIHW.
+    pub fn weight_shape(&self) -> (usize, usize, usize, usize) {
+        (self.out_channels, self.in_channels / self.groups, self.kernel, self.kernel)
+    }
+
+    /// Spatial output size for an input of `size` pixels.
+    pub fn output_size(&self, size: usize) -> usize {
+        (size + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+}
+
+/// A convolution with an optional per-channel bias.
+#[derive(Debug, Clone)]
+pub struct Conv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    spec: ConvSpec,
+}
+
+impl Conv {
+    pub fn new(weight: Tensor, bias: Option<Tensor>, spec: ConvSpec) -> Self {
+        Self { weight, bias, spec }
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    pub fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+
+    /// Candle's own grouped conv runs one convolution per group and concatenates the results: 32 or 64
+    /// im2col passes and kernel launches per ResNeXt block. Here the whole input is unfolded once and all
+    /// groups go through a single batched matmul.
+    fn forward_grouped(&self, x: &Tensor) -> Result<Tensor> {
+        let s = self.spec;
+        let (n, c, h, w) = x.dims4()?;
+        let (oh, ow) = (s.output_size(h), s.output_size(w));
+        let cols = im2col(x, s.kernel, s.stride, s.padding, (oh, ow))?;
+        let cg = c / s.groups;
+        let k = cg * s.kernel * s.kernel;
+        let cols = cols.reshape((n, s.groups, k, oh * ow))?;
+        let og = s.out_channels / s.groups;
+        let w = self.weight.reshape((1, s.groups, og, k))?;
+        w.broadcast_matmul(&cols)?.reshape((n, s.out_channels, oh, ow))
+    }
+}
+
+/// Unfolds `x` (N, C, H, W) into (N, C, k*k, OH, OW): entry (c, i*k+j, y, x) is the input pixel that
+/// kernel tap (i, j) sees for output (y, x). Row-major in (c, i, j), matching an OIHW weight's layout.
+fn im2col(x: &Tensor, k: usize, stride: usize, pad: usize, (oh, ow): (usize, usize)) -> Result<Tensor> {
+    let x = x.pad_with_zeros(2, pad, pad)?.pad_with_zeros(3, pad, pad)?;
+    let mut taps = Vec::with_capacity(k * k);
+    for i in 0..k {
+        for j in 0..k {
+            let rows = take_strided(&x, 2, i, oh, stride)?;
+            taps.push(take_strided(&rows, 3, j, ow, stride)?);
+        }
+    }
+    Tensor::stack(&taps, 2)
+}
+
+/// `x[.., start : start + stride * count : stride]` along `dim`.
+fn take_strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
+    if stride == 1 {
+        return x.narrow(dim, start, count);
+    }
+    let avail = x.dim(dim)? - start;
+    let len = (stride * count).min(avail);
+    let x = x.narrow(dim, start, len)?;
+    // Pad to a whole number of strides so the axis can be split into (count, stride).
+    let x = x.pad_with_zeros(dim, 0, stride * count - len)?;
+    let mut shape = x.dims().to_vec();
+    shape[dim] = count;
+    shape.insert(dim + 1, stride);
+    x.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+}
+
+impl Module for Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let s = self.spec;
+        let y = if s.groups == 1 {
+            x.conv2d(&self.weight, s.padding, s.stride, 1, 1)?
+        } else {
+            self.forward_grouped(x)?
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, s.out_channels, 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}

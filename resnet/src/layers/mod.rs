@@ -1,0 +1,8 @@
+//! Building blocks below the level of a residual block.
+
+pub mod conv;
+pub mod conv_bn;
+pub mod pool;
+
+pub use conv::{Conv, ConvSpec};
+pub use conv_bn::{BnMode, ConvBn, ConvBnOptions};

@@ -1,0 +1,43 @@
+//! A stage: residual blocks at one resolution (`layer1` .. `layer4`).
+
+use candle_core::{ModuleT, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::block::ResidualBlock;
+use crate::config::ResNetConfig;
+use crate::layers::ConvBnOptions;
+
+/// A conv block that sets the stage's shape, then identity blocks.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub blocks: Vec<ResidualBlock>,
+}
+
+impl Stage {
+    /// Builds stage `index` (0-based) from `vb` = `layer{index+1}`.
+    pub fn load(cfg: &ResNetConfig, index: usize, in_channels: usize, vb: VarBuilder, opts: ConvBnOptions) -> Result<Self> {
+        let planes = cfg.channels[index];
+        let out_channels = planes * cfg.block.expansion();
+        let stride = if index == 0 { 1 } else { 2 };
+        let mut blocks = Vec::with_capacity(cfg.depths[index]);
+        for b in 0..cfg.depths[index] {
+            let (cin, s) = if b == 0 { (in_channels, stride) } else { (out_channels, 1) };
+            blocks.push(ResidualBlock::load(cfg, cin, planes, s, vb.pp(b), opts)?);
+        }
+        Ok(Self { blocks })
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.blocks.iter().map(ResidualBlock::num_params).sum()
+    }
+}
+
+impl ModuleT for Stage {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for block in &self.blocks {
+            x = block.forward_t(&x, train)?;
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,58 @@
+//! The layers before the first stage.
+
+use candle_core::{ModuleT, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::config::StemKind;
+use crate::layers::{pool, ConvBn, ConvBnOptions, ConvSpec};
+
+/// The stem's convolutions, named as in torchvision (`conv1`, `bn1`) or timm's deep stem
+/// (`conv1.0`/`conv1.1`, `conv1.3`/`conv1.4`, `conv1.6` with `bn1`).
+#[derive(Debug, Clone)]
+pub struct Stem {
+    pub convs: Vec<(String, ConvBn)>,
+    pub max_pool: bool,
+}
+
+impl Stem {
+    pub fn load(kind: StemKind, in_channels: usize, vb: &VarBuilder, opts: ConvBnOptions) -> Result<Self> {
+        let c = |cin, cout, k, s| ConvSpec::new(cin, cout, k, s);
+        let convs = match kind {
+            StemKind::Classic { width } => {
+                vec![("conv1".to_string(), ConvBn::load(c(in_channels, width, 7, 2), vb.pp("conv1"), vb.pp("bn1"), opts)?)]
+            }
+            StemKind::Cifar { width } => {
+                vec![("conv1".to_string(), ConvBn::load(c(in_channels, width, 3, 1), vb.pp("conv1"), vb.pp("bn1"), opts)?)]
+            }
+            StemKind::Deep { width } | StemKind::DeepTiered { width } => {
+                let first = if matches!(kind, StemKind::DeepTiered { .. }) { 3 * (width / 4) } else { width };
+                let seq = vb.pp("conv1");
+                // A deep stem's convs never carry a bias, whatever the checkpoint's other convs do.
+                let opts = ConvBnOptions { conv_bias: false, ..opts };
+                vec![
+                    ("conv1.0".to_string(), ConvBn::load(c(in_channels, first, 3, 2), seq.pp("0"), seq.pp("1"), opts)?),
+                    ("conv1.3".to_string(), ConvBn::load(c(first, width, 3, 1), seq.pp("3"), seq.pp("4"), opts)?),
+                    ("conv1.6".to_string(), ConvBn::load(c(width, 2 * width, 3, 1), seq.pp("6"), vb.pp("bn1"), opts)?),
+                ]
+            }
+        };
+        Ok(Self { convs, max_pool: !matches!(kind, StemKind::Cifar { .. }) })
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.convs.iter().map(|(_, c)| c.num_params()).sum()
+    }
+}
+
+impl ModuleT for Stem {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (_, conv) in &self.convs {
+            x = conv.forward_t(&x, train)?.relu()?;
+        }
+        if self.max_pool {
+            x = pool::max_pool_3x3_s2(&x)?;
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,80 @@
+//! Named members of the family, buildable by name (`by_name("resnet50d")`) or by function.
+
+use crate::config::{BlockKind, ResNetConfig, StridePlacement};
+use crate::error::{Error, Result};
+
+const BASIC: BlockKind = BlockKind::Basic;
+const BOTTLENECK: BlockKind = BlockKind::BOTTLENECK;
+
+const fn resnext(groups: usize, base_width: usize) -> BlockKind {
+    BlockKind::Bottleneck { groups, base_width }
+}
+
+/// Defines one public constructor per variant and the name table used by [`by_name`].
+macro_rules! variants {
+    ($($(#[$doc:meta])* $name:ident => $body:expr;)*) => {
+        $( $(#[$doc])* pub fn $name() -> ResNetConfig { $body } )*
+        /// Every name [`by_name`] accepts, in a stable order.
+        pub const NAMES: &[&str] = &[$(stringify!($name)),*];
+        const TABLE: &[(&str, fn() -> ResNetConfig)] = &[$((stringify!($name), $name)),*];
+    };
+}
+
+variants! {
+    /// torchvision ResNet-18 (basic blocks, 2-2-2-2).
+    resnet18 => ResNetConfig::imagenet(BASIC, [2, 2, 2, 2]);
+    resnet34 => ResNetConfig::imagenet(BASIC, [3, 4, 6, 3]);
+    /// torchvision ResNet-50 ("v1.5": stride on the 3x3 conv).
+    resnet50 => ResNetConfig::imagenet(BOTTLENECK, [3, 4, 6, 3]);
+    resnet101 => ResNetConfig::imagenet(BOTTLENECK, [3, 4, 23, 3]);
+    resnet152 => ResNetConfig::imagenet(BOTTLENECK, [3, 8, 36, 3]);
+    resnext50_32x4d => ResNetConfig::imagenet(resnext(32, 4), [3, 4, 6, 3]);
+    resnext101_32x4d => ResNetConfig::imagenet(resnext(32, 4), [3, 4, 23, 3]);
+    resnext101_32x8d => ResNetConfig::imagenet(resnext(32, 8), [3, 4, 23, 3]);
+    resnext101_32x16d => ResNetConfig::imagenet(resnext(32, 16), [3, 4, 23, 3]);
+    resnext101_64x4d => ResNetConfig::imagenet(resnext(64, 4), [3, 4, 23, 3]);
+    /// Wide ResNet-50-2: bottlenecks twice as wide inside.
+    wide_resnet50_2 => ResNetConfig::imagenet(resnext(1, 128), [3, 4, 6, 3]);
+    wide_resnet101_2 => ResNetConfig::imagenet(resnext(1, 128), [3, 4, 23, 3]);
+    /// timm ResNet-18-D: deep stem and avg-down shortcuts.
+    resnet18d => ResNetConfig::imagenet(BASIC, [2, 2, 2, 2]).d();
+    resnet34d => ResNetConfig::imagenet(BASIC, [3, 4, 6, 3]).d();
+    resnet26 => ResNetConfig::imagenet(BOTTLENECK, [2, 2, 2, 2]);
+    resnet26d => ResNetConfig::imagenet(BOTTLENECK, [2, 2, 2, 2]).d();
+    resnet50d => ResNetConfig::imagenet(BOTTLENECK, [3, 4, 6, 3]).d();
+    resnet101d => ResNetConfig::imagenet(BOTTLENECK, [3, 4, 23, 3]).d();
+    resnet152d => ResNetConfig::imagenet(BOTTLENECK, [3, 8, 36, 3]).d();
+    /// timm ResNet-10-T: deep-tiered stem and avg-down shortcuts.
+    resnet10t => ResNetConfig::imagenet(BASIC, [1, 1, 1, 1]).t();
+    resnet14t => ResNetConfig::imagenet(BOTTLENECK, [1, 1, 1, 1]).t();
+    resnet26t => ResNetConfig::imagenet(BOTTLENECK, [2, 2, 2, 2]).t();
+    resnet50t => ResNetConfig::imagenet(BOTTLENECK, [3, 4, 6, 3]).t();
+    /// The original layout of He et al. (and of Caffe/Keras weights): stride on the first 1x1 conv.
+    resnet50_v1 => resnet50().with_stride_placement(StridePlacement::FirstOneByOne);
+    resnet101_v1 => resnet101().with_stride_placement(StridePlacement::FirstOneByOne);
+    resnet152_v1 => resnet152().with_stride_placement(StridePlacement::FirstOneByOne);
+    /// CIFAR-10 ResNet-20 (3 stages of 3 basic blocks, option-A shortcuts).
+    resnet20 => ResNetConfig::cifar(3);
+    resnet32 => ResNetConfig::cifar(5);
+    resnet44 => ResNetConfig::cifar(7);
+    resnet56 => ResNetConfig::cifar(9);
+    resnet110 => ResNetConfig::cifar(18);
+    resnet1202 => ResNetConfig::cifar(200);
+}
+
+/// The config of a named variant. A timm pretrained tag (`resnet50.a1_in1k`) is accepted and ignored.
+pub fn by_name(name: &str) -> Result<ResNetConfig> {
+    let arch = name.split_once('.').map_or(name, |(arch, _tag)| arch);
+    TABLE
+        .iter()
+        .find(|(n, _)| *n == arch)
+        .map(|(_, build)| build())
+        .ok_or_else(|| Error::UnknownModel { name: name.to_string(), known: suggest(arch) })
+}
+
+/// The known names closest to `name`: those sharing its prefix, else all of them.
+fn suggest(name: &str) -> String {
+    let stem: String = name.chars().take_while(|c| c.is_ascii_alphabetic() || *c == '_').collect();
+    let close: Vec<&str> = NAMES.iter().copied().filter(|n| !stem.is_empty() && n.starts_with(&stem)).collect();
+    if close.is_empty() { NAMES.join(", ") } else { close.join(", ") }
+}

@@ -1,0 +1,145 @@
+//! Reduced networks of every family against PyTorch (timm) outputs, folded and unfolded.
+//! Fixtures: `tests/fixtures/golden/*.safetensors`, made by `scripts/gen_fixtures.py`.
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use resnet::{BlockKind, BnMode, ResNet, ResNetConfig, ShortcutKind, StemKind, StridePlacement};
+use serde_json::Value;
+
+/// Translates the generator's timm-style description into our config.
+fn config(meta: &Value) -> ResNetConfig {
+    let usizes = |k: &str| -> Vec<usize> { serde_json::from_value(meta[k].clone()).unwrap() };
+    let int = |k: &str| meta[k].as_u64().unwrap() as usize;
+    let block = match meta["block"].as_str().unwrap() {
+        "basic" => BlockKind::Basic,
+        _ => BlockKind::Bottleneck { groups: int("cardinality"), base_width: int("base_width") },
+    };
+    let width = int("stem_width");
+    let stem = match meta["stem_type"].as_str().unwrap() {
+        "classic" => StemKind::Classic { width },
+        "deep" => StemKind::Deep { width },
+        "deep_tiered" => StemKind::DeepTiered { width },
+        other => panic!("stem {other}"),
+    };
+    let shortcut = if meta["avg_down"].as_bool().unwrap() {
+        ShortcutKind::AvgDownProjection
+    } else {
+        ShortcutKind::Projection
+    };
+    let placement = match meta["stride_on"].as_str().unwrap() {
+        "1x1" => StridePlacement::FirstOneByOne,
+        _ => StridePlacement::ThreeByThree,
+    };
+    let cfg = ResNetConfig::imagenet(block, [1, 1, 1, 1])
+        .with_depths(&usizes("layers"))
+        .with_channels(&usizes("channels"))
+        .with_stem(stem)
+        .with_shortcut(shortcut)
+        .with_stride_placement(placement)
+        .with_num_classes(int("num_classes"))
+        .with_bn_eps(meta["bn_eps"].as_f64().unwrap());
+    assert_eq!(cfg.stem.out_channels(), int("stem_out_channels"));
+    cfg
+}
+
+struct Case {
+    cfg: ResNetConfig,
+    weights: HashMap<String, Tensor>,
+    refs: HashMap<String, Tensor>,
+}
+
+fn case(name: &str) -> Case {
+    let (tensors, meta) = common::load(&common::fixture(&format!("golden/{name}.safetensors")));
+    let meta: Value = serde_json::from_str(&meta["config"]).unwrap();
+    let mut weights = HashMap::new();
+    let mut refs = HashMap::new();
+    for (k, v) in tensors {
+        match k.strip_prefix("model.") {
+            Some(w) => weights.insert(w.to_string(), v),
+            None => refs.insert(k, v),
+        };
+    }
+    Case { cfg: config(&meta), weights, refs }
+}
+
+/// Runs `name` folded and unfolded; returns the worst absolute error over logits, features and stages.
+fn check(name: &str) -> f32 {
+    let c = case(name);
+    let input = &c.refs["input"];
+    let mut worst = 0f32;
+    for mode in [BnMode::Fold, BnMode::Keep] {
+        let vb = VarBuilder::from_tensors(c.weights.clone(), DType::F32, &Device::Cpu);
+        let model = ResNet::load(&c.cfg, vb, mode).unwrap();
+        let logits = model.forward(input).unwrap();
+        let mut outputs = vec![("logits".to_string(), logits)];
+        let stages = model.forward_stages(input).unwrap();
+        outputs.push(("features".to_string(), stages.last().unwrap().clone()));
+        for (i, s) in stages.into_iter().enumerate() {
+            outputs.push((format!("stage{}", i + 1), s));
+        }
+        for (key, got) in outputs {
+            let Some(want) = c.refs.get(&key) else { continue };
+            let err = common::max_abs_diff(&got, want);
+            // Absolute 1e-4 on values of order 1; scaled for the few large logits (up to ~74).
+            let tol = 1e-4 * common::max_abs(want).max(1.0);
+            assert!(err <= tol, "{name} {mode:?} {key}: max abs error {err:e} > {tol:e}");
+            worst = worst.max(err);
+        }
+    }
+    println!("{name}: max abs error {worst:.2e}");
+    worst
+}
+
+#[test]
+fn basic() {
+    check("basic");
+}
+
+#[test]
+fn bottleneck() {
+    check("bottleneck");
+}
+
+#[test]
+fn resnext_grouped_conv() {
+    check("resnext");
+}
+
+#[test]
+fn wide() {
+    check("wide");
+}
+
+#[test]
+fn resnet_d_deep_stem_avg_down_odd_sizes() {
+    check("resnet_d");
+    check("resnet_d_basic");
+}
+
+#[test]
+fn resnet_t_deep_tiered_stem() {
+    check("resnet_t");
+}
+
+#[test]
+fn v1_stride_on_first_1x1_with_eps_1e3() {
+    check("v1");
+}
+
+/// 256x256 input: 64 channels x 64 x 64 after the stem, where a Candle conv bug once hid.
+#[test]
+fn big256() {
+    check("big256");
+}
+
+#[test]
+fn fixture_is_float32_accurate() {
+    // The generator also stored the float64 result: PyTorch's own f32 error sets the scale of our tolerance.
+    let c = case("basic");
+    let err = common::max_abs_diff(&c.refs["logits"], &c.refs["logits_f64"].to_dtype(DType::F32).unwrap());
+    assert!(err < 1e-4, "PyTorch f32 vs f64: {err:e}");
+}
