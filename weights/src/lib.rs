@@ -1,1 +1,15 @@
+//! Checkpoints for zoo: safetensors files, the Hugging Face Hub cache, importers from other frameworks.
+//!
+//! This crate knows no model. It moves named tensors and their metadata (architecture config,
+//! preprocessing, labels) between files, the Hub and memory; model crates supply the key-renaming rules.
 
+pub mod checkpoint;
+pub mod hub;
+pub mod labels;
+pub mod preprocess;
+pub mod pth;
+pub mod registry;
+pub mod tfjs;
+#[cfg(feature = "testing")] pub mod testing;
+
+pub use preprocess::{CropMode, Interpolation, PreprocessConfig};

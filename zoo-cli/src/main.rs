@@ -1,1 +1,61 @@
-fn main() {}
+//! `zoo`: classify images with ResNets, inspect models, fetch checkpoints, time every layer.
+
+mod cmd;
+mod device;
+mod hub;
+mod progress;
+mod resolve;
+
+use clap::{Parser, Subcommand};
+
+/// Run, inspect, fetch and time ResNet models on Candle.
+#[derive(Parser)]
+#[command(name = "zoo", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify images (or preprocessed .npy tensors) and print the top classes.
+    Run(cmd::run::Args),
+    /// Write the exact float32 tensor `run` would feed the model for one image.
+    Preprocess(cmd::preprocess::Args),
+    /// List architectures and pretrained checkpoints, and which are cached.
+    List(cmd::list::Args),
+    /// Show a model's parameters, multiply-adds and each stage's output shape.
+    Info(cmd::info::Args),
+    /// Fetch checkpoints into the Hugging Face cache for offline use.
+    Download(cmd::download::Args),
+    /// Convert checkpoints from other frameworks to self-describing safetensors.
+    Convert(cmd::convert::Args),
+    /// Time a model end to end, or layer by layer with --layers.
+    Bench(cmd::bench::Args),
+    /// Replace a pretrained model's classifier and train it on your own images.
+    Finetune(cmd::finetune::Args),
+    /// Compare gradient flow in a plain network and its residual twin.
+    Gradflow(cmd::gradflow::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => cmd::run::run(a),
+        Command::Preprocess(a) => cmd::preprocess::run(a),
+        Command::List(a) => cmd::list::run(a),
+        Command::Info(a) => cmd::info::run(a),
+        Command::Download(a) => cmd::download::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+        Command::Finetune(a) => cmd::finetune::run(a),
+        Command::Gradflow(a) => cmd::gradflow::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -19,6 +19,12 @@ impl BasicBranch {
         Ok(Self { conv1, conv2 })
     }
 
+    /// `ReLU(F(x) + shortcut)`, the whole block, with the add and ReLU fused into `conv2`.
+    pub fn forward_block(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv1.forward_fused(x, None, true, train)?;
+        self.conv2.forward_fused(&y, Some(shortcut), true, train)
+    }
+
     pub fn layers(&self) -> Vec<(&'static str, &ConvBn)> {
         vec![("conv1", &self.conv1), ("conv2", &self.conv2)]
     }
@@ -26,7 +32,7 @@ impl BasicBranch {
 
 impl ModuleT for BasicBranch {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv1.forward_t(x, train)?.relu()?;
+        let y = self.conv1.forward_fused(x, None, true, train)?;
         self.conv2.forward_t(&y, train)
     }
 }

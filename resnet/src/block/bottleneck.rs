@@ -52,6 +52,13 @@ impl BottleneckBranch {
         })
     }
 
+    /// `ReLU(F(x) + shortcut)`, the whole block, with the add and ReLU fused into `conv3`.
+    pub fn forward_block(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv1.forward_fused(x, None, true, train)?;
+        let y = self.conv2.forward_fused(&y, None, true, train)?;
+        self.conv3.forward_fused(&y, Some(shortcut), true, train)
+    }
+
     pub fn layers(&self) -> Vec<(&'static str, &ConvBn)> {
         vec![("conv1", &self.conv1), ("conv2", &self.conv2), ("conv3", &self.conv3)]
     }
@@ -59,8 +66,8 @@ impl BottleneckBranch {
 
 impl ModuleT for BottleneckBranch {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv1.forward_t(x, train)?.relu()?;
-        let y = self.conv2.forward_t(&y, train)?.relu()?;
+        let y = self.conv1.forward_fused(x, None, true, train)?;
+        let y = self.conv2.forward_fused(&y, None, true, train)?;
         self.conv3.forward_t(&y, train)
     }
 }

@@ -30,6 +30,16 @@ impl ResidualFn {
     }
 }
 
+impl ResidualFn {
+    /// `ReLU(F(x) + shortcut)`, with the add and the ReLU fused into the last convolution.
+    pub fn forward_block(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            ResidualFn::Basic(b) => b.forward_block(x, shortcut, train),
+            ResidualFn::Bottleneck(b) => b.forward_block(x, shortcut, train),
+        }
+    }
+}
+
 impl ModuleT for ResidualFn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {
@@ -89,7 +99,7 @@ impl ResidualBlock {
 
 impl ModuleT for ResidualBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let fx = self.residual.forward_t(x, train)?;
-        (fx + self.shortcut.forward_t(x, train)?)?.relu()
+        let shortcut = self.shortcut.forward_t(x, train)?;
+        self.residual.forward_block(x, &shortcut, train)
     }
 }

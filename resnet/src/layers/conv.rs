@@ -1,6 +1,10 @@
 //! A 2-D convolution whose grouped case runs as one batched matrix multiply.
 
-use candle_core::{Module, Result, Tensor};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+
+use super::cpu_conv::PackedConv;
 
 /// Shape and stride of one convolution, as read from the architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,16 +40,60 @@ impl ConvSpec {
 }
 
 /// A convolution with an optional per-channel bias.
+///
+/// Built with [`Conv::new`] it runs on Candle's generic ops (any device, autograd through the weights).
+/// Built with [`Conv::new_inference`] from f32 weights on the CPU, it also holds the weights packed once
+/// for the CPU kernel of [`super::cpu_conv`], which then serves every f32 CPU forward pass, with the bias,
+/// a residual add and a ReLU fused in ([`Conv::forward_fused`]); gradients do not flow into such weights.
 #[derive(Debug, Clone)]
 pub struct Conv {
     weight: Tensor,
     bias: Option<Tensor>,
     spec: ConvSpec,
+    packed: Option<Arc<PackedConv>>,
 }
 
 impl Conv {
+    /// A trainable convolution on Candle's generic ops.
     pub fn new(weight: Tensor, bias: Option<Tensor>, spec: ConvSpec) -> Self {
-        Self { weight, bias, spec }
+        Self { weight, bias, spec, packed: None }
+    }
+
+    /// An inference-only convolution: on the CPU with f32 weights, packs them for the fast kernel (the
+    /// packed copy is detached from any autograd graph); elsewhere the same as [`Conv::new`].
+    pub fn new_inference(weight: Tensor, bias: Option<Tensor>, spec: ConvSpec) -> Result<Self> {
+        let packed = match (weight.device(), weight.dtype()) {
+            (Device::Cpu, DType::F32) => Some(Arc::new(PackedConv::new(&weight, bias.as_ref(), spec)?)),
+            _ => None,
+        };
+        Ok(Self { weight, bias, spec, packed })
+    }
+
+    /// True when f32 CPU inputs take the packed CPU kernel.
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    /// `relu?(conv(x) + bias + residual?)`, in one pass over the output on the CPU kernel.
+    pub fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        if let Some(p) = self.fast_path(x) {
+            return p.forward(x, residual, relu);
+        }
+        let mut y = self.forward(x)?;
+        if let Some(r) = residual {
+            y = (y + r)?;
+        }
+        if relu {
+            y = y.relu()?;
+        }
+        Ok(y)
+    }
+
+    fn fast_path(&self, x: &Tensor) -> Option<&Arc<PackedConv>> {
+        match (&self.packed, x.device(), x.dtype()) {
+            (Some(p), Device::Cpu, DType::F32) => Some(p),
+            _ => None,
+        }
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -109,6 +157,9 @@ fn take_strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: usiz
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(p) = self.fast_path(x) {
+            return p.forward(x, None, false);
+        }
         let s = self.spec;
         let y = if s.groups == 1 {
             x.conv2d(&self.weight, s.padding, s.stride, 1, 1)?

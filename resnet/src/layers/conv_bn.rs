@@ -89,7 +89,27 @@ fn fold(conv: &Conv, bn: &BatchNorm) -> Result<Conv> {
         None => mean.neg()?,
     };
     let bias = (beta + (shift * scale)?)?;
-    Ok(Conv::new(weight.to_dtype(dtype)?, Some(bias.to_dtype(dtype)?), *conv.spec()))
+    Conv::new_inference(weight.to_dtype(dtype)?, Some(bias.to_dtype(dtype)?), *conv.spec())
+}
+
+impl ConvBn {
+    /// `relu?(BN(conv(x)) + residual?)`: what ends a residual block (`residual` = the shortcut) or sits
+    /// inside one. Folded convs run it as one fused kernel on the CPU.
+    pub fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool, train: bool) -> Result<Tensor> {
+        match self {
+            ConvBn::Folded { conv, .. } if !train => conv.forward_fused(x, residual, relu),
+            _ => {
+                let mut y = self.forward_t(x, train)?;
+                if let Some(r) = residual {
+                    y = (y + r)?;
+                }
+                if relu {
+                    y = y.relu()?;
+                }
+                Ok(y)
+            }
+        }
+    }
 }
 
 impl ModuleT for ConvBn {

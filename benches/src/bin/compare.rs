@@ -1,0 +1,105 @@
+//! Quick side-by-side numbers: ms/img for our ResNets vs candle-transformers', interleaved in one run so
+//! that machine noise hits both alike.
+//!
+//! `cargo run --release -p zoo-benches --bin compare -- [--iters N] [--batches 1,8] [--archs resnet18,resnet50] [--convs]`
+
+use candle_core::{Device, Module, Result};
+use zoo_benches::{
+    conv_cases, grouped_case, input, max_abs_diff, median, pair, time_ms, Arch, ConvBench,
+};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let iters: usize = opt("--iters").map_or(5, |s| s.parse().unwrap());
+    let batches: Vec<usize> = opt("--batches").map_or(vec![1, 8], |s| {
+        s.split(',').map(|b| b.parse().unwrap()).collect()
+    });
+    let archs: Vec<Arch> = match opt("--archs") {
+        None => Arch::ALL.to_vec(),
+        Some(s) => Arch::ALL
+            .iter()
+            .copied()
+            .filter(|a| s.split(',').any(|n| n == a.name()))
+            .collect(),
+    };
+    let device = Device::Cpu;
+    // For profiling: time only our network.
+    let ours_only = args.iter().any(|a| a == "--ours-only");
+
+    if args.iter().any(|a| a == "--convs") {
+        let mut cases = conv_cases();
+        cases.push(grouped_case());
+        println!(
+            "{:<28} {:>5} {:>10} {:>10} {:>7} {:>9}",
+            "conv (batch 1 unless noted)", "batch", "ours ms", "candle ms", "ratio", "GFLOP/s"
+        );
+        for &batch in &batches {
+            for case in &cases {
+                let b = ConvBench::new(*case, batch, &device)?;
+                let diff = max_abs_diff(&b.run_ours()?, &b.run_candle()?)?;
+                assert!(
+                    diff < 1e-3,
+                    "{}: ours and candle differ by {diff}",
+                    case.name
+                );
+                let (mut o, mut c) = (vec![], vec![]);
+                for _ in 0..iters.max(3) {
+                    o.push(time_ms(|| b.run_ours())?);
+                    c.push(time_ms(|| b.run_candle())?);
+                }
+                let (o, c) = (median(&mut o), median(&mut c));
+                let gflops = case.flops() * batch as f64 / (o * 1e-3) / 1e9;
+                println!(
+                    "{:<28} {:>5} {:>10.3} {:>10.3} {:>6.2}x {:>9.1}",
+                    case.name,
+                    batch,
+                    o,
+                    c,
+                    c / o,
+                    gflops
+                );
+            }
+        }
+        return Ok(());
+    }
+
+    println!(
+        "{:<9} {:>5} {:>12} {:>12} {:>8} {:>10}",
+        "model", "batch", "ours ms/img", "c-t ms/img", "speedup", "max|diff|"
+    );
+    for &arch in &archs {
+        let p = pair(arch, &device)?;
+        for &batch in &batches {
+            let x = input(batch, &device)?;
+            // Warm-up, and a check that both compute the same function.
+            let diff = max_abs_diff(&p.ours.forward(&x)?, &p.theirs.forward(&x)?)?;
+            let (mut o, mut t) = (vec![], vec![]);
+            for _ in 0..iters {
+                o.push(time_ms(|| p.ours.forward(&x))? / batch as f64);
+                if !ours_only {
+                    t.push(time_ms(|| p.theirs.forward(&x))? / batch as f64);
+                }
+            }
+            let (o, t) = (
+                median(&mut o),
+                if ours_only { f64::NAN } else { median(&mut t) },
+            );
+            println!(
+                "{:<9} {:>5} {:>12.1} {:>12.1} {:>7.2}x {:>10.2e}",
+                arch.name(),
+                batch,
+                o,
+                t,
+                t / o,
+                diff
+            );
+        }
+    }
+    Ok(())
+}

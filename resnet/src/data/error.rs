@@ -1,0 +1,29 @@
+//! What can go wrong between an image file and a tensor.
+
+use std::path::PathBuf;
+
+/// Why an image could not be loaded or prepared. Every file-related variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The path does not exist.
+    #[error("{}: no such file", path.display())]
+    NotFound { path: PathBuf },
+    /// The file exists but could not be read (permissions, a directory, an I/O failure).
+    #[error("{}: cannot read: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The bytes do not start like any image format we decode (PIL would say "cannot identify image file").
+    #[error("{}: not an image (unrecognised file format)", path.display())]
+    NotAnImage { path: PathBuf },
+    /// The file ends before the image data does (PIL: "image file is truncated").
+    #[error("{}: truncated image file", path.display())]
+    Truncated { path: PathBuf },
+    /// The image data is malformed; `reason` is the decoder's message.
+    #[error("{}: corrupt image: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    /// A valid image of a kind we do not convert to RGB (e.g. floating-point pixels).
+    #[error("{}: unsupported image: {reason}", path.display())]
+    Unsupported { path: PathBuf, reason: String },
+    /// Building the tensor failed (device allocation, for instance).
+    #[error("building the input tensor: {0}")]
+    Tensor(#[from] candle_core::Error),
+}

@@ -1,0 +1,411 @@
+//! The CPU inference convolution: im2col (only where needed) + one `gemm` call per image and group, with
+//! the bias, the residual add and the ReLU fused around it, as a Candle custom op.
+//!
+//! Candle's own CPU `conv2d` repacks the input to NHWC single-threaded and re-lays the weights on every
+//! call, and the bias, residual add and ReLU that follow are each a full pass with a fresh allocation.
+//! Here the weights are laid out once, at load, as the (out, in/groups * k * k) row-major GEMM operand the
+//! kernel wants; activations stay NCHW, so a 1x1 stride-1 convolution reads the input in place as the
+//! right-hand GEMM operand and only 3x3 / 7x7 / strided convolutions unfold it (into a reused per-thread
+//! buffer). The output is pre-filled with `bias (+ residual)`, the GEMM accumulates into it, and the ReLU
+//! runs over each image's output while it is still in cache.
+//!
+//! Only used for f32 tensors on the CPU in inference (folded BatchNorm); every other case goes through
+//! Candle's generic ops, which keep autograd and the CUDA/Metal backends.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::conv::ConvSpec;
+
+/// Weights and bias of one convolution, laid out once for [`gemm`].
+pub struct PackedConv {
+    spec: ConvSpec,
+    /// (out, in/groups * k * k), row-major: rows of the GEMM's left operand, in im2col's (c, i, j) order.
+    weight: Vec<f32>,
+    /// One per output channel (zeros when the conv has none).
+    bias: Vec<f32>,
+}
+
+impl std::fmt::Debug for PackedConv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedConv")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PackedConv {
+    /// Packs an OIHW f32 weight and an optional bias.
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>, spec: ConvSpec) -> Result<Self> {
+        let weight = weight.flatten_all()?.to_vec1::<f32>()?;
+        let bias = match bias {
+            Some(b) => b.flatten_all()?.to_vec1::<f32>()?,
+            None => vec![0.0; spec.out_channels],
+        };
+        if weight.len()
+            != spec.out_channels * spec.in_channels / spec.groups * spec.kernel * spec.kernel
+            || bias.len() != spec.out_channels
+        {
+            bail!("packed conv: weight/bias do not match {spec:?}")
+        }
+        Ok(Self { spec, weight, bias })
+    }
+
+    pub fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+
+    /// `relu?(conv(x) + bias + residual?)` for a contiguous-or-not f32 CPU tensor `x` (N, C, H, W).
+    pub fn forward(
+        self: &Arc<Self>,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> Result<Tensor> {
+        let op = ConvOp {
+            packed: self.clone(),
+            relu,
+        };
+        let x = x.contiguous()?;
+        match residual {
+            None => x.apply_op1_no_bwd(&op),
+            Some(r) => x.apply_op2_no_bwd(&r.contiguous()?, &op),
+        }
+    }
+
+    fn out_shape(&self, dims: &[usize]) -> Result<(usize, usize, usize, usize)> {
+        let s = &self.spec;
+        let &[n, c, h, w] = dims else {
+            bail!("conv expects a 4-D input, got {dims:?}")
+        };
+        if c != s.in_channels {
+            bail!("conv expects {} input channels, got {c}", s.in_channels)
+        }
+        if h + 2 * s.padding < s.kernel || w + 2 * s.padding < s.kernel {
+            bail!("conv input {h}x{w} smaller than the kernel")
+        }
+        Ok((n, s.out_channels, s.output_size(h), s.output_size(w)))
+    }
+
+    fn run(
+        &self,
+        x: &[f32],
+        (n, c, h, w): (usize, usize, usize, usize),
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) -> Vec<f32> {
+        let s = &self.spec;
+        let (oh, ow) = (s.output_size(h), s.output_size(w));
+        let (in_img, out_img) = (c * h * w, s.out_channels * oh * ow);
+        let mut out: Vec<f32> = Vec::with_capacity(n * out_img);
+        // SAFETY: every element is written by a tile's bias/residual pre-fill before it is read.
+        #[allow(clippy::uninit_vec)]
+        unsafe {
+            out.set_len(n * out_img)
+        };
+        let image = |i: usize| {
+            (
+                &x[i * in_img..(i + 1) * in_img],
+                residual.map(|r| &r[i * out_img..(i + 1) * out_img]),
+            )
+        };
+        if n == 1 || rayon::current_num_threads() == 1 {
+            // Too few images to go around: split each image's output into tiles across the threads.
+            for (i, dst) in out.chunks_exact_mut(out_img).enumerate() {
+                let (src, res) = image(i);
+                self.run_image(src, (c, h, w), (oh, ow), dst, res, relu, true);
+            }
+        } else {
+            out.par_chunks_mut(out_img)
+                .enumerate()
+                .for_each(|(i, dst)| {
+                    let (src, res) = image(i);
+                    self.run_image(src, (c, h, w), (oh, ow), dst, res, relu, false);
+                });
+        }
+        out
+    }
+
+    /// One image; `parallel` spreads it over the thread pool (im2col by channel, the GEMM by group, by
+    /// column block or by row block).
+    #[allow(clippy::too_many_arguments)]
+    fn run_image(
+        &self,
+        x: &[f32],
+        (c, h, w): (usize, usize, usize),
+        (oh, ow): (usize, usize),
+        dst: &mut [f32],
+        residual: Option<&[f32]>,
+        relu: bool,
+        parallel: bool,
+    ) {
+        let s = &self.spec;
+        let p = oh * ow;
+        let g = s.groups;
+        let og = s.out_channels / g;
+        let direct = s.kernel == 1 && s.stride == 1 && s.padding == 0;
+        COLS.with(|cols| {
+            let mut cols = cols.borrow_mut();
+            let rhs: &[f32] = if direct {
+                x
+            } else {
+                let len = c * s.kernel * s.kernel * p;
+                if cols.len() < len {
+                    cols.resize(len, 0.0);
+                }
+                im2col(x, (c, h, w), s, (oh, ow), &mut cols[..len], parallel);
+                &cols[..len]
+            };
+            let out = OutPtr(dst.as_mut_ptr());
+            let tile = |t: Tile| {
+                // SAFETY: tiles cover disjoint (row, column) blocks of `dst`.
+                unsafe { self.tile(rhs, out, p, residual, relu, t) }
+            };
+            let threads = if parallel {
+                rayon::current_num_threads()
+            } else {
+                1
+            };
+            if threads == 1 {
+                (0..g).for_each(|gi| {
+                    tile(Tile {
+                        group: gi,
+                        rows: (0, og),
+                        cols: (0, p),
+                    })
+                });
+            } else if g > 1 {
+                (0..g).into_par_iter().for_each(|gi| {
+                    tile(Tile {
+                        group: gi,
+                        rows: (0, og),
+                        cols: (0, p),
+                    })
+                });
+            } else if p >= 96 * threads {
+                // Column blocks, a multiple of the micro-kernel's 16-float vector width.
+                let step = (p.div_ceil(threads)).div_ceil(16) * 16;
+                (0..p.div_ceil(step)).into_par_iter().for_each(|b| {
+                    tile(Tile {
+                        group: 0,
+                        rows: (0, og),
+                        cols: (b * step, ((b + 1) * step).min(p)),
+                    })
+                });
+            } else {
+                let step = (og.div_ceil(threads)).div_ceil(8) * 8;
+                (0..og.div_ceil(step)).into_par_iter().for_each(|b| {
+                    tile(Tile {
+                        group: 0,
+                        rows: (b * step, ((b + 1) * step).min(og)),
+                        cols: (0, p),
+                    })
+                });
+            }
+        });
+    }
+
+    /// Output rows `t.rows` of group `t.group`, columns `t.cols`: pre-fill with bias (+ residual), GEMM
+    /// accumulate, ReLU. Single-threaded.
+    ///
+    /// # Safety
+    /// `out` points at this image's (out_channels, p) output, and no other thread touches this tile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        &self,
+        rhs: &[f32],
+        out: OutPtr,
+        p: usize,
+        residual: Option<&[f32]>,
+        relu: bool,
+        t: Tile,
+    ) {
+        let s = &self.spec;
+        let og = s.out_channels / s.groups;
+        let kk = s.in_channels / s.groups * s.kernel * s.kernel;
+        let (r0, r1) = t.rows;
+        let (c0, c1) = t.cols;
+        let first = t.group * og + r0;
+        let row = |o: usize| std::slice::from_raw_parts_mut(out.0.add(o * p + c0), c1 - c0);
+        for o in first..first + (r1 - r0) {
+            let b = self.bias[o];
+            match residual {
+                Some(r) => row(o)
+                    .iter_mut()
+                    .zip(&r[o * p + c0..o * p + c1])
+                    .for_each(|(d, r)| *d = r + b),
+                None => row(o).fill(b),
+            }
+        }
+        gemm::gemm(
+            r1 - r0,
+            c1 - c0,
+            kk,
+            out.0.add(first * p + c0),
+            1,
+            p as isize,
+            true,
+            self.weight.as_ptr().add(first * kk),
+            1,
+            kk as isize,
+            rhs.as_ptr().add(t.group * kk * p + c0),
+            1,
+            p as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+        if relu {
+            for o in first..first + (r1 - r0) {
+                row(o).iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        }
+    }
+}
+
+/// A block of one image's output: rows (within the group) and columns, half-open.
+#[derive(Clone, Copy)]
+struct Tile {
+    group: usize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+}
+
+/// The output pointer, shared by the threads that fill disjoint tiles of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: only used for disjoint writes (see `PackedConv::tile`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+thread_local! {
+    /// The im2col buffer, kept per thread so that steady-state inference does not allocate it.
+    static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Unfolds one image (C, H, W) into (C * k * k, OH * OW): row (c, i, j), column (y, x) holds the input pixel
+/// kernel tap (i, j) sees for output (y, x), zero in the padding.
+fn im2col(
+    x: &[f32],
+    (c, h, w): (usize, usize, usize),
+    s: &ConvSpec,
+    (oh, ow): (usize, usize),
+    cols: &mut [f32],
+    parallel: bool,
+) {
+    let (k, st, pad) = (s.kernel, s.stride, s.padding);
+    let p = oh * ow;
+    // One row per (channel, tap): enough rows to keep every thread busy even for the 3-channel stem.
+    let fill = |r: usize, row: &mut [f32]| {
+        let (ci, i, j) = (r / (k * k), r / k % k, r % k);
+        let src = &x[ci * h * w..(ci + 1) * h * w];
+        // Output columns ox whose input column ox*st + j - pad lies inside [0, w).
+        let x0 = (pad.saturating_sub(j)).div_ceil(st).min(ow);
+        let x1 = if w + pad > j {
+            ((w + pad - j - 1) / st + 1).min(ow)
+        } else {
+            0
+        }
+        .max(x0);
+        for oy in 0..oh {
+            let out = &mut row[oy * ow..(oy + 1) * ow];
+            let y = (oy * st + i) as isize - pad as isize;
+            if y < 0 || y >= h as isize {
+                out.fill(0.0);
+                continue;
+            }
+            let line = &src[y as usize * w..(y as usize + 1) * w];
+            out[..x0].fill(0.0);
+            out[x1..].fill(0.0);
+            let start = x0 * st + j - pad;
+            if st == 1 {
+                out[x0..x1].copy_from_slice(&line[start..start + (x1 - x0)]);
+            } else {
+                for (o, v) in out[x0..x1].iter_mut().zip(line[start..].iter().step_by(st)) {
+                    *o = *v;
+                }
+            }
+        }
+    };
+    let per_channel = k * k * p;
+    match parallel {
+        false => cols
+            .chunks_exact_mut(p)
+            .enumerate()
+            .for_each(|(r, row)| fill(r, row)),
+        true => cols
+            .par_chunks_mut(p)
+            .with_min_len(8)
+            .enumerate()
+            .for_each(|(r, row)| fill(r, row)),
+    }
+    debug_assert_eq!(cols.len(), c * per_channel);
+}
+
+/// The custom op: `x` alone, or `x` and the residual to add before the ReLU.
+struct ConvOp {
+    packed: Arc<PackedConv>,
+    relu: bool,
+}
+
+fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = s else {
+        bail!("the CPU conv kernel only handles f32")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => bail!("the CPU conv kernel needs a contiguous input"),
+    }
+}
+
+impl CustomOp1 for ConvOp {
+    fn name(&self) -> &'static str {
+        "zoo-conv2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l)?;
+        let dims = self.packed.out_shape(l.dims())?;
+        let d = l.dims();
+        let out = self
+            .packed
+            .run(x, (d[0], d[1], d[2], d[3]), None, self.relu);
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        "zoo-conv2d-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1)?;
+        let r = contiguous_f32(s2, l2)?;
+        let dims = self.packed.out_shape(l1.dims())?;
+        if l2.dims() != [dims.0, dims.1, dims.2, dims.3] {
+            bail!(
+                "residual of shape {:?} does not match the conv output {dims:?}",
+                l2.dims()
+            )
+        }
+        let d = l1.dims();
+        let out = self
+            .packed
+            .run(x, (d[0], d[1], d[2], d[3]), Some(r), self.relu);
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}

@@ -1,0 +1,134 @@
+//! Op-by-op execution of a network, for per-layer reports (`zoo info`, `zoo bench --layers`).
+//!
+//! The walk follows the same modules the forward pass uses, one op at a time: each stem conv, the
+//! max-pool, and inside each block every conv (with its ReLU), the shortcut and the residual add.
+
+use std::time::{Duration, Instant};
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+
+use crate::block::ResidualBlock;
+use crate::layers::{pool, ConvBn};
+use crate::model::ResNet;
+use crate::shortcut::Shortcut;
+
+/// What one op is, for grouping in reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Conv,
+    Pool,
+    Shortcut,
+    Add,
+    Head,
+}
+
+/// One executed op.
+#[derive(Debug, Clone)]
+pub struct OpRecord {
+    /// Checkpoint-style name: `conv1`, `layer1.0.conv2`, `layer2.0.downsample`, `layer1.0.add`.
+    pub name: String,
+    pub kind: OpKind,
+    /// Output shape.
+    pub shape: Vec<usize>,
+    pub params: usize,
+    /// Multiply-accumulates (a FLOP count is twice this).
+    pub macs: u64,
+    /// Median over the timed repetitions.
+    pub median: Duration,
+}
+
+/// How ops are timed: how often each is repeated, and how to wait for the device.
+pub struct Timing<'a> {
+    pub repeats: usize,
+    /// Blocks until queued work has finished (a no-op on CPU), so GPU times are true.
+    pub sync: &'a dyn Fn() -> Result<()>,
+}
+
+/// Runs `model` op by op on `x`; returns one record per op (the classifier last).
+pub fn profile(model: &ResNet, x: &Tensor, timing: &Timing) -> Result<Vec<OpRecord>> {
+    let mut out = Vec::new();
+    let mut x = x.clone();
+    for (name, conv) in &model.stem.convs {
+        x = conv_op(&mut out, name, conv, &x, true, timing)?;
+    }
+    if model.stem.max_pool {
+        x = record(&mut out, "maxpool", OpKind::Pool, 0, 0, timing, || pool::max_pool_3x3_s2(&x))?;
+    }
+    for (s, stage) in model.stages.iter().enumerate() {
+        for (b, block) in stage.blocks.iter().enumerate() {
+            x = block_ops(&mut out, &format!("layer{}.{b}", s + 1), block, &x, timing)?;
+        }
+    }
+    if let Some(head) = &model.head {
+        let macs = (x.dim(0)? * x.dim(1)? * head.num_classes) as u64;
+        record(&mut out, "fc", OpKind::Head, head.num_params(), macs, timing, || head.forward(&x))?;
+    }
+    Ok(out)
+}
+
+fn block_ops(out: &mut Vec<OpRecord>, prefix: &str, block: &ResidualBlock, x: &Tensor, t: &Timing) -> Result<Tensor> {
+    let layers = block.residual.layers();
+    let mut y = x.clone();
+    for (i, (name, conv)) in layers.iter().enumerate() {
+        let last = i + 1 == layers.len();
+        y = conv_op(out, &format!("{prefix}.{name}"), conv, &y, !last, t)?;
+    }
+    let sc = &block.shortcut;
+    let short = match sc {
+        Shortcut::Identity => x.clone(),
+        _ => {
+            let macs = shortcut_macs(sc, &y);
+            record(out, &format!("{prefix}.downsample"), OpKind::Shortcut, sc.num_params(), macs, t, || sc.forward_t(x, false))?
+        }
+    };
+    record(out, &format!("{prefix}.add"), OpKind::Add, 0, 0, t, || (&y + &short)?.relu())
+}
+
+fn shortcut_macs(sc: &Shortcut, out: &Tensor) -> u64 {
+    match sc {
+        Shortcut::Projection(c) => conv_macs(c, out.dims()),
+        Shortcut::AvgDown(a) => conv_macs(&a.proj, out.dims()),
+        _ => 0,
+    }
+}
+
+fn conv_macs(conv: &ConvBn, out_shape: &[usize]) -> u64 {
+    let s = conv.conv().spec();
+    let per_output = (s.in_channels / s.groups * s.kernel * s.kernel) as u64;
+    out_shape.iter().product::<usize>() as u64 * per_output
+}
+
+fn conv_op(out: &mut Vec<OpRecord>, name: &str, conv: &ConvBn, x: &Tensor, relu: bool, t: &Timing) -> Result<Tensor> {
+    let y = conv.forward_t(x, false)?;
+    let macs = conv_macs(conv, y.dims());
+    record(out, name, OpKind::Conv, conv.num_params(), macs, t, || {
+        let y = conv.forward_t(x, false)?;
+        if relu { y.relu() } else { Ok(y) }
+    })
+}
+
+/// Runs `op` `t.repeats` times (at least once), records the median, returns the last output.
+fn record(
+    out: &mut Vec<OpRecord>,
+    name: &str,
+    kind: OpKind,
+    params: usize,
+    macs: u64,
+    t: &Timing,
+    op: impl Fn() -> Result<Tensor>,
+) -> Result<Tensor> {
+    let mut times = Vec::with_capacity(t.repeats.max(1));
+    let mut y = None;
+    for _ in 0..t.repeats.max(1) {
+        (t.sync)()?;
+        let start = Instant::now();
+        let r = op()?;
+        (t.sync)()?;
+        times.push(start.elapsed());
+        y = Some(r);
+    }
+    times.sort();
+    let y = y.expect("ran at least once");
+    out.push(OpRecord { name: name.to_string(), kind, shape: y.dims().to_vec(), params, macs, median: times[times.len() / 2] });
+    Ok(y)
+}

@@ -1,0 +1,202 @@
+//! The fine-tuning loop.
+
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use super::dataset::{Augment, Dataset};
+use super::freeze::Scope;
+use super::optim::{ParamsSgd, SgdMomentum};
+use super::{Result, TrainError, TrainableResNet};
+
+/// Which candle-nn optimizer updates the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OptimizerKind {
+    /// candle-nn's AdamW (decoupled weight decay).
+    #[default]
+    AdamW,
+    /// SGD with momentum ([`super::optim::SgdMomentum`], on candle-nn's `Optimizer` trait).
+    Sgd,
+}
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "adamw" => Ok(Self::AdamW),
+            "sgd" => Ok(Self::Sgd),
+            other => Err(format!("unknown optimizer `{other}` (adamw, sgd)")),
+        }
+    }
+}
+
+/// Knobs of one fine-tune.
+#[derive(Debug, Clone)]
+pub struct FinetuneConfig {
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub scope: Scope,
+    pub optimizer: OptimizerKind,
+    pub weight_decay: f64,
+    /// SGD only.
+    pub momentum: f64,
+    /// Shuffling and augmentation.
+    pub seed: u64,
+    /// `None` trains on the eval transform alone.
+    pub augment: Option<Augment>,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 5,
+            lr: 1e-3,
+            batch_size: 32,
+            scope: Scope::Head,
+            optimizer: OptimizerKind::AdamW,
+            weight_decay: 0.01,
+            momentum: 0.9,
+            seed: 0,
+            augment: Some(Augment::default()),
+        }
+    }
+}
+
+/// Loss and accuracy of one epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochStats {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches (with augmentation, weights changing as it goes).
+    pub train_loss: f32,
+    pub train_acc: f32,
+    pub val_loss: Option<f32>,
+    pub val_acc: Option<f32>,
+    pub seconds: f32,
+}
+
+/// Progress reports, for a progress bar or a log.
+#[derive(Debug)]
+pub enum Event<'a> {
+    EpochStart { epoch: usize, epochs: usize, steps: usize },
+    /// After each optimizer step: this batch's loss, and the running accuracy of the epoch so far.
+    Step { epoch: usize, step: usize, steps: usize, loss: f32, acc: f32 },
+    EpochEnd(&'a EpochStats),
+}
+
+enum Opt {
+    AdamW(AdamW),
+    Sgd(SgdMomentum),
+}
+
+impl Opt {
+    fn step(&mut self, loss: &Tensor) -> candle_core::Result<()> {
+        match self {
+            Opt::AdamW(o) => o.backward_step(loss),
+            Opt::Sgd(o) => o.backward_step(loss),
+        }
+    }
+}
+
+/// Number of correct argmax predictions.
+fn correct(logits: &Tensor, labels: &Tensor) -> candle_core::Result<usize> {
+    let pred = logits.argmax(1)?;
+    Ok(pred.eq(labels)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize)
+}
+
+/// Eval-mode mean loss and accuracy of `net` on `data`.
+pub fn evaluate(net: &TrainableResNet, data: &Dataset, batch_size: usize) -> Result<(f32, f32)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let (mut loss_sum, mut hits) = (0f64, 0usize);
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(batch_size.max(1)) {
+        let (x, y) = data.batch(chunk, None, &mut rng, net.device())?;
+        let logits = net.model.forward(&x)?;
+        loss_sum += candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+        hits += correct(&logits, &y)?;
+    }
+    let n = data.len().max(1) as f64;
+    Ok(((loss_sum / n) as f32, (hits as f64 / n) as f32))
+}
+
+/// Trains `net` on `train` (validating on `val` after every epoch) and returns each epoch's numbers.
+///
+/// Under [`Scope::Head`] only `fc.*` moves and BatchNorm keeps its running statistics; under
+/// [`Scope::All`] every weight trains and BatchNorm runs in train mode, updating its running statistics.
+pub fn finetune(
+    net: &TrainableResNet,
+    train: &Dataset,
+    val: Option<&Dataset>,
+    cfg: &FinetuneConfig,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Vec<EpochStats>> {
+    let classes = net.config().num_classes;
+    if train.classes.len() != classes {
+        return Err(TrainError::Data(format!(
+            "the head has {classes} outputs but the data has {} classes: call replace_head first",
+            train.classes.len()
+        )));
+    }
+    if train.is_empty() {
+        return Err(TrainError::Data("no training images".into()));
+    }
+    let vars: Vec<_> = net.trainable_vars(cfg.scope).into_iter().map(|(_, v)| v).collect();
+    let mut opt = match cfg.optimizer {
+        OptimizerKind::AdamW => Opt::AdamW(AdamW::new(
+            vars,
+            ParamsAdamW { lr: cfg.lr, weight_decay: cfg.weight_decay, ..Default::default() },
+        )?),
+        OptimizerKind::Sgd => Opt::Sgd(SgdMomentum::new(
+            vars,
+            ParamsSgd { lr: cfg.lr, momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: false },
+        )?),
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let bs = cfg.batch_size.max(1);
+    let steps = train.len().div_ceil(bs);
+    let mut history = Vec::with_capacity(cfg.epochs);
+    for epoch in 1..=cfg.epochs {
+        let start = Instant::now();
+        on_event(Event::EpochStart { epoch, epochs: cfg.epochs, steps });
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut hits, mut seen) = (0f64, 0usize, 0usize);
+        for (step, chunk) in order.chunks(bs).enumerate() {
+            // BatchNorm's batch statistics need more than one value per channel.
+            if chunk.len() < 2 && cfg.scope.bn_train() && seen > 0 {
+                continue;
+            }
+            let (x, y) = train.batch(chunk, cfg.augment.as_ref(), &mut rng, net.device())?;
+            let logits = net.forward_train(&x, cfg.scope)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            opt.step(&loss)?;
+            let l = loss.to_scalar::<f32>()?;
+            loss_sum += l as f64 * chunk.len() as f64;
+            hits += correct(&logits, &y)?;
+            seen += chunk.len();
+            on_event(Event::Step { epoch, step: step + 1, steps, loss: l, acc: hits as f32 / seen as f32 });
+        }
+        let (val_loss, val_acc) = match val {
+            Some(v) if !v.is_empty() => {
+                let (l, a) = evaluate(net, v, bs)?;
+                (Some(l), Some(a))
+            }
+            _ => (None, None),
+        };
+        let stats = EpochStats {
+            epoch,
+            train_loss: (loss_sum / seen.max(1) as f64) as f32,
+            train_acc: hits as f32 / seen.max(1) as f32,
+            val_loss,
+            val_acc,
+            seconds: start.elapsed().as_secs_f32(),
+        };
+        on_event(Event::EpochEnd(&stats));
+        history.push(stats);
+    }
+    Ok(history)
+}

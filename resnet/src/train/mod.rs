@@ -1,0 +1,204 @@
+//! Fine-tuning: replace a pretrained network's classifier and train it on an image folder.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), resnet::train::TrainError> {
+//! use candle_core::Device;
+//! use resnet::train::{finetune, FinetuneConfig, ImageFolder, Scope, TrainableResNet};
+//! let device = Device::Cpu;
+//! let mut net = TrainableResNet::from_checkpoint("resnet20.safetensors", Some("resnet20"), &device)?;
+//! let data = ImageFolder::open("photos/")?;
+//! let (train, val) = data.split(0.2, 0);
+//! net.replace_head(data.classes().to_vec(), 0)?;
+//! let cfg = FinetuneConfig { scope: Scope::Head, epochs: 5, ..Default::default() };
+//! finetune(&net, &train, Some(&val), &cfg, &mut |_event| {})?;
+//! net.save("finetuned.safetensors")?;
+//! # Ok(()) }
+//! ```
+//!
+//! The pieces: [`TrainableResNet`] (weights held as `candle_nn::Var`s, save with self-describing
+//! metadata), [`dataset`] (ImageFolder, train-time augmentation, eval transform), [`freeze`] (which
+//! parameters train and whether BatchNorm runs in train mode), [`optim`] (SGD with momentum on
+//! candle-nn's `Optimizer` trait, next to candle-nn's own AdamW) and [`finetune()`] (the loop).
+
+pub mod autograd;
+pub mod dataset;
+pub mod finetune;
+pub mod freeze;
+pub mod optim;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use weights::checkpoint::{self, Checkpoint, CheckpointError, META_ARCH, META_CONFIG, META_LABELS, META_PREPROCESS};
+use weights::PreprocessConfig;
+
+use crate::config::{ResNetConfig, StemKind};
+use crate::keys::{canonical_name, KeyScheme};
+use crate::layers::BnMode;
+use crate::model::ResNet;
+
+pub use dataset::{Augment, Dataset, ImageFolder, Sample};
+pub use finetune::{evaluate, finetune, Event, EpochStats, FinetuneConfig, OptimizerKind};
+pub use freeze::Scope;
+
+/// Why fine-tuning could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] crate::Error),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot decode image {path}: {reason}")]
+    Image { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Data(String),
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+/// A ResNet whose weights are `candle_nn::Var`s, with what is needed to save it self-describing.
+///
+/// Every tensor of the network (BatchNorm running statistics included) lives in [`TrainableResNet::varmap`]
+/// under its canonical name. The model's layers share those variables' storage, so optimizer steps and
+/// BatchNorm's running-statistic updates show up in the map, and [`TrainableResNet::save`] writes them.
+pub struct TrainableResNet {
+    pub model: ResNet,
+    pub varmap: VarMap,
+    /// Architecture name for the checkpoint's `zoo.arch` (e.g. `resnet20`).
+    pub arch: String,
+    pub preprocess: PreprocessConfig,
+    /// Class names, one per output of the head (empty when unknown).
+    pub labels: Vec<String>,
+    device: Device,
+}
+
+impl TrainableResNet {
+    /// Builds the network from tensors with canonical names (see [`crate::keys`]), BatchNorm kept apart.
+    pub fn from_tensors(
+        arch: &str,
+        config: &ResNetConfig,
+        tensors: HashMap<String, Tensor>,
+        preprocess: PreprocessConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let varmap = VarMap::new();
+        let given: std::collections::HashSet<String> = tensors.keys().cloned().collect();
+        {
+            let mut data = varmap.data().lock().expect("varmap lock");
+            for (name, t) in tensors {
+                let t = t.to_dtype(DType::F32)?.to_device(device)?;
+                data.insert(name, Var::from_tensor(&t)?);
+            }
+        }
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let model = ResNet::load(config, vb, BnMode::Keep)?;
+        // A VarMap invents any variable it is asked for and lacks: refuse instead of training from noise.
+        let mut missing: Vec<String> =
+            varmap.data().lock().expect("varmap lock").keys().filter(|k| !given.contains(*k)).cloned().collect();
+        if !missing.is_empty() {
+            missing.sort();
+            return Err(TrainError::Data(format!("the weights lack {} tensors: {}", missing.len(), missing.join(", "))));
+        }
+        Ok(Self { model, varmap, arch: arch.to_string(), preprocess, labels: vec![], device: device.clone() })
+    }
+
+    /// Loads a safetensors checkpoint. The architecture comes from its `zoo.config` metadata when it has
+    /// one, else from `arch` (a name of [`crate::variants`]). Keys may carry `module.` or a `linear` head.
+    /// Preprocessing comes from `zoo.preprocess`, else CIFAR's (32x32) for CIFAR stems and ImageNet's otherwise.
+    pub fn from_checkpoint(path: impl AsRef<Path>, arch: Option<&str>, device: &Device) -> Result<Self> {
+        let ck = Checkpoint::open(path.as_ref())?;
+        let meta_config: Option<ResNetConfig> = ck.metadata_json(META_CONFIG)?;
+        let arch_name = arch
+            .map(str::to_string)
+            .or_else(|| ck.metadata().get(META_ARCH).cloned())
+            .unwrap_or_else(|| "resnet".to_string());
+        let config = match meta_config {
+            Some(c) => c,
+            None => match arch {
+                Some(a) => crate::variants::by_name(a)?,
+                None => {
+                    return Err(TrainError::Data(format!(
+                        "{} has no `{META_CONFIG}` metadata: name its architecture",
+                        path.as_ref().display()
+                    )))
+                }
+            },
+        };
+        let preprocess = match ck.metadata_json::<PreprocessConfig>(META_PREPROCESS)? {
+            Some(p) => p,
+            None if matches!(config.stem, StemKind::Cifar { .. }) => PreprocessConfig::cifar(),
+            None => PreprocessConfig::imagenet(),
+        };
+        let labels: Vec<String> = ck.metadata_json(META_LABELS)?.unwrap_or_default();
+        let stored = ck.load(device)?;
+        let scheme = KeyScheme::detect(stored.keys().map(String::as_str));
+        let tensors: HashMap<String, Tensor> =
+            stored.into_iter().filter_map(|(k, v)| canonical_name(scheme, &k).map(|k| (k, v))).collect();
+        let mut net = Self::from_tensors(&arch_name, &config, tensors, preprocess, device)?;
+        net.labels = labels;
+        Ok(net)
+    }
+
+    pub fn config(&self) -> &ResNetConfig {
+        self.model.config()
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Replaces the classifier with a fresh `labels.len()`-way one, initialised like PyTorch's
+    /// `nn.Linear` (uniform in +-1/sqrt(features)) from `seed`: the transfer-learning step.
+    pub fn replace_head(&mut self, labels: Vec<String>, seed: u64) -> Result<()> {
+        let n = labels.len();
+        if n == 0 {
+            return Err(TrainError::Data("the new head needs at least one class".into()));
+        }
+        let features = self.model.config().num_features();
+        let bound = 1.0 / (features as f32).sqrt();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x4ead);
+        let mut uniform = |count: usize| -> Vec<f32> { (0..count).map(|_| rng.random_range(-bound..bound)).collect() };
+        let w = Tensor::from_vec(uniform(n * features), (n, features), &self.device)?;
+        let b = Tensor::from_vec(uniform(n), n, &self.device)?;
+        {
+            let mut data = self.varmap.data().lock().expect("varmap lock");
+            data.insert("fc.weight".into(), Var::from_tensor(&w)?);
+            data.insert("fc.bias".into(), Var::from_tensor(&b)?);
+        }
+        let vb = VarBuilder::from_varmap(&self.varmap, DType::F32, &self.device);
+        self.model.replace_head(n, vb.pp("fc"))?;
+        self.labels = labels;
+        Ok(())
+    }
+
+    /// The network's tensors under their canonical names (running statistics included).
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
+    }
+
+    /// The checkpoint metadata that makes the file self-describing: arch, config, preprocessing, labels.
+    pub fn metadata(&self) -> HashMap<String, String> {
+        let mut meta = HashMap::new();
+        meta.insert(META_ARCH.to_string(), self.arch.clone());
+        meta.insert(META_CONFIG.to_string(), serde_json::to_string(self.model.config()).expect("config json"));
+        meta.insert(META_PREPROCESS.to_string(), serde_json::to_string(&self.preprocess).expect("preprocess json"));
+        if !self.labels.is_empty() {
+            meta.insert(META_LABELS.to_string(), serde_json::to_string(&self.labels).expect("labels json"));
+        }
+        meta
+    }
+
+    /// Writes a self-describing safetensors checkpoint (atomically).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        checkpoint::save(path, &self.tensors(), &self.metadata())?;
+        Ok(())
+    }
+}

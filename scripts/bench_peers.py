@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Peer numbers for benches/README.md: PyTorch eager and ONNX Runtime on the shapes `compare` uses.
+
+ResNet-18/50 (torchvision, random weights, eval mode), batch 1 and 8, 224x224, 2 threads, median of 10
+timed runs after 3 warm-up runs, reported in ms/img.
+
+    .venv/bin/python scripts/bench_peers.py                  # PyTorch eager (+ ONNX Runtime if installed)
+    .venv/bin/python scripts/bench_peers.py --install-ort    # pip-installs onnxruntime into this venv first
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def median_ms(fn, warmup=3, iters=10):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--install-ort", action="store_true", help="pip install onnxruntime into the running venv")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=10)
+    args = ap.parse_args()
+    if args.install_ort:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "onnxruntime", "onnx"], check=False)
+
+    import torch
+    import torchvision
+
+    torch.set_num_threads(args.threads)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+        print("onnxruntime not installed (use --install-ort); skipping it", file=sys.stderr)
+
+    print(f"torch {torch.__version__}, threads {args.threads}" + (f", onnxruntime {ort.__version__}" if ort else ""))
+    print(f"{'model':<9} {'batch':>5} {'torch ms/img':>13} {'ort ms/img':>11}")
+    for name in ["resnet18", "resnet50"]:
+        model = getattr(torchvision.models, name)(weights=None).eval()
+        for batch in [1, 8]:
+            x = torch.randn(batch, 3, 224, 224)
+            with torch.inference_mode():
+                t_torch = median_ms(lambda: model(x), iters=args.iters) / batch
+            t_ort = float("nan")
+            if ort is not None:
+                with tempfile.TemporaryDirectory() as d:
+                    path = os.path.join(d, f"{name}.onnx")
+                    torch.onnx.export(model, x, path, input_names=["x"], output_names=["y"], dynamo=False)
+                    so = ort.SessionOptions()
+                    so.intra_op_num_threads = args.threads
+                    so.inter_op_num_threads = 1
+                    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+                    xn = x.numpy()
+                    t_ort = median_ms(lambda: sess.run(None, {"x": xn}), iters=args.iters) / batch
+            print(f"{name:<9} {batch:>5} {t_torch:>13.1f} {t_ort:>11.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

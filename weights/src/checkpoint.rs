@@ -1,0 +1,160 @@
+//! Safetensors checkpoints: reading with validation, and self-describing atomic writes.
+//!
+//! A checkpoint written by zoo carries in its `__metadata__` everything needed to use it: the
+//! architecture config ([`META_CONFIG`]), the preprocessing ([`META_PREPROCESS`]) and the class names
+//! ([`META_LABELS`]), so `--weights file.safetensors` needs no other flag.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::de::DeserializeOwned;
+
+/// Metadata key: the architecture name (`resnet50`), for humans and as a fallback.
+pub const META_ARCH: &str = "zoo.arch";
+/// Metadata key: the architecture config as JSON (model crates define its type).
+pub const META_CONFIG: &str = "zoo.config";
+/// Metadata key: [`crate::PreprocessConfig`] as JSON.
+pub const META_PREPROCESS: &str = "zoo.preprocess";
+/// Metadata key: class names as a JSON array of strings.
+pub const META_LABELS: &str = "zoo.labels";
+/// Metadata key: the name of a label set that ships with zoo (`imagenet-1k`), instead of the full list.
+pub const META_LABEL_SET: &str = "zoo.label_set";
+
+/// Why a checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot read checkpoint {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid safetensors file ({reason}); it may be truncated or corrupt: download or convert it again")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("metadata `{key}` of {path} is not valid: {reason}")]
+    BadMetadata { path: PathBuf, key: String, reason: String },
+    #[error("cannot write checkpoint {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+/// Name, shape and dtype of one stored tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+/// An opened safetensors file: its header, validated, and its metadata. Tensors are read on demand.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    path: PathBuf,
+    metadata: HashMap<String, String>,
+    tensors: Vec<TensorInfo>,
+}
+
+impl Checkpoint {
+    /// Reads and checks the header: every tensor's byte range must lie inside the file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        let path = path.as_ref().to_path_buf();
+        let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
+        let corrupt = |reason: String| CheckpointError::Corrupt { path: path.clone(), reason };
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let mut tensors = Vec::new();
+        for (name, view) in st.tensors() {
+            let dtype = DType::try_from(view.dtype()).map_err(|e| corrupt(format!("tensor `{name}`: {e}")))?;
+            tensors.push(TensorInfo { name, shape: view.shape().to_vec(), dtype });
+        }
+        tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Self { path, metadata: header.metadata().clone().unwrap_or_default(), tensors })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// The stored tensors, sorted by name.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    /// Parses the JSON metadata entry `key`, if present.
+    pub fn metadata_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CheckpointError> {
+        let Some(text) = self.metadata.get(key) else { return Ok(None) };
+        serde_json::from_str(text).map(Some).map_err(|e| CheckpointError::BadMetadata {
+            path: self.path.clone(),
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Loads every tensor onto `device`.
+    pub fn load(&self, device: &Device) -> Result<HashMap<String, Tensor>, CheckpointError> {
+        candle_core::safetensors::load(&self.path, device)
+            .map_err(|e| CheckpointError::Corrupt { path: self.path.clone(), reason: e.to_string() })
+    }
+}
+
+/// Writes `tensors` and `metadata` to `path` atomically: a temporary file in the same directory is
+/// renamed over `path` only once complete, so readers never see a half-written checkpoint.
+pub fn save(
+    path: impl AsRef<Path>,
+    tensors: &HashMap<String, Tensor>,
+    metadata: &HashMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let path = path.as_ref();
+    let err = |reason: String| CheckpointError::Write { path: path.to_path_buf(), reason };
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let mut views = Vec::with_capacity(names.len());
+    for name in names {
+        let t = tensors[name].to_device(&Device::Cpu).and_then(|t| t.contiguous()).map_err(|e| err(e.to_string()))?;
+        views.push((name.clone(), t));
+    }
+    let meta = if metadata.is_empty() { None } else { Some(metadata.clone()) };
+    let bytes = safetensors::serialize(views.iter().map(|(n, t)| (n.as_str(), t)), meta).map_err(|e| err(e.to_string()))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
+    tmp.write_all(&bytes).map_err(|e| err(e.to_string()))?;
+    tmp.as_file().sync_all().map_err(|e| err(e.to_string()))?;
+    tmp.persist(path).map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_keeps_tensors_and_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let t = Tensor::arange(0f32, 6., &Device::Cpu).unwrap().reshape((2, 3)).unwrap();
+        let tensors = HashMap::from([("a.weight".to_string(), t.clone())]);
+        let meta = HashMap::from([(META_ARCH.to_string(), "resnet50".to_string())]);
+        save(&path, &tensors, &meta).unwrap();
+        let ck = Checkpoint::open(&path).unwrap();
+        assert_eq!(ck.metadata()[META_ARCH], "resnet50");
+        assert_eq!(ck.tensors(), &[TensorInfo { name: "a.weight".into(), shape: vec![2, 3], dtype: DType::F32 }]);
+        let back = ck.load(&Device::Cpu).unwrap();
+        assert_eq!(back["a.weight"].to_vec2::<f32>().unwrap(), t.to_vec2::<f32>().unwrap());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn truncated_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let t = Tensor::zeros((64, 64), DType::F32, &Device::Cpu).unwrap();
+        save(&path, &HashMap::from([("w".to_string(), t)]), &HashMap::new()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = Checkpoint::open(&path).unwrap_err().to_string();
+        assert!(err.contains("m.safetensors") && err.contains("truncated"), "{err}");
+        std::fs::write(&path, b"not a checkpoint").unwrap();
+        assert!(Checkpoint::open(&path).is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! `zoo bench`: end-to-end latency, and with `--layers` where the time goes.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use resnet::profile::{profile, OpRecord, Timing};
+use serde_json::json;
+
+use crate::device::{parse_device, parse_dtype};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Architecture or pretrained name; random weights unless --weights is given.
+    model: String,
+    /// A checkpoint to time instead of random weights.
+    #[arg(long)]
+    weights: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Input height and width.
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Untimed passes before measuring.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed passes (the median and p90 are reported).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Time every layer: stem ops, each block, and inside blocks each conv, the shortcut and the add.
+    #[arg(long)]
+    layers: bool,
+    /// auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let loaded = crate::resolve::load_model(&args.model, args.weights.as_deref(), &device, dtype, true)?;
+    let model = &loaded.model;
+    let x = Tensor::randn(0f32, 1., (args.batch, 3, args.size, args.size), &device)?.to_dtype(dtype)?;
+    let sync = || device.synchronize();
+    for _ in 0..args.warmup {
+        model.forward(&x)?;
+    }
+    sync()?;
+    let mut times = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters.max(1) {
+        let start = Instant::now();
+        model.forward(&x)?;
+        sync()?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    let p90 = times[(times.len() * 9 / 10).min(times.len() - 1)];
+    let ops = profile(model, &x, &Timing { repeats: if args.layers { args.iters.max(1) } else { 1 }, sync: &sync })?;
+    let flops = 2 * ops.iter().map(|o| o.macs).sum::<u64>();
+    let report = Report { model: &args.model, batch: args.batch, median, p90, flops };
+    if args.json {
+        println!("{}", report.json(args.layers.then_some(&ops[..])));
+    } else {
+        report.print(&device);
+        if args.layers {
+            print_layers(&ops);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Report<'a> {
+    model: &'a str,
+    batch: usize,
+    median: Duration,
+    p90: Duration,
+    flops: u64,
+}
+
+impl Report<'_> {
+    fn images_per_s(&self) -> f64 {
+        self.batch as f64 / self.median.as_secs_f64()
+    }
+
+    fn gflops(&self) -> f64 {
+        self.flops as f64 / self.median.as_secs_f64() / 1e9
+    }
+
+    fn json(&self, layers: Option<&[OpRecord]>) -> serde_json::Value {
+        let layers: Vec<_> = layers
+            .unwrap_or(&[])
+            .iter()
+            .map(|o| json!({"name": o.name, "shape": o.shape, "params": o.params, "flops": 2 * o.macs, "median_ms": ms(o.median)}))
+            .collect();
+        json!({"model": self.model, "batch": self.batch, "median_ms": ms(self.median), "p90_ms": ms(self.p90),
+               "images_per_s": self.images_per_s(), "gflops": self.gflops(), "layers": layers})
+    }
+
+    fn print(&self, device: &Device) {
+        println!(
+            "{} batch {} on {:?}: median {:.2} ms, p90 {:.2} ms, {:.1} images/s, {:.1} GFLOP/s ({:.2} GFLOP per pass)",
+            self.model, self.batch, device.location(), ms(self.median), ms(self.p90), self.images_per_s(), self.gflops(),
+            self.flops as f64 / 1e9
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The block a record belongs to (`layer1.0`), or None for stem and head ops.
+fn block_of(name: &str) -> Option<&str> {
+    let mut dots = name.match_indices('.');
+    let second = dots.nth(1)?.0;
+    name.starts_with("layer").then(|| &name[..second])
+}
+
+fn print_layers(ops: &[OpRecord]) {
+    let total: f64 = ops.iter().map(|o| ms(o.median)).sum();
+    println!("\n{:<24} {:>20} {:>10} {:>9} {:>9} {:>6} {:>8}", "layer", "output", "params", "MFLOP", "ms", "share", "GFLOP/s");
+    let row = |name: &str, shape: &[usize], params: usize, flops: u64, t: f64| {
+        let gf = if t > 0.0 && flops > 0 { format!("{:.1}", flops as f64 / t / 1e6) } else { "-".into() };
+        println!("{name:<24} {:>20} {params:>10} {:>9.1} {t:>9.3} {:>5.1}% {gf:>8}", format!("{shape:?}"), flops as f64 / 1e6, 100.0 * t / total);
+    };
+    let mut i = 0;
+    while i < ops.len() {
+        let Some(block) = block_of(&ops[i].name) else {
+            row(&ops[i].name, &ops[i].shape, ops[i].params, 2 * ops[i].macs, ms(ops[i].median));
+            i += 1;
+            continue;
+        };
+        let end = i + ops[i..].iter().take_while(|o| block_of(&o.name) == Some(block)).count();
+        let inner = &ops[i..end];
+        let sum = |f: &dyn Fn(&OpRecord) -> f64| inner.iter().map(f).sum::<f64>();
+        row(block, &inner[inner.len() - 1].shape, inner.iter().map(|o| o.params).sum(), 2 * inner.iter().map(|o| o.macs).sum::<u64>(), sum(&|o| ms(o.median)));
+        for o in inner {
+            row(&format!("  {}", &o.name[block.len() + 1..]), &o.shape, o.params, 2 * o.macs, ms(o.median));
+        }
+        i = end;
+    }
+    println!("{:<24} {:>20} {:>10} {:>9} {total:>9.3}", "sum of ops", "", "", "");
+}

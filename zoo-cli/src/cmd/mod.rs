@@ -1,0 +1,11 @@
+//! One module per subcommand: its clap `Args` and its `run`.
+
+pub mod bench;
+pub mod convert;
+pub mod download;
+pub mod finetune;
+pub mod gradflow;
+pub mod info;
+pub mod list;
+pub mod preprocess;
+pub mod run;

@@ -1,0 +1,196 @@
+//! The `zoo` binary end to end: real weights, real photos, bad inputs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn zoo() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zoo"));
+    // Never touch the user's cache or a real hub from tests.
+    c.env("HF_HOME", std::env::temp_dir().join("zoo-cli-tests-unused-hf-home"))
+        .env("HF_ENDPOINT", weights::testing::unreachable_endpoint())
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE");
+    c
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cifar20() -> String {
+    let shared = std::env::var_os("ZOO_SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("../shared"));
+    shared.join("fixtures/cifar10-resnet/resnet20.safetensors").display().to_string()
+}
+
+/// Real test data fetched by scripts/fetch_test_data.sh; missing data fails in CI and is skipped loudly
+/// elsewhere.
+fn data(rel: &str) -> Option<PathBuf> {
+    let p = root().join(".data").join(rel);
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(std::env::var_os("CI").is_none(), "{} is missing: run scripts/fetch_test_data.sh", p.display());
+    eprintln!("SKIPPED: {} is missing; run scripts/fetch_test_data.sh", p.display());
+    None
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("zoo runs");
+    eprintln!("stderr: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    stdout(out).lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect()
+}
+
+/// Sum of softmax probabilities of `classes` from all logits.
+fn prob_sum(logits: &[f64], classes: std::ops::RangeInclusive<usize>) -> f64 {
+    let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+    let exp: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+    let total: f64 = exp.iter().sum();
+    classes.map(|c| exp[c]).sum::<f64>() / total
+}
+
+#[test]
+fn cifar_resnet20_calls_the_cat_a_cat() {
+    let Some(cat) = data("chelsea.png") else { return };
+    let out = run(zoo().args(["run", "resnet20", "--weights", &cifar20(), "--json", "--device", "cpu"]).arg(&cat));
+    assert!(out.status.success());
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1);
+    let v = &lines[0];
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["input", "index", "top", "logits"], "key order of the JSON line");
+    assert_eq!(v["top"][0]["label"], "cat");
+    assert_eq!(v["top"][0]["class"], 3);
+    assert!(v["top"][0]["prob"].as_f64().unwrap() > 0.99, "{v}");
+    assert_eq!(v["logits"].as_array().unwrap().len(), 10);
+}
+
+#[test]
+fn human_output_is_a_table_of_labels() {
+    let Some(cat) = data("chelsea.png") else { return };
+    let out = run(zoo().args(["run", "resnet20", "--weights", &cifar20(), "--top", "2"]).arg(&cat));
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.lines().nth(1).unwrap().contains("cat"), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+}
+
+#[test]
+fn preprocess_writes_what_run_feeds_the_model() {
+    let Some(cat) = data("chelsea.png") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let npy = dir.path().join("x.npy");
+    let out = run(zoo().args(["preprocess", "resnet20", "--weights", &cifar20(), "--out"]).arg(&npy).arg(&cat));
+    assert!(out.status.success());
+    let from_image = json_lines(&run(zoo().args(["run", "resnet20", "--weights", &cifar20(), "--json"]).arg(&cat)));
+    let from_npy = json_lines(&run(zoo().args(["run", "resnet20", "--weights", &cifar20(), "--json"]).arg(&npy)));
+    assert_eq!(from_image[0]["logits"], from_npy[0]["logits"]);
+}
+
+#[test]
+fn a_directory_of_images_and_a_bad_one_among_them() {
+    let Some(cat) = data("chelsea.png") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::copy(&cat, dir.path().join("a.png")).unwrap();
+    std::fs::copy(&cat, dir.path().join("sub/b.PNG")).unwrap();
+    let bytes = std::fs::read(&cat).unwrap();
+    std::fs::write(dir.path().join("truncated.png"), &bytes[..bytes.len() / 3]).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not an image, and not picked up").unwrap();
+    let out = run(zoo().args(["run", "resnet20", "--weights", &cifar20(), "--json", "--batch-size", "2"]).arg(dir.path()));
+    assert!(!out.status.success(), "a bad input makes the exit code non-zero");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "the good images still run");
+    assert!(lines.iter().all(|l| l["top"][0]["label"] == "cat"));
+    let err = stderr(&out);
+    assert!(err.contains("truncated.png"), "{err}");
+    assert!(!err.contains("notes.txt"), "{err}");
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = cifar20();
+    let missing = run(zoo().args(["run", "resnet20", "--weights", &w, "no/such/file.jpg"]));
+    assert!(!missing.status.success() && stderr(&missing).contains("no/such/file.jpg"));
+
+    let text = dir.path().join("fake.jpg");
+    std::fs::write(&text, "hello").unwrap();
+    let not_image = run(zoo().args(["run", "resnet20", "--weights", &w]).arg(&text));
+    assert!(!not_image.status.success() && stderr(&not_image).contains("fake.jpg"));
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let no_images = run(zoo().args(["run", "resnet20", "--weights", &w]).arg(&empty));
+    assert!(!no_images.status.success() && stderr(&no_images).contains("no images"));
+
+    let unknown = run(zoo().args(["run", "resnet5O", "x.png"]));
+    let err = stderr(&unknown);
+    assert!(!unknown.status.success() && err.contains("resnet5O") && err.contains("zoo list"), "{err}");
+
+    let mismatched = run(zoo().args(["run", "resnet18", "--weights", &w, "x.png"]));
+    let err = stderr(&mismatched);
+    assert!(!mismatched.status.success() && err.contains("conv1.weight"), "names the tensor: {err}");
+}
+
+#[test]
+fn info_reports_published_numbers() {
+    let out = run(zoo().args(["info", "resnet50", "--json"]));
+    assert!(out.status.success());
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["params"], 25_557_032);
+    // ResNet-50 at 224x224: 4.09 G multiply-adds (torchvision's published 4.09 GFLOPS count MACs).
+    let gmacs = v["macs"].as_f64().unwrap() / 1e9;
+    assert!((gmacs - 4.09).abs() < 0.01, "{gmacs}");
+    assert_eq!(v["stages"][4]["shape"], serde_json::json!([1, 2048, 7, 7]));
+}
+
+#[test]
+fn bench_layers_json_accounts_for_every_op() {
+    let out = run(zoo().args(["bench", "resnet20", "--size", "32", "--iters", "2", "--warmup", "1", "--layers", "--json"]));
+    assert!(out.status.success());
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    for k in ["model", "batch", "median_ms", "p90_ms", "images_per_s", "gflops", "layers"] {
+        assert!(v.get(k).is_some(), "missing {k}");
+    }
+    let layers = v["layers"].as_array().unwrap();
+    // stem conv + 9 blocks x (2 convs + add) + 2 option-A shortcuts + fc
+    assert_eq!(layers.len(), 1 + 9 * 3 + 2 + 1, "{v}");
+    let params: u64 = layers.iter().map(|l| l["params"].as_u64().unwrap()).sum();
+    assert_eq!(params, 269_722);
+}
+
+#[test]
+fn list_shows_architectures_and_pretrained_names() {
+    let out = run(zoo().arg("list"));
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for name in ["resnet50d", "resnext50_32x4d", "resnet50.a1_in1k", "resnet50.tv2_in1k", "microsoft/resnet-50"] {
+        assert!(text.contains(name), "{name} missing");
+    }
+}
+
+#[test]
+fn help_explains_every_command() {
+    let out = run(zoo().arg("--help"));
+    let text = stdout(&out);
+    for cmd in ["run", "preprocess", "list", "info", "download", "convert", "bench", "finetune", "gradflow"] {
+        assert!(text.contains(cmd), "{cmd} missing from --help");
+    }
+}
+
