@@ -266,3 +266,62 @@ fn convert_pth_checks_every_tensor_and_refuses_code() {
     assert!(stderr(&out).contains("whole_module.pth"), "{}", stderr(&out));
     assert!(!out_file.exists());
 }
+
+/// Square crops of `photo`, resized to 40x40, whose left edges lie in the `band` of its width.
+fn write_crops(photo: &std::path::Path, dir: &std::path::Path, band: (f64, f64), n: u32) {
+    let img = image::open(photo).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    let (x0, x1) = ((w as f64 * band.0) as u32, (w as f64 * band.1) as u32);
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        // A deterministic spread of sizes (25-50% of the height) and positions inside the band.
+        let side = (h / 4 + (i * 37 % 100) * h / 400).min(x1 - x0);
+        let x = x0 + (i * 53 % 97) * (x1 - x0 - side) / 96;
+        let y = (i * 71 % 89) * (h - side) / 88;
+        let crop = image::imageops::crop_imm(&img, x, y, side, side).to_image();
+        let small = image::imageops::resize(&crop, 40, 40, image::imageops::FilterType::Triangle);
+        small.save(dir.join(format!("{i:03}.png"))).unwrap();
+    }
+}
+
+/// `zoo finetune` on real photo crops, then `zoo run` on the held-out crops with the new class names.
+#[test]
+fn finetune_then_run_labels_held_out_crops_with_the_new_classes() {
+    let photos = [("astronaut", "astronaut.png"), ("cat", "chelsea.png"), ("coffee", "coffee.png")];
+    let mut paths = Vec::new();
+    for (_, f) in photos {
+        let Some(p) = data(f) else { return };
+        paths.push(p);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, val) = (tmp.path().join("train"), tmp.path().join("val"));
+    for ((class, _), path) in photos.iter().zip(&paths) {
+        write_crops(path, &train.join(class), (0.0, 0.65), 24);
+        write_crops(path, &val.join(class), (0.65, 1.0), 10);
+    }
+    let out_file = tmp.path().join("mine.safetensors");
+    let out = run(zoo()
+        .args(["finetune", "resnet20", "--weights", &cifar20(), "--data"])
+        .arg(&train)
+        .arg("--val-dir")
+        .arg(&val)
+        .args(["--epochs", "8", "--lr", "1e-2", "--batch-size", "16", "--min-scale", "0.25", "--device", "cpu", "--out"])
+        .arg(&out_file));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out_file.exists());
+
+    let out = run(zoo().arg("run").arg(&out_file).arg(&val).args(["--json", "--device", "cpu"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 30);
+    let hits = lines
+        .iter()
+        .filter(|l| {
+            let class_dir = PathBuf::from(l["input"].as_str().unwrap()).parent().unwrap().file_name().unwrap().to_owned();
+            l["top"][0]["label"].as_str().unwrap() == class_dir.to_str().unwrap()
+        })
+        .count();
+    assert_eq!(lines[0]["logits"].as_array().unwrap().len(), 3);
+    eprintln!("held-out accuracy through `zoo run`: {hits}/30 (chance 10/30)");
+    assert!(hits >= 20, "only {hits}/30 held-out crops labelled correctly");
+}
