@@ -139,8 +139,9 @@ fn im2col(x: &Tensor, k: usize, stride: usize, pad: usize, (oh, ow): (usize, usi
     Tensor::stack(&taps, 2)
 }
 
-/// `x[.., start : start + stride * count : stride]` along `dim`.
-fn take_strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
+/// `x[.., start : start + stride * count : stride]` along `dim`, from differentiable ops (narrow, pad,
+/// reshape), so the training path can use it too.
+pub fn take_strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
     if stride == 1 {
         return x.narrow(dim, start, count);
     }

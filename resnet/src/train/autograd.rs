@@ -14,19 +14,7 @@ use candle_core::{ModuleT, Result, Tensor};
 use crate::model::ResNet;
 use crate::shortcut::Shortcut;
 
-/// `x[.., start : start + stride * count : stride]` along `dim`, differentiably.
-pub fn take_strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
-    if stride == 1 {
-        return x.narrow(dim, start, count);
-    }
-    let avail = x.dim(dim)? - start;
-    let len = (stride * count).min(avail);
-    let x = x.narrow(dim, start, len)?.pad_with_zeros(dim, 0, stride * count - len)?;
-    let mut shape = x.dims().to_vec();
-    shape[dim] = count;
-    shape.insert(dim + 1, stride);
-    x.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
-}
+pub use crate::layers::conv::take_strided;
 
 /// `x[:, :, ::stride, ::stride]` (option A's subsampling).
 pub fn subsample(x: &Tensor, stride: usize) -> Result<Tensor> {
