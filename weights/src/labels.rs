@@ -16,6 +16,16 @@ pub fn label_set(name: &str) -> Option<Vec<String>> {
     }
 }
 
+/// The standard label set for a head of `num_classes` outputs (1000: ImageNet-1k, 10: CIFAR-10), used
+/// when a checkpoint names none.
+pub fn standard_set(num_classes: usize) -> Option<&'static str> {
+    match num_classes {
+        1000 => Some("imagenet-1k"),
+        10 => Some("cifar-10"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -112,22 +112,11 @@ impl CheckpointMeta {
     }
 }
 
-/// CIFAR nets see 32x32 inputs; everything else ImageNet's 224.
-pub fn default_preprocess(cfg: &ResNetConfig) -> PreprocessConfig {
-    match cfg.stem {
-        resnet::StemKind::Cifar { .. } => PreprocessConfig::cifar(),
-        _ => PreprocessConfig::imagenet(),
-    }
-}
+pub use resnet::convert::default_preprocess;
 
 /// Names of a label set, or the standard set for the class count, or numbers.
 pub fn labels_for(set: Option<&str>, num_classes: usize) -> Vec<String> {
-    let guess = match num_classes {
-        1000 => Some("imagenet-1k"),
-        10 => Some("cifar-10"),
-        _ => None,
-    };
-    set.or(guess)
+    set.or(weights::labels::standard_set(num_classes))
         .and_then(weights::labels::label_set)
         .filter(|l| l.len() == num_classes)
         .unwrap_or_else(|| (0..num_classes).map(|i| format!("class {i}")).collect())

@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
-use weights::checkpoint::{TensorInfo, META_ARCH, META_CONFIG, META_LABEL_SET, META_PREPROCESS};
+use weights::checkpoint::TensorInfo;
 use weights::tfjs::TfjsModel;
 use weights::{CropMode, Interpolation, PreprocessConfig};
 
-use super::{check_tensors, expected_tensors, ConvertError};
+use super::{check_tensors, expected_tensors, self_describing_metadata, tensor_info, ConvertError};
 use crate::{ResNetConfig, StridePlacement};
 
 /// The BatchNorm eps of the converted checkpoint (PyTorch's default, the config default).
@@ -189,7 +189,8 @@ pub fn convert_tfjs_tensors(model_json: &Path) -> Result<Converted, ConvertError
     let (arch, config) = infer_config(&model, &parts.tensors).map_err(err)?;
     let infos: Vec<TensorInfo> = parts.tensors.iter().map(|(name, t)| tensor_info(name, t)).collect();
     check_tensors(model_json, &expected_tensors(&config)?, &infos)?;
-    let metadata = metadata(&arch, &config);
+    // Keras' ImageNet heads use the standard class order (checked against assets/labels.json in tests).
+    let metadata = self_describing_metadata(&arch, &config, &caffe_preprocess());
     Ok(Converted { tensors: parts.tensors, metadata, arch, config, folded_biases })
 }
 
@@ -321,24 +322,6 @@ fn stride_placement(model: &TfjsModel) -> Result<StridePlacement, String> {
         Some(2) => StridePlacement::FirstOneByOne,
         _ => StridePlacement::ThreeByThree,
     })
-}
-
-fn tensor_info(name: &str, t: &Tensor) -> TensorInfo {
-    TensorInfo { name: name.to_string(), shape: t.dims().to_vec(), dtype: t.dtype() }
-}
-
-fn metadata(arch: &str, config: &ResNetConfig) -> HashMap<String, String> {
-    let json = |v: serde_json::Result<String>| v.expect("configs serialize");
-    let mut meta = HashMap::from([
-        (META_ARCH.to_string(), arch.to_string()),
-        (META_CONFIG.to_string(), json(serde_json::to_string(config))),
-        (META_PREPROCESS.to_string(), json(serde_json::to_string(&caffe_preprocess()))),
-    ]);
-    // Keras' ImageNet heads use the standard class order (checked against assets/labels.json in tests).
-    if config.num_classes == 1000 {
-        meta.insert(META_LABEL_SET.to_string(), "imagenet-1k".to_string());
-    }
-    meta
 }
 
 #[cfg(test)]

@@ -202,6 +202,35 @@ impl SimpleBackend for &Recorder {
     }
 }
 
+/// The preprocessing to assume for weights that record none: CIFAR nets see 32x32 inputs, everything
+/// else ImageNet's 224 with its mean and std.
+pub fn default_preprocess(config: &ResNetConfig) -> PreprocessConfig {
+    match config.stem {
+        crate::StemKind::Cifar { .. } => PreprocessConfig::cifar(),
+        _ => PreprocessConfig::imagenet(),
+    }
+}
+
+/// Name, shape and dtype of a tensor in memory, for [`check_tensors`].
+pub fn tensor_info(name: &str, t: &Tensor) -> TensorInfo {
+    TensorInfo { name: name.to_string(), shape: t.dims().to_vec(), dtype: t.dtype() }
+}
+
+/// The metadata that makes a written checkpoint self-describing: architecture name and config, the
+/// preprocessing its weights expect and, for a standard head size, the label set.
+pub fn self_describing_metadata(arch: &str, config: &ResNetConfig, preprocess: &PreprocessConfig) -> HashMap<String, String> {
+    let json = |v: serde_json::Result<String>| v.expect("configs serialize");
+    let mut meta = HashMap::from([
+        (META_ARCH.to_string(), arch.to_string()),
+        (META_CONFIG.to_string(), json(serde_json::to_string(config))),
+        (META_PREPROCESS.to_string(), json(serde_json::to_string(preprocess))),
+    ]);
+    if let Some(set) = weights::labels::standard_set(config.num_classes) {
+        meta.insert(META_LABEL_SET.to_string(), set.to_string());
+    }
+    meta
+}
+
 /// Compares stored tensors (canonical names) with what the architecture expects.
 pub fn check_tensors(
     path: &Path,

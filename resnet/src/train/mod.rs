@@ -39,7 +39,7 @@ use rand::{Rng, SeedableRng};
 use weights::checkpoint::{self, Checkpoint, CheckpointError, META_ARCH, META_CONFIG, META_LABELS, META_PREPROCESS};
 use weights::PreprocessConfig;
 
-use crate::config::{ResNetConfig, StemKind};
+use crate::config::ResNetConfig;
 use crate::keys::{canonical_name, KeyScheme};
 use crate::layers::BnMode;
 use crate::model::ResNet;
@@ -137,8 +137,7 @@ impl TrainableResNet {
         };
         let preprocess = match ck.metadata_json::<PreprocessConfig>(META_PREPROCESS)? {
             Some(p) => p,
-            None if matches!(config.stem, StemKind::Cifar { .. }) => PreprocessConfig::cifar(),
-            None => PreprocessConfig::imagenet(),
+            None => crate::convert::default_preprocess(&config),
         };
         let labels: Vec<String> = ck.metadata_json(META_LABELS)?.unwrap_or_default();
         let stored = ck.load(device)?;

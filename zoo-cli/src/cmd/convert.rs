@@ -1,16 +1,14 @@
 //! `zoo convert`: checkpoints from other frameworks to self-describing safetensors.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor};
-use resnet::convert::{check_tensors, expected_tensors, keras};
-use weights::checkpoint::{self, TensorInfo, META_ARCH, META_CONFIG, META_LABEL_SET, META_PREPROCESS};
-use weights::preprocess::PreprocessConfig;
+use candle_core::{DType, Device};
+use resnet::convert::{check_tensors, expected_tensors, keras, self_describing_metadata, tensor_info};
+use weights::checkpoint::{self, TensorInfo};
 
-use crate::resolve::canonical_tensors;
+use crate::resolve::{canonical_tensors, default_preprocess};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -62,32 +60,15 @@ fn convert_pth(file: &Path, arch: &str, out: &Path) -> Result<()> {
     let config = resnet::variants::by_name(arch)?;
     let raw = weights::pth::read_state_dict(file, &Device::Cpu)?;
     let tensors = canonical_tensors(raw, DType::F32)?;
-    let infos: Vec<TensorInfo> = tensors.iter().map(|(name, t)| info(name, t)).collect();
+    let infos: Vec<TensorInfo> = tensors.iter().map(|(name, t)| tensor_info(name, t)).collect();
     check_tensors(file, &expected_tensors(&config)?, &infos)?;
     // The preprocessing these weights expect, when the name is a registry entry (`resnet50.tv_in1k`).
     let preprocess = match weights::registry::find(arch) {
         Some(e) => e.preprocess(),
-        None if matches!(config.stem, resnet::StemKind::Cifar { .. }) => PreprocessConfig::cifar(),
-        None => PreprocessConfig::imagenet(),
+        None => default_preprocess(&config),
     };
-    let mut meta = HashMap::from([
-        (META_ARCH.to_string(), arch.to_string()),
-        (META_CONFIG.to_string(), serde_json::to_string(&config)?),
-        (META_PREPROCESS.to_string(), serde_json::to_string(&preprocess)?),
-    ]);
-    let label_set = match config.num_classes {
-        1000 => Some("imagenet-1k"),
-        10 => Some("cifar-10"),
-        _ => None,
-    };
-    if let Some(set) = label_set {
-        meta.insert(META_LABEL_SET.to_string(), set.to_string());
-    }
+    let meta = self_describing_metadata(arch, &config, &preprocess);
     checkpoint::save(out, &tensors, &meta).with_context(|| format!("writing {}", out.display()))?;
     eprintln!("wrote {} ({arch}: {} tensors)", out.display(), tensors.len());
     Ok(())
-}
-
-fn info(name: &str, t: &Tensor) -> TensorInfo {
-    TensorInfo { name: name.to_string(), shape: t.dims().to_vec(), dtype: t.dtype() }
 }
