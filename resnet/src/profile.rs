@@ -101,10 +101,7 @@ fn conv_macs(conv: &ConvBn, out_shape: &[usize]) -> u64 {
 fn conv_op(out: &mut Vec<OpRecord>, name: &str, conv: &ConvBn, x: &Tensor, relu: bool, t: &Timing) -> Result<Tensor> {
     let y = conv.forward_t(x, false)?;
     let macs = conv_macs(conv, y.dims());
-    record(out, name, OpKind::Conv, conv.num_params(), macs, t, || {
-        let y = conv.forward_t(x, false)?;
-        if relu { y.relu() } else { Ok(y) }
-    })
+    record(out, name, OpKind::Conv, conv.num_params(), macs, t, || conv.forward_fused(x, None, relu, false))
 }
 
 /// Runs `op` `t.repeats` times (at least once), records the median, returns the last output.

@@ -48,7 +48,7 @@ impl ModuleT for Stem {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for (_, conv) in &self.convs {
-            x = conv.forward_t(&x, train)?.relu()?;
+            x = conv.forward_fused(&x, None, true, train)?;
         }
         if self.max_pool {
             x = pool::max_pool_3x3_s2(&x)?;
