@@ -52,10 +52,11 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Reads and checks the header: every tensor's byte range must lie inside the file.
+    /// Reads and checks the header: every tensor's byte range must lie inside the file. The file is
+    /// memory-mapped, so only the header's pages are read here.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
         let path = path.as_ref().to_path_buf();
-        let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
+        let bytes = map(&path)?;
         let corrupt = |reason: String| CheckpointError::Corrupt { path: path.clone(), reason };
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
@@ -92,10 +93,29 @@ impl Checkpoint {
     }
 
     /// Loads every tensor onto `device`.
+    /// Every tensor is copied once, straight from the mapped file into its own buffer.
     pub fn load(&self, device: &Device) -> Result<HashMap<String, Tensor>, CheckpointError> {
-        candle_core::safetensors::load(&self.path, device)
-            .map_err(|e| CheckpointError::Corrupt { path: self.path.clone(), reason: e.to_string() })
+        let corrupt = |reason: String| CheckpointError::Corrupt { path: self.path.clone(), reason };
+        let bytes = map(&self.path)?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        st.tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let t = candle_core::safetensors::Load::load(&view, device)
+                    .map_err(|e| corrupt(format!("tensor `{name}`: {e}")))?;
+                Ok((name, t))
+            })
+            .collect()
     }
+}
+
+/// Maps `path` read-only.
+fn map(path: &Path) -> Result<memmap2::Mmap, CheckpointError> {
+    let io = |source| CheckpointError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: the map is only read while this function's caller holds it, and checkpoints are replaced by
+    // rename (see `save`), never rewritten in place, so the mapped bytes do not change underneath us.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(io)
 }
 
 /// Writes `tensors` and `metadata` to `path` atomically: a temporary file in the same directory is

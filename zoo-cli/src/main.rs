@@ -3,6 +3,7 @@
 mod cmd;
 mod device;
 mod hub;
+mod memory;
 mod progress;
 mod resolve;
 

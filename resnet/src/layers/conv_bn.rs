@@ -2,6 +2,7 @@
 
 use candle_core::{DType, Module, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, VarBuilder};
+use rayon::prelude::*;
 
 use super::conv::{Conv, ConvSpec};
 
@@ -72,24 +73,32 @@ fn conv_params(conv: &Conv) -> usize {
 
 /// BN(conv(x)) = gamma * (W*x + b - mean) / sqrt(var + eps) + beta
 ///             = (W * s) * x + (beta + (b - mean) * s)    with s = gamma / sqrt(var + eps).
-/// Computed in f64 so the folded weights round once, not at every step.
+/// Computed in f64 so each folded weight rounds once, not at every step; on the host, as plain loops,
+/// because Candle's tensor ops would make several f64 copies of every weight (most of the load time).
 fn fold(conv: &Conv, bn: &BatchNorm) -> Result<Conv> {
-    let dtype = conv.weight().dtype();
-    let var = bn.running_var().to_dtype(DType::F64)?;
-    let mean = bn.running_mean().to_dtype(DType::F64)?;
-    let (gamma, beta) = match bn.weight_and_bias() {
-        Some((g, b)) => (g.to_dtype(DType::F64)?, b.to_dtype(DType::F64)?),
-        None => (var.ones_like()?, var.zeros_like()?),
-    };
-    let scale = (gamma / (var + bn.eps())?.sqrt()?)?;
+    let weight = conv.weight();
+    let (device, dtype) = (weight.device(), weight.dtype());
     let out = conv.spec().out_channels;
-    let weight = conv.weight().to_dtype(DType::F64)?.broadcast_mul(&scale.reshape((out, 1, 1, 1))?)?;
-    let shift = match conv.bias() {
-        Some(b) => (b.to_dtype(DType::F64)? - mean)?,
-        None => mean.neg()?,
+    let host = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+    let (var, mean) = (host(bn.running_var())?, host(bn.running_mean())?);
+    let (gamma, beta) = match bn.weight_and_bias() {
+        Some((g, b)) => (host(g)?, host(b)?),
+        None => (vec![1.0; out], vec![0.0; out]),
     };
-    let bias = (beta + (shift * scale)?)?;
-    Conv::new_inference(weight.to_dtype(dtype)?, Some(bias.to_dtype(dtype)?), *conv.spec())
+    let conv_bias = match conv.bias() {
+        Some(b) => host(b)?,
+        None => vec![0.0; out],
+    };
+    let scale: Vec<f64> = gamma.iter().zip(&var).map(|(g, v)| g / (v + bn.eps()).sqrt()).collect();
+    let bias: Vec<f64> = (0..out).map(|o| beta[o] + (conv_bias[o] - mean[o]) * scale[o]).collect();
+    // f32 holds f16/bf16 weights exactly, so going through it loses nothing for those dtypes either.
+    let mut folded = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    folded.par_chunks_mut(weight.elem_count() / out).zip(&scale).for_each(|(row, &s)| {
+        row.iter_mut().for_each(|w| *w = (f64::from(*w) * s) as f32);
+    });
+    let folded = Tensor::from_vec(folded, weight.shape(), device)?.to_dtype(dtype)?;
+    let bias = Tensor::from_vec(bias, out, device)?.to_dtype(dtype)?;
+    Conv::new_inference(folded, Some(bias), *conv.spec())
 }
 
 impl ConvBn {

@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -24,8 +24,10 @@ use super::conv::ConvSpec;
 /// Weights and bias of one convolution, laid out once for [`gemm`].
 pub struct PackedConv {
     spec: ConvSpec,
-    /// (out, in/groups * k * k), row-major: rows of the GEMM's left operand, in im2col's (c, i, j) order.
-    weight: Vec<f32>,
+    /// OIHW f32, contiguous: read in place as the (out, in/groups * k * k) row-major left GEMM operand,
+    /// whose column order (c, i, j) is im2col's row order. Shares its buffer with the model's weight
+    /// tensor, so the weights are held in memory once.
+    weight: Tensor,
     /// One per output channel (zeros when the conv has none).
     bias: Vec<f32>,
 }
@@ -39,14 +41,14 @@ impl std::fmt::Debug for PackedConv {
 }
 
 impl PackedConv {
-    /// Packs an OIHW f32 weight and an optional bias.
+    /// Takes an OIHW f32 CPU weight and an optional bias.
     pub fn new(weight: &Tensor, bias: Option<&Tensor>, spec: ConvSpec) -> Result<Self> {
-        let weight = weight.flatten_all()?.to_vec1::<f32>()?;
+        let weight = weight.contiguous()?.detach();
         let bias = match bias {
             Some(b) => b.flatten_all()?.to_vec1::<f32>()?,
             None => vec![0.0; spec.out_channels],
         };
-        if weight.len()
+        if weight.elem_count()
             != spec.out_channels * spec.in_channels / spec.groups * spec.kernel * spec.kernel
             || bias.len() != spec.out_channels
         {
@@ -97,7 +99,13 @@ impl PackedConv {
         (n, c, h, w): (usize, usize, usize, usize),
         residual: Option<&[f32]>,
         relu: bool,
-    ) -> Vec<f32> {
+    ) -> Result<Vec<f32>> {
+        let (storage, layout) = self.weight.storage_and_layout();
+        let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) = (&*storage, layout.contiguous_offsets())
+        else {
+            bail!("packed conv: the weight is not a contiguous f32 CPU tensor")
+        };
+        let weight = &data[start..end];
         let s = &self.spec;
         let (oh, ow) = (s.output_size(h), s.output_size(w));
         let (in_img, out_img) = (c * h * w, s.out_channels * oh * ow);
@@ -117,17 +125,17 @@ impl PackedConv {
             // Too few images to go around: split each image's output into tiles across the threads.
             for (i, dst) in out.chunks_exact_mut(out_img).enumerate() {
                 let (src, res) = image(i);
-                self.run_image(src, (c, h, w), (oh, ow), dst, res, relu, true);
+                self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, relu, true);
             }
         } else {
             out.par_chunks_mut(out_img)
                 .enumerate()
                 .for_each(|(i, dst)| {
                     let (src, res) = image(i);
-                    self.run_image(src, (c, h, w), (oh, ow), dst, res, relu, false);
+                    self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, relu, false);
                 });
         }
-        out
+        Ok(out)
     }
 
     /// One image; `parallel` spreads it over the thread pool (im2col by channel, the GEMM by group, by
@@ -135,6 +143,7 @@ impl PackedConv {
     #[allow(clippy::too_many_arguments)]
     fn run_image(
         &self,
+        weight: &[f32],
         x: &[f32],
         (c, h, w): (usize, usize, usize),
         (oh, ow): (usize, usize),
@@ -163,7 +172,7 @@ impl PackedConv {
             let out = OutPtr(dst.as_mut_ptr());
             let tile = |t: Tile| {
                 // SAFETY: tiles cover disjoint (row, column) blocks of `dst`.
-                unsafe { self.tile(rhs, out, p, residual, relu, t) }
+                unsafe { self.tile(weight, rhs, out, p, residual, relu, t) }
             };
             let threads = if parallel {
                 rayon::current_num_threads()
@@ -217,6 +226,7 @@ impl PackedConv {
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         &self,
+        weight: &[f32],
         rhs: &[f32],
         out: OutPtr,
         p: usize,
@@ -249,7 +259,7 @@ impl PackedConv {
             1,
             p as isize,
             true,
-            self.weight.as_ptr().add(first * kk),
+            weight.as_ptr().add(first * kk),
             1,
             kk as isize,
             rhs.as_ptr().add(t.group * kk * p + c0),
@@ -376,7 +386,7 @@ impl CustomOp1 for ConvOp {
         let d = l.dims();
         let out = self
             .packed
-            .run(x, (d[0], d[1], d[2], d[3]), None, self.relu);
+            .run(x, (d[0], d[1], d[2], d[3]), None, self.relu)?;
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
@@ -405,7 +415,7 @@ impl CustomOp2 for ConvOp {
         let d = l1.dims();
         let out = self
             .packed
-            .run(x, (d[0], d[1], d[2], d[3]), Some(r), self.relu);
+            .run(x, (d[0], d[1], d[2], d[3]), Some(r), self.relu)?;
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }

@@ -45,11 +45,17 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype)?;
+    let started = Instant::now();
     let loaded = crate::resolve::load_model(&args.model, args.weights.as_deref(), &device, dtype, true)?;
+    let load = started.elapsed();
     let model = &loaded.model;
     let x = Tensor::randn(0f32, 1., (args.batch, 3, args.size, args.size), &device)?.to_dtype(dtype)?;
     let sync = || device.synchronize();
-    for _ in 0..args.warmup {
+    let memory = first_pass_memory(|| {
+        model.forward(&x)?;
+        sync()
+    })?;
+    for _ in 1..args.warmup {
         model.forward(&x)?;
     }
     sync()?;
@@ -65,7 +71,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let p90 = times[(times.len() * 9 / 10).min(times.len() - 1)];
     let ops = profile(model, &x, &Timing { repeats: if args.layers { args.iters.max(1) } else { 1 }, sync: &sync })?;
     let flops = 2 * ops.iter().map(|o| o.macs).sum::<u64>();
-    let report = Report { model: &args.model, batch: args.batch, median, p90, flops };
+    let weight_bytes = (model.num_params() * dtype.size_in_bytes()) as u64;
+    let report = Report { model: &args.model, batch: args.batch, median, p90, flops, load, weight_bytes, memory };
     if args.json {
         println!("{}", report.json(args.layers.then_some(&ops[..])));
     } else {
@@ -77,12 +84,30 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Resident memory around the first forward pass: before it, and its peak (None off Linux).
+#[derive(Clone, Copy)]
+struct PassMemory {
+    before: u64,
+    peak: u64,
+}
+
+fn first_pass_memory(pass: impl FnOnce() -> candle_core::Result<()>) -> Result<Option<PassMemory>> {
+    let before = crate::memory::reset_peak().then(crate::memory::resident).flatten();
+    pass()?;
+    Ok(before.zip(crate::memory::resident()).map(|(b, a)| PassMemory { before: b.now, peak: a.peak }))
+}
+
 struct Report<'a> {
     model: &'a str,
     batch: usize,
     median: Duration,
     p90: Duration,
     flops: u64,
+    /// Building the model: reading (memory-mapping) the checkpoint, folding BN, laying out the weights.
+    load: Duration,
+    /// The checkpoint's parameters in the compute dtype.
+    weight_bytes: u64,
+    memory: Option<PassMemory>,
 }
 
 impl Report<'_> {
@@ -100,8 +125,10 @@ impl Report<'_> {
             .iter()
             .map(|o| json!({"name": o.name, "shape": o.shape, "params": o.params, "flops": 2 * o.macs, "median_ms": ms(o.median)}))
             .collect();
+        let memory = self.memory.map(|m| json!({"before_forward_bytes": m.before, "peak_forward_bytes": m.peak}));
         json!({"model": self.model, "batch": self.batch, "median_ms": ms(self.median), "p90_ms": ms(self.p90),
-               "images_per_s": self.images_per_s(), "gflops": self.gflops(), "layers": layers})
+               "images_per_s": self.images_per_s(), "gflops": self.gflops(), "load_ms": ms(self.load),
+               "weight_bytes": self.weight_bytes, "memory": memory, "layers": layers})
     }
 
     fn print(&self, device: &Device) {
@@ -110,6 +137,15 @@ impl Report<'_> {
             self.model, self.batch, device.location(), ms(self.median), ms(self.p90), self.images_per_s(), self.gflops(),
             self.flops as f64 / 1e9
         );
+        let mb = |b: u64| b as f64 / 1e6;
+        print!("load {:.0} ms, weights {:.1} MB", ms(self.load), mb(self.weight_bytes));
+        match self.memory {
+            Some(m) => println!(
+                "; resident before the first forward {:.1} MB, peak during it {:.1} MB (+{:.1} MB)",
+                mb(m.before), mb(m.peak), mb(m.peak.saturating_sub(m.before))
+            ),
+            None => println!(),
+        }
     }
 }
 
