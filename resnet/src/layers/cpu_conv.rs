@@ -6,8 +6,8 @@
 //! Here the weights are laid out once, at load, as the (out, in/groups * k * k) row-major GEMM operand the
 //! kernel wants; activations stay NCHW, so a 1x1 stride-1 convolution reads the input in place as the
 //! right-hand GEMM operand and only 3x3 / 7x7 / strided convolutions unfold it (into a reused per-thread
-//! buffer). The output is pre-filled with `bias (+ residual)`, the GEMM accumulates into it, and the ReLU
-//! runs over each image's output while it is still in cache.
+//! buffer). The GEMM writes each output tile, then one pass over the tile adds the bias (and residual)
+//! and applies the ReLU.
 //!
 //! Only used for f32 tensors on the CPU in inference (folded BatchNorm); every other case goes through
 //! Candle's generic ops, which keep autograd and the CUDA/Metal backends.
@@ -110,7 +110,7 @@ impl PackedConv {
         let (oh, ow) = (s.output_size(h), s.output_size(w));
         let (in_img, out_img) = (c * h * w, s.out_channels * oh * ow);
         let mut out: Vec<f32> = Vec::with_capacity(n * out_img);
-        // SAFETY: every element is written by a tile's bias/residual pre-fill before it is read.
+        // SAFETY: every element is written by a tile's GEMM (which does not read it first) before it is read.
         #[allow(clippy::uninit_vec)]
         unsafe {
             out.set_len(n * out_img)
@@ -218,8 +218,8 @@ impl PackedConv {
         });
     }
 
-    /// Output rows `t.rows` of group `t.group`, columns `t.cols`: pre-fill with bias (+ residual), GEMM
-    /// accumulate, ReLU. Single-threaded.
+    /// Output rows `t.rows` of group `t.group`, columns `t.cols`: the GEMM writes them (without reading the
+    /// uninitialised output), then one pass adds bias (+ residual) and applies the ReLU. Single-threaded.
     ///
     /// # Safety
     /// `out` points at this image's (out_channels, p) output, and no other thread touches this tile.
@@ -240,17 +240,6 @@ impl PackedConv {
         let (r0, r1) = t.rows;
         let (c0, c1) = t.cols;
         let first = t.group * og + r0;
-        let row = |o: usize| std::slice::from_raw_parts_mut(out.0.add(o * p + c0), c1 - c0);
-        for o in first..first + (r1 - r0) {
-            let b = self.bias[o];
-            match residual {
-                Some(r) => row(o)
-                    .iter_mut()
-                    .zip(&r[o * p + c0..o * p + c1])
-                    .for_each(|(d, r)| *d = r + b),
-                None => row(o).fill(b),
-            }
-        }
         gemm::gemm(
             r1 - r0,
             c1 - c0,
@@ -258,23 +247,28 @@ impl PackedConv {
             out.0.add(first * p + c0),
             1,
             p as isize,
-            true,
+            false,
             weight.as_ptr().add(first * kk),
             1,
             kk as isize,
             rhs.as_ptr().add(t.group * kk * p + c0),
             1,
             p as isize,
-            1.0,
+            0.0,
             1.0,
             false,
             false,
             false,
             Parallelism::None,
         );
-        if relu {
-            for o in first..first + (r1 - r0) {
-                row(o).iter_mut().for_each(|v| *v = v.max(0.0));
+        for o in first..first + (r1 - r0) {
+            let row = std::slice::from_raw_parts_mut(out.0.add(o * p + c0), c1 - c0);
+            let b = self.bias[o];
+            match (residual, relu) {
+                (Some(r), true) => row.iter_mut().zip(&r[o * p + c0..o * p + c1]).for_each(|(d, r)| *d = (*d + b + r).max(0.0)),
+                (Some(r), false) => row.iter_mut().zip(&r[o * p + c0..o * p + c1]).for_each(|(d, r)| *d += b + r),
+                (None, true) => row.iter_mut().for_each(|d| *d = (*d + b).max(0.0)),
+                (None, false) => row.iter_mut().for_each(|d| *d += b),
             }
         }
     }
