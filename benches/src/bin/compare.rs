@@ -1,7 +1,14 @@
 //! Quick side-by-side numbers: ms/img for our ResNets vs candle-transformers', interleaved in one run so
 //! that machine noise hits both alike.
 //!
-//! `cargo run --release -p zoo-benches --bin compare -- [--iters N] [--batches 1,8] [--archs resnet18,resnet50] [--convs]`
+//! `cargo run --release -p zoo-benches --bin compare -- [--iters N] [--batches 1,8] [--archs resnet18,resnet50] [--convs]
+//! [--stock-bin PATH]`
+//!
+//! `--stock-bin` names the binary of `benches/stock-candle` (candle-transformers built without zoo's AVX-512
+//! GEMM feature, as crates.io users get it); it is run right after each of our measurements, for an extra
+//! column.
+
+use std::process::Command;
 
 use candle_core::{Device, Module, Result};
 use zoo_benches::{
@@ -69,9 +76,10 @@ fn main() -> Result<()> {
         return Ok(());
     }
 
+    let stock_bin = opt("--stock-bin");
     println!(
-        "{:<9} {:>5} {:>12} {:>12} {:>8} {:>10}",
-        "model", "batch", "ours ms/img", "c-t ms/img", "speedup", "max|diff|"
+        "{:<9} {:>5} {:>12} {:>12} {:>8} {:>10} {:>14} {:>8}",
+        "model", "batch", "ours ms/img", "c-t ms/img", "speedup", "max|diff|", "stock c-t ms", "speedup"
     );
     for &arch in &archs {
         let p = pair(arch, &device)?;
@@ -90,16 +98,35 @@ fn main() -> Result<()> {
                 median(&mut o),
                 if ours_only { f64::NAN } else { median(&mut t) },
             );
+            let stock = match &stock_bin {
+                Some(bin) => stock_ms(bin, arch, batch, iters)?,
+                None => f64::NAN,
+            };
             println!(
-                "{:<9} {:>5} {:>12.1} {:>12.1} {:>7.2}x {:>10.2e}",
+                "{:<9} {:>5} {:>12.1} {:>12.1} {:>7.2}x {:>10.2e} {:>14.1} {:>7.2}x",
                 arch.name(),
                 batch,
                 o,
                 t,
                 t / o,
-                diff
+                diff,
+                stock,
+                stock / o
             );
         }
     }
     Ok(())
+}
+
+/// ms/img of stock candle-transformers, from the `benches/stock-candle` binary at `bin`.
+fn stock_ms(bin: &str, arch: Arch, batch: usize, iters: usize) -> Result<f64> {
+    let out = Command::new(bin)
+        .args(["--archs", arch.name(), "--batches", &batch.to_string(), "--iters", &iters.to_string()])
+        .output()
+        .map_err(|e| candle_core::Error::Msg(format!("cannot run {bin}: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .last()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| candle_core::Error::Msg(format!("{bin} printed no timing: {text}")))
 }
