@@ -413,11 +413,19 @@ fn im2col_rows(
             out[..x0].fill(0.0);
             out[x1..].fill(0.0);
             let start = x0 * st + j - pad;
-            if st == 1 {
-                out[x0..x1].copy_from_slice(&line[start..start + (x1 - x0)]);
-            } else {
-                for (o, v) in out[x0..x1].iter_mut().zip(line[start..].iter().step_by(st)) {
-                    *o = *v;
+            match st {
+                1 => out[x0..x1].copy_from_slice(&line[start..start + (x1 - x0)]),
+                // Whole pairs, so the compiler can vectorise the gather (`step_by` stays scalar).
+                2 if x1 > x0 => {
+                    let n = x1 - x0;
+                    let pairs = line[start..start + 2 * (n - 1)].chunks_exact(2);
+                    out[x0..x1 - 1].iter_mut().zip(pairs).for_each(|(o, pair)| *o = pair[0]);
+                    out[x1 - 1] = line[start + 2 * (n - 1)];
+                }
+                _ => {
+                    for (o, v) in out[x0..x1].iter_mut().zip(line[start..].iter().step_by(st)) {
+                        *o = *v;
+                    }
                 }
             }
         }
