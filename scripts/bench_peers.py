@@ -6,9 +6,14 @@ timed runs after 3 warm-up runs, reported in ms/img.
 
     .venv/bin/python scripts/bench_peers.py                  # PyTorch eager (+ ONNX Runtime if installed)
     .venv/bin/python scripts/bench_peers.py --install-ort    # pip-installs onnxruntime into this venv first
+    .venv/bin/python scripts/bench_peers.py --ours target/release/zoo   # + ours (`zoo bench`), interleaved
+
+With --ours, each (model, batch) row also runs `zoo bench` right after PyTorch and ONNX Runtime, so the
+three share the machine's state of that moment (timings here drift by up to 2x over minutes).
 """
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -28,11 +33,19 @@ def median_ms(fn, warmup=3, iters=10):
     return statistics.median(times)
 
 
+def ours_ms(zoo, name, batch, iters):
+    """ms/img of our network from `zoo bench --json` (3 warm-ups, median of `iters`, same threads)."""
+    out = subprocess.run([zoo, "bench", name, "--batch", str(batch), "--iters", str(iters), "--warmup", "3", "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["median_ms"] / batch
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--install-ort", action="store_true", help="pip install onnxruntime into the running venv")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--ours", metavar="ZOO", help="path of a release `zoo` binary to time alongside")
     args = ap.parse_args()
     if args.install_ort:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "onnxruntime", "onnx"], check=False)
@@ -48,7 +61,7 @@ def main():
         print("onnxruntime not installed (use --install-ort); skipping it", file=sys.stderr)
 
     print(f"torch {torch.__version__}, threads {args.threads}" + (f", onnxruntime {ort.__version__}" if ort else ""))
-    print(f"{'model':<9} {'batch':>5} {'torch ms/img':>13} {'ort ms/img':>11}")
+    print(f"{'model':<9} {'batch':>5} {'torch ms/img':>13} {'ort ms/img':>11} {'ours ms/img':>12} {'torch/ours':>11}")
     for name in ["resnet18", "resnet50"]:
         model = getattr(torchvision.models, name)(weights=None).eval()
         for batch in [1, 8]:
@@ -66,7 +79,8 @@ def main():
                     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
                     xn = x.numpy()
                     t_ort = median_ms(lambda: sess.run(None, {"x": xn}), iters=args.iters) / batch
-            print(f"{name:<9} {batch:>5} {t_torch:>13.1f} {t_ort:>11.1f}", flush=True)
+            t_ours = ours_ms(args.ours, name, batch, args.iters) if args.ours else float("nan")
+            print(f"{name:<9} {batch:>5} {t_torch:>13.1f} {t_ort:>11.1f} {t_ours:>12.1f} {t_torch / t_ours:>10.2f}x", flush=True)
 
 
 if __name__ == "__main__":
