@@ -159,7 +159,7 @@ impl PackedConv {
         let direct = s.kernel == 1 && s.stride == 1 && s.padding == 0;
         let threads = if parallel { rayon::current_num_threads() } else { 1 };
         if !direct && g == 1 {
-            if let Some(band) = band_rows(c * s.kernel * s.kernel, (oh, ow), threads) {
+            if let Some(band) = band_cols(c * s.kernel * s.kernel, oh * ow, threads) {
                 return self.run_banded(weight, x, (c, h, w), (oh, ow), band, dst, residual, relu, parallel);
             }
         }
@@ -220,7 +220,7 @@ impl PackedConv {
         });
     }
 
-    /// One image in bands of `band` output rows: each band is unfolded into the thread's buffer and
+    /// One image in bands of `band` output columns: each band is unfolded into the thread's buffer and
     /// multiplied at once, while its panel is still in L2 (unfolding the whole image first writes
     /// 9 - 49x the input, far more than L2, and the GEMM then reads it back from memory).
     #[allow(clippy::too_many_arguments)]
@@ -238,23 +238,24 @@ impl PackedConv {
     ) {
         let s = &self.spec;
         let k = c * s.kernel * s.kernel;
+        let p = oh * ow;
         let out = OutPtr(dst.as_mut_ptr());
         let run = |b: usize| {
-            let (y0, y1) = (b * band, ((b + 1) * band).min(oh));
-            let len = k * (y1 - y0) * ow;
+            let (c0, c1) = (b * band, ((b + 1) * band).min(p));
+            let len = k * (c1 - c0);
             COLS.with(|cols| {
                 let mut cols = cols.borrow_mut();
                 if cols.len() < len {
                     cols.resize(len, 0.0);
                 }
-                im2col_rows(x, (c, h, w), s, ow, (y0, y1), &mut cols[..len], false);
-                let rhs = Rhs { data: &cols[..len], stride: (y1 - y0) * ow, first_col: y0 * ow };
-                let t = Tile { group: 0, rows: (0, s.out_channels), cols: (y0 * ow, y1 * ow) };
+                im2col_cols(x, (c, h, w), s, ow, (c0, c1), &mut cols[..len], false);
+                let rhs = Rhs { data: &cols[..len], stride: c1 - c0, first_col: c0 };
+                let t = Tile { group: 0, rows: (0, s.out_channels), cols: (c0, c1) };
                 // SAFETY: bands cover disjoint column ranges of `dst`.
-                unsafe { self.tile(weight, rhs, out, oh * ow, residual, relu, t) }
+                unsafe { self.tile(weight, rhs, out, p, residual, relu, t) }
             })
         };
-        let bands = oh.div_ceil(band);
+        let bands = p.div_ceil(band);
         if parallel {
             (0..bands).into_par_iter().for_each(run);
         } else {
@@ -321,19 +322,22 @@ impl PackedConv {
 /// Target size of one band's unfolded panel: a quarter of this machine's 2 MiB L2 left room for the
 /// weights and the output tile.
 const BAND_BYTES: usize = 512 * 1024;
-/// Narrower bands leave the GEMM kernel's 16-float vectors part empty and its loops short.
-const MIN_BAND_COLS: usize = 128;
+/// Bands are cut at multiples of the `gemm` micro-kernel's tile width (4 x 16 floats), so that only an
+/// image's last band runs the slower edge kernels.
+const BAND_STEP: usize = 64;
+/// Narrower bands make the GEMM's loops too short to pay for its setup.
+const MIN_BAND_COLS: usize = 2 * BAND_STEP;
 
-/// Output rows per im2col band for an unfolded depth of `k` (see [`PackedConv::run_banded`]); `None` when
-/// the bands would be too few to go around `threads` (small late-stage maps at batch 1, which split the
-/// output channels over the threads instead).
-fn band_rows(k: usize, (oh, ow): (usize, usize), threads: usize) -> Option<usize> {
-    let rows = (BAND_BYTES / (4 * k * ow)).max(MIN_BAND_COLS.div_ceil(ow)).clamp(1, oh);
+/// Output columns per im2col band for an unfolded depth of `k` and `p` output pixels (see
+/// [`PackedConv::run_banded`]); `None` when the bands would be too few to go around `threads` (small
+/// late-stage maps at batch 1, which split the output channels over the threads instead).
+fn band_cols(k: usize, p: usize, threads: usize) -> Option<usize> {
+    let fit = (BAND_BYTES / (4 * k) / BAND_STEP * BAND_STEP).max(MIN_BAND_COLS);
     if threads == 1 {
-        return Some(rows);
+        return Some(fit.min(p));
     }
-    let rows = rows.min(oh / threads);
-    (rows > 0 && rows * ow >= MIN_BAND_COLS).then_some(rows)
+    let cols = fit.min(p / threads / BAND_STEP * BAND_STEP);
+    (cols >= MIN_BAND_COLS).then_some(cols)
 }
 
 /// The right GEMM operand a tile reads: (in/groups * k * k per group, columns), row-major with `stride`,
@@ -375,74 +379,69 @@ fn im2col(
     cols: &mut [f32],
     parallel: bool,
 ) {
-    im2col_rows(x, (c, h, w), s, ow, (0, oh), cols, parallel)
+    im2col_cols(x, (c, h, w), s, ow, (0, oh * ow), cols, parallel)
 }
 
-/// [`im2col`] for the band of output rows `y0..y1` only: `cols` is (C * k * k, (y1 - y0) * OW).
-fn im2col_rows(
+/// [`im2col`] for the output columns (flattened y * OW + x) `c0..c1` only: `cols` is (C * k * k, c1 - c0).
+fn im2col_cols(
     x: &[f32],
     (c, h, w): (usize, usize, usize),
     s: &ConvSpec,
     ow: usize,
-    (y0, y1): (usize, usize),
+    (c0, c1): (usize, usize),
     cols: &mut [f32],
     parallel: bool,
 ) {
     let (k, st, pad) = (s.kernel, s.stride, s.padding);
-    let p = (y1 - y0) * ow;
+    let p = c1 - c0;
     // One row per (channel, tap): enough rows to keep every thread busy even for the 3-channel stem.
     let fill = |r: usize, row: &mut [f32]| {
         let (ci, i, j) = (r / (k * k), r / k % k, r % k);
         let src = &x[ci * h * w..(ci + 1) * h * w];
         // Output columns ox whose input column ox*st + j - pad lies inside [0, w).
         let x0 = (pad.saturating_sub(j)).div_ceil(st).min(ow);
-        let x1 = if w + pad > j {
-            ((w + pad - j - 1) / st + 1).min(ow)
-        } else {
-            0
-        }
-        .max(x0);
-        for oy in y0..y1 {
-            let out = &mut row[(oy - y0) * ow..(oy - y0 + 1) * ow];
+        let x1 = if w + pad > j { ((w + pad - j - 1) / st + 1).min(ow) } else { 0 }.max(x0);
+        // The range crosses output rows: one segment [xs, xe) of row oy at a time.
+        let mut q = c0;
+        while q < c1 {
+            let (oy, xs) = (q / ow, q % ow);
+            let xe = ow.min(xs + (c1 - q));
+            let out = &mut row[q - c0..q - c0 + (xe - xs)];
+            q += xe - xs;
             let y = (oy * st + i) as isize - pad as isize;
             if y < 0 || y >= h as isize {
                 out.fill(0.0);
                 continue;
             }
             let line = &src[y as usize * w..(y as usize + 1) * w];
-            out[..x0].fill(0.0);
-            out[x1..].fill(0.0);
-            let start = x0 * st + j - pad;
-            match st {
-                1 => out[x0..x1].copy_from_slice(&line[start..start + (x1 - x0)]),
-                // Whole pairs, so the compiler can vectorise the gather (`step_by` stays scalar).
-                2 if x1 > x0 => {
-                    let n = x1 - x0;
-                    let pairs = line[start..start + 2 * (n - 1)].chunks_exact(2);
-                    out[x0..x1 - 1].iter_mut().zip(pairs).for_each(|(o, pair)| *o = pair[0]);
-                    out[x1 - 1] = line[start + 2 * (n - 1)];
-                }
-                _ => {
-                    for (o, v) in out[x0..x1].iter_mut().zip(line[start..].iter().step_by(st)) {
-                        *o = *v;
-                    }
-                }
+            let (a, b) = (x0.clamp(xs, xe), x1.clamp(xs, xe));
+            out[..a - xs].fill(0.0);
+            out[b - xs..].fill(0.0);
+            if b > a {
+                gather(&mut out[a - xs..b - xs], &line[a * st + j - pad..], st);
             }
         }
     };
-    let per_channel = k * k * p;
     match parallel {
-        false => cols
-            .chunks_exact_mut(p)
-            .enumerate()
-            .for_each(|(r, row)| fill(r, row)),
-        true => cols
-            .par_chunks_mut(p)
-            .with_min_len(8)
-            .enumerate()
-            .for_each(|(r, row)| fill(r, row)),
+        false => cols.chunks_exact_mut(p).enumerate().for_each(|(r, row)| fill(r, row)),
+        true => cols.par_chunks_mut(p).with_min_len(8).enumerate().for_each(|(r, row)| fill(r, row)),
     }
-    debug_assert_eq!(cols.len(), c * per_channel);
+    debug_assert_eq!(cols.len(), c * k * k * p);
+}
+
+/// `dst[n] = src[n * stride]`.
+fn gather(dst: &mut [f32], src: &[f32], stride: usize) {
+    let n = dst.len();
+    match stride {
+        1 => dst.copy_from_slice(&src[..n]),
+        // Whole pairs, so the compiler can vectorise the gather (`step_by` stays scalar).
+        2 => {
+            let pairs = src[..2 * (n - 1)].chunks_exact(2);
+            dst[..n - 1].iter_mut().zip(pairs).for_each(|(d, pair)| *d = pair[0]);
+            dst[n - 1] = src[2 * (n - 1)];
+        }
+        _ => dst.iter_mut().zip(src.iter().step_by(stride)).for_each(|(d, v)| *d = *v),
+    }
 }
 
 /// The custom op: `x` alone, or `x` and the residual to add before the ReLU.
