@@ -4,6 +4,8 @@
 ResNet-18/50 (torchvision, random weights, eval mode), batch 1 and 8, 224x224, 2 threads, median of 10
 timed runs after 3 warm-up runs, reported in ms/img.
 
+    python3 scripts/bench_peers.py --setup --ours target/release/zoo   # first time: creates .venv with
+                                                             # torch, torchvision, onnxruntime (from PyPI)
     .venv/bin/python scripts/bench_peers.py                  # PyTorch eager (+ ONNX Runtime if installed)
     .venv/bin/python scripts/bench_peers.py --install-ort    # pip-installs onnxruntime into this venv first
     .venv/bin/python scripts/bench_peers.py --ours target/release/zoo   # + ours (`zoo bench`), interleaved
@@ -40,13 +42,33 @@ def ours_ms(zoo, name, batch, iters):
     return json.loads(out)["median_ms"] / batch
 
 
+VENV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".venv")
+PEERS = ["torch", "torchvision", "onnxruntime", "onnx", "onnxscript"]
+
+
+def setup_and_reexec():
+    """Creates the repository's .venv with the peers (if needed) and runs this script again inside it."""
+    python = os.path.join(VENV, "bin", "python")
+    if not os.path.exists(python):
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+    have = subprocess.run([python, "-c", "import torch, torchvision, onnxruntime"], capture_output=True).returncode == 0
+    if not have:
+        print(f"installing {' '.join(PEERS)} into {os.path.normpath(VENV)} (several GB) ...", file=sys.stderr)
+        subprocess.run([python, "-m", "pip", "install", "-q", *PEERS], check=True)
+    argv = [a for a in sys.argv[1:] if a != "--setup"]
+    os.execv(python, [python, os.path.abspath(__file__), *argv])
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--setup", action="store_true", help="create .venv with the peers from PyPI if needed, and run in it")
     ap.add_argument("--install-ort", action="store_true", help="pip install onnxruntime into the running venv")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--ours", metavar="ZOO", help="path of a release `zoo` binary to time alongside")
     args = ap.parse_args()
+    if args.setup:
+        setup_and_reexec()
     if args.install_ort:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "onnxruntime", "onnx"], check=False)
 
@@ -80,7 +102,8 @@ def main():
                     xn = x.numpy()
                     t_ort = median_ms(lambda: sess.run(None, {"x": xn}), iters=args.iters) / batch
             t_ours = ours_ms(args.ours, name, batch, args.iters) if args.ours else float("nan")
-            print(f"{name:<9} {batch:>5} {t_torch:>13.1f} {t_ort:>11.1f} {t_ours:>12.1f} {t_torch / t_ours:>10.2f}x", flush=True)
+            ratio = f"{t_torch / t_ours:>10.2f}x" if args.ours else f"{'-':>11}"
+            print(f"{name:<9} {batch:>5} {t_torch:>13.1f} {t_ort:>11.1f} {t_ours:>12.1f} {ratio}", flush=True)
 
 
 if __name__ == "__main__":
