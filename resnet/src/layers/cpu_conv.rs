@@ -1,13 +1,13 @@
-//! The CPU inference convolution: im2col (only where needed) + one `gemm` call per image and group, with
-//! the bias, the residual add and the ReLU fused around it, as a Candle custom op.
+//! The CPU inference convolution: im2col (only where needed) + `gemm` calls over tiles of each image's
+//! output, with the bias, the residual add and the ReLU fused around them, as a Candle custom op.
 //!
 //! Candle's own CPU `conv2d` repacks the input to NHWC single-threaded and re-lays the weights on every
 //! call, and the bias, residual add and ReLU that follow are each a full pass with a fresh allocation.
-//! Here the weights are laid out once, at load, as the (out, in/groups * k * k) row-major GEMM operand the
-//! kernel wants; activations stay NCHW, so a 1x1 stride-1 convolution reads the input in place as the
-//! right-hand GEMM operand and only 3x3 / 7x7 / strided convolutions unfold it (into a reused per-thread
-//! buffer). The GEMM writes each output tile, then one pass over the tile adds the bias (and residual)
-//! and applies the ReLU.
+//! Here the OIHW weight is already the (out, in/groups * k * k) row-major GEMM operand the kernel wants
+//! (read in place, BatchNorm folded in at load); activations stay NCHW, so a 1x1 stride-1 convolution
+//! reads the input in place as the right-hand GEMM operand, and 3x3 / 7x7 / strided convolutions unfold it
+//! band by band into a reused per-thread buffer small enough to stay in L2. The GEMM writes each output
+//! tile, then one pass over the tile adds the bias (and residual) and applies the ReLU.
 //!
 //! Only used for f32 tensors on the CPU in inference (folded BatchNorm); every other case goes through
 //! Candle's generic ops, which keep autograd and the CUDA/Metal backends.
