@@ -163,61 +163,38 @@ impl PackedConv {
                 return self.run_banded(weight, x, (c, h, w), (oh, ow), band, dst, residual, relu, parallel);
             }
         }
-        COLS.with(|cols| {
-            let mut cols = cols.borrow_mut();
-            let rhs: &[f32] = if direct {
-                x
-            } else {
-                let len = c * s.kernel * s.kernel * p;
-                if cols.len() < len {
-                    cols.resize(len, 0.0);
-                }
-                im2col(x, (c, h, w), s, (oh, ow), &mut cols[..len], parallel);
-                &cols[..len]
-            };
-            let out = OutPtr(dst.as_mut_ptr());
+        let out = OutPtr(dst.as_mut_ptr());
+        let dispatch = |rhs: &[f32]| {
             let rhs = Rhs { data: rhs, stride: p, first_col: 0 };
             let tile = |t: Tile| {
                 // SAFETY: tiles cover disjoint (row, column) blocks of `dst`.
                 unsafe { self.tile(weight, rhs, out, p, residual, relu, t) }
             };
             if threads == 1 {
-                (0..g).for_each(|gi| {
-                    tile(Tile {
-                        group: gi,
-                        rows: (0, og),
-                        cols: (0, p),
-                    })
-                });
+                (0..g).for_each(|gi| tile(Tile { group: gi, rows: (0, og), cols: (0, p) }));
             } else if g > 1 {
-                (0..g).into_par_iter().for_each(|gi| {
-                    tile(Tile {
-                        group: gi,
-                        rows: (0, og),
-                        cols: (0, p),
-                    })
-                });
+                (0..g).into_par_iter().for_each(|gi| tile(Tile { group: gi, rows: (0, og), cols: (0, p) }));
             } else if p >= 96 * threads {
                 // Column blocks, a multiple of the micro-kernel's 16-float vector width.
                 let step = (p.div_ceil(threads)).div_ceil(16) * 16;
                 (0..p.div_ceil(step)).into_par_iter().for_each(|b| {
-                    tile(Tile {
-                        group: 0,
-                        rows: (0, og),
-                        cols: (b * step, ((b + 1) * step).min(p)),
-                    })
+                    tile(Tile { group: 0, rows: (0, og), cols: (b * step, ((b + 1) * step).min(p)) })
                 });
             } else {
                 let step = (og.div_ceil(threads)).div_ceil(8) * 8;
                 (0..og.div_ceil(step)).into_par_iter().for_each(|b| {
-                    tile(Tile {
-                        group: 0,
-                        rows: (b * step, ((b + 1) * step).min(og)),
-                        cols: (0, p),
-                    })
+                    tile(Tile { group: 0, rows: (b * step, ((b + 1) * step).min(og)), cols: (0, p) })
                 });
             }
-        });
+        };
+        if direct {
+            dispatch(x);
+        } else {
+            with_cols(c * s.kernel * s.kernel * p, |cols| {
+                im2col(x, (c, h, w), s, (oh, ow), cols, parallel);
+                dispatch(cols);
+            });
+        }
     }
 
     /// One image in bands of `band` output columns: each band is unfolded into the thread's buffer and
@@ -242,14 +219,9 @@ impl PackedConv {
         let out = OutPtr(dst.as_mut_ptr());
         let run = |b: usize| {
             let (c0, c1) = (b * band, ((b + 1) * band).min(p));
-            let len = k * (c1 - c0);
-            COLS.with(|cols| {
-                let mut cols = cols.borrow_mut();
-                if cols.len() < len {
-                    cols.resize(len, 0.0);
-                }
-                im2col_cols(x, (c, h, w), s, ow, (c0, c1), &mut cols[..len], false);
-                let rhs = Rhs { data: &cols[..len], stride: c1 - c0, first_col: c0 };
+            with_cols(k * (c1 - c0), |cols| {
+                im2col_cols(x, (c, h, w), s, ow, (c0, c1), cols, false);
+                let rhs = Rhs { data: cols, stride: c1 - c0, first_col: c0 };
                 let t = Tile { group: 0, rows: (0, s.out_channels), cols: (c0, c1) };
                 // SAFETY: bands cover disjoint column ranges of `dst`.
                 unsafe { self.tile(weight, rhs, out, p, residual, relu, t) }
@@ -367,6 +339,24 @@ unsafe impl Sync for OutPtr {}
 thread_local! {
     /// The im2col buffer, kept per thread so that steady-state inference does not allocate it.
     static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's im2col buffer, grown to `len`. The buffer is taken out of the thread-local
+/// while `f` runs: `f` may start rayon work, and rayon may meanwhile run another task on this thread (say,
+/// another forward pass of a caller's parallel loop), which then simply gets a fresh buffer.
+fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = COLS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let result = f(&mut buf[..len]);
+    COLS.with(|c| {
+        let mut kept = c.borrow_mut();
+        if kept.len() < buf.len() {
+            *kept = buf;
+        }
+    });
+    result
 }
 
 /// Unfolds one image (C, H, W) into (C * k * k, OH * OW): row (c, i, j), column (y, x) holds the input pixel
@@ -548,6 +538,26 @@ mod tests {
                 }
                 let diff = (ours - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
                 assert!(diff < 1e-3, "n{n} c{c} o{o} k{k} s{stride} g{groups} {size}x{size} residual {}: {diff}", res.is_some());
+            }
+        }
+        Ok(())
+    }
+
+    /// Batch-1 passes inside a caller's own parallel loop: the kernel's nested rayon work may pick up
+    /// another of the caller's passes on the same thread, which must not trip over the first one's buffer.
+    #[test]
+    fn concurrent_batch_one_passes_in_a_rayon_loop() -> Result<()> {
+        let dev = Device::Cpu;
+        for (k, size) in [(3, 14), (3, 56), (1, 28)] {
+            let spec = ConvSpec::new(64, 64, k, 1);
+            let weight = Tensor::randn(0f32, 0.1, spec.weight_shape(), &dev)?;
+            let packed = Arc::new(PackedConv::new(&weight, None, spec)?);
+            let x = Tensor::randn(0f32, 1., (1, 64, size, size), &dev)?;
+            let expected = x.conv2d(&weight, spec.padding, 1, 1, 1)?;
+            let outs: Vec<Tensor> = (0..64).into_par_iter().map(|_| packed.forward(&x, None, false)).collect::<Result<_>>()?;
+            for out in outs {
+                let diff = (out - &expected)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                assert!(diff < 1e-3, "k{k} {size}x{size}: {diff}");
             }
         }
         Ok(())
