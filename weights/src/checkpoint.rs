@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use serde::de::DeserializeOwned;
@@ -43,12 +44,14 @@ pub struct TensorInfo {
     pub dtype: DType,
 }
 
-/// An opened safetensors file: its header, validated, and its metadata. Tensors are read on demand.
+/// An opened safetensors file: its header, validated, and its metadata. Tensors are read on demand
+/// from the memory map the header was read through.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     path: PathBuf,
     metadata: HashMap<String, String>,
     tensors: Vec<TensorInfo>,
+    bytes: Arc<memmap2::Mmap>,
 }
 
 impl Checkpoint {
@@ -66,7 +69,8 @@ impl Checkpoint {
             tensors.push(TensorInfo { name, shape: view.shape().to_vec(), dtype });
         }
         tensors.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Self { path, metadata: header.metadata().clone().unwrap_or_default(), tensors })
+        let metadata = header.metadata().clone().unwrap_or_default();
+        Ok(Self { path, metadata, tensors, bytes: Arc::new(bytes) })
     }
 
     pub fn path(&self) -> &Path {
@@ -96,8 +100,7 @@ impl Checkpoint {
     /// Every tensor is copied once, straight from the mapped file into its own buffer.
     pub fn load(&self, device: &Device) -> Result<HashMap<String, Tensor>, CheckpointError> {
         let corrupt = |reason: String| CheckpointError::Corrupt { path: self.path.clone(), reason };
-        let bytes = map(&self.path)?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let st = safetensors::SafeTensors::deserialize(&self.bytes).map_err(|e| corrupt(e.to_string()))?;
         st.tensors()
             .into_iter()
             .map(|(name, view)| {
@@ -113,8 +116,8 @@ impl Checkpoint {
 fn map(path: &Path) -> Result<memmap2::Mmap, CheckpointError> {
     let io = |source| CheckpointError::Io { path: path.to_path_buf(), source };
     let file = std::fs::File::open(path).map_err(io)?;
-    // SAFETY: the map is only read while this function's caller holds it, and checkpoints are replaced by
-    // rename (see `save`), never rewritten in place, so the mapped bytes do not change underneath us.
+    // SAFETY: the map is only ever read, and checkpoints are replaced by rename (see `save`), never
+    // rewritten in place, so the mapped bytes do not change underneath us.
     unsafe { memmap2::Mmap::map(&file) }.map_err(io)
 }
 

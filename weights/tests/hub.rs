@@ -110,23 +110,10 @@ fn blobs(cache: &Path, id: &str) -> Vec<String> {
 
 /// Everything under `snapshots/` (files and links), relative.
 fn snapshot_entries(cache: &Path, id: &str) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if e.file_type().unwrap().is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let root = repo_dir(cache, id).join("snapshots");
-    let mut out = Vec::new();
-    walk(&root, &root, &mut out);
-    out.sort();
-    out
+    all_files(&repo_dir(cache, id).join("snapshots"))
 }
 
+/// Every file and link under `dir` (none if it does not exist), relative and sorted.
 fn all_files(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         for e in fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -191,7 +191,7 @@ impl PackedConv {
             dispatch(x);
         } else {
             with_cols(c * s.kernel * s.kernel * p, |cols| {
-                im2col(x, (c, h, w), s, (oh, ow), cols, parallel);
+                im2col(x, (c, h, w), s, ow, (0, p), cols, parallel);
                 dispatch(cols);
             });
         }
@@ -220,7 +220,7 @@ impl PackedConv {
         let run = |b: usize| {
             let (c0, c1) = (b * band, ((b + 1) * band).min(p));
             with_cols(k * (c1 - c0), |cols| {
-                im2col_cols(x, (c, h, w), s, ow, (c0, c1), cols, false);
+                im2col(x, (c, h, w), s, ow, (c0, c1), cols, false);
                 let rhs = Rhs { data: cols, stride: c1 - c0, first_col: c0 };
                 let t = Tile { group: 0, rows: (0, s.out_channels), cols: (c0, c1) };
                 // SAFETY: bands cover disjoint column ranges of `dst`.
@@ -359,21 +359,10 @@ fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     result
 }
 
-/// Unfolds one image (C, H, W) into (C * k * k, OH * OW): row (c, i, j), column (y, x) holds the input pixel
-/// kernel tap (i, j) sees for output (y, x), zero in the padding.
+/// Unfolds the output columns (flattened y * OW + x) `c0..c1` of one image (C, H, W) into
+/// (C * k * k, c1 - c0): row (c, i, j), column (y, x) holds the input pixel kernel tap (i, j) sees for
+/// output (y, x), zero in the padding.
 fn im2col(
-    x: &[f32],
-    (c, h, w): (usize, usize, usize),
-    s: &ConvSpec,
-    (oh, ow): (usize, usize),
-    cols: &mut [f32],
-    parallel: bool,
-) {
-    im2col_cols(x, (c, h, w), s, ow, (0, oh * ow), cols, parallel)
-}
-
-/// [`im2col`] for the output columns (flattened y * OW + x) `c0..c1` only: `cols` is (C * k * k, c1 - c0).
-fn im2col_cols(
     x: &[f32],
     (c, h, w): (usize, usize, usize),
     s: &ConvSpec,
