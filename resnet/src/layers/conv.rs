@@ -15,12 +15,23 @@ pub struct ConvSpec {
     pub stride: usize,
     pub padding: usize,
     pub groups: usize,
+    /// Spacing between kernel taps (1 = a plain convolution). Greater than 1 where a stage trades its
+    /// stride for dilation (timm's `output_stride`, torchvision's `replace_stride_with_dilation`).
+    pub dilation: usize,
 }
 
 impl ConvSpec {
     /// A `kernel x kernel` convolution with "same" padding.
     pub fn new(in_channels: usize, out_channels: usize, kernel: usize, stride: usize) -> Self {
-        Self { in_channels, out_channels, kernel, stride, padding: kernel / 2, groups: 1 }
+        Self { in_channels, out_channels, kernel, stride, padding: kernel / 2, groups: 1, dilation: 1 }
+    }
+
+    /// Spaces the kernel taps `dilation` pixels apart, with the "same" padding that keeps the output size
+    /// of the undilated convolution (`dilation * (kernel / 2)`).
+    pub fn with_dilation(mut self, dilation: usize) -> Self {
+        self.dilation = dilation;
+        self.padding = dilation * (self.kernel / 2);
+        self
     }
 
     pub fn with_groups(mut self, groups: usize) -> Self {
@@ -35,7 +46,7 @@ impl ConvSpec {
 
     /// Spatial output size for an input of `size` pixels.
     pub fn output_size(&self, size: usize) -> usize {
-        (size + 2 * self.padding - self.kernel) / self.stride + 1
+        (size + 2 * self.padding - self.dilation * (self.kernel - 1) - 1) / self.stride + 1
     }
 }
 
@@ -63,7 +74,10 @@ impl Conv {
     /// packed copy is detached from any autograd graph); elsewhere the same as [`Conv::new`].
     pub fn new_inference(weight: Tensor, bias: Option<Tensor>, spec: ConvSpec) -> Result<Self> {
         let packed = match (weight.device(), weight.dtype()) {
-            (Device::Cpu, DType::F32) => Some(Arc::new(PackedConv::new(&weight, bias.as_ref(), spec)?)),
+            // The CPU kernel has no dilated path yet: dilated convs stay on Candle's conv2d.
+            (Device::Cpu, DType::F32) if spec.dilation == 1 => {
+                Some(Arc::new(PackedConv::new(&weight, bias.as_ref(), spec)?))
+            }
             _ => None,
         };
         Ok(Self { weight, bias, spec, packed })
@@ -115,7 +129,7 @@ impl Conv {
         let s = self.spec;
         let (n, c, h, w) = x.dims4()?;
         let (oh, ow) = (s.output_size(h), s.output_size(w));
-        let cols = im2col(x, s.kernel, s.stride, s.padding, (oh, ow))?;
+        let cols = im2col(x, s, (oh, ow))?;
         let cg = c / s.groups;
         let k = cg * s.kernel * s.kernel;
         let cols = cols.reshape((n, s.groups, k, oh * ow))?;
@@ -127,13 +141,14 @@ impl Conv {
 
 /// Unfolds `x` (N, C, H, W) into (N, C, k*k, OH, OW): entry (c, i*k+j, y, x) is the input pixel that
 /// kernel tap (i, j) sees for output (y, x). Row-major in (c, i, j), matching an OIHW weight's layout.
-fn im2col(x: &Tensor, k: usize, stride: usize, pad: usize, (oh, ow): (usize, usize)) -> Result<Tensor> {
+fn im2col(x: &Tensor, s: ConvSpec, (oh, ow): (usize, usize)) -> Result<Tensor> {
+    let (k, pad, d) = (s.kernel, s.padding, s.dilation);
     let x = x.pad_with_zeros(2, pad, pad)?.pad_with_zeros(3, pad, pad)?;
     let mut taps = Vec::with_capacity(k * k);
     for i in 0..k {
         for j in 0..k {
-            let rows = take_strided(&x, 2, i, oh, stride)?;
-            taps.push(take_strided(&rows, 3, j, ow, stride)?);
+            let rows = take_strided(&x, 2, i * d, oh, s.stride)?;
+            taps.push(take_strided(&rows, 3, j * d, ow, s.stride)?);
         }
     }
     Tensor::stack(&taps, 2)
@@ -163,7 +178,7 @@ impl Module for Conv {
         }
         let s = self.spec;
         let y = if s.groups == 1 {
-            x.conv2d(&self.weight, s.padding, s.stride, 1, 1)?
+            x.conv2d(&self.weight, s.padding, s.stride, s.dilation, 1)?
         } else {
             self.forward_grouped(x)?
         };
