@@ -64,6 +64,20 @@ CASES = {
     "grad": dict(block="basic", layers=[1, 1, 1, 1], channels=[4, 8, 8, 8], stem_type="",
                  stem_width=64, avg_down=False, cardinality=1, base_width=64,
                  batch=4, hw=(32, 32), num_classes=5, train=True),
+    # timm's `output_stride`: later stages dilated instead of strided. ResNet-50's and ResNet-50-D's own
+    # layouts (depths 3-4-6-3, classic / deep stem, plain / avg-down shortcuts) at reduced widths.
+    "resnet50_os16": dict(block="bottleneck", layers=[3, 4, 6, 3], channels=[4, 8, 12, 16], stem_type="",
+                          stem_width=64, avg_down=False, cardinality=1, base_width=64,
+                          batch=2, hw=(48, 56), num_classes=10, output_stride=16),
+    "resnet50_os8": dict(block="bottleneck", layers=[3, 4, 6, 3], channels=[4, 8, 12, 16], stem_type="",
+                         stem_width=64, avg_down=False, cardinality=1, base_width=64,
+                         batch=2, hw=(48, 56), num_classes=10, output_stride=8),
+    "resnet50d_os16": dict(block="bottleneck", layers=[3, 4, 6, 3], channels=[4, 8, 12, 16], stem_type="deep",
+                           stem_width=8, avg_down=True, cardinality=1, base_width=64,
+                           batch=2, hw=(50, 45), num_classes=10, output_stride=16),
+    "resnet50d_os8": dict(block="bottleneck", layers=[3, 4, 6, 3], channels=[4, 8, 12, 16], stem_type="deep",
+                          stem_width=8, avg_down=True, cardinality=1, base_width=64,
+                          batch=2, hw=(50, 45), num_classes=10, output_stride=8),
 }
 
 
@@ -71,7 +85,8 @@ def build(c):
     block = BasicBlock if c["block"] == "basic" else Bottleneck
     model = ResNet(block=block, layers=c["layers"], channels=c["channels"], stem_width=c["stem_width"],
                    stem_type=c["stem_type"], avg_down=c["avg_down"], cardinality=c["cardinality"],
-                   base_width=c["base_width"], num_classes=c["num_classes"], zero_init_last=False)
+                   base_width=c["base_width"], num_classes=c["num_classes"], zero_init_last=False,
+                   output_stride=c.get("output_stride", 32))
     if c.get("v1"):
         for m in model.modules():
             if isinstance(m, Bottleneck) and m.conv2.stride != (1, 1):
@@ -84,7 +99,7 @@ def build(c):
 
 
 @torch.no_grad()
-def randomize(model, gen):
+def randomize(model, gen, gamma=(0.5, 1.5)):
     def normal(t, std, mean=0.0):
         t.copy_(torch.randn(t.shape, generator=gen) * std + mean)
 
@@ -98,7 +113,7 @@ def randomize(model, gen):
             if m.bias is not None:
                 normal(m.bias, 0.2)
         elif isinstance(m, nn.BatchNorm2d):
-            uniform(m.weight, 0.5, 1.5)
+            uniform(m.weight, *gamma)
             normal(m.bias, 0.2)
             normal(m.running_mean, 0.3)
             uniform(m.running_var, 0.5, 2.0)
@@ -128,6 +143,7 @@ def config_json(name, c):
         "stride_on": "1x1" if c.get("v1") else "3x3",
         "bn_eps": 1e-3 if c.get("v1") else 1e-5,
         "num_classes": c["num_classes"],
+        "output_stride": c.get("output_stride", 32),
     }
     if c.get("train"):
         cfg["train"] = True
@@ -141,8 +157,9 @@ def state_tensors(model, prefix):
 
 
 def forward_stages(model, x):
-    h = model.maxpool(model.act1(model.bn1(model.conv1(x))))
-    stages = []
+    act1 = model.act1(model.bn1(model.conv1(x)))
+    h = model.maxpool(act1)
+    stages = [act1]
     for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
         h = layer(h)
         stages.append(h)
@@ -154,7 +171,9 @@ def gen_case(idx, name, c):
     gen = torch.Generator().manual_seed(1000 + idx)
     torch.manual_seed(1000 + idx)
     model = build(c).to(torch.float32)
-    randomize(model, gen)
+    # Deep nets (16 blocks) get smaller BatchNorm scales, so activations stay O(1) instead of growing block
+    # by block (PyTorch's own f32 error grows with them).
+    randomize(model, gen, gamma=(0.3, 0.7) if c.get("output_stride") else (0.5, 1.5))
     b, (h, w) = c["batch"], c["hw"]
     x = torch.randn((b, 3, h, w), generator=gen)
     out = {"input": x}
@@ -186,7 +205,16 @@ def gen_case(idx, name, c):
         out["features"] = feats
         nst = 1 if name == "big256" else 4
         for i in range(nst):
-            out[f"stage{i + 1}"] = stages[i]
+            out[f"stage{i + 1}"] = stages[i + 1]
+        if c.get("output_stride"):
+            if name.endswith("os16"):
+                out["act1"] = stages[0]
+            # What timm's own API returns, checked against the stage outputs above.
+            inter = model.forward_intermediates(x, indices=[0, 1, 2, 3, 4], intermediates_only=True)
+            for i, t in enumerate(inter):
+                assert torch.equal(t, stages[i]), (name, i)
+            info_ = [(f["num_chs"], f["reduction"], f["module"]) for f in model.feature_info]
+            out["feature_info"] = torch.tensor([[a, b] for a, b, _ in info_], dtype=torch.float32)
         out.update(state_tensors(model, "model."))
         if name == "basic":
             m64 = build(c).double()

@@ -104,6 +104,35 @@ pub struct ResNetConfig {
     /// BatchNorm epsilon: 1e-5 for PyTorch checkpoints, 1e-3 for Keras.
     #[serde(default = "default_bn_eps")]
     pub bn_eps: f64,
+    /// Total downsampling at which later stages stop striding and dilate their 3x3 convolutions instead
+    /// (timm's `output_stride`, torchvision's `replace_stride_with_dilation`): `Some(16)` keeps the last
+    /// stage at 1/16 of the input, `Some(8)` the last two at 1/8. `None` is the network's natural stride.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_stride: Option<usize>,
+}
+
+/// How one stage changes resolution: its first block's stride and the dilation of its 3x3 convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageGeometry {
+    /// Stride of the stage's first block (1 or 2).
+    pub stride: usize,
+    /// Dilation of the first block's first 3x3 conv: the previous stage's dilation (timm's `first_dilation`).
+    pub first_dilation: usize,
+    /// Dilation of every other 3x3 conv of the stage.
+    pub dilation: usize,
+}
+
+/// Limits a config must respect, so that a config read from a downloaded file cannot make the loader loop or
+/// allocate without bound. Every network of torchvision and timm is far inside them.
+pub mod limits {
+    /// Stages at most.
+    pub const MAX_STAGES: usize = 8;
+    /// Residual blocks in all stages together (resnet1202 has 600).
+    pub const MAX_BLOCKS: usize = 2048;
+    /// Channels of a stem, of a stage's `planes`, of a bottleneck's inside, of an input.
+    pub const MAX_CHANNELS: usize = 1 << 15;
+    /// Classifier outputs.
+    pub const MAX_CLASSES: usize = 1 << 20;
 }
 
 fn default_in_channels() -> usize {
@@ -128,6 +157,7 @@ impl ResNetConfig {
             in_channels: 3,
             conv_bias: false,
             bn_eps: 1e-5,
+            output_stride: None,
         }
     }
 
@@ -145,46 +175,62 @@ impl ResNetConfig {
             in_channels: 3,
             conv_bias: false,
             bn_eps: 1e-5,
+            output_stride: None,
         }
     }
 
+    /// The same network with another stem.
     pub fn with_stem(mut self, stem: StemKind) -> Self {
         self.stem = stem;
         self
     }
 
+    /// The same network with another shortcut kind.
     pub fn with_shortcut(mut self, shortcut: ShortcutKind) -> Self {
         self.shortcut = shortcut;
         self
     }
 
+    /// The same network with the bottleneck stride on another conv.
     pub fn with_stride_placement(mut self, placement: StridePlacement) -> Self {
         self.stride_placement = placement;
         self
     }
 
+    /// The same network with other per-stage `planes`.
     pub fn with_channels(mut self, channels: &[usize]) -> Self {
         self.channels = channels.to_vec();
         self
     }
 
+    /// The same network with other per-stage block counts.
     pub fn with_depths(mut self, depths: &[usize]) -> Self {
         self.depths = depths.to_vec();
         self
     }
 
+    /// The same network with a classifier of `num_classes` outputs (0: no classifier).
     pub fn with_num_classes(mut self, num_classes: usize) -> Self {
         self.num_classes = num_classes;
         self
     }
 
+    /// The same network with (or without) conv biases.
     pub fn with_conv_bias(mut self, conv_bias: bool) -> Self {
         self.conv_bias = conv_bias;
         self
     }
 
+    /// The same network with another BatchNorm epsilon.
     pub fn with_bn_eps(mut self, eps: f64) -> Self {
         self.bn_eps = eps;
+        self
+    }
+
+    /// The same network with its later stages dilated so that features stay at `1/output_stride` of the
+    /// input (8 or 16 for segmentation and detection backbones; see [`ResNetConfig::output_stride`]).
+    pub fn with_output_stride(mut self, output_stride: usize) -> Self {
+        self.output_stride = Some(output_stride);
         self
     }
 
@@ -204,17 +250,96 @@ impl ResNetConfig {
         self.channels.last().copied().unwrap_or_else(|| self.stem.out_channels()) * self.block.expansion()
     }
 
-    /// Total downsampling factor from input to the last stage's features.
-    pub fn output_stride(&self) -> usize {
-        let stem = match self.stem {
+    /// Downsampling of the stem: 4 (strided conv and max-pool), 1 for the CIFAR stem.
+    pub fn stem_reduction(&self) -> usize {
+        match self.stem {
             StemKind::Cifar { .. } => 1,
             _ => 4,
-        };
-        stem << self.depths.len().saturating_sub(1)
+        }
     }
 
-    /// Checks the knobs against each other; building a model calls this.
+    /// Each stage's stride and dilations, timm's rule: a stage strides by 2 (the first by 1) until the total
+    /// downsampling reaches [`ResNetConfig::output_stride`]; from then on it keeps the resolution and
+    /// multiplies the dilation by the stride it gave up.
+    pub fn stage_geometry(&self) -> Vec<StageGeometry> {
+        let target = self.output_stride.unwrap_or(usize::MAX);
+        let (mut net_stride, mut dilation) = (self.stem_reduction(), 1);
+        (0..self.depths.len())
+            .map(|i| {
+                let first_dilation = dilation;
+                let mut stride = if i == 0 { 1 } else { 2 };
+                if net_stride >= target {
+                    dilation *= stride;
+                    stride = 1;
+                } else {
+                    net_stride *= stride;
+                }
+                StageGeometry { stride, first_dilation, dilation }
+            })
+            .collect()
+    }
+
+    /// Total downsampling factor from input to each stage's features.
+    pub fn stage_reductions(&self) -> Vec<usize> {
+        let mut r = self.stem_reduction();
+        self.stage_geometry()
+            .iter()
+            .map(|g| {
+                r *= g.stride;
+                r
+            })
+            .collect()
+    }
+
+    /// Total downsampling factor from input to the last stage's features.
+    pub fn total_stride(&self) -> usize {
+        self.stage_reductions().last().copied().unwrap_or_else(|| self.stem_reduction())
+    }
+
+    /// Checks the knobs against each other and against [`limits`]; building a model calls this.
     pub fn validate(&self) -> Result<(), String> {
+        use limits::*;
+        if self.depths.len() > MAX_STAGES {
+            return Err(format!("{} stages, more than the {MAX_STAGES} supported", self.depths.len()));
+        }
+        let blocks = self.depths.iter().try_fold(0usize, |a, &d| a.checked_add(d)).unwrap_or(usize::MAX);
+        if blocks > MAX_BLOCKS {
+            return Err(format!("{blocks} residual blocks, more than the {MAX_BLOCKS} supported"));
+        }
+        let stem_width = match self.stem {
+            StemKind::Classic { width } | StemKind::Cifar { width } | StemKind::Deep { width } => width,
+            StemKind::DeepTiered { width } => width / 4,
+        };
+        let widest = self.channels.iter().copied().max().unwrap_or(0);
+        let inner = match self.block {
+            BlockKind::Basic => widest,
+            BlockKind::Bottleneck { groups, base_width } => {
+                (widest.saturating_mul(base_width) / 64).saturating_mul(groups).max(widest.saturating_mul(4))
+            }
+        };
+        if stem_width == 0 || self.in_channels == 0 || self.channels.contains(&0) {
+            return Err(format!(
+                "zero channels somewhere: stem {:?}, input {}, stages {:?}",
+                self.stem, self.in_channels, self.channels
+            ));
+        }
+        if [stem_width, self.in_channels, inner].iter().any(|&c| c > MAX_CHANNELS) {
+            return Err(format!(
+                "more than {MAX_CHANNELS} channels (stem {:?}, input {}, stages {:?}, block {:?})",
+                self.stem, self.in_channels, self.channels, self.block
+            ));
+        }
+        if self.num_classes > MAX_CLASSES {
+            return Err(format!("{} classes, more than the {MAX_CLASSES} supported", self.num_classes));
+        }
+        if let Some(os) = self.output_stride {
+            if !os.is_power_of_two() || os < self.stem_reduction() || os > 64 {
+                return Err(format!(
+                    "output stride {os} must be a power of two between the stem's reduction ({}) and 64",
+                    self.stem_reduction()
+                ));
+            }
+        }
         if self.depths.len() != self.channels.len() {
             return Err(format!(
                 "{} stage depths but {} stage channel counts",
@@ -233,8 +358,18 @@ impl ResNetConfig {
                 ));
             }
         }
-        if self.bn_eps <= 0.0 {
-            return Err(format!("BatchNorm eps must be positive, got {}", self.bn_eps));
+        if !(self.bn_eps > 0.0 && self.bn_eps <= 1.0) {
+            return Err(format!("BatchNorm eps must be in (0, 1], got {}", self.bn_eps));
+        }
+        if self.shortcut == ShortcutKind::ZeroPad {
+            let mut cin = self.stem.out_channels();
+            for &planes in &self.channels {
+                let cout = planes * self.block.expansion();
+                if cout < cin {
+                    return Err(format!("an option-A (zero-pad) shortcut cannot shrink {cin} channels to {cout}"));
+                }
+                cin = cout;
+            }
         }
         Ok(())
     }

@@ -1,43 +1,108 @@
 //! The ResNet family on [Candle](https://github.com/huggingface/candle), numerically matching PyTorch.
 //!
-//! Every variant — torchvision's ResNet, ResNeXt and Wide ResNet, timm's "d" and "t" tweaks, the original
-//! "v1" layout and the CIFAR ResNets — is one [`ResNet`] built from a [`ResNetConfig`]:
+//! # A pretrained model in three lines
+//!
+//! A registry name (`resnet50`, `resnet50.tv2_in1k`) or a Hugging Face Hub repo (`timm/resnet50.a1_in1k`)
+//! gives the network, the preprocessing its weights were evaluated with, and the class names:
 //!
 //! ```no_run
-//! # fn main() -> anyhow::Result<()> {
-//! use candle_core::{DType, Device, Module, Tensor};
-//! let device = Device::Cpu;
-//! let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&["resnet50.safetensors"], DType::F32, &device)? };
-//! let model = resnet::ResNet::new(&resnet::variants::resnet50(), vb)?;
-//! let logits = model.forward(&Tensor::zeros((1, 3, 224, 224), DType::F32, &device)?)?;
+//! # fn main() -> resnet::Result<()> {
+//! let model = resnet::pretrained("resnet50.a1_in1k", &candle_core::Device::Cpu)?;
+//! let x = model.preprocess_file("cat.jpg")?;
+//! let top5 = model.classify(&x, 5)?; // [Prediction { class: 285, label: "Egyptian cat", prob: 0.78 }, ...]
 //! # Ok(()) }
 //! ```
 //!
-//! Where the paper's ideas live:
+//! A local checkpoint works the same way, with [`Pretrained::from_file`] (any of zoo's self-describing
+//! safetensors, plain torchvision/timm/HF safetensors, or a PyTorch `.pth` state dict; see [`load`]).
+//!
+//! # Features of a stage, and a new head
+//!
+//! timm's `features_only` and `forward_intermediates`: the maps of chosen stages, with their channels and
+//! reductions in [`ResNet::feature_info`]. Here on a randomly initialised network built from a config:
+//!
+//! ```
+//! # fn main() -> resnet::Result<()> {
+//! use candle_core::{DType, Device, Tensor};
+//! let cfg = resnet::variants::resnet18().with_output_stride(16);
+//! let net = resnet::ResNet::new(&cfg, candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu))?;
+//! let x = Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu)?;
+//! let maps = net.forward_intermediates(&x, &[2, 4])?; // layer2 and layer4
+//! let info = net.feature_info();
+//! assert_eq!((info[2].num_chs, info[2].reduction, info[4].reduction), (128, 8, 16));
+//! assert_eq!(maps[1].dims(), &[1, 512, 4, 4]); // 64 / 16: layer4 dilated instead of strided
+//! # Ok(()) }
+//! ```
+//!
+//! Transfer learning replaces the classifier and keeps the backbone:
+//!
+//! ```
+//! # fn main() -> resnet::Result<()> {
+//! use candle_core::{DType, Device, Module, Tensor};
+//! use candle_nn::VarBuilder;
+//! let dev = Device::Cpu;
+//! let mut net = resnet::ResNet::new(&resnet::variants::resnet20(), VarBuilder::zeros(DType::F32, &dev))?;
+//! let new_head = candle_nn::VarMap::new();
+//! net.replace_head(3, VarBuilder::from_varmap(&new_head, DType::F32, &dev).pp("fc"))?;
+//! let logits = net.forward(&Tensor::zeros((2, 3, 32, 32), DType::F32, &dev)?)?;
+//! assert_eq!(logits.dims(), &[2, 3]);
+//! # Ok(()) }
+//! ```
+//!
+//! # Where the paper's ideas live
+//!
+//! Every variant — torchvision's ResNet, ResNeXt and Wide ResNet, timm's "d" and "t" tweaks, the original
+//! "v1" layout and the CIFAR ResNets — is one [`ResNet`] built from a [`ResNetConfig`] ([`variants`] names them).
 //! - `y = F(x) + shortcut(x)`: [`block::ResidualBlock`], with `F` in [`block::ResidualFn`];
 //! - basic block and bottleneck: [`block::BasicBranch`], [`block::BottleneckBranch`];
+//! - the "conv block" that changes shape and the "identity block" that keeps it: [`stage::Stage`];
 //! - identity vs. projecting shortcuts (option A, option B, avg-down): [`shortcut::Shortcut`];
 //! - stems and stages: [`stem`], [`stage`]; the classifier head: [`head`];
+//! - gradients reaching early layers through the identity path: `gradflow` (feature `train`);
+//! - transfer learning by replacing the head: [`ResNet::replace_head`], `train` (feature `train`);
+//! - data preparation (decode, resize, crop, normalize, batch): `data` (feature `image`);
 //! - BatchNorm folding for inference: [`layers::conv_bn`].
+//!
+//! # Cargo features
+//!
+//! - `hub` (default): [`pretrained()`] and the registry/Hub resolution in [`mod@pretrained`];
+//! - `image` (default): `data`, image decoding and PIL-exact preprocessing;
+//! - `train` (default): `train` (fine-tuning) and `gradflow`.
+//!
+//! With `default-features = false` the crate builds the networks, the loader and the CPU kernels on Candle
+//! and safetensors alone: no HTTP, TLS, async runtime or C image library.
+
+#![warn(missing_docs)]
 
 pub mod block;
 pub mod config;
 pub mod convert;
+#[cfg(feature = "image")]
 pub mod data;
 pub mod error;
+pub mod features;
+pub mod finite;
+#[cfg(feature = "train")]
 pub mod gradflow;
 pub mod head;
 pub mod keys;
 pub mod layers;
+pub mod load;
 pub mod model;
+pub mod pretrained;
 pub mod profile;
 pub mod shortcut;
 pub mod stage;
 pub mod stem;
+#[cfg(feature = "train")]
 pub mod train;
 pub mod variants;
 
 pub use config::{BlockKind, ResNetConfig, ShortcutKind, StemKind, StridePlacement};
 pub use error::{Error, Result};
+pub use features::FeatureInfo;
 pub use layers::BnMode;
 pub use model::ResNet;
+#[cfg(feature = "hub")]
+pub use pretrained::pretrained;
+pub use pretrained::{Prediction, Pretrained};

@@ -3,22 +3,26 @@
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::block::{ResidualBlock, Wiring};
 use crate::config::ResNetConfig;
 use crate::error::{Error, Result};
 use crate::head::Classifier;
-use crate::layers::{pool, BnMode, ConvBnOptions};
+use crate::layers::{pool, BnMode, ConvBn, ConvBnOptions};
 use crate::stage::Stage;
 use crate::stem::Stem;
 
 /// A ResNet built from a [`ResNetConfig`] and torchvision/timm-named weights.
+///
+/// `forward` is the eval pass; `ModuleT::forward_t(x, true)` the training pass (BatchNorm on batch statistics,
+/// differentiable end to end when the network was built with [`BnMode::Keep`]).
 #[derive(Debug, Clone)]
 pub struct ResNet {
     config: ResNetConfig,
-    pub stem: Stem,
+    pub(crate) stem: Stem,
     /// `layer1`, `layer2`, ...
-    pub stages: Vec<Stage>,
+    pub(crate) stages: Vec<Stage>,
     /// `fc`, absent when `num_classes == 0`.
-    pub head: Option<Classifier>,
+    pub(crate) head: Option<Classifier>,
 }
 
 impl ResNet {
@@ -32,7 +36,8 @@ impl ResNet {
         Self::load(config, vb, BnMode::Keep)
     }
 
-    /// Builds the network; `vb` must hold canonical (torchvision/timm) names at its root.
+    /// Builds the network; `vb` must hold canonical (torchvision/timm) names at its root. To load a file,
+    /// with its names mapped and checked first, use [`crate::load::load`].
     pub fn load(config: &ResNetConfig, vb: VarBuilder, bn_mode: BnMode) -> Result<Self> {
         config.validate().map_err(Error::InvalidConfig)?;
         let opts = ConvBnOptions { bn_mode, conv_bias: config.conv_bias, bn_eps: config.bn_eps };
@@ -50,14 +55,31 @@ impl ResNet {
         Ok(Self { config: config.clone(), stem, stages, head })
     }
 
-    /// Eval-mode logits (N, num_classes). `ModuleT::forward_t(x, true)` is the training pass. (Candle
-    /// implements `ModuleT` for every `Module`, so a type can only implement one of the two.)
+    /// Eval-mode logits (N, num_classes), or pooled features (N, C) without a head. `ModuleT::forward_t(x,
+    /// true)` is the training pass. (Candle implements `ModuleT` for every `Module`, so a type can only
+    /// implement one of the two.)
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.forward_t(x, false)
     }
 
+    /// The config the network was built from.
     pub fn config(&self) -> &ResNetConfig {
         &self.config
+    }
+
+    /// The stem (the layers before `layer1`).
+    pub fn stem(&self) -> &Stem {
+        &self.stem
+    }
+
+    /// The stages, `layer1` first.
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    /// The classifier, if the network has one.
+    pub fn head(&self) -> Option<&Classifier> {
+        self.head.as_ref()
     }
 
     /// Replaces the classifier with a fresh one of `num_classes` outputs, taken from `vb` (at `fc`),
@@ -76,6 +98,27 @@ impl ResNet {
             + self.head.as_ref().map_or(0, Classifier::num_params)
     }
 
+    /// Every residual block in forward order with its checkpoint name (`layer1.0`, `layer1.1`, ...).
+    pub fn blocks(&self) -> impl Iterator<Item = (String, &ResidualBlock)> {
+        self.stages.iter().enumerate().flat_map(|(s, stage)| {
+            stage.blocks.iter().enumerate().map(move |(b, block)| (format!("layer{}.{b}", s + 1), block))
+        })
+    }
+
+    /// Every conv+BN layer in forward order with its checkpoint name: the stem's (`conv1` or `conv1.0` ...),
+    /// each block's (`layer1.0.conv1`, ...) and the projecting shortcuts' (`layer1.0.downsample.0` or, for
+    /// avg-down shortcuts, `layer1.0.downsample.1`): the one walk that reports, gradient studies and
+    /// profiles share.
+    pub fn conv_layers(&self) -> Vec<(String, &ConvBn)> {
+        let mut out: Vec<(String, &ConvBn)> = self.stem.convs.iter().map(|(n, c)| (n.clone(), c)).collect();
+        for (prefix, block) in self.blocks() {
+            for (name, conv) in block.conv_layers() {
+                out.push((format!("{prefix}.{name}"), conv));
+            }
+        }
+        out
+    }
+
     /// The output of every stage, from `layer1` to the last (for feature pyramids).
     pub fn forward_stages_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Vec<Tensor>> {
         let mut x = self.stem.forward_t(x, train)?;
@@ -87,21 +130,31 @@ impl ResNet {
         Ok(outs)
     }
 
+    /// [`ResNet::forward_stages_t`] in eval mode.
     pub fn forward_stages(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
         self.forward_stages_t(x, false)
     }
 
-    /// The last stage's feature map (N, C, H/32, W/32), before pooling.
+    /// The last stage's feature map (N, C, H/s, W/s with s the total stride), before pooling.
     pub fn forward_features_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut x = self.stem.forward_t(x, train)?;
-        for stage in &self.stages {
-            x = stage.forward_t(&x, train)?;
-        }
-        Ok(x)
+        self.forward_features_wired(x, train, Wiring::Residual)
     }
 
+    /// [`ResNet::forward_features_t`] in eval mode.
     pub fn forward_features(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.forward_features_t(x, false)
+    }
+
+    /// The feature map with every block wired as `wiring`: [`Wiring::Plain`] drops all shortcuts (the
+    /// "plain" twin of He et al.'s experiments, same layers and weights).
+    pub fn forward_features_wired(&self, x: &Tensor, train: bool, wiring: Wiring) -> candle_core::Result<Tensor> {
+        let mut x = self.stem.forward_t(x, train)?;
+        for stage in &self.stages {
+            for block in &stage.blocks {
+                x = block.forward_wired(&x, train, wiring)?;
+            }
+        }
+        Ok(x)
     }
 
     /// Logits from a feature map; pooled features when there is no head.
@@ -118,4 +171,3 @@ impl ModuleT for ResNet {
         self.forward_head(&self.forward_features_t(x, train)?)
     }
 }
-

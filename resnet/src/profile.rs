@@ -48,18 +48,16 @@ pub struct Timing<'a> {
 pub fn profile(model: &ResNet, x: &Tensor, timing: &Timing) -> Result<Vec<OpRecord>> {
     let mut out = Vec::new();
     let mut x = x.clone();
-    for (name, conv) in &model.stem.convs {
+    for (name, conv) in model.stem().conv_layers() {
         x = conv_op(&mut out, name, conv, &x, true, timing)?;
     }
-    if model.stem.max_pool {
+    if model.stem().has_max_pool() {
         x = record(&mut out, "maxpool", OpKind::Pool, 0, 0, timing, || pool::max_pool_3x3_s2(&x))?;
     }
-    for (s, stage) in model.stages.iter().enumerate() {
-        for (b, block) in stage.blocks.iter().enumerate() {
-            x = block_ops(&mut out, &format!("layer{}.{b}", s + 1), block, &x, timing)?;
-        }
+    for (name, block) in model.blocks() {
+        x = block_ops(&mut out, &name, block, &x, timing)?;
     }
-    if let Some(head) = &model.head {
+    if let Some(head) = model.head() {
         let macs = (x.dim(0)? * x.dim(1)? * head.num_classes) as u64;
         record(&mut out, "fc", OpKind::Head, head.num_params(), macs, timing, || head.forward(&x))?;
     }

@@ -36,23 +36,43 @@ pub struct ZeroPad {
 /// An average-pooled projection.
 #[derive(Debug, Clone)]
 pub struct AvgDown {
-    pub pool: bool,
+    /// The pool before the projection.
+    pub pool: AvgDownPool,
+    /// The stride-1 1x1 conv + BN.
     pub proj: ConvBn,
+}
+
+/// The average pool of an [`AvgDown`] shortcut (timm's `downsample_avg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvgDownPool {
+    /// No pool: the block keeps the resolution.
+    None,
+    /// `AvgPool2d(2, stride=2, ceil_mode=True, count_include_pad=False)`: the block halves the resolution.
+    Stride2,
+    /// timm's `AvgPool2dSame(2, stride=1)` in a dilated stage: zero padding on the bottom and right, then
+    /// a 2x2 average (the padding counted), so the resolution is kept.
+    Same,
 }
 
 /// Where a shortcut sits and what it must produce.
 #[derive(Debug, Clone, Copy)]
 pub struct ShortcutSpec {
+    /// Which kind the network uses when shapes change.
     pub kind: ShortcutKind,
+    /// Channels in.
     pub in_channels: usize,
+    /// Channels out (the residual function's output).
     pub out_channels: usize,
+    /// The block's stride.
     pub stride: usize,
+    /// The stage's dilation (1 unless it trades its stride for dilation).
+    pub dilation: usize,
 }
 
 impl Shortcut {
     /// Builds the shortcut; `vb` is the block's own prefix (e.g. `layer2.0`).
     pub fn load(spec: ShortcutSpec, vb: VarBuilder, opts: ConvBnOptions) -> Result<Self> {
-        let (cin, cout, stride) = (spec.in_channels, spec.out_channels, spec.stride);
+        let (cin, cout, stride, dilation) = (spec.in_channels, spec.out_channels, spec.stride, spec.dilation);
         if stride == 1 && cin == cout {
             return Ok(Shortcut::Identity);
         }
@@ -72,7 +92,12 @@ impl Shortcut {
             ShortcutKind::AvgDownProjection => {
                 let spec = ConvSpec::new(cin, cout, 1, 1);
                 let proj = ConvBn::load(spec, vb.pp("1"), vb.pp("2"), opts)?;
-                Shortcut::AvgDown(AvgDown { pool: stride > 1, proj })
+                let pool = match (stride, dilation) {
+                    (1, 1) => AvgDownPool::None,
+                    (1, _) => AvgDownPool::Same,
+                    _ => AvgDownPool::Stride2,
+                };
+                Shortcut::AvgDown(AvgDown { pool, proj })
             }
         })
     }
@@ -108,7 +133,11 @@ impl ModuleT for Shortcut {
             Shortcut::ZeroPad(z) => pool::subsample(x, z.stride)?.pad_with_zeros(1, z.pad_before, z.pad_after),
             Shortcut::Projection(p) => p.forward_t(x, train),
             Shortcut::AvgDown(a) => {
-                let x = if a.pool { pool::avg_pool_2x2_ceil(x)? } else { x.clone() };
+                let x = match a.pool {
+                    AvgDownPool::None => x.clone(),
+                    AvgDownPool::Stride2 => pool::avg_pool_2x2_ceil(x)?,
+                    AvgDownPool::Same => pool::avg_pool_2x2_same(x)?,
+                };
                 a.proj.forward_t(&x, train)
             }
         }

@@ -4,7 +4,7 @@ use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::block::ResidualBlock;
-use crate::config::ResNetConfig;
+use crate::config::{ResNetConfig, StageGeometry};
 use crate::layers::ConvBnOptions;
 
 /// A conv block that sets the stage's shape, then identity blocks.
@@ -18,11 +18,15 @@ impl Stage {
     pub fn load(cfg: &ResNetConfig, index: usize, in_channels: usize, vb: VarBuilder, opts: ConvBnOptions) -> Result<Self> {
         let planes = cfg.channels[index];
         let out_channels = planes * cfg.block.expansion();
-        let stride = if index == 0 { 1 } else { 2 };
+        let g = cfg.stage_geometry()[index];
         let mut blocks = Vec::with_capacity(cfg.depths[index]);
         for b in 0..cfg.depths[index] {
-            let (cin, s) = if b == 0 { (in_channels, stride) } else { (out_channels, 1) };
-            blocks.push(ResidualBlock::load(cfg, cin, planes, s, vb.pp(b), opts)?);
+            // The conv block sets the stage's shape; identity blocks keep it, at the stage's dilation.
+            let (cin, geometry) = match b {
+                0 => (in_channels, g),
+                _ => (out_channels, StageGeometry { stride: 1, first_dilation: g.dilation, dilation: g.dilation }),
+            };
+            blocks.push(ResidualBlock::load(cfg, cin, planes, geometry, vb.pp(b), opts)?);
         }
         Ok(Self { blocks })
     }

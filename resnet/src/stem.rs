@@ -10,11 +10,14 @@ use crate::layers::{pool, ConvBn, ConvBnOptions, ConvSpec};
 /// (`conv1.0`/`conv1.1`, `conv1.3`/`conv1.4`, `conv1.6` with `bn1`).
 #[derive(Debug, Clone)]
 pub struct Stem {
-    pub convs: Vec<(String, ConvBn)>,
-    pub max_pool: bool,
+    /// Each conv+BN (+ReLU) with its checkpoint name.
+    pub(crate) convs: Vec<(String, ConvBn)>,
+    /// Whether the 3x3 stride-2 max-pool follows (every stem but the CIFAR one).
+    pub(crate) max_pool: bool,
 }
 
 impl Stem {
+    /// Builds the stem of `kind` from `vb` (the network's root).
     pub fn load(kind: StemKind, in_channels: usize, vb: &VarBuilder, opts: ConvBnOptions) -> Result<Self> {
         let c = |cin, cout, k, s| ConvSpec::new(cin, cout, k, s);
         let convs = match kind {
@@ -39,20 +42,41 @@ impl Stem {
         Ok(Self { convs, max_pool: !matches!(kind, StemKind::Cifar { .. }) })
     }
 
+    /// Learnable parameters as the checkpoint stores them.
     pub fn num_params(&self) -> usize {
         self.convs.iter().map(|(_, c)| c.num_params()).sum()
+    }
+
+    /// The convs with their checkpoint names.
+    pub fn conv_layers(&self) -> impl Iterator<Item = (&str, &ConvBn)> {
+        self.convs.iter().map(|(n, c)| (n.as_str(), c))
+    }
+
+    /// Whether the stem ends in the max-pool.
+    pub fn has_max_pool(&self) -> bool {
+        self.max_pool
+    }
+
+    /// The convolutions and their ReLUs, before the pool (timm's `act1` output).
+    pub fn forward_convs_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (_, conv) in &self.convs {
+            x = conv.forward_fused(&x, None, true, train)?;
+        }
+        Ok(x)
+    }
+
+    /// The pool after the convolutions (the identity for the CIFAR stem).
+    pub fn forward_pool(&self, x: &Tensor) -> Result<Tensor> {
+        match self.max_pool {
+            true => pool::max_pool_3x3_s2(x),
+            false => Ok(x.clone()),
+        }
     }
 }
 
 impl ModuleT for Stem {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = x.clone();
-        for (_, conv) in &self.convs {
-            x = conv.forward_fused(&x, None, true, train)?;
-        }
-        if self.max_pool {
-            x = pool::max_pool_3x3_s2(&x)?;
-        }
-        Ok(x)
+        self.forward_pool(&self.forward_convs_t(x, train)?)
     }
 }

@@ -69,12 +69,46 @@ pub fn by_name(name: &str) -> Result<ResNetConfig> {
         .iter()
         .find(|(n, _)| *n == arch)
         .map(|(_, build)| build())
-        .ok_or_else(|| Error::UnknownModel { name: name.to_string(), known: suggest(arch) })
+        .ok_or_else(|| Error::UnknownModel { name: name.to_string(), suggestions: suggest(arch, NAMES.iter().copied()) })
 }
 
-/// The known names closest to `name`: those sharing its prefix, else all of them.
-fn suggest(name: &str) -> String {
-    let stem: String = name.chars().take_while(|c| c.is_ascii_alphabetic() || *c == '_').collect();
-    let close: Vec<&str> = NAMES.iter().copied().filter(|n| !stem.is_empty() && n.starts_with(&stem)).collect();
-    if close.is_empty() { NAMES.join(", ") } else { close.join(", ") }
+/// The names of `known` closest to `name` (a misspelling): at most three, within an edit distance of a
+/// third of the name's length, closest first.
+pub fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let limit = (name.chars().count() / 3).max(1);
+    let mut close: Vec<(usize, &str)> =
+        known.into_iter().map(|k| (edit_distance(name, k), k)).filter(|(d, _)| *d <= limit).collect();
+    close.sort();
+    close.dedup();
+    close.into_iter().take(3).map(|(_, k)| k.to_string()).collect()
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn misspelt_names_get_suggestions() {
+        assert_eq!(suggest("resnt50", NAMES.iter().copied())[0], "resnet50");
+        assert_eq!(suggest("resnet50", NAMES.iter().copied())[0], "resnet50");
+        assert!(suggest("vgg16", NAMES.iter().copied()).is_empty());
+        let err = by_name("resnet5O").unwrap_err().to_string();
+        assert!(err.contains("did you mean `resnet50`"), "{err}");
+    }
 }

@@ -87,12 +87,10 @@ fn head_only_finetune_of_cifar_resnet20_on_photo_crops() {
     let train_set = Dataset::load(&train_folder, &net.preprocess, true).unwrap();
     let val_set = Dataset::load(&val_folder, &net.preprocess, false).unwrap();
     let (_, acc0) = train::evaluate(&net, &val_set, 64).unwrap();
+    // The library's default recipe (AdamW, peak 1e-2, at least 300 steps on a cosine schedule), with
+    // crops no smaller than a quarter of the image.
     let cfg = FinetuneConfig {
-        epochs: 8,
-        lr: 1e-2,
-        batch_size: 16,
         scope: Scope::Head,
-        optimizer: OptimizerKind::AdamW,
         augment: Some(Augment { scale: (0.25, 1.0), ..Augment::default() }),
         ..FinetuneConfig::default()
     };
@@ -113,7 +111,7 @@ fn head_only_finetune_of_cifar_resnet20_on_photo_crops() {
     eprintln!("held-out accuracy: {acc0:.3} with the random head -> {acc:.3} after fine-tuning (chance 0.333)");
     assert!(last.train_loss < 0.7 * first.train_loss, "training loss did not go down: {history:?}");
     assert!(last.val_loss.unwrap() < first.val_loss.unwrap(), "held-out loss did not go down");
-    assert!(acc >= 0.75, "held-out accuracy {acc} is not clearly better than chance (1/3)");
+    assert!(acc >= 0.8, "held-out accuracy {acc} with the default recipe is below 0.8 (chance 1/3)");
 
     // Head-only: nothing but fc.* moved, BatchNorm statistics included.
     let after = net.tensors();
@@ -153,7 +151,8 @@ fn full_finetune_trains_the_backbone_and_batchnorm_statistics() {
     let data = Dataset::load(&folder, &net.preprocess, true).unwrap();
     let cfg = FinetuneConfig {
         epochs: 1,
-        lr: 1e-2,
+        lr: Some(1e-2),
+        min_steps: 0,
         batch_size: 24,
         scope: Scope::All,
         optimizer: OptimizerKind::Sgd,

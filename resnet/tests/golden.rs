@@ -42,6 +42,10 @@ fn config(meta: &Value) -> ResNetConfig {
         .with_stride_placement(placement)
         .with_num_classes(int("num_classes"))
         .with_bn_eps(meta["bn_eps"].as_f64().unwrap());
+    let cfg = match meta.get("output_stride").and_then(Value::as_u64) {
+        Some(32) | None => cfg,
+        Some(os) => cfg.with_output_stride(os as usize),
+    };
     assert_eq!(cfg.stem.out_channels(), int("stem_out_channels"));
     cfg
 }
@@ -80,6 +84,18 @@ fn check(name: &str) -> f32 {
         outputs.push(("features".to_string(), stages.last().unwrap().clone()));
         for (i, s) in stages.into_iter().enumerate() {
             outputs.push((format!("stage{}", i + 1), s));
+        }
+        // timm's forward_intermediates: index 0 is the stem's activation, 1..=4 the stages.
+        let inter = model.forward_intermediates(input, &[0, 1, 2, 3, 4]).unwrap();
+        outputs.push(("act1".to_string(), inter[0].clone()));
+        for (i, s) in inter.into_iter().enumerate().skip(1) {
+            outputs.push((format!("stage{i}"), s));
+        }
+        if let Some(want) = c.refs.get("feature_info") {
+            let want = want.to_vec2::<f32>().unwrap();
+            let got: Vec<Vec<f32>> =
+                model.feature_info().iter().map(|f| vec![f.num_chs as f32, f.reduction as f32]).collect();
+            assert_eq!(got, want, "{name}: feature_info (channels, reduction)");
         }
         for (key, got) in outputs {
             let Some(want) = c.refs.get(&key) else { continue };
@@ -128,6 +144,16 @@ fn resnet_t_deep_tiered_stem() {
 #[test]
 fn v1_stride_on_first_1x1_with_eps_1e3() {
     check("v1");
+}
+
+/// timm's `output_stride=16` and `=8` (dilated instead of strided stages) on ResNet-50's and ResNet-50-D's
+/// layouts: the dilated 3x3 convs, the first block's `first_dilation`, and the avg-down shortcut's
+/// `AvgPool2dSame` in dilated stages.
+#[test]
+fn output_stride_16_and_8() {
+    for name in ["resnet50_os16", "resnet50_os8", "resnet50d_os16", "resnet50d_os8"] {
+        check(name);
+    }
 }
 
 /// 256x256 input: 64 channels x 64 x 64 after the stem, where a Candle conv bug once hid.

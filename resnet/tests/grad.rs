@@ -50,7 +50,7 @@ fn backward_matches_pytorch() {
     let x = &f.refs["input"];
     let targets = f.refs["targets"].to_dtype(DType::U32).unwrap();
 
-    // The crate's differentiable train-mode forward (resnet::train::autograd).
+    // The network's own train-mode forward: differentiable for every stem and shortcut.
     let logits = net.forward_train(x, resnet::train::Scope::All).unwrap();
     let logit_err = common::max_abs_diff(&logits, &f.refs["logits"]);
     assert!(logit_err <= 1e-4, "train-mode logits off by {logit_err}");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, D};
 use resnet::convert::keras::{convert_tfjs, convert_tfjs_tensors};
-use resnet::convert::load_checkpoint;
+use resnet::load::{load, LoadOptions};
 use resnet::BnMode;
 use weights::checkpoint::{META_ARCH, META_LABEL_SET};
 
@@ -54,8 +54,9 @@ fn zero_input_matches_keras_logits() {
     let path = convert_to(dir.path());
     let x = Tensor::zeros((1, 3, 224, 224), DType::F32, &Device::Cpu).unwrap();
     for mode in [BnMode::Fold, BnMode::Keep] {
-        let (model, info) = load_checkpoint(&path, None, mode, &Device::Cpu).unwrap();
-        assert_eq!(info.arch.as_deref(), Some("resnet50_v1"));
+        let loaded = load(&path, &LoadOptions { bn_mode: mode, ..Default::default() }, &Device::Cpu).unwrap();
+        let (model, info) = (loaded.model, loaded.info);
+        assert_eq!(info.arch, "resnet50_v1");
         assert_eq!(info.config, resnet::variants::by_name("resnet50_v1").unwrap());
         let logits: Vec<f32> = model.forward(&x).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
         let worst = ZERO_INPUT_TOP5.iter().map(|&(c, want)| (logits[c] - want).abs()).fold(0f32, f32::max);
@@ -72,7 +73,8 @@ fn chelsea_is_an_egyptian_cat() {
     let (Some(_), Some(photo)) = (model_json(), data("chelsea.png")) else { return };
     let dir = tempfile::tempdir().unwrap();
     let path = convert_to(dir.path());
-    let (model, info) = load_checkpoint(&path, None, BnMode::Fold, &Device::Cpu).unwrap();
+    let loaded = load(&path, &LoadOptions::default(), &Device::Cpu).unwrap();
+    let (model, info) = (loaded.model, loaded.info);
     let pre = info.preprocess.expect("the converter stores the preprocessing");
     let x = resnet::data::preprocess_file(&photo, &pre, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     let probs = candle_nn::ops::softmax(&model.forward(&x).unwrap(), D::Minus1).unwrap();
@@ -109,7 +111,7 @@ fn load_edited(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edited.safetensors");
     weights::checkpoint::save(&path, &c.tensors, &c.metadata).unwrap();
-    load_checkpoint(&path, None, BnMode::Fold, &Device::Cpu).unwrap_err().to_string()
+    load(&path, &LoadOptions::default(), &Device::Cpu).unwrap_err().to_string()
 }
 
 #[test]

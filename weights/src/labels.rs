@@ -7,6 +7,9 @@ pub const IMAGENET_1K: &str = include_str!("../data/imagenet-1k.txt");
 pub const CIFAR_10: [&str; 10] =
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
+/// The label sets that ship with zoo, by name.
+pub const SETS: &[&str] = &["imagenet-1k", "cifar-10"];
+
 /// Class names of a named label set (`imagenet-1k`, `cifar-10`), if it ships with the project.
 pub fn label_set(name: &str) -> Option<Vec<String>> {
     match name {

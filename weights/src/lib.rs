@@ -4,6 +4,7 @@
 //! preprocessing, labels) between files, the Hub and memory; model crates supply the key-renaming rules.
 
 pub mod checkpoint;
+#[cfg(feature = "hub")]
 pub mod hub;
 pub mod labels;
 pub mod preprocess;

@@ -6,8 +6,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Interpolation {
+    /// PIL's `NEAREST`.
     Nearest,
+    /// PIL's `BILINEAR` (antialiased when shrinking).
     Bilinear,
+    /// PIL's `BICUBIC` (antialiased when shrinking).
     Bicubic,
 }
 
@@ -38,7 +41,9 @@ pub struct PreprocessConfig {
 }
 
 impl PreprocessConfig {
+    /// ImageNet's per-channel mean (RGB, 0..1).
     pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+    /// ImageNet's per-channel standard deviation (RGB, 0..1).
     pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
     /// torchvision's ImageNet eval transform: resize 256 (bilinear), crop 224, ImageNet mean/std.
@@ -58,10 +63,70 @@ impl PreprocessConfig {
         Self { input_size: [3, 32, 32], crop_pct: 1.0, ..Self::imagenet() }
     }
 
+    /// Largest side, in pixels, of the model input and of the image it is cropped from: a config read from a
+    /// downloaded file must not make the resize allocate without bound.
+    pub const MAX_SIDE: usize = 8192;
+
+    /// Checks that the config describes a usable transform: 1 to 4 channels, sides of 1 to [`Self::MAX_SIDE`]
+    /// pixels before and after the crop, a positive finite `crop_pct`, finite means and positive finite
+    /// standard deviations.
+    pub fn validate(&self) -> Result<(), String> {
+        let [c, h, w] = self.input_size;
+        if !(1..=4).contains(&c) || !(1..=Self::MAX_SIDE).contains(&h) || !(1..=Self::MAX_SIDE).contains(&w) {
+            return Err(format!(
+                "input size {:?} must be [channels 1-4, height, width] with sides of 1 to {} pixels",
+                self.input_size,
+                Self::MAX_SIDE
+            ));
+        }
+        if !(self.crop_pct.is_finite() && self.crop_pct > 0.0) {
+            return Err(format!("crop_pct must be a positive number, got {}", self.crop_pct));
+        }
+        let (rh, rw) = ((h as f64 / self.crop_pct).floor(), (w as f64 / self.crop_pct).floor());
+        if !(rh >= 1.0 && rw >= 1.0 && rh <= Self::MAX_SIDE as f64 && rw <= Self::MAX_SIDE as f64) {
+            return Err(format!(
+                "crop_pct {} resizes to {rh}x{rw} before the crop; sides must be 1 to {} pixels",
+                self.crop_pct,
+                Self::MAX_SIDE
+            ));
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return Err(format!("mean {:?} must be finite", self.mean));
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(format!("std {:?} must be positive and finite (normalizing divides by it)", self.std));
+        }
+        Ok(())
+    }
+
     /// Size the short side (or both sides, for [`CropMode::Squash`]) is resized to before cropping:
     /// `floor(size / crop_pct)`, as timm computes it.
     pub fn resize_size(&self) -> (usize, usize) {
         let f = |s: usize| (s as f64 / self.crop_pct).floor() as usize;
         (f(self.input_size[1]), f(self.input_size[2]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_refuses_what_would_divide_by_zero_or_allocate_without_bound() {
+        assert!(PreprocessConfig::imagenet().validate().is_ok());
+        assert!(PreprocessConfig::cifar().validate().is_ok());
+        let bad = [
+            PreprocessConfig { std: [0.2, 0.0, 0.2], ..PreprocessConfig::imagenet() },
+            PreprocessConfig { std: [0.2, f32::NAN, 0.2], ..PreprocessConfig::imagenet() },
+            PreprocessConfig { mean: [f32::INFINITY, 0.0, 0.0], ..PreprocessConfig::imagenet() },
+            PreprocessConfig { crop_pct: 0.0, ..PreprocessConfig::imagenet() },
+            PreprocessConfig { crop_pct: 1e-9, ..PreprocessConfig::imagenet() },
+            PreprocessConfig { input_size: [3, 100_000, 224], ..PreprocessConfig::imagenet() },
+            PreprocessConfig { input_size: [3, 0, 224], ..PreprocessConfig::imagenet() },
+            PreprocessConfig { input_size: [0, 224, 224], ..PreprocessConfig::imagenet() },
+        ];
+        for b in bad {
+            assert!(b.validate().is_err(), "{b:?}");
+        }
     }
 }

@@ -1,9 +1,13 @@
 //! `zoo`: classify images with ResNets, inspect models, fetch checkpoints, time every layer.
 
+mod args;
 mod cmd;
 mod device;
-mod hub;
+mod files;
+mod inputs;
 mod memory;
+mod npy;
+mod output;
 mod progress;
 mod resolve;
 
@@ -57,9 +61,33 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(hint) = advice(&e) {
+                eprintln!("hint: {hint}");
+            }
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// What to do next, for errors of the libraries (which name no command-line flags themselves).
+fn advice(e: &anyhow::Error) -> Option<String> {
+    use resnet::Error;
+    let err = e.chain().find_map(|c| c.downcast_ref::<Error>())?;
+    Some(match err {
+        Error::NoArchitecture { path, candidates } => {
+            let arch = candidates.first().map_or("ARCH", String::as_str);
+            format!("name the architecture: `zoo run {arch} --weights {}`", path.display())
+        }
+        Error::ArchitectureConflict { path, stored, .. } => {
+            format!("drop the architecture name to use the file's own (`zoo run {} ...`), or name {stored}", path.display())
+        }
+        Error::UnknownModel { .. } => "`zoo list` shows the architectures and pretrained names".to_string(),
+        Error::Mismatch { .. } => "the weights belong to another architecture: check the MODEL name".to_string(),
+        Error::Hub(weights::hub::HubError::OfflineNotCached { repo_id, .. }) => {
+            format!("fetch it while online with `zoo download {repo_id}`, or unset HF_HUB_OFFLINE")
+        }
+        _ => return None,
+    })
 }
 
 /// Rust ignores SIGPIPE, so printing into a closed pipe (`zoo list | head -3`) would fail every later

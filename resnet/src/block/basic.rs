@@ -3,6 +3,7 @@
 use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::config::StageGeometry;
 use crate::layers::{ConvBn, ConvBnOptions, ConvSpec};
 
 /// `F(x) = BN(conv3x3(ReLU(BN(conv3x3(x)))))`; the first conv carries the stride.
@@ -13,9 +14,12 @@ pub struct BasicBranch {
 }
 
 impl BasicBranch {
-    pub fn load(in_channels: usize, planes: usize, stride: usize, vb: &VarBuilder, opts: ConvBnOptions) -> Result<Self> {
-        let conv1 = ConvBn::load(ConvSpec::new(in_channels, planes, 3, stride), vb.pp("conv1"), vb.pp("bn1"), opts)?;
-        let conv2 = ConvBn::load(ConvSpec::new(planes, planes, 3, 1), vb.pp("conv2"), vb.pp("bn2"), opts)?;
+    /// Loads `conv1`/`bn1` (strided, at the first dilation) and `conv2`/`bn2` (at the block's dilation).
+    pub fn load(in_channels: usize, planes: usize, g: StageGeometry, vb: &VarBuilder, opts: ConvBnOptions) -> Result<Self> {
+        let spec1 = ConvSpec::new(in_channels, planes, 3, g.stride).with_dilation(g.first_dilation);
+        let spec2 = ConvSpec::new(planes, planes, 3, 1).with_dilation(g.dilation);
+        let conv1 = ConvBn::load(spec1, vb.pp("conv1"), vb.pp("bn1"), opts)?;
+        let conv2 = ConvBn::load(spec2, vb.pp("conv2"), vb.pp("bn2"), opts)?;
         Ok(Self { conv1, conv2 })
     }
 

@@ -17,7 +17,10 @@ pub struct BottleneckSpec {
     pub groups: usize,
     /// Channels per group at planes = 64 (64 = ResNet, 128 = Wide ResNet, 4 = ResNeXt 32x4d).
     pub base_width: usize,
+    /// Where the stride sits.
     pub stride_placement: StridePlacement,
+    /// Dilation of the 3x3 conv (1 unless the stage trades its stride for dilation).
+    pub dilation: usize,
 }
 
 impl BottleneckSpec {
@@ -43,7 +46,7 @@ impl BottleneckBranch {
             StridePlacement::FirstOneByOne => (spec.stride, 1),
         };
         let c1 = ConvSpec::new(spec.in_channels, width, 1, s1);
-        let c2 = ConvSpec::new(width, width, 3, s3).with_groups(spec.groups);
+        let c2 = ConvSpec::new(width, width, 3, s3).with_groups(spec.groups).with_dilation(spec.dilation);
         let c3 = ConvSpec::new(width, spec.planes * 4, 1, 1);
         Ok(Self {
             conv1: ConvBn::load(c1, vb.pp("conv1"), vb.pp("bn1"), opts)?,

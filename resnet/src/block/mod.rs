@@ -9,14 +9,16 @@ pub use bottleneck::{BottleneckBranch, BottleneckSpec};
 use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::config::{BlockKind, ResNetConfig};
+use crate::config::{BlockKind, ResNetConfig, StageGeometry};
 use crate::layers::{ConvBn, ConvBnOptions};
 use crate::shortcut::{Shortcut, ShortcutSpec};
 
 /// The residual function `F`: the block's own stack of layers.
 #[derive(Debug, Clone)]
 pub enum ResidualFn {
+    /// Two 3x3 convs.
     Basic(BasicBranch),
+    /// 1x1 reduce, 3x3, 1x1 expand.
     Bottleneck(BottleneckBranch),
 }
 
@@ -49,26 +51,49 @@ impl ModuleT for ResidualFn {
     }
 }
 
+/// Whether a block adds its shortcut: the residual network, or its "plain" twin with the same layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Wiring {
+    /// `y = ReLU(F(x))`: every shortcut removed (He et al.'s plain baseline).
+    Plain,
+    /// `y = ReLU(F(x) + shortcut(x))`.
+    Residual,
+}
+
+impl Wiring {
+    /// `plain` or `residual`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wiring::Plain => "plain",
+            Wiring::Residual => "residual",
+        }
+    }
+}
+
 /// One residual block: an "identity block" when `shortcut` is [`Shortcut::Identity`], a "conv block"
 /// otherwise.
 #[derive(Debug, Clone)]
 pub struct ResidualBlock {
-    pub residual: ResidualFn,
-    pub shortcut: Shortcut,
+    /// `F`, the block's own layers.
+    pub(crate) residual: ResidualFn,
+    /// The path that carries `x` (and, backwards, the gradient) around `F`.
+    pub(crate) shortcut: Shortcut,
 }
 
 impl ResidualBlock {
     /// Builds the block `vb` points at (e.g. `layer2.0`).
+    /// `geometry` gives the block's stride and the dilations of its 3x3 convs (see [`StageGeometry`]).
     pub fn load(
         cfg: &ResNetConfig,
         in_channels: usize,
         planes: usize,
-        stride: usize,
+        geometry: StageGeometry,
         vb: VarBuilder,
         opts: ConvBnOptions,
     ) -> Result<Self> {
+        let stride = geometry.stride;
         let residual = match cfg.block {
-            BlockKind::Basic => ResidualFn::Basic(BasicBranch::load(in_channels, planes, stride, &vb, opts)?),
+            BlockKind::Basic => ResidualFn::Basic(BasicBranch::load(in_channels, planes, geometry, &vb, opts)?),
             BlockKind::Bottleneck { groups, base_width } => {
                 let spec = BottleneckSpec {
                     in_channels,
@@ -77,12 +102,13 @@ impl ResidualBlock {
                     groups,
                     base_width,
                     stride_placement: cfg.stride_placement,
+                    dilation: geometry.first_dilation,
                 };
                 ResidualFn::Bottleneck(BottleneckBranch::load(spec, &vb, opts)?)
             }
         };
         let out_channels = planes * cfg.block.expansion();
-        let spec = ShortcutSpec { kind: cfg.shortcut, in_channels, out_channels, stride };
+        let spec = ShortcutSpec { kind: cfg.shortcut, in_channels, out_channels, stride, dilation: geometry.dilation };
         let shortcut = Shortcut::load(spec, vb, opts)?;
         Ok(Self { residual, shortcut })
     }
@@ -92,14 +118,47 @@ impl ResidualBlock {
         self.shortcut.is_identity()
     }
 
+    /// The residual function `F`.
+    pub fn residual(&self) -> &ResidualFn {
+        &self.residual
+    }
+
+    /// The shortcut.
+    pub fn shortcut(&self) -> &Shortcut {
+        &self.shortcut
+    }
+
+    /// Learnable parameters as the checkpoint stores them.
     pub fn num_params(&self) -> usize {
         self.residual.layers().iter().map(|(_, l)| l.num_params()).sum::<usize>() + self.shortcut.num_params()
+    }
+
+    /// The block's conv+BN layers with their names relative to the block: `F`'s, then a projecting
+    /// shortcut's (`downsample.0`, or `downsample.1` after an avg-down pool).
+    pub fn conv_layers(&self) -> Vec<(&'static str, &ConvBn)> {
+        let mut out = self.residual.layers();
+        match &self.shortcut {
+            Shortcut::Projection(p) => out.push(("downsample.0", p)),
+            Shortcut::AvgDown(a) => out.push(("downsample.1", &a.proj)),
+            Shortcut::Identity | Shortcut::ZeroPad(_) => {}
+        }
+        out
+    }
+
+    /// The block wired as `wiring`: with its shortcut, or without it (the plain twin).
+    pub fn forward_wired(&self, x: &Tensor, train: bool, wiring: Wiring) -> Result<Tensor> {
+        match wiring {
+            Wiring::Residual => {
+                let shortcut = self.shortcut.forward_t(x, train)?;
+                self.residual.forward_block(x, &shortcut, train)
+            }
+            Wiring::Plain => self.residual.forward_t(x, train)?.relu(),
+        }
     }
 }
 
 impl ModuleT for ResidualBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let shortcut = self.shortcut.forward_t(x, train)?;
-        self.residual.forward_block(x, &shortcut, train)
+        self.forward_wired(x, train, Wiring::Residual)
     }
 }

@@ -23,7 +23,8 @@ use weights::checkpoint::TensorInfo;
 use weights::tfjs::TfjsModel;
 use weights::{CropMode, Interpolation, PreprocessConfig};
 
-use super::{check_tensors, expected_tensors, self_describing_metadata, tensor_info, ConvertError};
+use crate::error::Error as ConvertError;
+use crate::load::{check_tensors, expected_tensors, tensor_info, write_metadata};
 use crate::{ResNetConfig, StridePlacement};
 
 /// The BatchNorm eps of the converted checkpoint (PyTorch's default, the config default).
@@ -188,9 +189,9 @@ pub fn convert_tfjs_tensors(model_json: &Path) -> Result<Converted, ConvertError
     reverse_input_channels(&mut parts.tensors).map_err(|e| err(e.to_string()))?;
     let (arch, config) = infer_config(&model, &parts.tensors).map_err(err)?;
     let infos: Vec<TensorInfo> = parts.tensors.iter().map(|(name, t)| tensor_info(name, t)).collect();
-    check_tensors(model_json, &expected_tensors(&config)?, &infos)?;
+    check_tensors(model_json, &arch, &expected_tensors(&config)?, &infos)?;
     // Keras' ImageNet heads use the standard class order (checked against assets/labels.json in tests).
-    let metadata = self_describing_metadata(&arch, &config, &caffe_preprocess());
+    let metadata = write_metadata(&arch, &config, &caffe_preprocess(), None);
     Ok(Converted { tensors: parts.tensors, metadata, arch, config, folded_biases })
 }
 

@@ -21,28 +21,13 @@ use rand_distr_free::normal;
 use weights::PreprocessConfig;
 
 use crate::config::ResNetConfig;
-use crate::layers::ConvBn;
 use crate::model::ResNet;
 use crate::train::optim::{ParamsSgd, SgdMomentum};
 use crate::train::{Result, TrainError, TrainableResNet};
 
 pub use task::{photo_task, synthetic_task, Task};
 
-/// Shortcuts or none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Wiring {
-    Plain,
-    Residual,
-}
-
-impl Wiring {
-    pub fn name(self) -> &'static str {
-        match self {
-            Wiring::Plain => "plain",
-            Wiring::Residual => "residual",
-        }
-    }
-}
+pub use crate::block::Wiring;
 
 /// One twin pair's shape.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,26 +104,14 @@ pub fn build(spec: &NetSpec, device: &Device) -> Result<TrainableResNet> {
 
 /// Logits of `net` wired as `wiring`. `bn_train` picks batch statistics (train mode) or running ones.
 pub fn forward(net: &ResNet, x: &Tensor, wiring: Wiring, bn_train: bool) -> candle_core::Result<Tensor> {
-    crate::train::autograd::forward_wired(net, x, bn_train, wiring == Wiring::Residual)
+    net.forward_head(&net.forward_features_wired(x, bn_train, wiring)?)
 }
 
 /// Every weighted layer in forward order, with its weight tensor: `conv1`, `layer1.0.conv1`, ..., `fc`.
 pub fn weight_layers(net: &ResNet) -> Vec<(String, Tensor)> {
-    let mut out = Vec::new();
-    for (name, conv) in &net.stem.convs {
-        out.push((name.clone(), conv.conv().weight().clone()));
-    }
-    for (s, stage) in net.stages.iter().enumerate() {
-        for (b, block) in stage.blocks.iter().enumerate() {
-            for (name, conv) in block.residual.layers() {
-                out.push((format!("layer{}.{b}.{name}", s + 1), conv.conv().weight().clone()));
-            }
-            if let crate::shortcut::Shortcut::Projection(p) = &block.shortcut {
-                out.push((format!("layer{}.{b}.downsample.0", s + 1), ConvBn::conv(p).weight().clone()));
-            }
-        }
-    }
-    if let Some(head) = &net.head {
+    let mut out: Vec<(String, Tensor)> =
+        net.conv_layers().into_iter().map(|(name, conv)| (name, conv.conv().weight().clone())).collect();
+    if let Some(head) = net.head() {
         out.push(("fc".to_string(), head.fc.weight().clone()));
     }
     out

@@ -3,18 +3,51 @@
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// `nn.MaxPool2d(3, stride=2, padding=1)`: the stem's pool.
+use super::conv::take_strided;
+
+/// `nn.MaxPool2d(3, stride=2, padding=1)`: the stem's pool, padding as -inf like PyTorch's.
 ///
 /// On an f32 CPU tensor outside autograd it runs as one pass over the input ([`MaxPool3x3S2`]); Candle's
-/// own `max_pool2d` needs a padded copy first and took 10% of a ResNet-18 forward pass at batch 1.
+/// own `max_pool2d` needs a padded copy first and took 10% of a ResNet-18 forward pass at batch 1. A tensor
+/// that tracks gradients takes [`max_pool_3x3_s2_differentiable`] (Candle has no backward for a pool whose
+/// kernel differs from its stride).
 pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
-    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && !x.track_op() {
+    if x.track_op() {
+        return max_pool_3x3_s2_differentiable(x);
+    }
+    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
         return x.contiguous()?.apply_op1_no_bwd(&MaxPool3x3S2);
     }
-    // PyTorch pads with -inf. Every input here follows a ReLU (>= 0) and each window holds at least one
-    // real pixel, so padding with zeros gives the same maximum.
-    let x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-    x.max_pool2d_with_stride(3, 2)
+    pad_neg_inf(x)?.max_pool2d_with_stride(3, 2)
+}
+
+/// One -inf row and column on each side of the spatial dimensions.
+fn pad_neg_inf(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let side = Tensor::full(f32::NEG_INFINITY, (n, c, h, 1), x.device())?.to_dtype(x.dtype())?;
+    let x = Tensor::cat(&[&side, x, &side], 3)?;
+    let row = Tensor::full(f32::NEG_INFINITY, (n, c, 1, w + 2), x.device())?.to_dtype(x.dtype())?;
+    Tensor::cat(&[&row, &x, &row], 2)
+}
+
+/// `nn.MaxPool2d(3, stride=2, padding=1)` as the maximum of nine strided views of the -inf-padded input,
+/// from ops whose gradients Candle knows (on ties Candle splits the gradient where PyTorch picks one input).
+pub fn max_pool_3x3_s2_differentiable(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let (oh, ow) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+    let xp = pad_neg_inf(x)?;
+    let mut out: Option<Tensor> = None;
+    for i in 0..3 {
+        let rows = take_strided(&xp, 2, i, oh, 2)?;
+        for j in 0..3 {
+            let tap = take_strided(&rows, 3, j, ow, 2)?;
+            out = Some(match out {
+                None => tap,
+                Some(m) => m.maximum(&tap)?,
+            });
+        }
+    }
+    out.ok_or_else(|| candle_core::Error::Msg("max-pool: no taps".into()))
 }
 
 /// `nn.AvgPool2d(2, stride=2, ceil_mode=True, count_include_pad=False)` (timm's avg-down shortcut).
@@ -27,10 +60,26 @@ pub fn avg_pool_2x2_ceil(x: &Tensor) -> Result<Tensor> {
     x.avg_pool2d(2)
 }
 
-/// `x[:, :, ::stride, ::stride]`: a 1x1 max-pool with the given stride picks exactly those pixels.
+/// timm's `AvgPool2dSame(2, stride=1)`: one zero row and column appended at the bottom and right, then the
+/// mean of every 2x2 window (the zeros counted), so the output keeps the input's size.
+pub fn avg_pool_2x2_same(x: &Tensor) -> Result<Tensor> {
+    let x = x.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
+    let (_, _, h, w) = x.dims4()?;
+    let rows = (x.narrow(2, 0, h - 1)? + x.narrow(2, 1, h - 1)?)?;
+    let sum = (rows.narrow(3, 0, w - 1)? + rows.narrow(3, 1, w - 1)?)?;
+    sum * 0.25
+}
+
+/// `x[:, :, ::stride, ::stride]` (option A's subsampling): a 1x1 max-pool with the given stride picks exactly
+/// those pixels; a tensor that tracks gradients takes strided views instead.
 pub fn subsample(x: &Tensor, stride: usize) -> Result<Tensor> {
     if stride == 1 {
         return Ok(x.clone());
+    }
+    if x.track_op() {
+        let (_, _, h, w) = x.dims4()?;
+        let rows = take_strided(x, 2, 0, h.div_ceil(stride), stride)?;
+        return take_strided(&rows, 3, 0, w.div_ceil(stride), stride);
     }
     x.max_pool2d_with_stride(1, stride)
 }
@@ -114,9 +163,34 @@ mod tests {
             let padded = Tensor::cat(&[&neg, &padded, &neg], 2)?;
             let reference = padded.max_pool2d_with_stride(3, 2)?;
             assert_eq!(ours.dims(), reference.dims(), "{h}x{w}");
-            let diff = (ours - reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            let diff = (ours - &reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
             assert_eq!(diff, 0.0, "{h}x{w}");
+            // The differentiable construction and Candle's op on the padded copy agree too, and all three
+            // pad with -inf: a negative input keeps its maximum at the border.
+            let var = candle_core::Var::from_tensor(&x)?;
+            let tracked = max_pool_3x3_s2(var.as_tensor())?;
+            let diff = (tracked.detach() - &reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "{h}x{w} differentiable");
+            let grads = tracked.sum_all()?.backward()?;
+            assert!(grads.get(var.as_tensor()).is_some());
+            let s = subsample(var.as_tensor(), 2)?;
+            let t = subsample(&x, 2)?;
+            assert_eq!(s.dims(), t.dims());
+            let diff = (s.detach() - t)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "{h}x{w} subsample");
         }
+        let neg = (Tensor::ones((1, 1, 4, 4), DType::F32, &Device::Cpu)? * -3.0)?;
+        let gpu_path = pad_neg_inf(&neg)?.max_pool2d_with_stride(3, 2)?;
+        assert_eq!(gpu_path.flatten_all()?.to_vec1::<f32>()?, [-3.0; 4]);
+        Ok(())
+    }
+
+    /// timm's `AvgPool2dSame(2, 1)`: zero padding at the bottom and right, counted in the mean.
+    #[test]
+    fn avg_pool_same_counts_its_zero_padding() -> Result<()> {
+        let x = Tensor::new(&[[[[1f32, 2.], [3., 4.]]]], &Device::Cpu)?;
+        let y = avg_pool_2x2_same(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(y, [2.5, 1.5, 1.75, 1.0]);
         Ok(())
     }
 }

@@ -211,10 +211,14 @@ pub fn to_tensor(img: &RgbImage, pre: &PreprocessConfig, device: &Device) -> Res
 /// random resized crops at the input size, and it bounds memory); validation images are kept already
 /// eval-transformed.
 pub struct Dataset {
+    /// Class names, index = label.
     pub classes: Vec<String>,
+    /// The eval transform (and input size) the images are prepared for.
     pub preprocess: PreprocessConfig,
     images: Vec<RgbImage>,
     labels: Vec<u32>,
+    /// Whether `images` already went through the eval transform (a validation set).
+    transformed: bool,
 }
 
 impl Dataset {
@@ -245,24 +249,29 @@ impl Dataset {
             preprocess: preprocess.clone(),
             images,
             labels: folder.samples().iter().map(|s| s.label as u32).collect(),
+            transformed: !for_training,
         })
     }
 
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.images.len()
     }
 
+    /// Whether there are no images.
     pub fn is_empty(&self) -> bool {
         self.images.is_empty()
     }
 
+    /// The class index of each image.
     pub fn labels(&self) -> &[u32] {
         &self.labels
     }
 
     /// Images `indices` as an (N, 3, H, W) batch and their labels (N,) u32. With `augment`, each image is
     /// a fresh random resized crop (and maybe flip); without, the stored image goes through the eval
-    /// transform (a no-op for a validation set, whose images are stored transformed).
+    /// transform (a no-op for a validation set, whose images are stored transformed; a training image goes
+    /// through it whatever its size, exactly as `zoo run` would prepare it).
     pub fn batch(
         &self,
         indices: &[usize],
@@ -277,7 +286,7 @@ impl Dataset {
             let img = &self.images[i];
             let img = match augment {
                 Some(aug) => train_image(img, pre, aug, rng),
-                None if img.dimensions() == (w as u32, h as u32) => img.clone(),
+                None if self.transformed => img.clone(),
                 None => eval_image(img, pre),
             };
             push_chw(&mut data, &img, pre);

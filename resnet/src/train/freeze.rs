@@ -71,6 +71,15 @@ impl TrainableResNet {
         vars
     }
 
+    /// The backbone as it stands, rebuilt for inference (BatchNorm folded, the CPU kernels' packed weights,
+    /// no classifier): while only the head trains the backbone is a constant, and its features are computed
+    /// several times faster this way than through the trainable layers.
+    pub fn frozen_backbone(&self) -> crate::Result<crate::ResNet> {
+        let cfg = self.config().clone().with_num_classes(0);
+        let vb = candle_nn::VarBuilder::from_tensors(self.tensors(), candle_core::DType::F32, self.device());
+        crate::ResNet::load(&cfg, vb, crate::BnMode::Fold)
+    }
+
     /// Training-time logits under `scope`. With [`Scope::Head`] the backbone runs in eval mode and its
     /// output is detached, so the backward pass stops at the classifier.
     pub fn forward_train(&self, x: &Tensor, scope: Scope) -> candle_core::Result<Tensor> {
@@ -79,7 +88,7 @@ impl TrainableResNet {
                 let features = self.model.forward_features_t(x, false)?.detach();
                 self.model.forward_head(&features)
             }
-            Scope::All => super::autograd::forward_t(&self.model, x, true),
+            Scope::All => candle_core::ModuleT::forward_t(&self.model, x, true),
         }
     }
 }

@@ -24,7 +24,6 @@
 //! parameters train and whether BatchNorm runs in train mode), [`optim`] (SGD with momentum on
 //! candle-nn's `Optimizer` trait, next to candle-nn's own AdamW) and [`finetune()`] (the loop).
 
-pub mod autograd;
 pub mod dataset;
 pub mod finetune;
 pub mod freeze;
@@ -36,16 +35,15 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
-use weights::checkpoint::{self, Checkpoint, CheckpointError, META_ARCH, META_CONFIG, META_LABELS, META_PREPROCESS};
+use weights::checkpoint::{self, CheckpointError};
 use weights::PreprocessConfig;
 
 use crate::config::ResNetConfig;
-use crate::keys::{canonical_name, KeyScheme};
 use crate::layers::BnMode;
 use crate::model::ResNet;
 
 pub use dataset::{Augment, Dataset, ImageFolder, Sample};
-pub use finetune::{evaluate, finetune, Event, EpochStats, FinetuneConfig, OptimizerKind};
+pub use finetune::{evaluate, finetune, recommended_lr, scheduled_lr, Event, EpochStats, FinetuneConfig, OptimizerKind};
 pub use freeze::Scope;
 
 /// Why fine-tuning could not run.
@@ -63,6 +61,16 @@ pub enum TrainError {
     Image { path: PathBuf, reason: String },
     #[error("{0}")]
     Data(String),
+    /// The loss became NaN or infinite: the weights are no longer usable and nothing is saved.
+    #[error("training diverged: the loss is not finite at epoch {epoch}, step {step} (peak learning rate {lr}); a smaller learning rate may train")]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+        /// The peak learning rate used.
+        lr: f64,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, TrainError>;
@@ -113,39 +121,23 @@ impl TrainableResNet {
         Ok(Self { model, varmap, arch: arch.to_string(), preprocess, labels: vec![], device: device.clone() })
     }
 
-    /// Loads a safetensors checkpoint. The architecture comes from its `zoo.config` metadata when it has
-    /// one, else from `arch` (a name of [`crate::variants`]). Keys may carry `module.` or a `linear` head.
-    /// Preprocessing comes from `zoo.preprocess`, else CIFAR's (32x32) for CIFAR stems and ImageNet's otherwise.
+    /// Loads a checkpoint through the crate's one loader ([`crate::load`]): any format it reads, the
+    /// architecture by its precedence rule (`arch` names it; a conflict with the file's own is an error),
+    /// every tensor checked. Preprocessing and class names come from the file's metadata, else the
+    /// architecture's defaults.
     pub fn from_checkpoint(path: impl AsRef<Path>, arch: Option<&str>, device: &Device) -> Result<Self> {
-        let ck = Checkpoint::open(path.as_ref())?;
-        let meta_config: Option<ResNetConfig> = ck.metadata_json(META_CONFIG)?;
-        let arch_name = arch
-            .map(str::to_string)
-            .or_else(|| ck.metadata().get(META_ARCH).cloned())
-            .unwrap_or_else(|| "resnet".to_string());
-        let config = match meta_config {
-            Some(c) => c,
-            None => match arch {
-                Some(a) => crate::variants::by_name(a)?,
-                None => {
-                    return Err(TrainError::Data(format!(
-                        "{} has no `{META_CONFIG}` metadata: name its architecture",
-                        path.as_ref().display()
-                    )))
-                }
-            },
-        };
-        let preprocess = match ck.metadata_json::<PreprocessConfig>(META_PREPROCESS)? {
-            Some(p) => p,
-            None => crate::convert::default_preprocess(&config),
-        };
-        let labels: Vec<String> = ck.metadata_json(META_LABELS)?.unwrap_or_default();
-        let stored = ck.load(device)?;
-        let scheme = KeyScheme::detect(stored.keys().map(String::as_str));
-        let tensors: HashMap<String, Tensor> =
-            stored.into_iter().filter_map(|(k, v)| canonical_name(scheme, &k).map(|k| (k, v))).collect();
-        let mut net = Self::from_tensors(&arch_name, &config, tensors, preprocess, device)?;
-        net.labels = labels;
+        let opts = crate::load::LoadOptions { arch: arch.map(str::to_string), ..Default::default() };
+        Self::from_checkpoint_with(path, &opts, device)
+    }
+
+    /// [`TrainableResNet::from_checkpoint`] with every loader option (the BatchNorm mode and dtype are the
+    /// trainer's own: kept, f32).
+    pub fn from_checkpoint_with(path: impl AsRef<Path>, opts: &crate::load::LoadOptions, device: &Device) -> Result<Self> {
+        let opts = crate::load::LoadOptions { bn_mode: BnMode::Keep, dtype: DType::F32, ..opts.clone() };
+        let (tensors, info) = crate::load::load_tensors(path.as_ref(), &opts, device)?;
+        let preprocess = info.preprocess_or_default();
+        let mut net = Self::from_tensors(&info.arch, &info.config, tensors, preprocess, device)?;
+        net.labels = info.labels.unwrap_or_default();
         Ok(net)
     }
 
@@ -188,21 +180,21 @@ impl TrainableResNet {
         data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach().copy().expect("copy of a variable"))).collect()
     }
 
-    /// The checkpoint metadata that makes the file self-describing: arch, config, preprocessing, labels.
+    /// The checkpoint metadata that makes the file self-describing: arch, config, preprocessing, labels
+    /// (written by the loader's own [`crate::load::write_metadata`]).
     pub fn metadata(&self) -> HashMap<String, String> {
-        let mut meta = HashMap::new();
-        meta.insert(META_ARCH.to_string(), self.arch.clone());
-        meta.insert(META_CONFIG.to_string(), serde_json::to_string(self.model.config()).expect("config json"));
-        meta.insert(META_PREPROCESS.to_string(), serde_json::to_string(&self.preprocess).expect("preprocess json"));
-        if !self.labels.is_empty() {
-            meta.insert(META_LABELS.to_string(), serde_json::to_string(&self.labels).expect("labels json"));
-        }
-        meta
+        let labels = (!self.labels.is_empty()).then_some(self.labels.as_slice());
+        crate::load::write_metadata(&self.arch, self.model.config(), &self.preprocess, labels)
     }
 
-    /// Writes a self-describing safetensors checkpoint (atomically).
+    /// Writes a self-describing safetensors checkpoint (atomically). Weights that are not all finite are an
+    /// error and nothing is written.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        checkpoint::save(path, &self.tensors(), &self.metadata())?;
+        let tensors = self.tensors();
+        for (name, t) in &tensors {
+            crate::finite::ensure_finite(t, || format!("tensor `{name}` of the trained network"))?;
+        }
+        checkpoint::save(path, &tensors, &self.metadata())?;
         Ok(())
     }
 }

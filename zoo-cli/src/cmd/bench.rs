@@ -17,16 +17,16 @@ pub struct Args {
     /// A checkpoint to time instead of random weights.
     #[arg(long)]
     weights: Option<String>,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value = "1", value_parser = |s: &str| crate::args::in_range(s, 1, 256))]
     batch: usize,
     /// Input height and width.
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value = "224", value_parser = crate::args::image_side)]
     size: usize,
     /// Untimed passes before measuring.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value = "3", value_parser = |s: &str| crate::args::in_range(s, 0, 10_000))]
     warmup: usize,
     /// Timed passes (the median and p90 are reported).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value = "10", value_parser = |s: &str| crate::args::in_range(s, 1, 100_000))]
     iters: usize,
     /// Time every layer: stem ops, each block, and inside blocks each conv, the shortcut and the add.
     #[arg(long)]
@@ -74,11 +74,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let weight_bytes = (model.num_params() * dtype.size_in_bytes()) as u64;
     let report = Report { model: &args.model, batch: args.batch, median, p90, flops, load, weight_bytes, memory };
     if args.json {
-        println!("{}", report.json(args.layers.then_some(&ops[..])));
+        crate::outln!("{}", report.json(args.layers.then_some(&ops[..])))?;
     } else {
-        report.print(&device);
+        report.print(&device)?;
         if args.layers {
-            print_layers(&ops);
+            print_layers(&ops)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -131,20 +131,20 @@ impl Report<'_> {
                "weight_bytes": self.weight_bytes, "memory": memory, "layers": layers})
     }
 
-    fn print(&self, device: &Device) {
-        println!(
+    fn print(&self, device: &Device) -> Result<()> {
+        crate::outln!(
             "{} batch {} on {:?}: median {:.2} ms, p90 {:.2} ms, {:.1} images/s, {:.1} GFLOP/s ({:.2} GFLOP per pass)",
             self.model, self.batch, device.location(), ms(self.median), ms(self.p90), self.images_per_s(), self.gflops(),
             self.flops as f64 / 1e9
-        );
+        )?;
         let mb = |b: u64| b as f64 / 1e6;
-        print!("load {:.0} ms, weights {:.1} MB", ms(self.load), mb(self.weight_bytes));
+        let load = format!("load {:.0} ms, weights {:.1} MB", ms(self.load), mb(self.weight_bytes));
         match self.memory {
-            Some(m) => println!(
-                "; resident before the first forward {:.1} MB, peak during it {:.1} MB (+{:.1} MB)",
+            Some(m) => crate::outln!(
+                "{load}; resident before the first forward {:.1} MB, peak during it {:.1} MB (+{:.1} MB)",
                 mb(m.before), mb(m.peak), mb(m.peak.saturating_sub(m.before))
             ),
-            None => println!(),
+            None => crate::outln!("{load}"),
         }
     }
 }
@@ -160,28 +160,28 @@ fn block_of(name: &str) -> Option<&str> {
     name.starts_with("layer").then(|| &name[..second])
 }
 
-fn print_layers(ops: &[OpRecord]) {
+fn print_layers(ops: &[OpRecord]) -> Result<()> {
     let total: f64 = ops.iter().map(|o| ms(o.median)).sum();
-    println!("\n{:<24} {:>20} {:>10} {:>9} {:>9} {:>6} {:>8}", "layer", "output", "params", "MFLOP", "ms", "share", "GFLOP/s");
+    crate::outln!("\n{:<24} {:>20} {:>10} {:>9} {:>9} {:>6} {:>8}", "layer", "output", "params", "MFLOP", "ms", "share", "GFLOP/s")?;
     let row = |name: &str, shape: &[usize], params: usize, flops: u64, t: f64| {
         let gf = if t > 0.0 && flops > 0 { format!("{:.1}", flops as f64 / t / 1e6) } else { "-".into() };
-        println!("{name:<24} {:>20} {params:>10} {:>9.1} {t:>9.3} {:>5.1}% {gf:>8}", format!("{shape:?}"), flops as f64 / 1e6, 100.0 * t / total);
+        crate::outln!("{name:<24} {:>20} {params:>10} {:>9.1} {t:>9.3} {:>5.1}% {gf:>8}", format!("{shape:?}"), flops as f64 / 1e6, 100.0 * t / total)
     };
     let mut i = 0;
     while i < ops.len() {
         let Some(block) = block_of(&ops[i].name) else {
-            row(&ops[i].name, &ops[i].shape, ops[i].params, 2 * ops[i].macs, ms(ops[i].median));
+            row(&ops[i].name, &ops[i].shape, ops[i].params, 2 * ops[i].macs, ms(ops[i].median))?;
             i += 1;
             continue;
         };
         let end = i + ops[i..].iter().take_while(|o| block_of(&o.name) == Some(block)).count();
         let inner = &ops[i..end];
         let sum = |f: &dyn Fn(&OpRecord) -> f64| inner.iter().map(f).sum::<f64>();
-        row(block, &inner[inner.len() - 1].shape, inner.iter().map(|o| o.params).sum(), 2 * inner.iter().map(|o| o.macs).sum::<u64>(), sum(&|o| ms(o.median)));
+        row(block, &inner[inner.len() - 1].shape, inner.iter().map(|o| o.params).sum(), 2 * inner.iter().map(|o| o.macs).sum::<u64>(), sum(&|o| ms(o.median)))?;
         for o in inner {
-            row(&format!("  {}", &o.name[block.len() + 1..]), &o.shape, o.params, 2 * o.macs, ms(o.median));
+            row(&format!("  {}", &o.name[block.len() + 1..]), &o.shape, o.params, 2 * o.macs, ms(o.median))?;
         }
         i = end;
     }
-    println!("{:<24} {:>20} {:>10} {:>9} {total:>9.3}", "sum of ops", "", "", "");
+    crate::outln!("{:<24} {:>20} {:>10} {:>9} {total:>9.3}", "sum of ops", "", "", "")
 }

@@ -4,11 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device};
-use resnet::convert::{check_tensors, expected_tensors, keras, self_describing_metadata, tensor_info};
-use weights::checkpoint::{self, TensorInfo};
-
-use crate::resolve::{canonical_tensors, default_preprocess};
+use candle_core::Device;
+use resnet::convert::keras;
+use resnet::load::{write_metadata, LoadOptions};
+use weights::checkpoint;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,6 +40,7 @@ enum Format {
 pub fn run(args: Args) -> Result<ExitCode> {
     match args.format {
         Format::Keras { model_json, out } => {
+            crate::files::refuse_overwriting_input(&model_json, &out)?;
             let s = keras::convert_tfjs(&model_json, &out)?;
             eprintln!(
                 "wrote {} ({}: {} tensors, {} values; {} conv biases folded into BatchNorm)",
@@ -56,18 +56,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A PyTorch state dict through the library's loader (names mapped, every tensor checked against `arch`),
+/// written self-describing. The preprocessing is the registry's when `arch` names a pretrained tag
+/// (`resnet50.tv_in1k`), else the architecture's default: a bare `resnet50` says nothing about how the
+/// weights were trained.
 fn convert_pth(file: &Path, arch: &str, out: &Path) -> Result<()> {
-    let config = resnet::variants::by_name(arch)?;
-    let raw = weights::pth::read_state_dict(file, &Device::Cpu)?;
-    let tensors = canonical_tensors(raw, DType::F32)?;
-    let infos: Vec<TensorInfo> = tensors.iter().map(|(name, t)| tensor_info(name, t)).collect();
-    check_tensors(file, &expected_tensors(&config)?, &infos)?;
-    // The preprocessing these weights expect, when the name is a registry entry (`resnet50.tv_in1k`).
-    let preprocess = match weights::registry::find(arch) {
+    crate::files::refuse_overwriting_input(file, out)?;
+    let opts = LoadOptions::arch(arch);
+    let (tensors, info) = resnet::load::load_tensors(file, &opts, &Device::Cpu)?;
+    let preprocess = match weights::registry::find(arch).filter(|e| e.name == arch) {
         Some(e) => e.preprocess(),
-        None => default_preprocess(&config),
+        None => info.preprocess_or_default(),
     };
-    let meta = self_describing_metadata(arch, &config, &preprocess);
+    let name = arch.split_once('.').map_or(arch, |(a, _)| a);
+    let meta = write_metadata(name, &info.config, &preprocess, info.labels.as_deref());
     checkpoint::save(out, &tensors, &meta).with_context(|| format!("writing {}", out.display()))?;
     eprintln!("wrote {} ({arch}: {} tensors)", out.display(), tensors.len());
     Ok(())

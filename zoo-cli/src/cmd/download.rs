@@ -14,8 +14,11 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut failed = false;
     for m in &args.models {
-        match crate::hub::target(m).and_then(|t| crate::hub::fetch(&t)) {
-            Ok((path, _)) => println!("{m}: {}", path.display()),
+        let fetched = weights::hub::Hub::from_env()
+            .map_err(resnet::Error::from)
+            .and_then(|hub| resnet::pretrained::fetch(&hub, &resnet::pretrained::target(m)?));
+        match fetched {
+            Ok(f) => crate::outln!("{m}: {}", f.weights.display())?,
             Err(e) => {
                 eprintln!("error: {m}: {e:#}");
                 failed = true;

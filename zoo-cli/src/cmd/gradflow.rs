@@ -11,16 +11,16 @@ use serde_json::json;
 #[derive(clap::Args)]
 pub struct Args {
     /// Weighted layers of the twin pair: 6n + 2 (8, 14, 20, 26, 32, 44, 56, 110).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value = "20", value_parser = |s: &str| crate::args::in_range(s, 8, 1202))]
     depth: usize,
     /// Channels of the first stage (the others have 2x and 4x).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value = "8", value_parser = |s: &str| crate::args::in_range(s, 1, 256))]
     width: usize,
     /// Images in the probe batch (and the training batches).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value = "32", value_parser = crate::args::batch_size)]
     batch_size: usize,
     /// Input side in pixels.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value = "16", value_parser = |s: &str| crate::args::in_range(s, 4, 512))]
     size: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -32,10 +32,10 @@ pub struct Args {
     json: bool,
     /// Instead of one probe: train both twins at each of --depths for this many SGD steps and plot the
     /// loss curves.
-    #[arg(long, value_name = "STEPS")]
+    #[arg(long, value_name = "STEPS", value_parser = crate::args::count)]
     train: Option<usize>,
     /// Depths compared by --train.
-    #[arg(long, value_delimiter = ',', default_value = "8,32")]
+    #[arg(long, value_delimiter = ',', default_value = "8,32", value_parser = |s: &str| crate::args::in_range(s, 8, 1202))]
     depths: Vec<usize>,
     /// PNG written by --train.
     #[arg(long, default_value = "gradflow.png")]
@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, num_args = 1..)]
     photos: Vec<PathBuf>,
     /// SGD learning rate for --train (momentum 0.9, weight decay 1e-4).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value = "0.05", value_parser = crate::args::positive)]
     lr: f64,
 }
 
@@ -70,10 +70,10 @@ fn probe(args: &Args, device: &Device) -> Result<ExitCode> {
     let (x, y) = gradflow::gaussian_batch(args.batch_size, args.size, NUM_CLASSES, args.seed, device)?;
     let r = gradflow::measure(&spec, &x, &y)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&r)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    crate::outln!(
         "gradient norms ||dL/dW|| at initialisation: depth {}, width {}, BatchNorm {}, batch of {} N(0,1) {}x{} inputs, {} classes",
         r.depth,
         r.width,
@@ -82,36 +82,36 @@ fn probe(args: &Args, device: &Device) -> Result<ExitCode> {
         args.size,
         args.size,
         NUM_CLASSES
-    );
-    print_table(&r);
-    println!();
-    print_chart(&r);
-    println!();
+    )?;
+    print_table(&r)?;
+    crate::outln!("")?;
+    print_chart(&r)?;
+    crate::outln!("")?;
     let (p, q) = (r.first(Wiring::Plain), r.first(Wiring::Residual));
-    println!(
+    crate::outln!(
         "first layer: plain {p:.3e}, residual {q:.3e} (plain/residual = {:.3}); last conv: plain {:.3e}, residual {:.3e}",
         p / q,
         r.last_conv(Wiring::Plain),
         r.last_conv(Wiring::Residual)
-    );
-    println!(
+    )?;
+    crate::outln!(
         "first/last-conv ratio: plain {:.3e}, residual {:.3e}  (< 1: gradients shrink towards the input; > 1: they grow)",
         p / r.last_conv(Wiring::Plain),
         q / r.last_conv(Wiring::Residual)
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(r: &GradReport) {
-    println!("{:<18} {:>11} {:>11} {:>15}", "layer", "plain", "residual", "plain/residual");
+fn print_table(r: &GradReport) -> Result<()> {
+    crate::outln!("{:<18} {:>11} {:>11} {:>15}", "layer", "plain", "residual", "plain/residual")?;
     for (p, q) in r.plain.iter().zip(&r.residual) {
-        println!("{:<18} {:>11.3e} {:>11.3e} {:>15.3}", p.layer, p.grad_norm, q.grad_norm, p.grad_norm / q.grad_norm);
+        crate::outln!("{:<18} {:>11.3e} {:>11.3e} {:>15.3}", p.layer, p.grad_norm, q.grad_norm, p.grad_norm / q.grad_norm)?;
     }
-    println!("{:<18} {:>11.4} {:>11.4}", "loss", r.plain_loss, r.residual_loss);
+    crate::outln!("{:<18} {:>11.4} {:>11.4}", "loss", r.plain_loss, r.residual_loss)
 }
 
 /// One log-scale bar per layer and network: `P` plain, `R` residual.
-fn print_chart(r: &GradReport) {
+fn print_chart(r: &GradReport) -> Result<()> {
     const COLS: usize = 48;
     let logs: Vec<f64> = r
         .plain
@@ -134,11 +134,12 @@ fn print_chart(r: &GradReport) {
         }
         axis.push_str(&format!("1e{}", lo as i64 + t as i64));
     }
-    println!("{:<18}   {axis}", "log10 ||dL/dW||");
+    crate::outln!("{:<18}   {axis}", "log10 ||dL/dW||")?;
     for (p, q) in r.plain.iter().zip(&r.residual) {
-        println!("{:<18} P {}", p.layer, bar(p.grad_norm));
-        println!("{:<18} R {}", "", bar(q.grad_norm));
+        crate::outln!("{:<18} P {}", p.layer, bar(p.grad_norm))?;
+        crate::outln!("{:<18} R {}", "", bar(q.grad_norm))?;
     }
+    Ok(())
 }
 
 /// The photos of `args.photos` (files, or images in directories), or those in `.data/`.
@@ -206,19 +207,19 @@ fn train(args: &Args, steps: usize, device: &Device) -> Result<ExitCode> {
     }
     let font = plot(&args.plot, &curves, &task, args)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json!({"task": task.description, "steps": steps, "curves": curves}))?);
+        crate::outln!("{}", serde_json::to_string_pretty(&json!({"task": task.description, "steps": steps, "curves": curves}))?)?;
     } else {
-        println!("{:<14} {:>12} {:>10}", "network", "train loss", "held-out");
+        crate::outln!("{:<14} {:>12} {:>10}", "network", "train loss", "held-out")?;
         for c in &curves {
-            println!("{:<14} {:>12.4} {:>10.3}", format!("{}-{}", c.wiring, c.depth), c.tail_loss(3), c.test_acc);
+            crate::outln!("{:<14} {:>12.4} {:>10.3}", format!("{}-{}", c.wiring, c.depth), c.tail_loss(3), c.test_acc)?;
         }
         if let (Some(&d0), Some(&d1)) = (args.depths.iter().min(), args.depths.iter().max()) {
             let get = |w: &str, d: usize| curves.iter().find(|c| c.wiring == w && c.depth == d).map(|c| c.tail_loss(3));
             if let (Some(p0), Some(p1), Some(r1)) = (get("plain", d0), get("plain", d1), get("residual", d1)) {
                 let verdict = if p1 > p0 && p1 > r1 { "the degradation problem shows" } else { "no degradation at this budget" };
-                println!(
+                crate::outln!(
                     "deeper plain-{d1} ends at training loss {p1:.4} vs plain-{d0} {p0:.4} and residual-{d1} {r1:.4}: {verdict}"
-                );
+                )?;
             }
         }
     }

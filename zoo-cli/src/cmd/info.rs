@@ -12,7 +12,7 @@ pub struct Args {
     /// Architecture or pretrained name (`resnet50`, `resnext50_32x4d`, `resnet50.tv_in1k`).
     model: String,
     /// Input height and width in pixels.
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value = "224", value_parser = crate::args::image_side)]
     size: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -20,7 +20,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let cfg = resnet::variants::by_name(&args.model)?;
+    let cfg = match std::path::Path::new(&args.model).is_file() {
+        true => resnet::load::inspect(&args.model, &resnet::load::LoadOptions::default())?.config,
+        false => match weights::registry::find(&args.model) {
+            Some(entry) => resnet::variants::by_name(&entry.arch)?.with_num_classes(entry.num_classes),
+            None => resnet::variants::by_name(&args.model)?,
+        },
+    };
     let vb = candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu);
     let model = resnet::ResNet::new(&cfg, vb)?;
     let x = Tensor::zeros((1, cfg.in_channels, args.size, args.size), DType::F32, &Device::Cpu)?;
@@ -35,13 +41,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let v = json!({"model": args.model, "params": model.num_params(), "macs": macs,
                        "input": [1, cfg.in_channels, args.size, args.size], "stages": stages,
                        "config": cfg});
-        println!("{v}");
+        crate::outln!("{v}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}: {} parameters, {:.2} G multiply-adds at {}x{}", args.model, group(model.num_params() as u64), macs as f64 / 1e9, args.size, args.size);
-    println!("{:<8} output shape", "stage");
+    crate::outln!("{}: {} parameters, {:.2} G multiply-adds at {}x{}", args.model, group(model.num_params() as u64), macs as f64 / 1e9, args.size, args.size)?;
+    crate::outln!("{:<8} output shape", "stage")?;
     for (name, shape) in rows {
-        println!("{name:<8} {shape:?}");
+        crate::outln!("{name:<8} {shape:?}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,14 +14,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     if !args.cached {
-        println!("Architectures (build with random weights, or load with --weights):");
+        crate::outln!("Architectures (build with random weights, or load with --weights):")?;
         for chunk in resnet::variants::NAMES.chunks(6) {
-            println!("  {}", chunk.join("  "));
+            crate::outln!("  {}", chunk.join("  "))?;
         }
-        println!();
+        crate::outln!("")?;
     }
     let hub = HubOptions::from_env();
-    println!("Pretrained checkpoints (cache: {}):", hub.cache_dir.display());
+    crate::outln!("Pretrained checkpoints (cache: {}):", hub.cache_dir.display())?;
     for e in weights::registry::entries() {
         let cached = crate::resolve::is_cached(&hub, &e.hf_hub_id);
         if args.cached && !cached {
@@ -29,7 +29,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         let mark = if cached { "cached" } else { "" };
         let default = if e.default { format!("(= {})", e.arch) } else { String::new() };
-        println!("  {:<36} {:<14} {:>4}px {:<8} {:<6}", e.name, default, e.input_size[1], e.interpolation, mark);
+        crate::outln!("  {:<36} {:<14} {:>4}px {:<8} {:<6}", e.name, default, e.input_size[1], e.interpolation, mark)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,14 +1,14 @@
-//! `zoo preprocess`: the exact input tensor `zoo run` feeds the model.
+//! `zoo preprocess`: the exact input tensor `zoo run` feeds the model, without loading its weights.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model whose preprocessing to apply (as for `zoo run`).
+    /// The model whose preprocessing to apply (as for `zoo run`); only its config is read, never its weights.
     model: String,
     /// The image to preprocess.
     image: PathBuf,
@@ -21,14 +21,21 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let loaded = crate::resolve::load_model(&args.model, args.weights.as_deref(), &Device::Cpu, DType::F32, false)?;
-    let t = resnet::data::preprocess_file(&args.image, &loaded.preprocess, &Device::Cpu)
+    let p = crate::resolve::preprocess_for(&args.model, args.weights.as_deref())?;
+    crate::files::refuse_overwriting_input(&args.image, &args.out)?;
+    let t = resnet::data::preprocess_file(&args.image, &p, &Device::Cpu)
         .with_context(|| format!("cannot preprocess {}", args.image.display()))?;
-    t.write_npy(&args.out).with_context(|| format!("cannot write {}", args.out.display()))?;
-    let p = &loaded.preprocess;
+    crate::files::write_atomic(&args.out, |tmp| Ok(t.write_npy(tmp)?))?;
     eprintln!(
         "wrote {} {:?}: resize to {:?} ({:?}), crop {}x{}, mean {:?}, std {:?}",
-        args.out.display(), t.dims(), p.resize_size(), p.interpolation, p.input_size[1], p.input_size[2], p.mean, p.std
+        args.out.display(),
+        t.dims(),
+        p.resize_size(),
+        p.interpolation,
+        p.input_size[1],
+        p.input_size[2],
+        p.mean,
+        p.std
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,18 +1,19 @@
-//! `zoo run`: classify images or preprocessed tensors.
+//! `zoo run`: classify images or preprocessed tensors, streaming: inputs are found, decoded (in parallel,
+//! a bounded number ahead of the model), classified and printed batch by batch, so memory stays flat in the
+//! number of inputs.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Tensor};
 use rayon::prelude::*;
+use resnet::Pretrained;
 use serde_json::json;
 
 use crate::device::{parse_device, parse_dtype};
-use crate::resolve::LoadedModel;
-
-/// Image file extensions picked up when an input is a directory.
-const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
+use crate::inputs::{InputEvent, Inputs};
+use crate::outln;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,11 +27,11 @@ pub struct Args {
     /// Weights: a .safetensors/.pth file or a Hub repo id.
     #[arg(long)]
     weights: Option<String>,
-    /// How many classes to show per input.
-    #[arg(long, default_value_t = 5)]
+    /// How many classes to show per input (at most the model's number of classes).
+    #[arg(long, default_value = "5", value_parser = |s: &str| crate::args::in_range(s, 1, 1 << 20))]
     top: usize,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value = "8", value_parser = crate::args::batch_size)]
     batch_size: usize,
     /// auto, cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto")]
@@ -47,21 +48,48 @@ pub struct Args {
 struct Item {
     input: PathBuf,
     index: usize,
+    npy: bool,
     tensor: Tensor,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    crate::output::ensure_stdout_open()?;
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype)?;
-    let loaded = crate::resolve::load_model(&args.model, args.weights.as_deref(), &device, dtype, false)?;
-    let (files, mut failed) = expand_inputs(&args.inputs);
-    let progress = crate::progress::bar(files.len() as u64, "classifying");
-    let mut items = Vec::new();
-    for chunk in files.chunks(args.batch_size.max(1) * 4) {
-        let decoded: Vec<_> = chunk.par_iter().map(|p| (p, read_input(p, &loaded))).collect();
-        for (path, result) in decoded {
+    let model = crate::resolve::load_model(&args.model, args.weights.as_deref(), &device, dtype, false)?;
+    let mut inputs = Inputs::new(&args.inputs);
+    let progress = crate::progress::spinner("classifying");
+    let mut failed = false;
+    let mut pending: Vec<Item> = Vec::new();
+    // Decode a few batches ahead, in parallel, and never more: memory is bounded by this window.
+    let window = args.batch_size * 4;
+    loop {
+        let mut paths = Vec::with_capacity(window);
+        while paths.len() < window {
+            match inputs.next() {
+                Some(InputEvent::File(p)) => paths.push(p),
+                Some(InputEvent::Problem(msg)) => {
+                    eprintln!("error: {msg}");
+                    failed = true;
+                }
+                None => break,
+            }
+        }
+        if paths.is_empty() {
+            break;
+        }
+        let decoded: Vec<_> = paths.par_iter().map(|p| read_input(p, &model)).collect();
+        for (path, result) in paths.iter().zip(decoded) {
             match result {
-                Ok(mut v) => items.append(&mut v),
+                Ok(items) => {
+                    for item in items {
+                        pending.push(item);
+                        if pending.len() == args.batch_size {
+                            classify(&model, &std::mem::take(&mut pending), &args)?;
+                            progress.inc(args.batch_size as u64);
+                        }
+                    }
+                }
                 Err(e) => {
                     report_bad_input(path, &e);
                     failed = true;
@@ -69,9 +97,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
         }
     }
-    for batch in items.chunks(args.batch_size.max(1)) {
-        classify(&loaded, batch, &args, &device, dtype)?;
-        progress.inc(batch.len() as u64);
+    if !pending.is_empty() {
+        classify(&model, &pending, &args)?;
     }
     progress.finish_and_clear();
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
@@ -88,93 +115,68 @@ fn report_bad_input(path: &Path, e: &anyhow::Error) {
     }
 }
 
-/// Files to read, in order; directories expanded. Reports missing paths and empty directories.
-fn expand_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, bool) {
-    let mut files = Vec::new();
-    let mut failed = false;
-    for input in inputs {
-        if input.is_dir() {
-            let before = files.len();
-            walk(input, &mut files);
-            if files.len() == before {
-                eprintln!("error: {}: the directory contains no images ({})", input.display(), IMAGE_EXTENSIONS.join(", "));
-                failed = true;
-            }
-        } else if input.exists() {
-            files.push(input.clone());
-        } else {
-            eprintln!("error: {}: no such file or directory", input.display());
-            failed = true;
-        }
-    }
-    (files, failed)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for p in paths {
-        if p.is_dir() {
-            walk(&p, out);
-        } else if has_image_extension(&p) {
-            out.push(p);
-        }
-    }
-}
-
-fn has_image_extension(p: &Path) -> bool {
-    let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
-}
-
-/// Decodes and preprocesses an image, or reads a .npy tensor as it is.
-fn read_input(path: &Path, loaded: &LoadedModel) -> Result<Vec<Item>> {
+/// Decodes and preprocesses an image, or reads a .npy tensor as it is (each item checked to be finite).
+fn read_input(path: &Path, model: &Pretrained) -> Result<Vec<Item>> {
     let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     if !is_npy {
-        let t = resnet::data::preprocess_file(path, &loaded.preprocess, &Device::Cpu)?;
-        return Ok(vec![Item { input: path.to_path_buf(), index: 0, tensor: t }]);
+        let t = model.preprocess_file(path)?;
+        return Ok(vec![Item { input: path.to_path_buf(), index: 0, npy: false, tensor: t }]);
     }
-    let t = Tensor::read_npy(path).with_context(|| "not a readable .npy file")?;
+    let t = crate::npy::read_f32(path)?;
     let t = match t.rank() {
         3 => t.unsqueeze(0)?,
         4 => t,
         r => anyhow::bail!("a .npy input must have shape (C,H,W) or (N,C,H,W), this one has {r} dimensions"),
     };
-    let t = t.to_dtype(DType::F32)?;
+    let expected = model.preprocess.input_size;
     let n = t.dim(0)?;
-    (0..n).map(|i| Ok(Item { input: path.to_path_buf(), index: i, tensor: t.get(i)? })).collect()
+    (0..n)
+        .map(|i| {
+            let tensor = t.get(i)?;
+            if tensor.dims()[0] != expected[0] {
+                anyhow::bail!("item {i} has {} channels, the model takes {}", tensor.dims()[0], expected[0]);
+            }
+            resnet::finite::ensure_finite(&tensor, || format!("item {i}"))?;
+            Ok(Item { input: path.to_path_buf(), index: i, npy: true, tensor })
+        })
+        .collect()
 }
 
-fn classify(loaded: &LoadedModel, batch: &[Item], args: &Args, device: &Device, dtype: DType) -> Result<()> {
-    let tensors: Vec<Tensor> = batch.iter().map(|i| i.tensor.clone()).collect();
-    let x = Tensor::stack(&tensors, 0).context("inputs in one batch have different shapes")?;
-    let logits = loaded.model.forward(&x.to_device(device)?.to_dtype(dtype)?)?.to_dtype(DType::F32)?;
-    let probs = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
-    let logits = logits.to_vec2::<f32>()?;
-    for ((item, p), l) in batch.iter().zip(&probs).zip(&logits) {
-        let top = top_k(p, args.top);
-        if args.json {
-            let top: Vec<_> = top.iter().map(|&c| json!({"class": c, "label": loaded.labels[c], "prob": p[c]})).collect();
-            println!("{}", json!({"input": item.input.display().to_string(), "index": item.index, "top": top, "logits": l}));
-        } else {
-            print_table(item, &top, p, &loaded.labels);
+/// Classifies a run of items, in batches of equal shape, and prints each result.
+fn classify(model: &Pretrained, items: &[Item], args: &Args) -> Result<()> {
+    let mut start = 0;
+    while start < items.len() {
+        let shape = items[start].tensor.dims();
+        let end = start + items[start..].iter().take_while(|i| i.tensor.dims() == shape).count();
+        let batch = &items[start..end];
+        let tensors: Vec<Tensor> = batch.iter().map(|i| i.tensor.clone()).collect();
+        let x = Tensor::stack(&tensors, 0).context("stacking a batch")?;
+        let logits = model.logits(&x).with_context(|| format!("classifying {}", describe(batch)))?;
+        let probs = candle_nn::ops::softmax(&logits, candle_core::D::Minus1)?.to_vec2::<f32>()?;
+        let logits = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        for ((item, p), l) in batch.iter().zip(&probs).zip(&logits) {
+            let top = model.top_k(p, args.top);
+            if args.json {
+                let top: Vec<_> = top.iter().map(|t| json!({"class": t.class, "label": t.label, "prob": t.prob})).collect();
+                outln!("{}", json!({"input": item.input.display().to_string(), "index": item.index, "top": top, "logits": l}))?;
+            } else {
+                let suffix = if item.npy { format!(" [{}]", item.index) } else { String::new() };
+                outln!("{}{suffix}", item.input.display())?;
+                for t in top {
+                    outln!("  {:>6.2}%  {:>4}  {}", 100.0 * t.prob, t.class, t.label)?;
+                }
+            }
         }
+        start = end;
     }
     Ok(())
 }
 
-fn top_k(probs: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..probs.len()).collect();
-    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-    idx.truncate(k);
-    idx
-}
-
-fn print_table(item: &Item, top: &[usize], probs: &[f32], labels: &[String]) {
-    let suffix = if item.index > 0 || item.input.extension().is_some_and(|e| e == "npy") { format!(" [{}]", item.index) } else { String::new() };
-    println!("{}{suffix}", item.input.display());
-    for &c in top {
-        println!("  {:>6.2}%  {c:>4}  {}", 100.0 * probs[c], labels[c]);
+/// The inputs of a batch, for an error message.
+fn describe(batch: &[Item]) -> String {
+    let names: Vec<String> = batch.iter().take(3).map(|i| i.input.display().to_string()).collect();
+    match batch.len() > 3 {
+        true => format!("{} and {} more", names.join(", "), batch.len() - 3),
+        false => names.join(", "),
     }
 }
