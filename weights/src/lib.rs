@@ -4,12 +4,13 @@
 //! preprocessing, labels) between files, the Hub and memory; model crates supply the key-renaming rules.
 
 pub mod checkpoint;
+pub mod cleanup;
+pub mod fsutil;
 pub mod hub;
 pub mod labels;
 pub mod preprocess;
 pub mod pth;
 pub mod registry;
 pub mod tfjs;
-#[cfg(feature = "testing")] pub mod testing;
 
 pub use preprocess::{CropMode, Interpolation, PreprocessConfig};
