@@ -26,7 +26,7 @@ pub struct PathError {
     pub source: io::Error,
 }
 
-fn path_err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> io::Error + '_ {
+fn path_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> io::Error + 'a {
     move |source| io::Error::new(source.kind(), PathError { path: path.to_path_buf(), what, source })
 }
 

@@ -225,7 +225,7 @@ impl TfjsModel {
                 let model_json = self.model_json.clone();
                 return Err(TfjsError::TrailingBytes { group, used: bytes.len(), available, model_json });
             }
-            let mut offset = 0;
+            let mut offset = 0usize;
             for w in self.weights.iter().filter(|w| w.group == group) {
                 let n = byte_len(&w.shape).unwrap_or(usize::MAX);
                 let data = bytes.get(offset..offset.saturating_add(n)).unwrap_or_default();
