@@ -121,8 +121,9 @@ fn map(path: &Path) -> Result<memmap2::Mmap, CheckpointError> {
     unsafe { memmap2::Mmap::map(&file) }.map_err(io)
 }
 
-/// Writes `tensors` and `metadata` to `path` atomically: a temporary file in the same directory is
-/// renamed over `path` only once complete, so readers never see a half-written checkpoint.
+/// Writes `tensors` and `metadata` to `path` atomically with [`crate::fsutil::write_atomic`]: readers never
+/// see a half-written checkpoint, nothing is left behind on an error, a handled signal or SIGKILL (Linux),
+/// and the file gets the mode `0666 & !umask`.
 pub fn save(
     path: impl AsRef<Path>,
     tensors: &HashMap<String, Tensor>,
@@ -139,12 +140,7 @@ pub fn save(
     }
     let meta = if metadata.is_empty() { None } else { Some(metadata.clone()) };
     let bytes = safetensors::serialize(views.iter().map(|(n, t)| (n.as_str(), t)), meta).map_err(|e| err(e.to_string()))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
-    tmp.write_all(&bytes).map_err(|e| err(e.to_string()))?;
-    tmp.as_file().sync_all().map_err(|e| err(e.to_string()))?;
-    tmp.persist(path).map_err(|e| err(e.to_string()))?;
-    Ok(())
+    crate::fsutil::write_atomic(path, |w| w.write_all(&bytes)).map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]

@@ -18,17 +18,43 @@
 //!   blob sha1 otherwise) and its advertised size; a bad blob and its symlink are removed, because
 //!   `hf-hub` 1.0 does not check the status of the GET nor the content;
 //! - a progress bar on stderr;
+//! - no request can hang: every operation runs under a watchdog (see [Timeouts](#timeouts)), and a
+//!   transfer that times out, fails or is interrupted by a signal handled by [`crate::cleanup`] leaves
+//!   nothing in the cache; `blobs/*.incomplete` files that a killed process left (their lock is free)
+//!   are removed the first time a [`Hub`] touches that repository, offline too;
 //! - errors ([`HubError`]) that say what to do next.
+//!
+//! # Timeouts
+//!
+//! `hf-hub` 1.0 sets no timeout on its HTTP clients (and one of them cannot be configured), so a server
+//! that accepts a connection and never answers would hang a download forever. [`Hub`] therefore drives
+//! `hf-hub`'s async client on a runtime of its own and cancels an operation (which closes its
+//! connections) as soon as one of these rules is broken, `N` and `M` being
+//! [`HubOptions::download_timeout`] (`HF_HUB_DOWNLOAD_TIMEOUT`, default 10 s, as in Python) and
+//! [`HubOptions::etag_timeout`] (`HF_HUB_ETAG_TIMEOUT`, default 10 s):
+//!
+//! - metadata: the HEAD of a file (with its retries) and the file-list request must complete within `M`;
+//! - the download request must bring its response headers within `N` after the metadata (plus the up
+//!   to 10 s that `hf-hub` waits when another process holds the file's download lock);
+//! - the body must keep moving: no `N` seconds without a byte, and every window of `N` seconds must
+//!   bring at least [`MIN_BYTES_PER_WINDOW`] bytes (1 KiB), or the rest of the file if less. A body
+//!   trickled at 1 B/s thus fails after `N` seconds; raising `N` lowers the minimum speed (1 KiB per
+//!   `N` seconds) for a genuinely slow line.
+//!
+//! The error ([`HubError::Timeout`]) names the endpoint, repository and file, says what happened and how
+//! far the transfer got, and which variable raises the limit.
 
 use std::fs;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hf_hub::progress::{DownloadEvent, FileStatus, Progress, ProgressEvent, ProgressHandler};
-use hf_hub::{HFClient, HFClientSync, HFError, HFRepositorySync, RepoTypeModel};
+use hf_hub::{HFClient, HFError, HFRepository, RepoTypeModel};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// The public Hugging Face Hub.
@@ -38,6 +64,16 @@ pub const DEFAULT_REVISION: &str = "main";
 
 /// Retries after a transient failure (connect error, timeout, 408/429/5xx) by default.
 const DEFAULT_RETRIES: usize = 4;
+
+/// Default of [`HubOptions::download_timeout`] (`HF_HUB_DOWNLOAD_TIMEOUT`), as in Python's `huggingface_hub`.
+pub const DEFAULT_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`HubOptions::etag_timeout`] (`HF_HUB_ETAG_TIMEOUT`), as in Python's `huggingface_hub`.
+pub const DEFAULT_ETAG_TIMEOUT: Duration = Duration::from_secs(10);
+/// A download body must bring at least this many bytes (or the rest of the file) in every window of
+/// [`HubOptions::download_timeout`] seconds, see [Timeouts](self#timeouts).
+pub const MIN_BYTES_PER_WINDOW: u64 = 1024;
+/// How long `hf-hub` itself waits for another process's download lock of the same file.
+const HF_HUB_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Errors of [`Hub`]. Every message says what went wrong and what the user can do about it;
 /// none contains the token.
@@ -178,6 +214,46 @@ pub enum HubError {
         detail: String,
     },
 
+    /// An operation broke one of the [timeout rules](self#timeouts) and was cancelled; nothing of it was
+    /// left in the cache.
+    #[error(
+        "{what}: {}{repo_id} on {endpoint}: {detail}. Nothing was written to the cache. If the hub or the \
+         network is just slow, raise the limit with {variable}=<seconds> (now {}); otherwise check the \
+         connection or proxy (HTTPS_PROXY/NO_PROXY), or set HF_HUB_OFFLINE=1 to use only cached files",
+        filename.as_deref().map(|f| format!("`{f}` of ")).unwrap_or_default(),
+        fmt_secs(*limit)
+    )]
+    Timeout {
+        /// `timed out`, `stalled` or `too slow`.
+        what: &'static str,
+        /// The hub's base URL.
+        endpoint: String,
+        /// `owner/name`.
+        repo_id: String,
+        /// The file; `None` for the file list.
+        filename: Option<String>,
+        /// What happened, with the bytes received when a body had started.
+        detail: String,
+        /// The environment variable that sets the limit that was hit.
+        variable: &'static str,
+        /// The limit.
+        limit: Duration,
+    },
+
+    /// A signal handled by [`crate::cleanup`] interrupted the transfer, which was cancelled and removed.
+    #[error(
+        "the download of {} from {repo_id} was interrupted by signal {signal}; nothing was left in the cache",
+        filename.as_deref().map(|f| format!("`{f}`")).unwrap_or_else(|| "the file list".to_string())
+    )]
+    Interrupted {
+        /// `owner/name`.
+        repo_id: String,
+        /// The file; `None` for the file list.
+        filename: Option<String>,
+        /// The signal number.
+        signal: i32,
+    },
+
     /// Another process holds the download lock of this file for too long.
     #[error(
         "timed out waiting for another process downloading the same file (lock {}); wait for it to \
@@ -219,6 +295,15 @@ pub struct HubOptions {
     pub offline: bool,
     /// Draw a progress bar on stderr during downloads.
     pub progress: bool,
+    /// The download request must answer, and its body keep moving, within this (`HF_HUB_DOWNLOAD_TIMEOUT`,
+    /// in seconds; default 10): see [Timeouts](self#timeouts).
+    pub download_timeout: Duration,
+    /// Metadata requests (a file's HEAD, the file list) must complete within this (`HF_HUB_ETAG_TIMEOUT`,
+    /// in seconds; default 10).
+    pub etag_timeout: Duration,
+    /// A variable that was set to something unusable (e.g. `HF_HUB_DOWNLOAD_TIMEOUT=abc`), with why;
+    /// [`Hub::new`] refuses options that have one rather than guess.
+    pub invalid: Option<String>,
 }
 
 impl std::fmt::Debug for HubOptions {
@@ -229,6 +314,9 @@ impl std::fmt::Debug for HubOptions {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("offline", &self.offline)
             .field("progress", &self.progress)
+            .field("download_timeout", &self.download_timeout)
+            .field("etag_timeout", &self.etag_timeout)
+            .field("invalid", &self.invalid)
             .finish()
     }
 }
@@ -251,7 +339,9 @@ impl HubOptions {
     /// - token: `HF_TOKEN`, else `HUGGING_FACE_HUB_TOKEN`, else the content of the file named by
     ///   `HF_TOKEN_PATH`, else of `$HF_HOME/token` (trimmed; empty means none); none at all when
     ///   `HF_HUB_DISABLE_IMPLICIT_TOKEN` is true;
-    /// - offline: `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`) is `1`, `true`, `yes` or `on`.
+    /// - offline: `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`) is `1`, `true`, `yes` or `on`;
+    /// - timeouts: `HF_HUB_DOWNLOAD_TIMEOUT` and `HF_HUB_ETAG_TIMEOUT`, in seconds (decimals allowed,
+    ///   more than 0 and at most a week); anything else is recorded in [`HubOptions::invalid`].
     ///
     /// Paths starting with `~/` are expanded with `HOME`. Empty variables count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
@@ -296,14 +386,44 @@ impl HubOptions {
         let offline = get("HF_HUB_OFFLINE")
             .or_else(|| get("TRANSFORMERS_OFFLINE"))
             .is_some_and(|v| is_true(&v));
+        let mut invalid = None;
+        let mut timeout = |key: &str, default: Duration| match get(key) {
+            None => default,
+            Some(v) => match parse_seconds(&v) {
+                Ok(d) => d,
+                Err(why) => {
+                    invalid.get_or_insert_with(|| format!("{key}={v:?} {why}"));
+                    default
+                }
+            },
+        };
+        let download_timeout = timeout("HF_HUB_DOWNLOAD_TIMEOUT", DEFAULT_DOWNLOAD_TIMEOUT);
+        let etag_timeout = timeout("HF_HUB_ETAG_TIMEOUT", DEFAULT_ETAG_TIMEOUT);
         HubOptions {
             endpoint,
             cache_dir,
             token,
             offline,
             progress: std::io::stderr().is_terminal(),
+            download_timeout,
+            etag_timeout,
+            invalid,
         }
     }
+}
+
+/// Seconds as Python's `float()` reads them, more than 0 and at most a week.
+fn parse_seconds(v: &str) -> Result<Duration, &'static str> {
+    let s: f64 = v.trim().parse().map_err(|_| "is not a number of seconds")?;
+    if !(s > 0.0 && s <= 7.0 * 86400.0) {
+        return Err("is not a number of seconds between 0 (excluded) and 604800 (a week)");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+/// `10 s`, `0.5 s`.
+fn fmt_secs(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
 }
 
 fn is_true(v: &str) -> bool {
@@ -316,7 +436,20 @@ fn is_true(v: &str) -> bool {
 /// A Hugging Face Hub client bound to one cache, endpoint and token.
 pub struct Hub {
     opts: HubOptions,
-    client: HFClientSync,
+    client: HFClient,
+    /// Drives `client`; `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Repositories whose stale `.incomplete` files were already swept by this client.
+    swept: Mutex<HashSet<String>>,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // Not a plain drop: that blocks, and panics inside an async context.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -347,10 +480,22 @@ impl Hub {
         if let Some(token) = &opts.token {
             builder = builder.token(token.clone());
         }
-        let client = builder.build_sync().map_err(|e| {
+        if let Some(why) = &opts.invalid {
+            return Err(HubError::Client(why.clone()));
+        }
+        let client = builder.build().map_err(|e| {
             HubError::Client(format!("cannot use the endpoint `{}`: {e}", opts.endpoint))
         })?;
-        Ok(Hub { opts, client })
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| HubError::Client(format!("cannot start the HTTP runtime: {e}")))?;
+        Ok(Hub {
+            opts,
+            client,
+            runtime: Some(runtime),
+            swept: Mutex::new(HashSet::new()),
+        })
     }
 
     /// [`Hub::new`] with [`HubOptions::from_env`].
@@ -387,16 +532,29 @@ impl Hub {
                 cache_dir: self.opts.cache_dir.clone(),
             });
         }
+        // A signal handler installed by `cleanup::install` waits for this guard: the partial download is
+        // removed before the process exits.
+        let busy = crate::cleanup::Busy::start();
         let handler = std::sync::Arc::new(DownloadProgress::new(filename, self.opts.progress));
         let progress: Progress = handler.clone().into();
-        let result = self
-            .repo(repo_id)
+        let repo = self.repo(repo_id);
+        let download = repo
             .download_file()
             .filename(filename)
             .revision(revision)
             .progress(progress)
             .send();
+        let result = self.watched(download, &handler.watch, repo_id, Some(filename));
         handler.finish();
+        let result = match result {
+            Ok(r) => r,
+            Err(stop) => {
+                // The transfer was cancelled: its lock is free now, so its `.incomplete` file goes.
+                self.cleanup_incomplete(repo_id);
+                drop(busy);
+                return Err(self.stopped(stop, repo_id, Some(filename)));
+            }
+        };
         match result {
             Ok(path) => {
                 if let Err(detail) = verify_snapshot_file(&path, handler.expected_size()) {
@@ -418,8 +576,10 @@ impl Hub {
 
     /// The cached path if present, never touching the network.
     ///
-    /// A commit sha is looked up in `snapshots/` directly, a branch or tag through `refs/`.
+    /// A commit sha is looked up in `snapshots/` directly, a branch or tag through `refs/`. The first
+    /// call for a repository also removes the partial downloads that killed processes left in it.
     pub fn cached(&self, repo_id: &str, revision: Option<&str>, filename: &str) -> Option<PathBuf> {
+        self.sweep(repo_id);
         let revision = revision.unwrap_or(DEFAULT_REVISION);
         let commit = self.cached_commit(repo_id, revision)?;
         let path = self
@@ -440,6 +600,7 @@ impl Hub {
         revision: Option<&str>,
     ) -> Result<Vec<String>, HubError> {
         let revision = revision.unwrap_or(DEFAULT_REVISION);
+        self.sweep(repo_id);
         if self.opts.offline {
             let offline_err = || HubError::OfflineNotCached {
                 repo_id: repo_id.to_string(),
@@ -462,11 +623,13 @@ impl Hub {
             files.sort();
             return Ok(files);
         }
-        let info = self
-            .repo(repo_id)
-            .info()
-            .revision(revision)
-            .send()
+        let busy = crate::cleanup::Busy::start();
+        let repo = self.repo(repo_id);
+        let request = repo.info().revision(revision).send();
+        let info = self.watched(request, &Watch::new(), repo_id, None);
+        drop(busy);
+        let info = info
+            .map_err(|stop| self.stopped(stop, repo_id, None))?
             .map_err(|e| self.map_error(e, repo_id, revision))?;
         let mut files: Vec<String> = info
             .siblings
@@ -478,9 +641,86 @@ impl Hub {
         Ok(files)
     }
 
-    fn repo(&self, repo_id: &str) -> HFRepositorySync<RepoTypeModel> {
+    fn repo(&self, repo_id: &str) -> HFRepository<RepoTypeModel> {
         let (owner, name) = hf_hub::split_id(repo_id);
         self.client.model(owner, name)
+    }
+
+    /// Runs `op` on this client's runtime under the watchdog: it is cancelled (dropped, which closes its
+    /// connections and releases its download lock) when `watch` reports a broken rule or a handled signal
+    /// arrives.
+    ///
+    /// The runtime is driven from a short-lived thread, so this also works when called from inside
+    /// another async runtime.
+    fn watched<F>(&self, op: F, watch: &Watch, repo_id: &str, filename: Option<&str>) -> Result<F::Output, Stop>
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        let Some(runtime) = self.runtime.as_ref() else {
+            return Err(Stop::Closed);
+        };
+        let shortest = self.opts.download_timeout.min(self.opts.etag_timeout);
+        let tick = (shortest / 20).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        let locks = self.lock_dir(repo_id);
+        let _ = filename;
+        let task = async {
+            let mut op = std::pin::pin!(op);
+            loop {
+                match tokio::time::timeout(tick, op.as_mut()).await {
+                    Ok(out) => return Ok(out),
+                    Err(_) => {
+                        if let Some(signal) = crate::cleanup::interrupted() {
+                            return Err(Stop::Signal(signal));
+                        }
+                        if let Some(stall) = watch.check(Instant::now(), &self.opts, &locks) {
+                            return Err(Stop::Stall(stall));
+                        }
+                    }
+                }
+            }
+        };
+        std::thread::scope(|s| match s.spawn(|| runtime.block_on(task)).join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
+    }
+
+    /// The error for a cancelled operation. For a signal, blocks until the handler ends the process.
+    fn stopped(&self, stop: Stop, repo_id: &str, filename: Option<&str>) -> HubError {
+        let filename = filename.map(str::to_string);
+        let repo_id = repo_id.to_string();
+        match stop {
+            Stop::Signal(signal) => {
+                crate::cleanup::wait_for_exit_if_interrupted();
+                HubError::Interrupted { repo_id, filename, signal }
+            }
+            Stop::Stall(s) => HubError::Timeout {
+                what: s.what,
+                endpoint: self.opts.endpoint.clone(),
+                repo_id,
+                filename,
+                detail: s.detail,
+                variable: s.variable,
+                limit: s.limit,
+            },
+            Stop::Closed => HubError::Client("the client is shutting down".to_string()),
+        }
+    }
+
+    /// `<cache>/.locks/models--owner--name`, where `hf-hub` keeps the download locks of a repository.
+    fn lock_dir(&self, repo_id: &str) -> PathBuf {
+        let repo_dir = self.repo_dir(repo_id);
+        let folder = repo_dir.file_name().map(|f| f.to_owned()).unwrap_or_default();
+        self.opts.cache_dir.join(".locks").join(folder)
+    }
+
+    /// Removes the stale partial downloads of `repo_id`, once per repository and client.
+    fn sweep(&self, repo_id: &str) {
+        let first = self.swept.lock().unwrap_or_else(|e| e.into_inner()).insert(repo_id.to_string());
+        if first {
+            self.cleanup_incomplete(repo_id);
+        }
     }
 
     /// `<cache>/models--owner--name`, as Python names it.
@@ -502,7 +742,8 @@ impl Hub {
     }
 
     /// Removes `blobs/*.incomplete` files that no process is writing (their `hf-hub` lock is free):
-    /// what an interrupted transfer leaves behind.
+    /// what an interrupted transfer or a killed process leaves behind. Best effort (a read-only cache
+    /// keeps them).
     fn cleanup_incomplete(&self, repo_id: &str) {
         let repo_dir = self.repo_dir(repo_id);
         let Some(folder) = repo_dir.file_name().map(|f| f.to_owned()) else {
@@ -522,15 +763,17 @@ impl Hub {
                 .join(".locks")
                 .join(&folder)
                 .join(format!("{etag}.lock"));
-            let lock = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&lock_path);
-            if let Ok(lock) = lock {
-                if lock.try_lock().is_ok() {
+            // No lock file: nobody can be writing it. A lock file nobody holds: its writer died.
+            match fs::OpenOptions::new().write(true).open(&lock_path) {
+                Ok(lock) => {
+                    if lock.try_lock().is_ok() {
+                        let _ = fs::remove_file(entry.path());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     let _ = fs::remove_file(entry.path());
                 }
+                Err(_) => {}
             }
         }
     }
@@ -833,13 +1076,197 @@ fn hash_file<D: sha1::Digest>(path: &Path, prefix: Option<&[u8]>) -> std::io::Re
         .collect())
 }
 
-/// `hf-hub` progress events → an indicatif bar on stderr; also records the size the hub announced.
+/// Why the watchdog cancelled an operation.
+enum Stop {
+    /// A signal handled by [`crate::cleanup`].
+    Signal(i32),
+    /// A broken timeout rule.
+    Stall(Stall),
+    /// The client is being dropped.
+    Closed,
+}
+
+/// A broken timeout rule, in words for [`HubError::Timeout`].
+struct Stall {
+    what: &'static str,
+    detail: String,
+    variable: &'static str,
+    limit: Duration,
+}
+
+/// Where an operation is, as far as its progress events tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before the file's metadata arrived (its HEAD), or a metadata-only request.
+    Metadata,
+    /// Metadata known; waiting for the download lock and the download's response headers.
+    Request,
+    /// Receiving the body.
+    Body,
+    /// All bytes received (or none needed): only local work is left.
+    Done,
+}
+
+#[derive(Debug)]
+struct WatchState {
+    phase: Phase,
+    /// When the current phase started.
+    since: Instant,
+    /// Announced size (0 = unknown) and bytes received.
+    total: u64,
+    bytes: u64,
+    /// When the last byte arrived.
+    last_byte: Instant,
+    /// The current minimum-progress window: its start and the bytes received when it started.
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+/// Liveness of one operation: fed by `hf-hub`'s progress events, checked by [`Hub::watched`].
+#[derive(Debug)]
+struct Watch(Mutex<WatchState>);
+
+impl Watch {
+    fn new() -> Self {
+        let now = Instant::now();
+        Watch(Mutex::new(WatchState {
+            phase: Phase::Metadata,
+            since: now,
+            total: 0,
+            bytes: 0,
+            last_byte: now,
+            window_start: now,
+            window_bytes: 0,
+        }))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The metadata arrived; `total` bytes are to come.
+    fn metadata_done(&self, total: u64) {
+        let mut s = self.state();
+        if s.phase == Phase::Metadata {
+            s.phase = Phase::Request;
+            s.since = Instant::now();
+            s.total = total;
+        }
+    }
+
+    /// `bytes` of the body received so far; `complete` once all are.
+    fn body(&self, bytes: u64, complete: bool) {
+        let mut s = self.state();
+        let now = Instant::now();
+        if complete {
+            s.phase = Phase::Done;
+            return;
+        }
+        if matches!(s.phase, Phase::Metadata | Phase::Request) {
+            s.phase = Phase::Body;
+            s.since = now;
+            s.last_byte = now;
+            s.window_start = now;
+            s.window_bytes = bytes;
+        }
+        if bytes > s.bytes {
+            s.bytes = bytes;
+            s.last_byte = now;
+        }
+    }
+
+    /// Which rule of [Timeouts](self#timeouts) is broken at `now`, if any. `locks` is the repository's
+    /// lock directory (a lock held there by another process extends the wait for the download request).
+    fn check(&self, now: Instant, opts: &HubOptions, locks: &Path) -> Option<Stall> {
+        let mut s = self.state();
+        let (n, m) = (opts.download_timeout, opts.etag_timeout);
+        let download = |what, detail| Stall { what, detail, variable: "HF_HUB_DOWNLOAD_TIMEOUT", limit: n };
+        match s.phase {
+            Phase::Metadata if now.duration_since(s.since) >= m => Some(Stall {
+                what: "timed out",
+                detail: format!("the metadata request got no complete answer within {}", fmt_secs(m)),
+                variable: "HF_HUB_ETAG_TIMEOUT",
+                limit: m,
+            }),
+            Phase::Request if now.duration_since(s.since) >= n => {
+                let waited = now.duration_since(s.since);
+                if waited < n + HF_HUB_LOCK_WAIT && lock_held_elsewhere(locks) {
+                    return None;
+                }
+                Some(download("timed out", format!("the download request got no answer within {}", fmt_secs(n))))
+            }
+            Phase::Body if now.duration_since(s.last_byte) >= n => Some(download(
+                "stalled",
+                format!("no data arrived for {} after {}", fmt_secs(n), fmt_progress(s.bytes, s.total)),
+            )),
+            Phase::Body if now.duration_since(s.window_start) >= n => {
+                let got = s.bytes - s.window_bytes;
+                let left = if s.total > 0 { s.total.saturating_sub(s.window_bytes) } else { u64::MAX };
+                if got < MIN_BYTES_PER_WINDOW.min(left) {
+                    return Some(download(
+                        "too slow",
+                        format!(
+                            "only {got} bytes arrived in the last {} (the minimum is {MIN_BYTES_PER_WINDOW} \
+                             bytes per {}), after {}",
+                            fmt_secs(n),
+                            fmt_secs(n),
+                            fmt_progress(s.bytes, s.total)
+                        ),
+                    ));
+                }
+                s.window_start = now;
+                s.window_bytes = s.bytes;
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `5000 of 65659 bytes`.
+fn fmt_progress(bytes: u64, total: u64) -> String {
+    if total > 0 {
+        format!("{bytes} of {total} bytes")
+    } else {
+        format!("{bytes} bytes (size unknown)")
+    }
+}
+
+/// Whether another process holds a lock on a file in `dir` (Linux: from `/proc/locks`; elsewhere
+/// assumed, so the wait for `hf-hub`'s lock is always allowed for).
+fn lock_held_elsewhere(dir: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = fs::read_dir(dir) else { return false };
+        let inodes: HashSet<u64> = entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.ino()).collect();
+        let Ok(locks) = fs::read_to_string("/proc/locks") else { return true };
+        let me = std::process::id().to_string();
+        // `1: FLOCK  ADVISORY  WRITE 4242 00:2f:1234567 0 EOF`; waiters have an extra `->` field.
+        locks.lines().any(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() >= 6
+                && f[1] != "->"
+                && f[4] != me
+                && f[5].rsplit(':').next().and_then(|i| i.parse::<u64>().ok()).is_some_and(|i| inodes.contains(&i))
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        true
+    }
+}
+
+/// `hf-hub` progress events → an indicatif bar on stderr and the [`Watch`]; also records the size the
+/// hub announced.
 struct DownloadProgress {
     filename: String,
     show: bool,
     /// Size from `X-Linked-Size` / `Content-Length`; 0 = unknown.
     expected: AtomicU64,
     bar: Mutex<Option<ProgressBar>>,
+    watch: Watch,
 }
 
 impl DownloadProgress {
@@ -849,6 +1276,7 @@ impl DownloadProgress {
             show,
             expected: AtomicU64::new(0),
             bar: Mutex::new(None),
+            watch: Watch::new(),
         }
     }
 
@@ -870,9 +1298,17 @@ impl ProgressHandler for DownloadProgress {
         };
         match event {
             DownloadEvent::Start { total_bytes, .. } => {
-                self.expected.store(*total_bytes, Ordering::SeqCst)
+                self.expected.store(*total_bytes, Ordering::SeqCst);
+                self.watch.metadata_done(*total_bytes);
             }
-            DownloadEvent::Progress { files } if self.show => {
+            DownloadEvent::Progress { files } => {
+                for f in files {
+                    self.watch
+                        .body(f.bytes_completed, f.status == FileStatus::Complete);
+                }
+                if !self.show {
+                    return;
+                }
                 let mut bar = self.bar.lock().unwrap_or_else(|e| e.into_inner());
                 for f in files {
                     // A bar only for a real transfer: `Started` is sent right before the GET.

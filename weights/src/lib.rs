@@ -4,13 +4,15 @@
 //! preprocessing, labels) between files, the Hub and memory; model crates supply the key-renaming rules.
 
 pub mod checkpoint;
+pub mod cleanup;
+pub mod fsutil;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod labels;
+pub mod npy;
 pub mod preprocess;
 pub mod pth;
 pub mod registry;
 pub mod tfjs;
-#[cfg(feature = "testing")] pub mod testing;
 
 pub use preprocess::{CropMode, Interpolation, PreprocessConfig};

@@ -7,17 +7,31 @@
 //! shards into named tensors in Keras layouts and [`TfjsModel::load_torch_layout`] also converts the
 //! kernels to PyTorch's layouts ([`conv2d_kernel_to_oihw`], [`dense_kernel_to_out_in`]). Which tensor
 //! is which in a given model is for model crates to know.
+//!
+//! A downloaded model.json is untrusted: every shard path it names must be relative, free of `..`, and
+//! resolve (symlinks included) inside the model.json's directory ([`TfjsError::UnsafePath`]); shards
+//! must be regular files whose sizes match the manifest before anything is read; sizes computed from
+//! shapes are checked for overflow; model.json itself is read only if it is a regular file of at most
+//! [`MAX_MODEL_JSON_BYTES`].
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
+/// The largest model.json read (the ResNet-50 one is 90 KB; the weights are in the shards).
+pub const MAX_MODEL_JSON_BYTES: u64 = 64 << 20;
+
 /// Why a TF.js model could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum TfjsError {
+    #[error(
+        "the weightsManifest of {model_json} names the shard `{path}`, which {reason}: a model's files must lie \
+         in its own directory; the file may be malicious"
+    )]
+    UnsafePath { path: String, model_json: PathBuf, reason: String },
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid TF.js layers model.json: {reason}")]
@@ -120,9 +134,11 @@ impl TfjsModel {
     /// Parses `model.json`; checks that every weight is an unquantized float32 (the only kind read).
     pub fn open(model_json: impl AsRef<Path>) -> Result<Self, TfjsError> {
         let path = model_json.as_ref().to_path_buf();
-        let text = std::fs::read_to_string(&path).map_err(|source| TfjsError::Io { path: path.clone(), source })?;
+        let io = |source| TfjsError::Io { path: path.clone(), source };
+        let (mut file, meta) = crate::fsutil::open_regular(&path).map_err(io)?;
+        let bytes = crate::fsutil::read_capped(&mut file, meta.len(), MAX_MODEL_JSON_BYTES).map_err(io)?;
         let bad = |reason: String| TfjsError::BadJson { path: path.clone(), reason };
-        let raw: RawModel = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let raw: RawModel = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         let layers = match &raw.model_topology {
             Some(topology) => parse_layers(topology).map_err(bad)?,
             None => Vec::new(),
@@ -131,9 +147,13 @@ impl TfjsModel {
         let mut weights = Vec::new();
         let mut shards = Vec::new();
         for (group, g) in raw.weights_manifest.into_iter().enumerate() {
-            shards.push(g.paths.iter().map(|p| dir.join(p)).collect());
+            let paths = g.paths.iter().map(|p| confined(&dir, p, &path)).collect::<Result<Vec<_>, _>>()?;
+            shards.push(paths);
             for w in g.weights {
                 check_supported(&w, &path)?;
+                if byte_len(&w.shape).is_none() {
+                    return Err(bad(format!("weight `{}` has a shape too large to exist: {:?}", w.name, w.shape)));
+                }
                 weights.push(WeightSpec { name: w.name, shape: w.shape, dtype: w.dtype, group });
             }
         }
@@ -155,32 +175,90 @@ impl TfjsModel {
     }
 
     /// Reads every weight, in Keras layouts (conv kernels HWIO, dense kernels (in, out)), by stored name.
+    ///
+    /// Every shard is checked first (inside the model's directory, a regular file, and the sizes of each
+    /// group's shards adding up to exactly what its weights need), so a bad manifest is refused before
+    /// anything is allocated or read.
     pub fn load(&self, device: &Device) -> Result<HashMap<String, Tensor>, TfjsError> {
-        let mut out = HashMap::with_capacity(self.weights.len());
+        // First pass: sizes only.
+        let mut groups = Vec::with_capacity(self.shards.len());
         for (group, paths) in self.shards.iter().enumerate() {
-            let bytes = self.read_group(paths)?;
-            let mut offset = 0;
+            let mut files = Vec::with_capacity(paths.len());
+            let mut available = 0usize;
+            for p in paths {
+                let (file, len) = self.open_shard(p)?;
+                available = available.saturating_add(len);
+                files.push((file, len, p));
+            }
+            let mut offset = 0usize;
             for w in self.weights.iter().filter(|w| w.group == group) {
-                let n = w.shape.iter().product::<usize>() * 4;
-                let Some(data) = bytes.get(offset..offset + n) else {
+                let n = byte_len(&w.shape).unwrap_or(usize::MAX);
+                let end = offset.saturating_add(n);
+                if end > available {
                     return Err(TfjsError::Truncated {
                         weight: w.name.clone(),
                         group,
                         start: offset,
-                        end: offset + n,
-                        available: bytes.len(),
+                        end,
+                        available,
                         last_shard: paths.last().cloned().unwrap_or_default(),
                     });
-                };
-                out.insert(w.name.clone(), f32_tensor(data, &w.shape, device).map_err(|e| tensor_err(w, e))?);
-                offset += n;
+                }
+                offset = end;
             }
-            if offset != bytes.len() {
+            if offset != available {
                 let model_json = self.model_json.clone();
-                return Err(TfjsError::TrailingBytes { group, used: offset, available: bytes.len(), model_json });
+                return Err(TfjsError::TrailingBytes { group, used: offset, available, model_json });
+            }
+            groups.push((files, available));
+        }
+        // Second pass: read, each group's shards concatenated (a weight may straddle two shards).
+        let mut out = HashMap::with_capacity(self.weights.len());
+        for (group, (files, available)) in groups.into_iter().enumerate() {
+            let mut bytes = Vec::with_capacity(available);
+            for (mut file, len, p) in files {
+                let b = crate::fsutil::read_capped(&mut file, len as u64, len as u64)
+                    .map_err(|source| TfjsError::Io { path: p.clone(), source })?;
+                bytes.extend_from_slice(&b);
+            }
+            if bytes.len() != available {
+                let model_json = self.model_json.clone();
+                return Err(TfjsError::TrailingBytes { group, used: bytes.len(), available, model_json });
+            }
+            let mut offset = 0usize;
+            for w in self.weights.iter().filter(|w| w.group == group) {
+                let n = byte_len(&w.shape).unwrap_or(usize::MAX);
+                let data = bytes.get(offset..offset.saturating_add(n)).unwrap_or_default();
+                out.insert(w.name.clone(), f32_tensor(data, &w.shape, device).map_err(|e| tensor_err(w, e))?);
+                offset += data.len();
             }
         }
         Ok(out)
+    }
+
+    /// Opens a shard after checking again, on the file system as it is now, that it lies inside the
+    /// model's directory (symlinks resolved) and is a regular file. Returns it and its size.
+    fn open_shard(&self, path: &Path) -> Result<(std::fs::File, usize), TfjsError> {
+        let dir = self.model_json.parent().unwrap_or(Path::new(""));
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let missing = || TfjsError::MissingShard { path: path.to_path_buf(), model_json: self.model_json.clone() };
+        let resolved = match std::fs::canonicalize(path) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+            Err(source) => return Err(TfjsError::Io { path: path.to_path_buf(), source }),
+        };
+        let root = std::fs::canonicalize(dir).map_err(|source| TfjsError::Io { path: dir.to_path_buf(), source })?;
+        if !resolved.starts_with(&root) {
+            return Err(TfjsError::UnsafePath {
+                path: path.strip_prefix(dir).unwrap_or(path).display().to_string(),
+                model_json: self.model_json.clone(),
+                reason: format!("resolves to {} (through a symlink), outside {}", resolved.display(), root.display()),
+            });
+        }
+        let (file, meta) =
+            crate::fsutil::open_regular(path).map_err(|source| TfjsError::Io { path: path.to_path_buf(), source })?;
+        let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+        Ok((file, len))
     }
 
     /// Like [`TfjsModel::load`], with kernels turned into PyTorch layouts according to their layer's
@@ -197,26 +275,42 @@ impl TfjsModel {
                 Some("Dense") => dense_kernel_to_out_in,
                 _ => continue,
             };
-            let t = tensors.get_mut(&w.name).expect("every manifest weight was loaded");
-            *t = convert(t).map_err(|e| tensor_err(w, e))?;
+            if let Some(t) = tensors.get_mut(&w.name) {
+                *t = convert(t).map_err(|e| tensor_err(w, e))?;
+            }
         }
         Ok(tensors)
     }
 
-    /// The concatenated bytes of one group's shards.
-    fn read_group(&self, paths: &[PathBuf]) -> Result<Vec<u8>, TfjsError> {
-        let mut bytes = Vec::new();
-        for p in paths {
-            match std::fs::read(p) {
-                Ok(b) => bytes.extend_from_slice(&b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(TfjsError::MissingShard { path: p.clone(), model_json: self.model_json.clone() })
-                }
-                Err(source) => return Err(TfjsError::Io { path: p.clone(), source }),
-            }
-        }
-        Ok(bytes)
+}
+
+/// `dir/name` for a shard path of the manifest, if it is a plain relative path without `..`.
+fn confined(dir: &Path, name: &str, model_json: &Path) -> Result<PathBuf, TfjsError> {
+    let unsafe_path = |reason: &str| TfjsError::UnsafePath {
+        path: name.to_string(),
+        model_json: model_json.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let rel = Path::new(name);
+    if name.is_empty() {
+        return Err(unsafe_path("is empty"));
     }
+    if name.contains('\0') {
+        return Err(unsafe_path("contains a NUL byte"));
+    }
+    for c in rel.components() {
+        match c {
+            Component::Normal(_) | Component::CurDir => {}
+            Component::ParentDir => return Err(unsafe_path("goes up with `..`")),
+            Component::RootDir | Component::Prefix(_) => return Err(unsafe_path("is absolute")),
+        }
+    }
+    Ok(dir.join(rel))
+}
+
+/// Bytes of a float32 weight of this shape, `None` if that overflows.
+fn byte_len(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(4usize, |acc, &d| acc.checked_mul(d))
 }
 
 /// Keras Conv2D kernel (kh, kw, in, out) to PyTorch's (out, in, kh, kw).
@@ -373,6 +467,81 @@ mod tests {
         let i = json!({"name": "step", "shape": [], "dtype": "int32"});
         let err = TfjsModel::open(write_model(dir.path(), i)).unwrap_err().to_string();
         assert!(err.contains("`step`") && err.contains("int32"), "{err}");
+    }
+
+    /// Writes a model.json whose single weight (2 floats) lives in the shard at `shard_path`.
+    fn write_manifest(dir: &Path, shard_path: &str) -> PathBuf {
+        let model = json!({
+            "modelTopology": {"config": {"layers": []}},
+            "weightsManifest": [{"paths": [shard_path],
+                                 "weights": [{"name": "fc/bias", "shape": [2], "dtype": "float32"}]}]
+        });
+        let path = dir.join("model.json");
+        std::fs::write(&path, serde_json::to_string(&model).unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn shard_paths_outside_the_model_directory_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let model_dir = root.path().join("model");
+        std::fs::create_dir(&model_dir).unwrap();
+        // A file outside the model's directory that the manifest tries to reach, of the right size.
+        let secret = root.path().join("secret.bin");
+        std::fs::write(&secret, [0u8; 8]).unwrap();
+        let abs = secret.to_str().unwrap().to_string();
+        for (shard, reason) in
+            [("../secret.bin", "`..`"), ("sub/../../secret.bin", "`..`"), (abs.as_str(), "absolute"), ("", "empty")]
+        {
+            let err = TfjsModel::open(write_manifest(&model_dir, shard)).unwrap_err();
+            assert!(matches!(err, TfjsError::UnsafePath { .. }), "{shard}: {err}");
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("`{shard}`")) && msg.contains(reason), "{msg}");
+        }
+        // A symlink inside the directory that points outside: accepted by name, refused when read.
+        std::os::unix::fs::symlink(&secret, model_dir.join("link.bin")).unwrap();
+        let m = TfjsModel::open(write_manifest(&model_dir, "link.bin")).unwrap();
+        let err = m.load(&Device::Cpu).unwrap_err();
+        assert!(matches!(err, TfjsError::UnsafePath { .. }), "{err}");
+        assert!(err.to_string().contains("link.bin") && err.to_string().contains("outside"), "{err}");
+        // A symlink to a directory outside, then a file inside it.
+        std::os::unix::fs::symlink(root.path(), model_dir.join("up")).unwrap();
+        let m = TfjsModel::open(write_manifest(&model_dir, "up/secret.bin")).unwrap();
+        assert!(matches!(m.load(&Device::Cpu).unwrap_err(), TfjsError::UnsafePath { .. }));
+        // A symlink that stays inside is fine, and so is `./`.
+        std::fs::create_dir(model_dir.join("shards")).unwrap();
+        std::fs::write(model_dir.join("shards/real.bin"), 1f32.to_le_bytes().repeat(2)).unwrap();
+        std::os::unix::fs::symlink("shards/real.bin", model_dir.join("inside.bin")).unwrap();
+        for ok in ["inside.bin", "./shards/real.bin"] {
+            let t = TfjsModel::open(write_manifest(&model_dir, ok)).unwrap().load(&Device::Cpu).unwrap();
+            assert_eq!(t["fc/bias"].to_vec1::<f32>().unwrap(), [1., 1.], "{ok}");
+        }
+    }
+
+    #[test]
+    fn shards_that_are_not_regular_files_or_huge_shapes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.bin")).unwrap();
+        let m = TfjsModel::open(write_manifest(dir.path(), "zero.bin")).unwrap();
+        // /dev/zero is outside the directory; a FIFO inside it is not a regular file.
+        assert!(matches!(m.load(&Device::Cpu).unwrap_err(), TfjsError::UnsafePath { .. }));
+        let fifo = dir.path().join("pipe.bin");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let m = TfjsModel::open(write_manifest(dir.path(), "pipe.bin")).unwrap();
+        let err = m.load(&Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("pipe.bin") && err.contains("FIFO"), "{err}");
+        // A shape whose byte size overflows is refused when the JSON is read.
+        let path = dir.path().join("model.json");
+        std::fs::write(&path, r#"{"weightsManifest": [{"paths": ["a.bin"], "weights": [
+            {"name": "w", "shape": [4294967296, 4294967296], "dtype": "float32"}]}]}"#)
+            .unwrap();
+        let err = TfjsModel::open(&path).unwrap_err().to_string();
+        assert!(err.contains("too large") && err.contains("`w`"), "{err}");
+        // A model.json that is a directory or a device.
+        assert!(TfjsModel::open(dir.path()).is_err());
+        assert!(TfjsModel::open("/dev/zero").unwrap_err().to_string().contains("character device"));
     }
 
     #[test]

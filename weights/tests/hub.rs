@@ -1,4 +1,4 @@
-//! `weights::hub` against the fake hub of `weights::testing`: each test has its own server and its
+//! `weights::hub` against the fake hub of `zoo_testkit`: each test has its own server and its
 //! own cache directory, and passes `HubOptions` explicitly (no process environment is changed,
 //! except `NO_PROXY` when a proxy is configured, see `guard_proxy`).
 
@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use weights::hub::{Hub, HubError, HubOptions};
-use weights::testing::{
+use zoo_testkit::{
     etag_of, git_blob_sha1, sha256_hex, unreachable_endpoint, FakeHub, FakeRepo, Fault, FaultKind,
     FaultTarget, FAKE_TOKEN, LFS_THRESHOLD,
 };
@@ -81,6 +81,9 @@ fn opts(endpoint: &str, cache: &Path) -> HubOptions {
         token: None,
         offline: false,
         progress: false,
+        download_timeout: weights::hub::DEFAULT_DOWNLOAD_TIMEOUT,
+        etag_timeout: weights::hub::DEFAULT_ETAG_TIMEOUT,
+        invalid: None,
     }
 }
 

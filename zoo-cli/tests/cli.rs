@@ -9,7 +9,7 @@ fn zoo() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_zoo"));
     // Never touch the user's cache or a real hub from tests.
     c.env("HF_HOME", std::env::temp_dir().join("zoo-cli-tests-unused-hf-home"))
-        .env("HF_ENDPOINT", weights::testing::unreachable_endpoint())
+        .env("HF_ENDPOINT", zoo_testkit::unreachable_endpoint())
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env_remove("HF_HUB_CACHE")
         .env_remove("HF_TOKEN")
@@ -248,7 +248,7 @@ fn keras_resnet50_through_the_hub_and_then_offline() {
         (line, logits)
     };
 
-    let hub = weights::testing::FakeHub::start(vec![weights::testing::FakeRepo::new(
+    let hub = zoo_testkit::FakeHub::start(vec![zoo_testkit::FakeRepo::new(
         repo,
         vec![("model.safetensors", std::fs::read(&file).unwrap())],
     )]);
@@ -260,7 +260,7 @@ fn keras_resnet50_through_the_hub_and_then_offline() {
     assert!(cats > 0.99, "cat classes 281-285 sum to {cats}");
     drop(hub);
 
-    let (offline, offline_logits) = classify(&weights::testing::unreachable_endpoint(), true);
+    let (offline, offline_logits) = classify(&zoo_testkit::unreachable_endpoint(), true);
     assert_eq!(offline["top"], online["top"]);
     assert_eq!(offline_logits, logits);
 }

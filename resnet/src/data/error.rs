@@ -11,6 +11,20 @@ pub enum DataError {
     /// The file exists but could not be read (permissions, a directory, an I/O failure).
     #[error("{}: cannot read: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    /// The path is not a regular file (a FIFO, a device, a socket, a directory): `what` says which. It was
+    /// not read.
+    #[error("{}: not a regular file ({what})", path.display())]
+    NotAFile { path: PathBuf, what: String },
+    /// The file is larger than the limit ([`super::decode::ImageLimits::max_file_bytes`]); it was not read.
+    #[error("{}: the file is {size} bytes, over the limit of {limit} bytes for an image", path.display())]
+    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    /// The image's header announces more pixels than the limit ([`super::decode::ImageLimits::max_pixels`]):
+    /// a decompression bomb, or simply too big. Nothing was decoded.
+    #[error(
+        "{}: {width}x{height} pixels is over the limit of {limit} pixels (a decompression bomb, or an image \
+         far larger than a model needs)", path.display()
+    )]
+    TooManyPixels { path: PathBuf, width: u64, height: u64, limit: u64 },
     /// The bytes do not start like any image format we decode (PIL would say "cannot identify image file").
     #[error("{}: not an image (unrecognised file format)", path.display())]
     NotAnImage { path: PathBuf },

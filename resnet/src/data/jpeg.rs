@@ -25,11 +25,14 @@ pub(crate) enum JpegFailure {
     Truncated,
     /// Any fatal libjpeg error, with libjpeg's message.
     Corrupt(String),
+    /// The header announces more pixels than allowed (nothing was decoded).
+    TooManyPixels { width: u64, height: u64 },
 }
 
-/// Decodes a JPEG held in memory to RGB, as PIL's `Image.open(..).convert("RGB")` does.
-pub(crate) fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, JpegFailure> {
-    match panic::catch_unwind(AssertUnwindSafe(|| decode_unguarded(bytes))) {
+/// Decodes a JPEG held in memory to RGB, as PIL's `Image.open(..).convert("RGB")` does, if its header
+/// announces at most `max_pixels` pixels.
+pub(crate) fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, JpegFailure> {
+    match panic::catch_unwind(AssertUnwindSafe(|| decode_unguarded(bytes, max_pixels))) {
         Ok(result) => result,
         Err(payload) => Err(payload.downcast::<JpegFailure>().map(|f| *f).unwrap_or_else(|p| {
             // Not our unwind (a bug in the wrapper): still an error, not a crash.
@@ -39,9 +42,13 @@ pub(crate) fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, JpegFailure> {
     }
 }
 
-fn decode_unguarded(bytes: &[u8]) -> Result<RgbImage, JpegFailure> {
+fn decode_unguarded(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, JpegFailure> {
     let dec = mozjpeg::Decompress::builder().with_err(error_mgr()).from_mem(bytes).map_err(io_failure)?;
     let (width, height) = (dec.width() as u32, dec.height() as u32);
+    // Before any buffer is sized from the header (libjpeg allows 65500 x 65500).
+    if width as u64 * height as u64 > max_pixels {
+        return Err(JpegFailure::TooManyPixels { width: width as u64, height: height as u64 });
+    }
     match dec.color_space() {
         // libjpeg cannot convert CMYK to RGB; PIL reads it as CMYK and converts itself.
         J_COLOR_SPACE::JCS_CMYK | J_COLOR_SPACE::JCS_YCCK => {

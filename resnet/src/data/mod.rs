@@ -23,13 +23,14 @@ pub mod error;
 mod jpeg;
 pub mod resize;
 pub mod transform;
+pub mod walk;
 
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use weights::PreprocessConfig;
 
-pub use decode::{decode_image, load_image};
+pub use decode::{decode_image, decode_image_with, load_image, load_image_with, ImageLimits};
 pub use error::DataError;
 pub use resize::resize;
 pub use transform::{batch, center_crop, eval_transform, resize_and_crop, resized_size, to_normalized_tensor};

@@ -1,4 +1,4 @@
-//! A fake Hugging Face Hub for tests (feature `testing`).
+//! A fake Hugging Face Hub for tests.
 //!
 //! [`FakeHub::start`] serves a few [`FakeRepo`]s on `127.0.0.1` (a free port) from a background
 //! thread, answering with the headers of the real hub, as `hf-hub` 1.x and Python's
@@ -148,8 +148,8 @@ pub enum FaultTarget {
     Any,
 }
 
-/// What a [`Fault`] does to the answer. HEAD and API requests only know [`FaultKind::Status`]
-/// (other kinds are used up without effect there).
+/// What a [`Fault`] does to the answer. HEAD and API requests only know [`FaultKind::Status`] and
+/// [`FaultKind::NoAnswer`] (other kinds are used up without effect there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
     /// Answer with this status and a JSON error body (`{"error": ...}`), without the usual headers.
@@ -158,6 +158,14 @@ pub enum FaultKind {
     Truncate,
     /// Send a body of the right length whose bytes differ from the file (so its sha differs).
     WrongBody,
+    /// Accept the connection, read the request and never answer (the connection stays open until the
+    /// client closes it or the hub is dropped).
+    NoAnswer,
+    /// Send the headers at once, then the body at this many bytes per second (at least 1), one small
+    /// write at a time, until done, the client leaves or the hub is dropped.
+    Trickle(u32),
+    /// Send the headers and this many bytes of the body, then nothing more, holding the connection open.
+    StallAfter(usize),
 }
 
 /// A scripted failure, see [`FakeHub::inject`].
@@ -317,6 +325,21 @@ struct Response {
     send_only: Option<usize>,
     /// Sleep before the body.
     delay: Duration,
+    /// How the body is sent.
+    pace: Pace,
+}
+
+/// How a body goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// All at once.
+    Full,
+    /// Nothing at all, not even the status line.
+    Never,
+    /// This many bytes per second.
+    Trickle(u32),
+    /// This many bytes, then silence.
+    StallAfter(usize),
 }
 
 impl Response {
@@ -327,6 +350,7 @@ impl Response {
             body: Vec::new(),
             send_only: None,
             delay: Duration::ZERO,
+            pace: Pace::Full,
         }
     }
 
@@ -417,10 +441,28 @@ fn handle(shared: &Shared, mut stream: TcpStream) -> std::io::Result<()> {
         state.log.push(format!("{} {}", req.method, req.path));
         route(&mut state, &req, shared.addr)
     };
-    write_response(&mut stream, &req, resp)
+    if resp.pace == Pace::Never {
+        hold_open(shared, &mut stream);
+        return Ok(());
+    }
+    write_response(shared, &mut stream, &req, resp)
 }
 
-fn write_response(stream: &mut TcpStream, req: &Request, resp: Response) -> std::io::Result<()> {
+/// Keeps the connection open without sending anything, until the client closes it or the hub stops.
+fn hold_open(shared: &Shared, stream: &mut TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut sink = [0u8; 256];
+    while !shared.stop.load(Ordering::SeqCst) {
+        match stream.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn write_response(shared: &Shared, stream: &mut TcpStream, req: &Request, resp: Response) -> std::io::Result<()> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     for (k, v) in &resp.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -443,7 +485,32 @@ fn write_response(stream: &mut TcpStream, req: &Request, resp: Response) -> std:
             .send_only
             .unwrap_or(resp.body.len())
             .min(resp.body.len());
-        stream.write_all(&resp.body[..n])?;
+        match resp.pace {
+            Pace::Full | Pace::Never => stream.write_all(&resp.body[..n])?,
+            Pace::Trickle(rate) => {
+                // A write every 50 ms (or every 1/rate s when slower) of the bytes due by then.
+                let rate = rate.max(1) as usize;
+                let step = Duration::from_millis(50).max(Duration::from_secs(1) / rate as u32);
+                let per_step = (rate * step.as_millis() as usize / 1000).max(1);
+                let mut sent = 0;
+                while sent < n {
+                    if shared.stop.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                    let end = (sent + per_step).min(n);
+                    stream.write_all(&resp.body[sent..end])?;
+                    stream.flush()?;
+                    sent = end;
+                    std::thread::sleep(step);
+                }
+            }
+            Pace::StallAfter(k) => {
+                stream.write_all(&resp.body[..k.min(n)])?;
+                stream.flush()?;
+                hold_open(shared, stream);
+                return Ok(());
+            }
+        }
     }
     stream.flush()?;
     let _ = stream.shutdown(std::net::Shutdown::Write);
@@ -499,6 +566,13 @@ fn status_fault(status: u16) -> Response {
     Response::error(status, None, message)
 }
 
+/// A connection that is never answered.
+fn no_answer() -> Response {
+    let mut r = Response::new(200);
+    r.pace = Pace::Never;
+    r
+}
+
 /// 401 (no token) or 404 (with a token) `RepoNotFound`, as the hub answers for a missing or
 /// inaccessible repo.
 fn repo_not_found(req: &Request) -> Response {
@@ -533,8 +607,10 @@ fn route(state: &mut State, req: &Request, addr: SocketAddr) -> Response {
 
     // The JSON API.
     if segs.len() >= 4 && segs[0] == "api" && segs[1] == "models" {
-        if let Some(FaultKind::Status(s)) = take_fault(state, FaultTarget::Api, None) {
-            return status_fault(s);
+        match take_fault(state, FaultTarget::Api, None) {
+            Some(FaultKind::Status(s)) => return status_fault(s),
+            Some(FaultKind::NoAnswer) => return no_answer(),
+            _ => {}
         }
         let id = format!("{}/{}", percent_decode(segs[2]), percent_decode(segs[3]));
         let rev = match &segs[4..] {
@@ -601,8 +677,10 @@ fn route(state: &mut State, req: &Request, addr: SocketAddr) -> Response {
             .collect::<Vec<_>>()
             .join("/");
         if head {
-            if let Some(FaultKind::Status(s)) = take_fault(state, FaultTarget::Head, Some(&file)) {
-                return status_fault(s);
+            match take_fault(state, FaultTarget::Head, Some(&file)) {
+                Some(FaultKind::Status(s)) => return status_fault(s),
+                Some(FaultKind::NoAnswer) => return no_answer(),
+                _ => {}
             }
         }
         let repo = match find_repo(state, req, &id) {
@@ -686,8 +764,10 @@ fn serve_bytes(
     } else {
         None
     };
-    if let Some(FaultKind::Status(s)) = fault {
-        return status_fault(s);
+    match fault {
+        Some(FaultKind::Status(s)) => return status_fault(s),
+        Some(FaultKind::NoAnswer) => return no_answer(),
+        _ => {}
     }
     let len = data.len();
     let mut r = Response::new(200)
@@ -703,6 +783,14 @@ fn serve_bytes(
     match fault {
         Some(FaultKind::Truncate) => {
             r.send_only = Some(len / 2);
+            r.body(data)
+        }
+        Some(FaultKind::Trickle(rate)) => {
+            r.pace = Pace::Trickle(rate);
+            r.body(data)
+        }
+        Some(FaultKind::StallAfter(k)) => {
+            r.pace = Pace::StallAfter(k);
             r.body(data)
         }
         Some(FaultKind::WrongBody) => {

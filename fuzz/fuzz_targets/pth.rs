@@ -1,0 +1,4 @@
+//! `cargo fuzz run pth`: the `pth` target of [`zoo_fuzz::targets`] under libFuzzer.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| zoo_fuzz::targets::pth(data));
