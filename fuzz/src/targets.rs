@@ -66,53 +66,7 @@ pub fn pth(data: &[u8]) {
     let _ = weights::pth::prescan(rest);
 }
 
-/// A stored (uncompressed) zip as `torch.save` writes it: `archive/data.pkl` and `archive/data/0`.
-pub fn torch_zip(pickle: &[u8]) -> Vec<u8> {
-    let storage: Vec<u8> = (0..64u8).collect();
-    zip_stored(&[("archive/data.pkl", pickle), ("archive/data/0", &storage)])
-}
-
-/// A zip archive of stored entries (no compression, CRC left 0: the readers under test do not check it).
-pub fn zip_stored(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut central = Vec::new();
-    for (name, data) in entries {
-        let offset = out.len() as u32;
-        let header = |sig: &[u8], central: bool| {
-            let mut h = sig.to_vec();
-            if central {
-                h.extend_from_slice(&20u16.to_le_bytes()); // version made by
-            }
-            h.extend_from_slice(&20u16.to_le_bytes()); // version needed
-            h.extend_from_slice(&[0, 0, 0, 0]); // flags, method (stored)
-            h.extend_from_slice(&[0, 0, 0, 0]); // time, date
-            h.extend_from_slice(&[0, 0, 0, 0]); // crc
-            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            h.extend_from_slice(&0u16.to_le_bytes()); // extra
-            if central {
-                h.extend_from_slice(&[0; 6]); // comment length, disk, internal attributes
-                h.extend_from_slice(&[0; 4]); // external attributes
-                h.extend_from_slice(&offset.to_le_bytes());
-            }
-            h.extend_from_slice(name.as_bytes());
-            h
-        };
-        out.extend_from_slice(&header(b"PK\x03\x04", false));
-        out.extend_from_slice(data);
-        central.extend_from_slice(&header(b"PK\x01\x02", true));
-    }
-    let cd_offset = out.len() as u32;
-    out.extend_from_slice(&central);
-    out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
-    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out
-}
+pub use zoo_testkit::pth::{torch_zip, zip_stored};
 
 /// A Keras TF.js model (`weights::tfjs`): the input is a 4-byte little-endian length, that many bytes of
 /// `model.json`, then the bytes of the shard `group1-shard1of1.bin`, all written to a scratch directory

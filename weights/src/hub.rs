@@ -83,7 +83,7 @@ pub enum HubError {
     /// Offline mode is on and the file (or the revision, when `filename` is `None`) is not cached.
     #[error(
         "{} of {repo_id} (revision {revision}) is not in the local cache ({}) and offline mode is on \
-         (HF_HUB_OFFLINE=1). Fetch it while online with `zoo download {repo_id}`, or unset HF_HUB_OFFLINE.",
+         (HF_HUB_OFFLINE=1): download it while online first, or unset HF_HUB_OFFLINE.",
         filename.as_deref().map(|f| format!("`{f}`")).unwrap_or_else(|| "the file list".to_string()),
         cache_dir.display()
     )]
@@ -525,6 +525,17 @@ impl Hub {
             return Ok(path);
         }
         if self.opts.offline {
+            // Known not to exist (Python's `.no_exist` marker, written when the hub answered 404).
+            if let Some(marker) = self.no_exist_marker(repo_id, revision, filename) {
+                if marker.is_file() {
+                    return Err(HubError::FileNotFound {
+                        repo_id: repo_id.to_string(),
+                        revision: revision.to_string(),
+                        filename: filename.to_string(),
+                        available: vec![],
+                    });
+                }
+            }
             return Err(HubError::OfflineNotCached {
                 repo_id: repo_id.to_string(),
                 revision: revision.to_string(),
@@ -569,9 +580,24 @@ impl Hub {
             }
             Err(e) => {
                 self.cleanup_incomplete(repo_id);
-                Err(self.map_download_error(e, repo_id, revision, filename))
+                let err = self.map_download_error(e, repo_id, revision, filename);
+                if matches!(err, HubError::FileNotFound { .. }) {
+                    // Remember the 404 the way Python does, so that offline runs know the file is absent.
+                    if let Some(marker) = self.no_exist_marker(repo_id, revision, filename) {
+                        let _ = marker.parent().map(fs::create_dir_all);
+                        let _ = fs::File::create(&marker);
+                    }
+                }
+                Err(err)
             }
         }
+    }
+
+    /// `<repo>/.no_exist/<commit>/<file>`: Python's record that the file does not exist at that commit
+    /// (`None` when the revision's commit is not known locally).
+    fn no_exist_marker(&self, repo_id: &str, revision: &str, filename: &str) -> Option<PathBuf> {
+        let commit = self.cached_commit(repo_id, revision)?;
+        Some(self.repo_dir(repo_id).join(".no_exist").join(commit).join(filename))
     }
 
     /// The cached path if present, never touching the network.

@@ -429,9 +429,45 @@ pub fn read_npy(path: impl AsRef<Path>, device: &Device) -> Result<Tensor, NpyEr
     NpyFile::open(path, NpyLimits::default())?.read_all(device)
 }
 
+/// The bytes of a version-1.0 `.npy` file holding `values` (little-endian f32, C order) of `shape`, as
+/// NumPy writes it (header padded with spaces and a newline to a multiple of 64 bytes).
+pub fn encode_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + 4 * values.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_files_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        for shape in [vec![3usize], vec![2, 3], vec![1, 2, 3]] {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 1.0).collect();
+            let path = write(dir.path(), &encode_f32(&shape, &values));
+            let t = read_npy(&path, &Device::Cpu).unwrap();
+            assert_eq!(t.dims(), shape.as_slice());
+            assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), values);
+        }
+    }
 
     /// A version-1.0 `.npy` file as NumPy writes it (header padded to a multiple of 64 with `\n`).
     pub(crate) fn npy(header: &str, data: &[u8]) -> Vec<u8> {

@@ -362,11 +362,11 @@ fn offline_uses_only_the_cache() {
         assert!(matches!(err, HubError::OfflineNotCached { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains(REPO) && msg.contains(CONFIG), "{msg}");
-        assert!(msg.contains(&format!("zoo download {REPO}")), "{msg}");
-        assert!(msg.contains("HF_HUB_OFFLINE"), "{msg}");
+        // A library error names no command; the CLI adds `zoo download` itself.
+        assert!(msg.contains("HF_HUB_OFFLINE") && !msg.contains("zoo "), "{msg}");
 
         let err = hub.get("other/repo", Some("v2"), WEIGHTS).unwrap_err();
-        assert!(err.to_string().contains("zoo download other/repo"), "{err}");
+        assert!(err.to_string().contains("other/repo"), "{err}");
         assert!(matches!(
             hub.list_files("other/repo", None),
             Err(HubError::OfflineNotCached { .. })

@@ -63,79 +63,8 @@ fn non_pytorch_file_is_named() {
     assert!(err.contains("absent.pth"), "{err}");
 }
 
-/// A zip of stored entries, as `torch.save` writes them (CRC left 0: not checked).
-fn zip_stored(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let (mut out, mut central) = (Vec::new(), Vec::new());
-    for (name, data) in entries {
-        let offset = out.len() as u32;
-        let fixed = |h: &mut Vec<u8>| {
-            h.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            h.extend_from_slice(&[0, 0]);
-        };
-        out.extend_from_slice(b"PK\x03\x04");
-        fixed(&mut out);
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(data);
-        central.extend_from_slice(b"PK\x01\x02\x14\x00");
-        fixed(&mut central);
-        // Comment length, disk, internal and external attributes.
-        central.extend_from_slice(&[0; 10]);
-        central.extend_from_slice(&offset.to_le_bytes());
-        central.extend_from_slice(name.as_bytes());
-    }
-    let cd = out.len() as u32;
-    out.extend_from_slice(&central);
-    out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
-    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    out.extend_from_slice(&cd.to_le_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out
-}
-
-/// Pickle pieces (protocol 2 opcodes, the ones `torch.save` uses).
-mod pk {
-    pub fn string(s: &str) -> Vec<u8> {
-        [&[b'X'][..], &(s.len() as u32).to_le_bytes(), s.as_bytes()].concat()
-    }
-    pub fn global(module: &str, class: &str) -> Vec<u8> {
-        format!("c{module}\n{class}\n").into_bytes()
-    }
-    pub fn int(v: i64) -> Vec<u8> {
-        match i32::try_from(v) {
-            Ok(i) => [&[b'J'][..], &i.to_le_bytes()].concat(),
-            Err(_) => [&[0x8a, 8][..], &v.to_le_bytes()].concat(),
-        }
-    }
-    pub fn tuple(items: &[Vec<u8>]) -> Vec<u8> {
-        [vec![b'('], items.concat(), vec![b't']].concat()
-    }
-    /// `_rebuild_tensor_v2(storage('0', FloatStorage, numel), offset, size, stride, False, {})`.
-    pub fn tensor(numel: i64, offset: i64, size: &[i64], stride: &[i64]) -> Vec<u8> {
-        let storage = [
-            tuple(&[string("storage"), global("torch", "FloatStorage"), string("0"), string("cpu"), int(numel)]),
-            vec![b'Q'],
-        ]
-        .concat();
-        let args = tuple(&[
-            storage,
-            int(offset),
-            tuple(&size.iter().map(|&d| int(d)).collect::<Vec<_>>()),
-            tuple(&stride.iter().map(|&d| int(d)).collect::<Vec<_>>()),
-            vec![0x89],
-            vec![b'}'],
-        ]);
-        [global("torch._utils", "_rebuild_tensor_v2"), args, vec![b'R']].concat()
-    }
-    /// `{name: value}` then STOP.
-    pub fn dict(name: &str, value: Vec<u8>) -> Vec<u8> {
-        [vec![0x80, 2, b'}'], string(name), value, vec![b's', b'.']].concat()
-    }
-}
+use zoo_testkit::pth::pickle as pk;
+use zoo_testkit::pth::zip_stored;
 
 /// A `.pth` made of `pickle` and a 64-byte (16 floats) storage `archive/data/0`.
 fn hostile(dir: &std::path::Path, pickle: &[u8]) -> PathBuf {

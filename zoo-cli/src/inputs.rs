@@ -1,56 +1,33 @@
-//! The inputs of `zoo run` (interim walker): files as given, directories searched recursively and lazily,
-//! in sorted order; symlink loops and non-regular files reported instead of followed or read.
+//! The inputs of `zoo run`: files as given, directories walked lazily by the library's guarded walker
+//! ([`resnet::data::walk`]: symlink loops end, FIFOs and devices are never opened, unreadable parts are
+//! reported), in order.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// Image file extensions picked up when an input is a directory (`.npy` only when named directly).
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
+use resnet::data::walk::{walk, Walk, IMAGE_EXTENSIONS};
 
 /// What the walk yields next.
 pub enum InputEvent {
-    /// A regular file to read.
+    /// A file to read.
     File(PathBuf),
-    /// Something the user should hear about (a missing input, an unreadable directory, a FIFO, a loop).
+    /// An input that cannot be (fully) read: reported, and the run exits non-zero.
     Problem(String),
+    /// Something skipped that does not make the result incomplete (a second link to a directory).
+    Note(String),
 }
 
 /// A lazy walk over the command line's inputs.
 pub struct Inputs {
-    /// What is still to do, popped from the end.
-    stack: Vec<Step>,
-    /// Directories already walked, by (device, inode): a second link to one is not walked again.
-    seen_dirs: HashSet<(u64, u64)>,
-    /// Files found under each directory given on the command line.
-    found: Vec<usize>,
-}
-
-enum Step {
-    /// A path, with the command-line directory it was found under (if any).
-    Visit(PathBuf, Option<usize>),
-    /// The end of command-line directory `i`'s tree.
-    EndOf(usize, PathBuf),
+    /// The inputs still to start, in order.
+    pending: std::vec::IntoIter<PathBuf>,
+    /// The directory being walked, and how many files it gave so far.
+    current: Option<(PathBuf, Walk, usize)>,
 }
 
 impl Inputs {
     /// The walk over `inputs`, in order.
     pub fn new(inputs: &[PathBuf]) -> Self {
-        let stack = inputs.iter().rev().map(|p| Step::Visit(p.clone(), None)).collect();
-        Self { stack, seen_dirs: HashSet::new(), found: Vec::new() }
-    }
-}
-
-/// (device, inode) of a directory.
-fn dir_id(meta: &std::fs::Metadata) -> (u64, u64) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        (meta.dev(), meta.ino())
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = meta;
-        (0, 0)
+        Self { pending: inputs.to_vec().into_iter(), current: None }
     }
 }
 
@@ -58,63 +35,40 @@ impl Iterator for Inputs {
     type Item = InputEvent;
 
     fn next(&mut self) -> Option<InputEvent> {
-        while let Some(step) = self.stack.pop() {
-            let (path, root) = match step {
-                Step::Visit(path, root) => (path, root),
-                Step::EndOf(i, path) if self.found[i] == 0 => {
-                    return Some(InputEvent::Problem(format!(
-                        "{}: the directory contains no images ({})",
-                        path.display(),
-                        IMAGE_EXTENSIONS.join(", ")
-                    )))
+        loop {
+            if let Some((dir, w, found)) = &mut self.current {
+                match w.next() {
+                    Some(Ok(p)) => {
+                        *found += 1;
+                        return Some(InputEvent::File(p));
+                    }
+                    Some(Err(warning)) if warning.input_missing() => return Some(InputEvent::Problem(warning.to_string())),
+                    Some(Err(warning)) => return Some(InputEvent::Note(warning.to_string())),
+                    None => {
+                        let (dir, found) = (dir.clone(), *found);
+                        self.current = None;
+                        if found == 0 {
+                            return Some(InputEvent::Problem(format!(
+                                "{}: the directory contains no images ({})",
+                                dir.display(),
+                                IMAGE_EXTENSIONS.join(", ")
+                            )));
+                        }
+                    }
                 }
-                Step::EndOf(..) => continue,
-            };
-            let meta = match std::fs::metadata(&path) {
-                Ok(m) => m,
-                Err(e) if root.is_none() && e.kind() == std::io::ErrorKind::NotFound => {
-                    return Some(InputEvent::Problem(format!("{}: no such file or directory", path.display())))
-                }
-                Err(e) => return Some(InputEvent::Problem(format!("{}: cannot read: {e}", path.display()))),
-            };
-            if meta.is_dir() {
-                if !self.seen_dirs.insert(dir_id(&meta)) {
-                    eprintln!("warning: {}: a link to a directory already searched; skipped", path.display());
-                    continue;
-                }
-                let entries = match std::fs::read_dir(&path) {
-                    Ok(e) => e,
-                    Err(e) => return Some(InputEvent::Problem(format!("{}: cannot read directory: {e}", path.display()))),
-                };
-                let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-                children.sort();
-                let root = root.unwrap_or_else(|| {
-                    self.found.push(0);
-                    self.stack.push(Step::EndOf(self.found.len() - 1, path.clone()));
-                    self.found.len() - 1
-                });
-                self.stack.extend(children.into_iter().rev().map(|p| Step::Visit(p, Some(root))));
                 continue;
             }
-            if root.is_some() && !has_image_extension(&path) {
-                continue;
+            let input = self.pending.next()?;
+            match std::fs::metadata(&input) {
+                Ok(m) if m.is_dir() => self.current = Some((input.clone(), walk(&input), 0)),
+                // A file named on the command line is read whatever its extension; the reader refuses
+                // anything that is not a regular file.
+                Ok(_) => return Some(InputEvent::File(input)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Some(InputEvent::Problem(format!("{}: no such file or directory", input.display())))
+                }
+                Err(e) => return Some(InputEvent::Problem(format!("{}: cannot read: {e}", input.display()))),
             }
-            if !meta.is_file() {
-                return Some(InputEvent::Problem(format!(
-                    "{}: not a regular file (a FIFO, socket or device), not read",
-                    path.display()
-                )));
-            }
-            if let Some(i) = root {
-                self.found[i] += 1;
-            }
-            return Some(InputEvent::File(path));
         }
-        None
     }
-}
-
-fn has_image_extension(p: &Path) -> bool {
-    let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
 }

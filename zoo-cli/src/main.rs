@@ -45,7 +45,16 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     restore_sigpipe();
+    // Before anything opens a file: a closed descriptor 1 would be reused by the next open.
+    if let Err(e) = output::ensure_stdout_open() {
+        eprintln!("error: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
+    // Interrupted downloads and writes leave nothing behind (SIGINT/SIGTERM; SIGKILL is cleaned next time).
+    if let Err(e) = weights::cleanup::install() {
+        eprintln!("warning: cannot install the signal handlers that clean up interrupted writes: {e}");
+    }
     let result = match cli.command {
         Command::Run(a) => cmd::run::run(a),
         Command::Preprocess(a) => cmd::preprocess::run(a),

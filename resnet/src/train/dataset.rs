@@ -12,7 +12,7 @@ use weights::PreprocessConfig;
 use super::{Result, TrainError};
 
 /// File extensions read as images.
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"];
+pub use crate::data::walk::IMAGE_EXTENSIONS;
 
 /// One image of a folder and its class index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,9 +26,14 @@ pub struct Sample {
 pub struct ImageFolder {
     classes: Vec<String>,
     samples: Vec<Sample>,
+    warnings: Vec<String>,
 }
 
 impl ImageFolder {
+    /// Reads `root/<class>/...`: each sub-directory is a class (sorted by name), its images found by the
+    /// guarded walker ([`crate::data::walk`], recursively, links followed once, special files skipped).
+    /// A class directory that cannot be read completely is an error; skipped links and special files are
+    /// listed in [`ImageFolder::warnings`].
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref();
         let io = |path: &Path, source| TrainError::Io { path: path.to_path_buf(), source };
@@ -41,17 +46,15 @@ impl ImageFolder {
         }
         dirs.sort();
         let mut samples = Vec::new();
+        let mut warnings = Vec::new();
         for (label, (_, dir)) in dirs.iter().enumerate() {
-            let mut files = Vec::new();
-            for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
-                let path = entry.map_err(|e| io(dir, e))?.path();
-                let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
-                if path.is_file() && IMAGE_EXTENSIONS.contains(&ext.as_str()) {
-                    files.push(path);
+            for item in crate::data::walk::walk(dir) {
+                match item {
+                    Ok(path) => samples.push(Sample { path, label }),
+                    Err(w) if w.input_missing() => return Err(TrainError::Data(format!("image folder incomplete: {w}"))),
+                    Err(w) => warnings.push(w.to_string()),
                 }
             }
-            files.sort();
-            samples.extend(files.into_iter().map(|path| Sample { path, label }));
         }
         let classes: Vec<String> = dirs.into_iter().map(|(name, _)| name).collect();
         if classes.len() < 2 {
@@ -66,12 +69,17 @@ impl ImageFolder {
                 return Err(TrainError::Data(format!("{}: class `{class}` has no images", root.display())));
             }
         }
-        Ok(Self { classes, samples })
+        Ok(Self { classes, samples, warnings })
     }
 
     /// A folder from explicit samples (labels index `classes`).
     pub fn from_samples(classes: Vec<String>, samples: Vec<Sample>) -> Self {
-        Self { classes, samples }
+        Self { classes, samples, warnings: Vec::new() }
+    }
+
+    /// What [`ImageFolder::open`] skipped (a second link to a directory, a FIFO named like an image).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub fn classes(&self) -> &[String] {

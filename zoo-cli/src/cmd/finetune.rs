@@ -93,10 +93,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         net.preprocess = crate::resolve::preprocess_for(&args.model, None)?;
     }
 
+    crate::files::refuse_overwriting_input(&path, &args.out)?;
     let folder = ImageFolder::open(&args.data)?;
+    folder.warnings().iter().for_each(|w| eprintln!("warning: {w}"));
     let (train_folder, val_folder) = match &args.val_dir {
         Some(dir) => {
             let val = ImageFolder::open(dir)?;
+            val.warnings().iter().for_each(|w| eprintln!("warning: {w}"));
             if val.classes() != folder.classes() {
                 bail!("{} has classes {:?} but {} has {:?}", dir.display(), val.classes(), args.data.display(), folder.classes());
             }

@@ -25,7 +25,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     crate::files::refuse_overwriting_input(&args.image, &args.out)?;
     let t = resnet::data::preprocess_file(&args.image, &p, &Device::Cpu)
         .with_context(|| format!("cannot preprocess {}", args.image.display()))?;
-    crate::files::write_atomic(&args.out, |tmp| Ok(t.write_npy(tmp)?))?;
+    let values = t.flatten_all()?.to_vec1::<f32>()?;
+    crate::files::write_bytes(&args.out, &weights::npy::encode_f32(t.dims(), &values))?;
     eprintln!(
         "wrote {} {:?}: resize to {:?} ({:?}), crop {}x{}, mean {:?}, std {:?}",
         args.out.display(),

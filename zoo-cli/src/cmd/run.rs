@@ -53,7 +53,6 @@ struct Item {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    crate::output::ensure_stdout_open()?;
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype)?;
     let model = crate::resolve::load_model(&args.model, args.weights.as_deref(), &device, dtype, false)?;
@@ -72,6 +71,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     eprintln!("error: {msg}");
                     failed = true;
                 }
+                Some(InputEvent::Note(msg)) => eprintln!("warning: {msg}"),
                 None => break,
             }
         }
