@@ -45,13 +45,16 @@ pub enum StemKind {
     DeepTiered { width: usize },
     /// One 3x3 stride-1 conv to `width` channels and no pooling (CIFAR ResNets).
     Cifar { width: usize },
+    /// CLIP's stem: three 3x3 convs (`width / 2`, `width / 2`, `width` channels, the first with stride 2), each
+    /// with BN and ReLU, then a 2x2 average pool instead of the max-pool (`conv1`/`bn1` .. `conv3`/`bn3`).
+    Clip { width: usize },
 }
 
 impl StemKind {
     /// Channels the stem hands to the first stage.
     pub fn out_channels(self) -> usize {
         match self {
-            StemKind::Classic { width } | StemKind::Cifar { width } => width,
+            StemKind::Classic { width } | StemKind::Cifar { width } | StemKind::Clip { width } => width,
             StemKind::Deep { width } | StemKind::DeepTiered { width } => 2 * width,
         }
     }
@@ -69,6 +72,9 @@ pub enum ShortcutKind {
     Projection,
     /// 2x2 average pool (ceil mode, padding excluded), then a stride-1 1x1 conv and BN (timm "d").
     AvgDownProjection,
+    /// CLIP's anti-aliased shortcut: a `stride x stride` average pool (floor mode; none at stride 1), then a
+    /// stride-1 1x1 conv and BN (`downsample.0`, `downsample.1`).
+    AvgPoolProjection,
 }
 
 /// Which bottleneck convolution carries the stage's stride.
@@ -82,6 +88,33 @@ pub enum StridePlacement {
     FirstOneByOne,
 }
 
+/// Whether a block's convolutions take its stride or an average pool does (anti-aliased downsampling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AntiAlias {
+    /// The convolution [`StridePlacement`] names is strided.
+    #[default]
+    Off,
+    /// Every convolution has stride 1; a `stride x stride` average pool between the 3x3 conv's ReLU and the
+    /// last 1x1 conv takes the stride (CLIP's bottleneck). Bottleneck blocks only.
+    AvgPool,
+}
+
+/// What turns the last stage's feature map into the network's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum HeadKind {
+    /// Global average pooling, then a linear classifier of `num_classes` outputs (`fc`).
+    #[default]
+    Linear,
+    /// CLIP's attention pooling (`attnpool`): the `grid x grid` feature map becomes `grid² + 1` tokens (their
+    /// mean first) plus a learned positional embedding; the mean token attends over all of them with
+    /// `num_heads` heads (`q_proj`, `k_proj`, `v_proj`) and its output, projected by `c_proj` to `num_classes`
+    /// values, is the image embedding. The positional embedding fixes the input size: `grid` times the
+    /// network's output stride (7 x 32 = 224 for RN50).
+    AttentionPool { num_heads: usize, grid: usize },
+}
+
 /// The full description of one ResNet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResNetConfig {
@@ -90,6 +123,8 @@ pub struct ResNetConfig {
     pub shortcut: ShortcutKind,
     #[serde(default)]
     pub stride_placement: StridePlacement,
+    #[serde(default)]
+    pub anti_alias: AntiAlias,
     /// Blocks per stage.
     pub depths: Vec<usize>,
     /// `planes` per stage: the block output is `planes * expansion` channels.
@@ -104,6 +139,9 @@ pub struct ResNetConfig {
     /// BatchNorm epsilon: 1e-5 for PyTorch checkpoints, 1e-3 for Keras.
     #[serde(default = "default_bn_eps")]
     pub bn_eps: f64,
+    /// The head; with [`HeadKind::AttentionPool`], `num_classes` is the embedding size.
+    #[serde(default)]
+    pub head: HeadKind,
 }
 
 fn default_in_channels() -> usize {
@@ -122,12 +160,35 @@ impl ResNetConfig {
             stem: StemKind::Classic { width: 64 },
             shortcut: ShortcutKind::Projection,
             stride_placement: StridePlacement::ThreeByThree,
+            anti_alias: AntiAlias::Off,
             depths: depths.to_vec(),
             channels: vec![64, 128, 256, 512],
             num_classes: 1000,
             in_channels: 3,
             conv_bias: false,
             bn_eps: 1e-5,
+            head: HeadKind::Linear,
+        }
+    }
+
+    /// One of CLIP's image towers ("ModifiedResNet"): bottleneck stages of `width`, `2 * width`, `4 * width` and
+    /// `8 * width` planes, the three-conv [`StemKind::Clip`] stem, anti-aliased downsampling (an average pool
+    /// takes every stride: in the block, [`AntiAlias::AvgPool`], and in its shortcut) and an attention-pooling
+    /// head of `num_heads` heads producing `embed_dim` values for `input_size x input_size` inputs.
+    pub fn clip(depths: [usize; 4], width: usize, embed_dim: usize, num_heads: usize, input_size: usize) -> Self {
+        Self {
+            block: BlockKind::BOTTLENECK,
+            stem: StemKind::Clip { width },
+            shortcut: ShortcutKind::AvgPoolProjection,
+            stride_placement: StridePlacement::ThreeByThree,
+            anti_alias: AntiAlias::AvgPool,
+            depths: depths.to_vec(),
+            channels: vec![width, 2 * width, 4 * width, 8 * width],
+            num_classes: embed_dim,
+            in_channels: 3,
+            conv_bias: false,
+            bn_eps: 1e-5,
+            head: HeadKind::AttentionPool { num_heads, grid: input_size / 32 },
         }
     }
 
@@ -139,12 +200,14 @@ impl ResNetConfig {
             stem: StemKind::Cifar { width: 16 },
             shortcut: ShortcutKind::ZeroPad,
             stride_placement: StridePlacement::ThreeByThree,
+            anti_alias: AntiAlias::Off,
             depths: vec![n; 3],
             channels: vec![16, 32, 64],
             num_classes: 10,
             in_channels: 3,
             conv_bias: false,
             bn_eps: 1e-5,
+            head: HeadKind::Linear,
         }
     }
 
@@ -188,6 +251,11 @@ impl ResNetConfig {
         self
     }
 
+    pub fn with_head(mut self, head: HeadKind) -> Self {
+        self.head = head;
+        self
+    }
+
     /// The timm "d" tweaks: deep 32-wide stem and avg-down shortcuts.
     pub fn d(self) -> Self {
         self.with_stem(StemKind::Deep { width: 32 }).with_shortcut(ShortcutKind::AvgDownProjection)
@@ -213,6 +281,15 @@ impl ResNetConfig {
         stem << self.depths.len().saturating_sub(1)
     }
 
+    /// The input side the head was built for: `grid * output_stride` for an attention pool (224 for RN50), `None`
+    /// when any size works.
+    pub fn fixed_input_size(&self) -> Option<usize> {
+        match self.head {
+            HeadKind::AttentionPool { grid, .. } if self.num_classes > 0 => Some(grid * self.output_stride()),
+            _ => None,
+        }
+    }
+
     /// Checks the knobs against each other; building a model calls this.
     pub fn validate(&self) -> Result<(), String> {
         if self.depths.len() != self.channels.len() {
@@ -230,6 +307,19 @@ impl ResNetConfig {
             if groups == 0 || narrowest * base_width / 64 == 0 {
                 return Err(format!(
                     "bottleneck groups {groups} and base width {base_width} leave a stage with no channels"
+                ));
+            }
+        }
+        if self.anti_alias == AntiAlias::AvgPool
+            && (self.block == BlockKind::Basic || self.stride_placement != StridePlacement::ThreeByThree)
+        {
+            return Err("anti-aliased strides need bottleneck blocks with the default stride placement".to_string());
+        }
+        if let HeadKind::AttentionPool { num_heads, grid } = self.head {
+            let features = self.num_features();
+            if num_heads == 0 || grid == 0 || features % num_heads != 0 {
+                return Err(format!(
+                    "an attention pool of {num_heads} heads over a {grid}x{grid} grid cannot split {features} features"
                 ));
             }
         }

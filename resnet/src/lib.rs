@@ -1,7 +1,7 @@
 //! The ResNet family on [Candle](https://github.com/huggingface/candle), numerically matching PyTorch.
 //!
 //! Every variant — torchvision's ResNet, ResNeXt and Wide ResNet, timm's "d" and "t" tweaks, the original
-//! "v1" layout and the CIFAR ResNets — is one [`ResNet`] built from a [`ResNetConfig`]:
+//! "v1" layout, the CIFAR ResNets and CLIP's image towers — is one [`ResNet`] built from a [`ResNetConfig`]:
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -19,7 +19,14 @@
 //! - identity vs. projecting shortcuts (option A, option B, avg-down): [`shortcut::Shortcut`];
 //! - stems and stages: [`stem`], [`stage`]; the classifier head: [`head`];
 //! - BatchNorm folding for inference: [`layers::conv_bn`].
+//!
+//! CLIP's ResNets (`resnet50_clip` .. `resnet50x64_clip`, Radford et al. 2021) are members too: a three-conv stem
+//! with an average pool ([`StemKind::Clip`]), anti-aliased strides (an average pool takes the stride in the
+//! bottleneck, [`AntiAlias::AvgPool`], and in the shortcut, [`ShortcutKind::AvgPoolProjection`]) and an
+//! attention-pooling head ([`HeadKind::AttentionPool`], [`attention_pool`]) whose output is the image embedding.
+//! The text tower and zero-shot classification live in the `clip` crate.
 
+pub mod attention_pool;
 pub mod block;
 pub mod config;
 pub mod convert;
@@ -37,7 +44,7 @@ pub mod stem;
 pub mod train;
 pub mod variants;
 
-pub use config::{BlockKind, ResNetConfig, ShortcutKind, StemKind, StridePlacement};
+pub use config::{AntiAlias, BlockKind, HeadKind, ResNetConfig, ShortcutKind, StemKind, StridePlacement};
 pub use error::{Error, Result};
 pub use layers::BnMode;
 pub use model::ResNet;

@@ -21,6 +21,8 @@ pub enum Shortcut {
     Projection(ConvBn),
     /// timm "d": 2x2 average pool when strided, then a 1x1 conv + BN (`downsample.1`, `downsample.2`).
     AvgDown(AvgDown),
+    /// CLIP: `stride x stride` average pool, then a 1x1 conv + BN (`downsample.0`, `downsample.1`).
+    PooledProjection(PooledProjection),
 }
 
 /// Option A's subsample-and-pad.
@@ -37,6 +39,14 @@ pub struct ZeroPad {
 #[derive(Debug, Clone)]
 pub struct AvgDown {
     pub pool: bool,
+    pub proj: ConvBn,
+}
+
+/// CLIP's anti-aliased projection: `nn.AvgPool2d(stride)` (floor mode) then a stride-1 1x1 conv and BN.
+#[derive(Debug, Clone)]
+pub struct PooledProjection {
+    /// Pool window and stride; 1 = no pool.
+    pub stride: usize,
     pub proj: ConvBn,
 }
 
@@ -74,6 +84,11 @@ impl Shortcut {
                 let proj = ConvBn::load(spec, vb.pp("1"), vb.pp("2"), opts)?;
                 Shortcut::AvgDown(AvgDown { pool: stride > 1, proj })
             }
+            ShortcutKind::AvgPoolProjection => {
+                let spec = ConvSpec::new(cin, cout, 1, 1);
+                let proj = ConvBn::load(spec, vb.pp("0"), vb.pp("1"), opts)?;
+                Shortcut::PooledProjection(PooledProjection { stride, proj })
+            }
         })
     }
 
@@ -87,6 +102,7 @@ impl Shortcut {
             Shortcut::Identity | Shortcut::ZeroPad(_) => 0,
             Shortcut::Projection(p) => p.num_params(),
             Shortcut::AvgDown(a) => a.proj.num_params(),
+            Shortcut::PooledProjection(p) => p.proj.num_params(),
         }
     }
 
@@ -97,6 +113,7 @@ impl Shortcut {
             Shortcut::ZeroPad(_) => "zero-pad (option A)",
             Shortcut::Projection(_) => "1x1 conv + BN (option B)",
             Shortcut::AvgDown(_) => "avg-pool + 1x1 conv + BN",
+            Shortcut::PooledProjection(_) => "avg-pool(stride) + 1x1 conv + BN (CLIP)",
         }
     }
 }
@@ -111,6 +128,7 @@ impl ModuleT for Shortcut {
                 let x = if a.pool { pool::avg_pool_2x2_ceil(x)? } else { x.clone() };
                 a.proj.forward_t(&x, train)
             }
+            Shortcut::PooledProjection(p) => p.proj.forward_t(&pool::avg_pool(x, p.stride)?, train),
         }
     }
 }

@@ -6,12 +6,16 @@ use candle_nn::VarBuilder;
 use crate::config::StemKind;
 use crate::layers::{pool, ConvBn, ConvBnOptions, ConvSpec};
 
-/// The stem's convolutions, named as in torchvision (`conv1`, `bn1`) or timm's deep stem
-/// (`conv1.0`/`conv1.1`, `conv1.3`/`conv1.4`, `conv1.6` with `bn1`).
+/// The stem's convolutions, named as in torchvision (`conv1`, `bn1`), timm's deep stem
+/// (`conv1.0`/`conv1.1`, `conv1.3`/`conv1.4`, `conv1.6` with `bn1`) or CLIP (`conv1`/`bn1` .. `conv3`/`bn3`),
+/// each followed by a ReLU, then at most one of the two pools.
 #[derive(Debug, Clone)]
 pub struct Stem {
     pub convs: Vec<(String, ConvBn)>,
+    /// 3x3 stride-2 max-pool (every stem but CIFAR's and CLIP's).
     pub max_pool: bool,
+    /// 2x2 average pool (CLIP).
+    pub avg_pool: bool,
 }
 
 impl Stem {
@@ -35,8 +39,18 @@ impl Stem {
                     ("conv1.6".to_string(), ConvBn::load(c(width, 2 * width, 3, 1), seq.pp("6"), vb.pp("bn1"), opts)?),
                 ]
             }
+            StemKind::Clip { width } => {
+                let plan = [(in_channels, width / 2, 2), (width / 2, width / 2, 1), (width / 2, width, 1)];
+                let mut convs = Vec::with_capacity(3);
+                for (i, (cin, cout, stride)) in plan.into_iter().enumerate() {
+                    let (conv, bn) = (format!("conv{}", i + 1), format!("bn{}", i + 1));
+                    convs.push((conv.clone(), ConvBn::load(c(cin, cout, 3, stride), vb.pp(&conv), vb.pp(&bn), opts)?));
+                }
+                convs
+            }
         };
-        Ok(Self { convs, max_pool: !matches!(kind, StemKind::Cifar { .. }) })
+        let max_pool = !matches!(kind, StemKind::Cifar { .. } | StemKind::Clip { .. });
+        Ok(Self { convs, max_pool, avg_pool: matches!(kind, StemKind::Clip { .. }) })
     }
 
     pub fn num_params(&self) -> usize {
@@ -52,6 +66,9 @@ impl ModuleT for Stem {
         }
         if self.max_pool {
             x = pool::max_pool_3x3_s2(&x)?;
+        }
+        if self.avg_pool {
+            x = pool::avg_pool(&x, 2)?;
         }
         Ok(x)
     }

@@ -31,6 +31,15 @@ impl ResidualFn {
 }
 
 impl ResidualFn {
+    /// Window of the average pool that takes the stride before the last conv (CLIP's anti-aliasing); 1 when
+    /// there is none.
+    pub fn pool_before_last(&self) -> usize {
+        match self {
+            ResidualFn::Basic(_) => 1,
+            ResidualFn::Bottleneck(b) => b.pool,
+        }
+    }
+
     /// `ReLU(F(x) + shortcut)`, with the add and the ReLU fused into the last convolution.
     pub fn forward_block(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
         match self {
@@ -77,6 +86,7 @@ impl ResidualBlock {
                     groups,
                     base_width,
                     stride_placement: cfg.stride_placement,
+                    anti_alias: cfg.anti_alias,
                 };
                 ResidualFn::Bottleneck(BottleneckBranch::load(spec, &vb, opts)?)
             }

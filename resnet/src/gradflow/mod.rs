@@ -138,7 +138,7 @@ pub fn weight_layers(net: &ResNet) -> Vec<(String, Tensor)> {
             }
         }
     }
-    if let Some(head) = &net.head {
+    if let Some(head) = net.head.as_ref().and_then(|h| h.classifier()) {
         out.push(("fc".to_string(), head.fc.weight().clone()));
     }
     out

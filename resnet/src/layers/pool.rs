@@ -27,6 +27,15 @@ pub fn avg_pool_2x2_ceil(x: &Tensor) -> Result<Tensor> {
     x.avg_pool2d(2)
 }
 
+/// `nn.AvgPool2d(k)`: `k x k` windows at stride `k`, floor mode (a ragged last row or column is dropped); the
+/// identity for `k = 1`. CLIP's stem pool and anti-aliased strides.
+pub fn avg_pool(x: &Tensor, k: usize) -> Result<Tensor> {
+    match k {
+        1 => Ok(x.clone()),
+        _ => x.avg_pool2d(k),
+    }
+}
+
 /// `x[:, :, ::stride, ::stride]`: a 1x1 max-pool with the given stride picks exactly those pixels.
 pub fn subsample(x: &Tensor, stride: usize) -> Result<Tensor> {
     if stride == 1 {

@@ -1,0 +1,139 @@
+//! CLIP's tokenizer: OpenCLIP's text cleaning ([`crate::clean`]), then byte-level BPE through the `tokenizers`
+//! crate, then the start and end tokens and truncation to the context length, as OpenCLIP's `SimpleTokenizer`.
+//!
+//! [`ClipTokenizer::openai`] uses the `tokenizer.json` built into this crate (`data/tokenizer.json`, made by
+//! `scripts/gen_clip_tokenizer.py` from OpenCLIP's own vocabulary file); [`ClipTokenizer::from_file`] loads a
+//! model repository's own (its start and end tokens are `<start_of_text>`/`<end_of_text>` or Hugging Face's
+//! `<|startoftext|>`/`<|endoftext|>`). Texts are zero-padded to the context length; a text too long keeps its
+//! first `context_length - 2` tokens between the start and end tokens.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use crate::clean::clean_text;
+use crate::error::{invalid, Error, Result};
+
+/// OpenCLIP's vocabulary as a `tokenizers` file (1.5 MB, built into the crate).
+pub const OPENAI_TOKENIZER_JSON: &str = include_str!("../data/tokenizer.json");
+
+/// Tokenizer files larger than this are refused before reading (CLIP's is 1.5 MB).
+pub const MAX_TOKENIZER_FILE: u64 = 64 << 20;
+
+/// CLIP's byte-level BPE tokenizer.
+#[derive(Clone)]
+pub struct ClipTokenizer {
+    inner: tokenizers::Tokenizer,
+    context_length: usize,
+    sot: u32,
+    eot: u32,
+}
+
+impl std::fmt::Debug for ClipTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClipTokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("context_length", &self.context_length)
+            .field("sot", &self.sot)
+            .field("eot", &self.eot)
+            .finish()
+    }
+}
+
+fn tok_err(source: tokenizers::Error) -> Error {
+    Error::Tokenizer { source }
+}
+
+impl ClipTokenizer {
+    /// OpenAI's (and OpenCLIP's) tokenizer: 49408 ids, context 77.
+    pub fn openai() -> Result<Self> {
+        Self::from_json(OPENAI_TOKENIZER_JSON.as_bytes())
+    }
+
+    /// A tokenizer from `tokenizer.json` bytes.
+    pub fn from_json(json: &[u8]) -> Result<Self> {
+        let mut inner = tokenizers::Tokenizer::from_bytes(json).map_err(tok_err)?;
+        // Truncation and the start/end tokens are applied here, the same way for any file.
+        inner.with_truncation(None).map_err(tok_err)?;
+        inner.with_padding(None);
+        let find = |names: [&str; 2]| names.iter().find_map(|n| inner.token_to_id(n));
+        let sot = find(["<start_of_text>", "<|startoftext|>"]);
+        let eot = find(["<end_of_text>", "<|endoftext|>"]);
+        let (Some(sot), Some(eot)) = (sot, eot) else {
+            return Err(invalid(
+                "the tokenizer has no start/end-of-text tokens (<start_of_text>, <|startoftext|>, ...)",
+            ));
+        };
+        Ok(Self { inner, context_length: 77, sot, eot })
+    }
+
+    /// A model repository's `tokenizer.json` (refused above [`MAX_TOKENIZER_FILE`] before reading).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        if size > MAX_TOKENIZER_FILE {
+            return Err(invalid(format!("{}: {size} bytes is too large for a tokenizer file", path.display())));
+        }
+        Self::from_json(&std::fs::read(path).map_err(io)?)
+    }
+
+    /// The same tokenizer with another context length (at least 2: the start and end tokens).
+    pub fn with_context_length(mut self, context_length: usize) -> Result<Self> {
+        if context_length < 2 {
+            return Err(invalid(format!("a context of {context_length} tokens cannot hold the start and end tokens")));
+        }
+        self.context_length = context_length;
+        Ok(self)
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    /// Ids in the vocabulary, the special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn sot_id(&self) -> u32 {
+        self.sot
+    }
+
+    pub fn eot_id(&self) -> u32 {
+        self.eot
+    }
+
+    /// The BPE ids of a text after cleaning, without start and end tokens or truncation.
+    pub fn encode_words(&self, text: &str) -> Result<Vec<u32>> {
+        let cleaned = clean_text(text);
+        Ok(self.inner.encode(cleaned.as_str(), false).map_err(tok_err)?.get_ids().to_vec())
+    }
+
+    /// `[start, ids..., end]`, at most `context_length` long (not padded).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let words = self.encode_words(text)?;
+        let keep = words.len().min(self.context_length - 2);
+        let mut ids = Vec::with_capacity(keep + 2);
+        ids.push(self.sot);
+        ids.extend_from_slice(&words[..keep]);
+        ids.push(self.eot);
+        Ok(ids)
+    }
+
+    /// A `(N, context_length)` u32 batch, zero-padded after each end token (OpenCLIP's `tokenize`).
+    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S], device: &Device) -> Result<Tensor> {
+        let mut data = vec![0u32; texts.len() * self.context_length];
+        for (row, text) in data.chunks_exact_mut(self.context_length).zip(texts) {
+            let ids = self.encode(text.as_ref())?;
+            row[..ids.len()].copy_from_slice(&ids);
+        }
+        Ok(Tensor::from_vec(data, (texts.len(), self.context_length), device)?)
+    }
+
+    /// Text of ids (start, end and padding zeros after the end dropped).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let end = ids.iter().position(|&i| i == self.eot).unwrap_or(ids.len());
+        let ids: Vec<u32> = ids[..end].iter().copied().filter(|&i| i != self.sot).collect();
+        self.inner.decode(&ids, true).map_err(tok_err)
+    }
+}
