@@ -19,7 +19,8 @@ Writes (committed):
   clip/tests/fixtures/clip_tiny.safetensors   a whole OpenCLIP `CLIP` (that reduced tower, a 2-layer text tower of
       width 8 over the full 49408-token vocabulary; float16 weights): images, tokens (OpenCLIP's tokenizer on `texts`), image and
       text embeddings, logits, zero-shot probabilities (one template; the 80-template ImageNet ensemble), text
-      embeddings with QuickGELU, float64 versions of each; `model.<key>` in OpenCLIP's layout.
+      embeddings with QuickGELU, float64 versions of each; `model.<key>` in OpenCLIP's layout; metadata `config`:
+      `model_cfg` (OpenCLIP's format), `texts`, `labels`, `single_template`.
   clip/tests/fixtures/clip_param_counts.json  OpenCLIP's text-tower and total counts of RN50..RN50x64
   clip/tests/fixtures/tokenizer_corpus.json   OpenCLIP's tokenizer on ~1700 strings (ids and cleaned text)
 
@@ -406,7 +407,9 @@ def gen_tiny_clip():
     out.update(o64)
     tensors = {"images": images.half(), "tokens": tokens.to(torch.int64), **out}
     tensors.update({k: v.half() for k, v in tensors_of(model, "model.").items()})
-    meta = {"config": json.dumps({"embed_dim": 24, "vision": vision, "text": text, "texts": TEXTS, "labels": LABELS,
+    # `model_cfg` in OpenCLIP's own format (as in a repository's open_clip_config.json).
+    model_cfg = {"embed_dim": 24, "quick_gelu": False, "vision_cfg": vision, "text_cfg": text}
+    meta = {"config": json.dumps({"model_cfg": model_cfg, "texts": TEXTS, "labels": LABELS,
                                   "single_template": SINGLE_TEMPLATE}, sort_keys=True)}
     save_file(tensors, os.path.join(CLIP_FIX, "clip_tiny.safetensors"), metadata=meta)
     errs = {k: (out["f64_" + k].double() - out[k].double()).abs().max().item()

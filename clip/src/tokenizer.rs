@@ -1,5 +1,12 @@
-//! CLIP's tokenizer: OpenCLIP's text cleaning ([`crate::clean`]), then byte-level BPE through the `tokenizers`
-//! crate, then the start and end tokens and truncation to the context length, as OpenCLIP's `SimpleTokenizer`.
+//! CLIP's tokenizer: OpenCLIP's text cleaning ([`crate::clean`]), its split into words, then byte-level BPE
+//! through the `tokenizers` crate, then the start and end tokens and truncation to the context length, as
+//! OpenCLIP's `SimpleTokenizer`.
+//!
+//! The split is OpenCLIP's own regular expression, run here and handed to `tokenizers` as pre-tokenized words:
+//! the special tokens, English contractions, runs of letters, single digits, runs of other non-space characters.
+//! (The `Split` in `tokenizer.json` is the same expression for use elsewhere; but `tokenizers` would pull a
+//! special token such as `<end_of_text>` out of a run of punctuation like `!<end_of_text>`, where OpenCLIP's
+//! split keeps the run whole.)
 //!
 //! [`ClipTokenizer::openai`] uses the `tokenizer.json` built into this crate (`data/tokenizer.json`, made by
 //! `scripts/gen_clip_tokenizer.py` from OpenCLIP's own vocabulary file); [`ClipTokenizer::from_file`] loads a
@@ -24,6 +31,8 @@ pub const MAX_TOKENIZER_FILE: u64 = 64 << 20;
 #[derive(Clone)]
 pub struct ClipTokenizer {
     inner: tokenizers::Tokenizer,
+    /// OpenCLIP's word split, with this tokenizer's special tokens.
+    split: regex::Regex,
     context_length: usize,
     sot: u32,
     eot: u32,
@@ -64,7 +73,11 @@ impl ClipTokenizer {
                 "the tokenizer has no start/end-of-text tokens (<start_of_text>, <|startoftext|>, ...)",
             ));
         };
-        Ok(Self { inner, context_length: 77, sot, eot })
+        let special = |id: u32| inner.id_to_token(id).map(|t| regex::escape(&t)).unwrap_or_default();
+        let (s, e) = (special(sot), special(eot));
+        let pattern = format!(r"(?i){s}|{e}|'s|'t|'re|'ve|'m|'ll|'d|\p{{L}}+|\p{{N}}|[^\s\p{{L}}\p{{N}}]+");
+        let split = regex::Regex::new(&pattern).map_err(|e| invalid(format!("word split {pattern:?}: {e}")))?;
+        Ok(Self { inner, split, context_length: 77, sot, eot })
     }
 
     /// A model repository's `tokenizer.json` (refused above [`MAX_TOKENIZER_FILE`] before reading).
@@ -106,7 +119,11 @@ impl ClipTokenizer {
     /// The BPE ids of a text after cleaning, without start and end tokens or truncation.
     pub fn encode_words(&self, text: &str) -> Result<Vec<u32>> {
         let cleaned = clean_text(text);
-        Ok(self.inner.encode(cleaned.as_str(), false).map_err(tok_err)?.get_ids().to_vec())
+        let words: Vec<&str> = self.split.find_iter(&cleaned).map(|m| m.as_str()).collect();
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.inner.encode(words.as_slice(), false).map_err(tok_err)?.get_ids().to_vec())
     }
 
     /// `[start, ids..., end]`, at most `context_length` long (not padded).
