@@ -436,15 +436,20 @@ def gen_rn50(out_dir):
     m64.load_state_dict(model.state_dict())
     _, o64 = clip_outputs_small(m64, tok, images.double(), prefix="f64_")
     out.update(o64)
+    # Each file is written under a temporary name and renamed; reference.safetensors (what the test looks for)
+    # comes last, so an interrupted run leaves no half-written fixture behind.
+    tmp = lambda name: os.path.join(out_dir, name + ".tmp")
     save_file({k: v.detach().float().contiguous() for k, v in model.state_dict().items()},
-              os.path.join(out_dir, "open_clip_model.safetensors"))
-    with open(os.path.join(out_dir, "open_clip_config.json"), "w") as f:
+              tmp("open_clip_model.safetensors"))
+    os.replace(tmp("open_clip_model.safetensors"), os.path.join(out_dir, "open_clip_model.safetensors"))
+    with open(tmp("open_clip_config.json"), "w") as f:
         json.dump({"model_cfg": cfg, "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN),
                                                           "std": list(open_clip.OPENAI_DATASET_STD)}}, f, indent=1)
+    os.replace(tmp("open_clip_config.json"), os.path.join(out_dir, "open_clip_config.json"))
     meta = {"config": json.dumps({"texts": TEXTS, "labels": LABELS, "single_template": SINGLE_TEMPLATE,
                                   "photo": "chelsea.png" if os.path.exists(photo) else ""}, sort_keys=True)}
-    save_file({"images": images, "tokens": tokens.to(torch.int64), **out},
-              os.path.join(out_dir, "reference.safetensors"), metadata=meta)
+    save_file({"images": images, "tokens": tokens.to(torch.int64), **out}, tmp("reference.safetensors"), metadata=meta)
+    os.replace(tmp("reference.safetensors"), os.path.join(out_dir, "reference.safetensors"))
     errs = {k: (o64["f64_" + k].double() - out[k].double()).abs().max().item()
             for k in ("image_embeds", "text_embeds", "logits_per_image")}
     print("rn50: |f32 - f64|", {k: f"{v:.2e}" for k, v in errs.items()})

@@ -165,3 +165,49 @@ fn text_profile_walks_the_forward_pass() {
     assert_eq!((last.name.as_str(), last.shape.as_slice()), ("text_projection", &[6usize, 24][..]));
     assert_eq!(ops.iter().map(|o| o.params).sum::<usize>(), m.text.num_params());
 }
+
+/// Zero tensors without memory (one value broadcast to each shape): RN50x64 is 623M parameters.
+struct BroadcastZeros;
+
+impl candle_nn::var_builder::SimpleBackend for BroadcastZeros {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        _: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+    }
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("no shape for {name}")
+    }
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// The five named models have OpenCLIP's parameter counts, text tower and total
+/// (`tests/fixtures/clip_param_counts.json`, from `scripts/gen_clip_fixtures.py`), and OpenCLIP's text configs.
+#[test]
+fn param_counts_match_open_clip() {
+    let text = std::fs::read_to_string(common::fixture("clip_param_counts.json")).unwrap();
+    let models: std::collections::BTreeMap<String, Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(models.len(), clip::config::NAMES.len());
+    for (name, m) in models {
+        let config = ClipConfig::by_name(&name).unwrap();
+        assert_eq!(ClipConfig::by_name(m["open_clip"].as_str().unwrap()).unwrap(), config);
+        let t = &m["text_cfg"];
+        let text = &config.text;
+        let ours = [text.context_length, text.vocab_size, text.width, text.heads, text.layers];
+        let theirs =
+            ["context_length", "vocab_size", "width", "heads", "layers"].map(|k| t[k].as_u64().unwrap() as usize);
+        assert_eq!(ours, theirs, "{name}");
+        assert_eq!(config.embed_dim as u64, m["embed_dim"].as_u64().unwrap(), "{name}");
+        let vb = VarBuilder::from_backend(Box::new(BroadcastZeros), DType::F32, Device::Cpu);
+        let model = Clip::load(&config, vb, BnMode::Keep).unwrap();
+        assert_eq!(model.text.num_params() + 1, m["text_params"].as_u64().unwrap() as usize, "{name} text");
+        assert_eq!(model.num_params(), m["total_params"].as_u64().unwrap() as usize, "{name} total");
+    }
+}
