@@ -11,6 +11,12 @@
 //! like `sÃ³` for `só`) is not reproduced. Such text tokenizes as written here, where OpenCLIP would first repair
 //! it; `tests/fixtures/tokenizer_corpus.json` lists the strings of the corpus this affects. Unicode tables are
 //! Rust's (Python 3.11 has Unicode 14), so characters assigned since may be classified differently.
+//!
+//! ```
+//! use clip::clean::clean_text;
+//! assert_eq!(clean_text("  Tom &amp;amp; JERRY\r\n"), "tom & jerry");
+//! assert_eq!(clean_text("ＬＯＵＤ　“ﬁsh”"), "loud \"fish\"");
+//! ```
 
 use std::sync::OnceLock;
 
@@ -170,7 +176,8 @@ fn remove_terminal_escapes(text: &str) -> String {
 /// Controls ftfy deletes: C0 controls other than tab, line feed, form feed and carriage return; DEL; the
 /// deprecated format controls U+206A..U+206F; the byte-order mark; interlinear annotations and U+FFFC.
 fn is_removed_control(c: char) -> bool {
-    matches!(c, '\0'..='\u{8}' | '\u{b}' | '\u{e}'..='\u{1f}' | '\u{7f}' | '\u{206a}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffc}')
+    let c0 = matches!(c, '\0'..='\u{8}' | '\u{b}' | '\u{e}'..='\u{1f}' | '\u{7f}');
+    c0 || matches!(c, '\u{206a}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffc}')
 }
 
 #[cfg(test)]

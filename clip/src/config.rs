@@ -64,13 +64,14 @@ impl TextConfig {
         (self.width as f64 * self.mlp_ratio) as usize
     }
 
+    /// Checks that the sizes fit together (heads divide the width, a context holds start and end tokens, ...).
     pub fn validate(&self) -> Result<()> {
         let ok = self.context_length >= 2
             && self.vocab_size >= 2
             && self.width > 0
             && self.layers > 0
             && self.heads > 0
-            && self.width % self.heads == 0
+            && self.width.is_multiple_of(self.heads)
             && self.mlp_ratio.is_finite()
             && self.mlp_width() > 0;
         if ok {
@@ -236,7 +237,7 @@ impl ClipConfig {
 /// Per-channel mean of OpenAI's CLIP training images (RGB, 0..1 units).
 pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// Per-channel standard deviation of OpenAI's CLIP training images.
-pub const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+pub const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 #[cfg(test)]
 mod tests {

@@ -37,6 +37,7 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 }
 
+/// A `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
 pub(crate) fn invalid(msg: impl Into<String>) -> Error {

@@ -1,12 +1,13 @@
 //! Checkpoint names of CLIP models, mapped to the ones [`crate::Clip`] loads (OpenCLIP's).
 //!
-//! | stored | canonical |
-//! |---|---|
-//! | OpenCLIP / OpenAI: `visual.*`, `token_embedding.weight`, `transformer.resblocks.*`, `logit_scale`, ... | unchanged |
-//! | with `nn.DataParallel`'s `module.` prefix | the prefix dropped |
-//! | timm's image tower (`timm/resnet50_clip.openai`): `stem.conv1.conv.weight`, `stages.0.0.conv1_1x1.bn.bias`, `head.q.weight`, ... | `visual.conv1.weight`, `visual.layer1.0.bn1.bias`, `visual.attnpool.q_proj.weight`, ... |
-//! | zoo's own image tower files (`conv1.weight`, `layer1.0.conv1.weight`, `attnpool.*`) | `visual.` prepended |
-//! | `num_batches_tracked`; the integers of OpenAI's TorchScript files (`input_resolution`, `context_length`, `vocab_size`) | dropped (`None`) |
+//! - OpenCLIP / OpenAI (`visual.*`, `token_embedding.weight`, `transformer.resblocks.*`, `logit_scale`, ...):
+//!   unchanged; `nn.DataParallel`'s `module.` prefix dropped.
+//! - timm's image tower (`timm/resnet50_clip.openai`): `stem.conv1.conv.weight` -> `visual.conv1.weight`,
+//!   `stages.0.0.conv1_1x1.bn.bias` -> `visual.layer1.0.bn1.bias`, `head.q.weight` ->
+//!   `visual.attnpool.q_proj.weight`, ... (its text tower has to come from elsewhere).
+//! - zoo's own image tower files (`conv1.weight`, `layer1.0.conv1.weight`, `attnpool.*`): `visual.` prepended.
+//! - `num_batches_tracked` and the integers of OpenAI's TorchScript files (`input_resolution`, `context_length`,
+//!   `vocab_size`): dropped (`None`).
 //!
 //! The image tower alone (for `resnet`'s loaders) uses [`resnet::keys`], whose `OpenClip` and `TimmClip`
 //! schemes make the same translation without the `visual.` prefix.

@@ -32,6 +32,7 @@ impl Clip {
         Self::load(config, vb, BnMode::Fold)
     }
 
+    /// Builds the model with the image tower's BatchNorm folded ([`BnMode::Fold`]) or kept apart.
     pub fn load(config: &ClipConfig, vb: VarBuilder, bn_mode: BnMode) -> Result<Self> {
         config.validate()?;
         let visual = ResNet::load(&config.vision, vb.pp("visual"), bn_mode)?;
@@ -45,10 +46,12 @@ impl Clip {
         Ok(Self { visual, text, logit_scale: log_scale.exp(), config: config.clone() })
     }
 
+    /// The config the model was built from.
     pub fn config(&self) -> &ClipConfig {
         &self.config
     }
 
+    /// Where the weights live (inputs must be there too).
     pub fn device(&self) -> &Device {
         self.text.positional_embedding.device()
     }

@@ -44,6 +44,7 @@ impl TextTower {
         })
     }
 
+    /// The config the tower was built from.
     pub fn config(&self) -> &TextConfig {
         &self.config
     }

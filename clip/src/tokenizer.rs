@@ -13,6 +13,14 @@
 //! model repository's own (its start and end tokens are `<start_of_text>`/`<end_of_text>` or Hugging Face's
 //! `<|startoftext|>`/`<|endoftext|>`). Texts are zero-padded to the context length; a text too long keeps its
 //! first `context_length - 2` tokens between the start and end tokens.
+//!
+//! ```
+//! let tok = clip::ClipTokenizer::openai()?;
+//! // <start_of_text> a photo of a cat . <end_of_text>
+//! assert_eq!(tok.encode("A photo of a CAT.")?, [49406, 320, 1125, 539, 320, 2368, 269, 49407]);
+//! assert_eq!(tok.decode(&tok.encode("Tom &amp; Jerry")?)?, "tom & jerry");
+//! # Ok::<(), clip::Error>(())
+//! ```
 
 use std::path::Path;
 
@@ -99,6 +107,7 @@ impl ClipTokenizer {
         Ok(self)
     }
 
+    /// Tokens per text, start and end included (77).
     pub fn context_length(&self) -> usize {
         self.context_length
     }
@@ -108,10 +117,12 @@ impl ClipTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// Id of the start-of-text token (49406).
     pub fn sot_id(&self) -> u32 {
         self.sot
     }
 
+    /// Id of the end-of-text token (49407, the largest: the text tower reads its output there).
     pub fn eot_id(&self) -> u32 {
         self.eot
     }

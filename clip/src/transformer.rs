@@ -44,6 +44,7 @@ pub struct CausalSelfAttention {
 }
 
 impl CausalSelfAttention {
+    /// Loads `in_proj_weight`, `in_proj_bias` and `out_proj` from `vb` (at `attn`).
     pub fn load(width: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
         let w = vb.get((3 * width, width), "in_proj_weight")?;
         let b = vb.get(3 * width, "in_proj_bias")?;
@@ -54,7 +55,7 @@ impl CausalSelfAttention {
         })
     }
 
-    /// `x`: `(N, L, width)`; `mask`: `(L, L)`, 0 where a token may look and -inf where it may not.
+    /// `(N, L, width)` to `(N, L, width)`; `mask` is `(L, L)`, 0 where a token may look, -inf where it may not.
     pub fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (n, l, width) = x.dims3()?;
         let d = width / self.heads;
@@ -127,6 +128,7 @@ impl ResidualAttentionBlock {
         x + self.mlp.forward(&self.ln_2.forward(x)?)?
     }
 
+    /// The whole block on `(N, L, width)` with the causal `mask`.
     pub fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         self.forward_mlp(&self.forward_attention(x, mask)?)
     }

@@ -107,6 +107,7 @@ impl ZeroShotClassifier {
         Ok(Self { labels, weights: Tensor::cat(&rows, 0)?, logit_scale: clip.logit_scale })
     }
 
+    /// The labels, in the order of the columns of [`Self::logits`] and [`Self::probs`].
     pub fn labels(&self) -> &[String] {
         &self.labels
     }

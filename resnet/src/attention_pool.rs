@@ -27,7 +27,7 @@ pub struct AttentionPool {
 impl AttentionPool {
     /// Loads `positional_embedding`, `q_proj`, `k_proj`, `v_proj` and `c_proj` from `vb` (at `attnpool`).
     pub fn load(num_features: usize, num_heads: usize, grid: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
-        if num_heads == 0 || num_features % num_heads != 0 {
+        if num_heads == 0 || !num_features.is_multiple_of(num_heads) {
             bail!("an attention pool cannot split {num_features} features into {num_heads} heads")
         }
         let c = num_features;

@@ -251,6 +251,7 @@ impl ResNetConfig {
         self
     }
 
+    /// The same network with another head (the CLIP towers' attention pool, or a linear classifier).
     pub fn with_head(mut self, head: HeadKind) -> Self {
         self.head = head;
         self
@@ -317,7 +318,7 @@ impl ResNetConfig {
         }
         if let HeadKind::AttentionPool { num_heads, grid } = self.head {
             let features = self.num_features();
-            if num_heads == 0 || grid == 0 || features % num_heads != 0 {
+            if num_heads == 0 || grid == 0 || !features.is_multiple_of(num_heads) {
                 return Err(format!(
                     "an attention pool of {num_heads} heads over a {grid}x{grid} grid cannot split {features} features"
                 ));

@@ -16,6 +16,7 @@ pub enum Head {
 }
 
 impl Head {
+    /// Learnable parameters, as the checkpoint stores them.
     pub fn num_params(&self) -> usize {
         match self {
             Head::Linear(c) => c.num_params(),

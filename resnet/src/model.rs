@@ -54,8 +54,9 @@ impl ResNet {
         Ok(Self { config: config.clone(), stem, stages, head })
     }
 
-    /// Eval-mode logits (N, num_classes) (a CLIP tower's image embeddings). `ModuleT::forward_t(x, true)` is the training pass. (Candle
-    /// implements `ModuleT` for every `Module`, so a type can only implement one of the two.)
+    /// Eval-mode logits (N, num_classes), or a CLIP tower's image embeddings. `ModuleT::forward_t(x, true)` is
+    /// the training pass. (Candle implements `ModuleT` for every `Module`, so a type can only implement one of
+    /// the two.)
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.forward_t(x, false)
     }
