@@ -128,13 +128,13 @@ impl ClipConfig {
         let root: Value =
             serde_json::from_str(json).map_err(|source| Error::Json { what: "OpenCLIP config".to_string(), source })?;
         let cfg = root.get("model_cfg").unwrap_or(&root);
+        // Sizes past a million are a corrupt file, not a model (and would overflow the arithmetic below).
         let uint = |v: &Value, key: &str, default: usize| -> Result<usize> {
             match v.get(key) {
                 None | Some(Value::Null) => Ok(default),
-                Some(x) => x
-                    .as_u64()
-                    .map(|n| n as usize)
-                    .ok_or_else(|| invalid(format!("OpenCLIP config: `{key}` must be a whole number, got {x}"))),
+                Some(x) => x.as_u64().filter(|&n| n <= 1 << 20).map(|n| n as usize).ok_or_else(|| {
+                    invalid(format!("OpenCLIP config: `{key}` must be a whole number up to 2^20, got {x}"))
+                }),
             }
         };
         let embed_dim = uint(cfg, "embed_dim", 0)?;
@@ -151,14 +151,14 @@ impl ClipConfig {
             return Err(invalid("OpenCLIP config: timm image towers (`timm_model_name`) are not supported"));
         }
         let layers: Vec<usize> = match v.get("layers") {
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|n| n as usize).collect(),
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|n| n.min(1 << 20) as usize).collect(),
             _ => return Err(invalid("OpenCLIP config: `vision_cfg.layers` is not a list of four stages (a ViT?)")),
         };
         let layers: [usize; 4] = layers
             .try_into()
             .map_err(|l| invalid(format!("OpenCLIP config: a ResNet image tower has 4 stages, got {l:?}")))?;
         let image_size = match v.get("image_size") {
-            Some(Value::Array(a)) if a.len() == 2 && a[0] == a[1] => a[0].as_u64().unwrap_or(0) as usize,
+            Some(Value::Array(a)) if a.len() == 2 && a[0] == a[1] => a[0].as_u64().unwrap_or(0).min(1 << 20) as usize,
             Some(Value::Array(a)) => return Err(invalid(format!("OpenCLIP config: non-square image size {a:?}"))),
             _ => uint(v, "image_size", 224)?,
         };
@@ -262,6 +262,12 @@ mod tests {
         let vit =
             r#"{"embed_dim": 512, "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32}}"#;
         assert!(ClipConfig::from_open_clip_json(vit).unwrap_err().to_string().contains("ViT"));
+        let huge = r#"{"embed_dim": 512, "vision_cfg": {"layers": [3, 4, 6, 3], "width": 1e30}}"#;
+        assert!(ClipConfig::from_open_clip_json(huge).is_err());
+        let huge = r#"{"embed_dim": 512, "vision_cfg": {"layers": [3, 4, 6, 3], "width": 9007199254740993}}"#;
+        assert!(ClipConfig::from_open_clip_json(huge).is_err());
+        let tiny = r#"{"embed_dim": 512, "vision_cfg": {"layers": [3, 4, 6, 3], "image_size": 16}}"#;
+        assert!(ClipConfig::from_open_clip_json(tiny).is_err());
         let siglip = r#"{"embed_dim": 512, "init_logit_bias": -10, "vision_cfg": {"layers": [3, 4, 6, 3]}}"#;
         assert!(ClipConfig::from_open_clip_json(siglip).unwrap_err().to_string().contains("init_logit_bias"));
         assert!(ClipConfig::from_open_clip_json("{").is_err());

@@ -316,9 +316,15 @@ impl ResNetConfig {
         {
             return Err("anti-aliased strides need bottleneck blocks with the default stride placement".to_string());
         }
+        if let StemKind::Clip { width } = self.stem {
+            if width < 2 {
+                return Err(format!("a CLIP stem of width {width} leaves its first convs without channels"));
+            }
+        }
         if let HeadKind::AttentionPool { num_heads, grid } = self.head {
             let features = self.num_features();
-            if num_heads == 0 || grid == 0 || !features.is_multiple_of(num_heads) {
+            // (A grid past 1024 would be a 32k-pixel input: a corrupt config, not a model.)
+            if num_heads == 0 || grid == 0 || grid > 1024 || !features.is_multiple_of(num_heads) {
                 return Err(format!(
                     "an attention pool of {num_heads} heads over a {grid}x{grid} grid cannot split {features} features"
                 ));

@@ -204,3 +204,24 @@ fn profile_times_the_attention_pool() {
     let embed = pool.forward(&model.forward_features(&c.refs["input"]).unwrap()).unwrap();
     assert_eq!(embed.dims(), &[2, 24]);
 }
+
+/// A checkpoint's own config (`zoo.config`) is downloaded data: absurd CLIP knobs are errors before anything is
+/// allocated, not panics.
+#[test]
+fn corrupt_clip_configs_are_errors() {
+    let good = serde_json::to_value(resnet::variants::resnet50_clip()).unwrap();
+    let cases = [
+        ("head", serde_json::json!({"kind": "attention_pool", "num_heads": 32, "grid": 1u64 << 40})),
+        ("head", serde_json::json!({"kind": "attention_pool", "num_heads": 0, "grid": 7})),
+        ("head", serde_json::json!({"kind": "attention_pool", "num_heads": 3, "grid": 7})),
+        ("stem", serde_json::json!({"kind": "clip", "width": 1})),
+        ("block", serde_json::json!({"kind": "basic"})),
+    ];
+    for (key, value) in cases {
+        let mut json = good.clone();
+        json[key] = value.clone();
+        let cfg: ResNetConfig = serde_json::from_value(json).unwrap();
+        let err = ResNet::new(&cfg, VarBuilder::zeros(DType::F32, &Device::Cpu)).unwrap_err();
+        assert!(err.to_string().contains("invalid ResNet config"), "{key} = {value}: {err}");
+    }
+}
