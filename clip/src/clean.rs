@@ -7,9 +7,10 @@
 //! Latin ligatures, full- and half-width forms, curly quotes, line breaks, ANSI terminal escapes, control
 //! characters, and NFC normalization.
 //!
-//! **The gap:** ftfy's mojibake repair (`fix_encoding`: text that was UTF-8 decoded as Latin-1 or windows-125x,
+//! **The gaps:** ftfy's mojibake repair (`fix_encoding`: text that was UTF-8 decoded as Latin-1 or windows-125x,
 //! like `sÃ³` for `só`) is not reproduced. Such text tokenizes as written here, where OpenCLIP would first repair
-//! it; `tests/fixtures/tokenizer_corpus.json` lists the strings of the corpus this affects. Unicode tables are
+//! it; `tests/fixtures/tokenizer_corpus.json` lists the strings of the corpus this affects. Text escaped more
+//! than [`MAX_FIX_PASSES`] times over keeps the deeper levels (ftfy has no bound). Unicode tables are
 //! Rust's (Python 3.11 has Unicode 14), so characters assigned since may be classified differently.
 //!
 //! ```
@@ -59,9 +60,14 @@ pub fn fix_text(text: &str) -> String {
     out
 }
 
+/// Passes of the fixes over one segment at most. ftfy repeats them until nothing changes; each pass peels one
+/// level of HTML escaping (`&amp;amp;lt;` takes three), so a string escaped a million times over would take a
+/// million passes over itself. Past this many levels the rest stays escaped (a documented difference).
+pub const MAX_FIX_PASSES: usize = 64;
+
 fn fix_segment(segment: &str, unescape: bool) -> String {
     let mut text = segment.to_string();
-    loop {
+    for _ in 0..MAX_FIX_PASSES {
         let before = text.clone();
         if unescape {
             text = html::unescape_strict(&text);
@@ -75,9 +81,10 @@ fn fix_segment(segment: &str, unescape: bool) -> String {
         text.retain(|c| !is_removed_control(c));
         text = text.nfc().collect();
         if text == before {
-            return text;
+            break;
         }
     }
+    text
 }
 
 /// C1 controls U+0080..U+009F as the windows-1252 characters of the same byte (bytes windows-1252 leaves
@@ -199,6 +206,15 @@ mod tests {
         for (s, want) in cases {
             assert_eq!(fix_text(s), want, "{s:?}");
         }
+    }
+
+    #[test]
+    fn deep_escaping_is_bounded() {
+        // 20 000 levels of `&amp;`: ftfy would take 20 000 passes; here the work stops after MAX_FIX_PASSES.
+        let deep = format!("&{}lt;", "amp;".repeat(20_000));
+        let fixed = fix_text(&deep);
+        assert_eq!(fixed.len(), deep.len() - 4 * MAX_FIX_PASSES);
+        assert_eq!(fix_text("&amp;amp;amp;lt;3"), "<3");
     }
 
     #[test]
