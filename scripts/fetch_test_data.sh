@@ -53,3 +53,10 @@ with zipfile.ZipFile(sys.argv[1]) as z:
 PY
     echo "fetched coffee.png, astronaut.png, rocket.jpg into .data/"
 fi
+
+# Optional: OpenAI's RN50 CLIP at full size with random weights and OpenCLIP's outputs for clip/tests/rn50_full.rs
+# (400 MB, so generated rather than committed), written when ZOO_REF_PYTHON names a Python with torch and
+# open_clip_torch (see scripts/README.md). Without it that test is skipped.
+if [ -n "${ZOO_REF_PYTHON:-}" ] && [ ! -f .data/clip_rn50/reference.safetensors ]; then
+    "$ZOO_REF_PYTHON" scripts/gen_clip_fixtures.py --only-rn50 --rn50 .data/clip_rn50
+fi

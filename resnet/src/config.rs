@@ -45,13 +45,16 @@ pub enum StemKind {
     DeepTiered { width: usize },
     /// One 3x3 stride-1 conv to `width` channels and no pooling (CIFAR ResNets).
     Cifar { width: usize },
+    /// CLIP's stem: three 3x3 convs (`width / 2`, `width / 2`, `width` channels, the first with stride 2), each
+    /// with BN and ReLU, then a 2x2 average pool instead of the max-pool (`conv1`/`bn1` .. `conv3`/`bn3`).
+    Clip { width: usize },
 }
 
 impl StemKind {
     /// Channels the stem hands to the first stage.
     pub fn out_channels(self) -> usize {
         match self {
-            StemKind::Classic { width } | StemKind::Cifar { width } => width,
+            StemKind::Classic { width } | StemKind::Cifar { width } | StemKind::Clip { width } => width,
             StemKind::Deep { width } | StemKind::DeepTiered { width } => 2 * width,
         }
     }
@@ -69,6 +72,9 @@ pub enum ShortcutKind {
     Projection,
     /// 2x2 average pool (ceil mode, padding excluded), then a stride-1 1x1 conv and BN (timm "d").
     AvgDownProjection,
+    /// CLIP's anti-aliased shortcut: a `stride x stride` average pool (floor mode; none at stride 1), then a
+    /// stride-1 1x1 conv and BN (`downsample.0`, `downsample.1`).
+    AvgPoolProjection,
 }
 
 /// Which bottleneck convolution carries the stage's stride.
@@ -82,6 +88,33 @@ pub enum StridePlacement {
     FirstOneByOne,
 }
 
+/// Whether a block's convolutions take its stride or an average pool does (anti-aliased downsampling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AntiAlias {
+    /// The convolution [`StridePlacement`] names is strided.
+    #[default]
+    Off,
+    /// Every convolution has stride 1; a `stride x stride` average pool between the 3x3 conv's ReLU and the
+    /// last 1x1 conv takes the stride (CLIP's bottleneck). Bottleneck blocks only.
+    AvgPool,
+}
+
+/// What turns the last stage's feature map into the network's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum HeadKind {
+    /// Global average pooling, then a linear classifier of `num_classes` outputs (`fc`).
+    #[default]
+    Linear,
+    /// CLIP's attention pooling (`attnpool`): the `grid x grid` feature map becomes `grid² + 1` tokens (their
+    /// mean first) plus a learned positional embedding; the mean token attends over all of them with
+    /// `num_heads` heads (`q_proj`, `k_proj`, `v_proj`) and its output, projected by `c_proj` to `num_classes`
+    /// values, is the image embedding. The positional embedding fixes the input size: `grid` times the
+    /// network's output stride (7 x 32 = 224 for RN50).
+    AttentionPool { num_heads: usize, grid: usize },
+}
+
 /// The full description of one ResNet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResNetConfig {
@@ -90,6 +123,8 @@ pub struct ResNetConfig {
     pub shortcut: ShortcutKind,
     #[serde(default)]
     pub stride_placement: StridePlacement,
+    #[serde(default)]
+    pub anti_alias: AntiAlias,
     /// Blocks per stage.
     pub depths: Vec<usize>,
     /// `planes` per stage: the block output is `planes * expansion` channels.
@@ -109,6 +144,9 @@ pub struct ResNetConfig {
     /// stage at 1/16 of the input, `Some(8)` the last two at 1/8. `None` is the network's natural stride.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_stride: Option<usize>,
+    /// The head; with [`HeadKind::AttentionPool`], `num_classes` is the embedding size.
+    #[serde(default)]
+    pub head: HeadKind,
 }
 
 /// How one stage changes resolution: its first block's stride and the dilation of its 3x3 convolutions.
@@ -151,6 +189,7 @@ impl ResNetConfig {
             stem: StemKind::Classic { width: 64 },
             shortcut: ShortcutKind::Projection,
             stride_placement: StridePlacement::ThreeByThree,
+            anti_alias: AntiAlias::Off,
             depths: depths.to_vec(),
             channels: vec![64, 128, 256, 512],
             num_classes: 1000,
@@ -158,6 +197,29 @@ impl ResNetConfig {
             conv_bias: false,
             bn_eps: 1e-5,
             output_stride: None,
+            head: HeadKind::Linear,
+        }
+    }
+
+    /// One of CLIP's image towers ("ModifiedResNet"): bottleneck stages of `width`, `2 * width`, `4 * width` and
+    /// `8 * width` planes, the three-conv [`StemKind::Clip`] stem, anti-aliased downsampling (an average pool
+    /// takes every stride: in the block, [`AntiAlias::AvgPool`], and in its shortcut) and an attention-pooling
+    /// head of `num_heads` heads producing `embed_dim` values for `input_size x input_size` inputs.
+    pub fn clip(depths: [usize; 4], width: usize, embed_dim: usize, num_heads: usize, input_size: usize) -> Self {
+        Self {
+            block: BlockKind::BOTTLENECK,
+            stem: StemKind::Clip { width },
+            shortcut: ShortcutKind::AvgPoolProjection,
+            stride_placement: StridePlacement::ThreeByThree,
+            anti_alias: AntiAlias::AvgPool,
+            depths: depths.to_vec(),
+            channels: vec![width, 2 * width, 4 * width, 8 * width],
+            num_classes: embed_dim,
+            in_channels: 3,
+            conv_bias: false,
+            bn_eps: 1e-5,
+            output_stride: None,
+            head: HeadKind::AttentionPool { num_heads, grid: input_size / 32 },
         }
     }
 
@@ -169,6 +231,7 @@ impl ResNetConfig {
             stem: StemKind::Cifar { width: 16 },
             shortcut: ShortcutKind::ZeroPad,
             stride_placement: StridePlacement::ThreeByThree,
+            anti_alias: AntiAlias::Off,
             depths: vec![n; 3],
             channels: vec![16, 32, 64],
             num_classes: 10,
@@ -176,6 +239,7 @@ impl ResNetConfig {
             conv_bias: false,
             bn_eps: 1e-5,
             output_stride: None,
+            head: HeadKind::Linear,
         }
     }
 
@@ -231,6 +295,12 @@ impl ResNetConfig {
     /// input (8 or 16 for segmentation and detection backbones; see [`ResNetConfig::output_stride`]).
     pub fn with_output_stride(mut self, output_stride: usize) -> Self {
         self.output_stride = Some(output_stride);
+        self
+    }
+
+    /// The same network with another head (the CLIP towers' attention pool, or a linear classifier).
+    pub fn with_head(mut self, head: HeadKind) -> Self {
+        self.head = head;
         self
     }
 
@@ -296,6 +366,15 @@ impl ResNetConfig {
         self.stage_reductions().last().copied().unwrap_or_else(|| self.stem_reduction())
     }
 
+    /// The input side the head was built for: `grid * output_stride` for an attention pool (224 for RN50), `None`
+    /// when any size works.
+    pub fn fixed_input_size(&self) -> Option<usize> {
+        match self.head {
+            HeadKind::AttentionPool { grid, .. } if self.num_classes > 0 => Some(grid * self.total_stride()),
+            _ => None,
+        }
+    }
+
     /// Checks the knobs against each other and against [`limits`]; building a model calls this.
     pub fn validate(&self) -> Result<(), String> {
         use limits::*;
@@ -307,7 +386,7 @@ impl ResNetConfig {
             return Err(format!("{blocks} residual blocks, more than the {MAX_BLOCKS} supported"));
         }
         let stem_width = match self.stem {
-            StemKind::Classic { width } | StemKind::Cifar { width } | StemKind::Deep { width } => width,
+            StemKind::Classic { width } | StemKind::Cifar { width } | StemKind::Deep { width } | StemKind::Clip { width } => width,
             StemKind::DeepTiered { width } => width / 4,
         };
         let widest = self.channels.iter().copied().max().unwrap_or(0);
@@ -369,6 +448,25 @@ impl ResNetConfig {
                     return Err(format!("an option-A (zero-pad) shortcut cannot shrink {cin} channels to {cout}"));
                 }
                 cin = cout;
+            }
+        }
+        if self.anti_alias == AntiAlias::AvgPool
+            && (self.block == BlockKind::Basic || self.stride_placement != StridePlacement::ThreeByThree)
+        {
+            return Err("anti-aliased strides need bottleneck blocks with the default stride placement".to_string());
+        }
+        if let StemKind::Clip { width } = self.stem {
+            if width < 2 {
+                return Err(format!("a CLIP stem of width {width} leaves its first convs without channels"));
+            }
+        }
+        if let HeadKind::AttentionPool { num_heads, grid } = self.head {
+            let features = self.num_features();
+            // (A grid past 1024 would be a 32k-pixel input: a corrupt config, not a model.)
+            if num_heads == 0 || grid == 0 || grid > 1024 || !features.is_multiple_of(num_heads) {
+                return Err(format!(
+                    "an attention pool of {num_heads} heads over a {grid}x{grid} grid cannot split {features} features"
+                ));
             }
         }
         Ok(())

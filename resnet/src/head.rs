@@ -1,9 +1,54 @@
-//! The classifier: global average pooling and one linear layer (`fc`).
+//! The head: global average pooling and one linear layer (`fc`), or CLIP's attention pool (`attnpool`).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
+use crate::attention_pool::AttentionPool;
 use crate::layers::pool;
+
+/// What turns the last stage's feature map into the network's output (see [`crate::config::HeadKind`]).
+#[derive(Debug, Clone)]
+pub enum Head {
+    /// Logits of a classifier.
+    Linear(Classifier),
+    /// CLIP's image embedding.
+    AttentionPool(AttentionPool),
+}
+
+impl Head {
+    /// Learnable parameters, as the checkpoint stores them.
+    pub fn num_params(&self) -> usize {
+        match self {
+            Head::Linear(c) => c.num_params(),
+            Head::AttentionPool(a) => a.num_params(),
+        }
+    }
+
+    /// Size of the output: classes, or the embedding.
+    pub fn out_dim(&self) -> usize {
+        match self {
+            Head::Linear(c) => c.num_classes,
+            Head::AttentionPool(a) => a.out_dim,
+        }
+    }
+
+    /// The classifier, when the head is one.
+    pub fn classifier(&self) -> Option<&Classifier> {
+        match self {
+            Head::Linear(c) => Some(c),
+            Head::AttentionPool(_) => None,
+        }
+    }
+}
+
+impl Module for Head {
+    fn forward(&self, features: &Tensor) -> Result<Tensor> {
+        match self {
+            Head::Linear(c) => c.forward(features),
+            Head::AttentionPool(a) => a.forward(features),
+        }
+    }
+}
 
 /// Pools the last stage's features and maps them to class logits.
 #[derive(Debug, Clone)]

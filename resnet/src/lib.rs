@@ -52,7 +52,8 @@
 //! # Where the paper's ideas live
 //!
 //! Every variant — torchvision's ResNet, ResNeXt and Wide ResNet, timm's "d" and "t" tweaks, the original
-//! "v1" layout and the CIFAR ResNets — is one [`ResNet`] built from a [`ResNetConfig`] ([`variants`] names them).
+//! "v1" layout, the CIFAR ResNets and CLIP's image towers — is one [`ResNet`] built from a [`ResNetConfig`]
+//! ([`variants`] names them).
 //! - `y = F(x) + shortcut(x)`: [`block::ResidualBlock`], with `F` in [`block::ResidualFn`];
 //! - basic block and bottleneck: [`block::BasicBranch`], [`block::BottleneckBranch`];
 //! - the "conv block" that changes shape and the "identity block" that keeps it: [`stage::Stage`];
@@ -62,6 +63,12 @@
 //! - transfer learning by replacing the head: [`ResNet::replace_head`], `train` (feature `train`);
 //! - data preparation (decode, resize, crop, normalize, batch): `data` (feature `image`);
 //! - BatchNorm folding for inference: [`layers::conv_bn`].
+//!
+//! CLIP's ResNets (`resnet50_clip` .. `resnet50x64_clip`, Radford et al. 2021) are members too: a three-conv stem
+//! with an average pool ([`StemKind::Clip`]), anti-aliased strides (an average pool takes the stride in the
+//! bottleneck, [`AntiAlias::AvgPool`], and in the shortcut, [`ShortcutKind::AvgPoolProjection`]) and an
+//! attention-pooling head ([`HeadKind::AttentionPool`], [`attention_pool`]) whose output is the image embedding.
+//! The text tower and zero-shot classification live in the `clip` crate.
 //!
 //! # Cargo features
 //!
@@ -74,6 +81,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attention_pool;
 pub mod block;
 pub mod config;
 pub mod convert;
@@ -98,7 +106,7 @@ pub mod stem;
 pub mod train;
 pub mod variants;
 
-pub use config::{BlockKind, ResNetConfig, ShortcutKind, StemKind, StridePlacement};
+pub use config::{AntiAlias, BlockKind, HeadKind, ResNetConfig, ShortcutKind, StemKind, StridePlacement};
 pub use error::{Error, Result};
 pub use features::FeatureInfo;
 pub use layers::BnMode;

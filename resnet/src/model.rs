@@ -3,10 +3,11 @@
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::attention_pool::AttentionPool;
 use crate::block::{ResidualBlock, Wiring};
-use crate::config::ResNetConfig;
+use crate::config::{HeadKind, ResNetConfig};
 use crate::error::{Error, Result};
-use crate::head::Classifier;
+use crate::head::{Classifier, Head};
 use crate::layers::{pool, BnMode, ConvBn, ConvBnOptions};
 use crate::stage::Stage;
 use crate::stem::Stem;
@@ -21,8 +22,8 @@ pub struct ResNet {
     pub(crate) stem: Stem,
     /// `layer1`, `layer2`, ...
     pub(crate) stages: Vec<Stage>,
-    /// `fc`, absent when `num_classes == 0`.
-    pub(crate) head: Option<Classifier>,
+    /// `fc` (or CLIP's `attnpool`), absent when `num_classes == 0`.
+    pub(crate) head: Option<Head>,
 }
 
 impl ResNet {
@@ -48,16 +49,19 @@ impl ResNet {
             stages.push(Stage::load(config, i, channels, vb.pp(format!("layer{}", i + 1)), opts)?);
             channels = config.channels[i] * config.block.expansion();
         }
-        let head = match config.num_classes {
-            0 => None,
-            n => Some(Classifier::load(channels, n, vb.pp("fc"))?),
+        let head = match (config.num_classes, config.head) {
+            (0, _) => None,
+            (n, HeadKind::Linear) => Some(Head::Linear(Classifier::load(channels, n, vb.pp("fc"))?)),
+            (n, HeadKind::AttentionPool { num_heads, grid }) => {
+                Some(Head::AttentionPool(AttentionPool::load(channels, num_heads, grid, n, vb.pp("attnpool"))?))
+            }
         };
         Ok(Self { config: config.clone(), stem, stages, head })
     }
 
-    /// Eval-mode logits (N, num_classes), or pooled features (N, C) without a head. `ModuleT::forward_t(x,
-    /// true)` is the training pass. (Candle implements `ModuleT` for every `Module`, so a type can only
-    /// implement one of the two.)
+    /// Eval-mode logits (N, num_classes), or a CLIP tower's image embeddings. `ModuleT::forward_t(x, true)` is
+    /// the training pass. (Candle implements `ModuleT` for every `Module`, so a type can only implement one of
+    /// the two.)
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.forward_t(x, false)
     }
@@ -77,16 +81,22 @@ impl ResNet {
         &self.stages
     }
 
-    /// The classifier, if the network has one.
-    pub fn head(&self) -> Option<&Classifier> {
+    /// The head (a linear classifier, or a CLIP tower's attention pool), if the network has one.
+    pub fn head(&self) -> Option<&Head> {
         self.head.as_ref()
     }
 
-    /// Replaces the classifier with a fresh one of `num_classes` outputs, taken from `vb` (at `fc`),
+    /// The linear classifier, if the head is one.
+    pub fn classifier(&self) -> Option<&Classifier> {
+        self.head.as_ref().and_then(Head::classifier)
+    }
+
+    /// Replaces the head with a fresh linear classifier of `num_classes` outputs, taken from `vb` (at `fc`),
     /// keeping the backbone: the transfer-learning step.
     pub fn replace_head(&mut self, num_classes: usize, vb: VarBuilder) -> Result<()> {
-        self.head = Some(Classifier::load(self.config.num_features(), num_classes, vb)?);
+        self.head = Some(Head::Linear(Classifier::load(self.config.num_features(), num_classes, vb)?));
         self.config.num_classes = num_classes;
+        self.config.head = HeadKind::Linear;
         Ok(())
     }
 
@@ -95,7 +105,7 @@ impl ResNet {
     pub fn num_params(&self) -> usize {
         self.stem.num_params()
             + self.stages.iter().map(Stage::num_params).sum::<usize>()
-            + self.head.as_ref().map_or(0, Classifier::num_params)
+            + self.head.as_ref().map_or(0, Head::num_params)
     }
 
     /// Every residual block in forward order with its checkpoint name (`layer1.0`, `layer1.1`, ...).
@@ -157,7 +167,7 @@ impl ResNet {
         Ok(x)
     }
 
-    /// Logits from a feature map; pooled features when there is no head.
+    /// Logits (a CLIP tower's embeddings) from a feature map; pooled features when there is no head.
     pub fn forward_head(&self, features: &Tensor) -> candle_core::Result<Tensor> {
         match &self.head {
             Some(head) => head.forward(features),

@@ -1,13 +1,15 @@
 //! Op-by-op execution of a network, for per-layer reports (`zoo info`, `zoo bench --layers`).
 //!
 //! The walk follows the same modules the forward pass uses, one op at a time: each stem conv, the
-//! max-pool, and inside each block every conv (with its ReLU), the shortcut and the residual add.
+//! max-pool (CLIP: average pool), and inside each block every conv (with its ReLU), CLIP's anti-aliasing
+//! average pool, the shortcut and the residual add; then the head (`fc`, or CLIP's `attnpool`).
 
 use std::time::{Duration, Instant};
 
 use candle_core::{Module, ModuleT, Result, Tensor};
 
 use crate::block::ResidualBlock;
+use crate::head::Head;
 use crate::layers::{pool, ConvBn};
 use crate::model::ResNet;
 use crate::shortcut::Shortcut;
@@ -20,6 +22,14 @@ pub enum OpKind {
     Shortcut,
     Add,
     Head,
+    /// Token lookup and positional embedding (CLIP's text tower).
+    Embedding,
+    /// Self-attention with its residual add (CLIP's text tower).
+    Attention,
+    /// MLP with its residual add (CLIP's text tower).
+    Mlp,
+    /// LayerNorm (CLIP's text tower).
+    Norm,
 }
 
 /// One executed op.
@@ -54,12 +64,22 @@ pub fn profile(model: &ResNet, x: &Tensor, timing: &Timing) -> Result<Vec<OpReco
     if model.stem().has_max_pool() {
         x = record(&mut out, "maxpool", OpKind::Pool, 0, 0, timing, || pool::max_pool_3x3_s2(&x))?;
     }
+    if model.stem().has_avg_pool() {
+        x = record(&mut out, "avgpool", OpKind::Pool, 0, 0, timing, || pool::avg_pool(&x, 2))?;
+    }
     for (name, block) in model.blocks() {
         x = block_ops(&mut out, &name, block, &x, timing)?;
     }
-    if let Some(head) = model.head() {
-        let macs = (x.dim(0)? * x.dim(1)? * head.num_classes) as u64;
-        record(&mut out, "fc", OpKind::Head, head.num_params(), macs, timing, || head.forward(&x))?;
+    match model.head() {
+        Some(Head::Linear(head)) => {
+            let macs = (x.dim(0)? * x.dim(1)? * head.num_classes) as u64;
+            record(&mut out, "fc", OpKind::Head, head.num_params(), macs, timing, || head.forward(&x))?;
+        }
+        Some(Head::AttentionPool(pool)) => {
+            let macs = pool.macs(x.dim(0)?);
+            record(&mut out, "attnpool", OpKind::Head, pool.num_params(), macs, timing, || pool.forward(&x))?;
+        }
+        None => {}
     }
     Ok(out)
 }
@@ -69,6 +89,10 @@ fn block_ops(out: &mut Vec<OpRecord>, prefix: &str, block: &ResidualBlock, x: &T
     let mut y = x.clone();
     for (i, (name, conv)) in layers.iter().enumerate() {
         let last = i + 1 == layers.len();
+        let window = block.residual.pool_before_last();
+        if last && window > 1 {
+            y = record(out, &format!("{prefix}.avgpool"), OpKind::Pool, 0, 0, t, || pool::avg_pool(&y, window))?;
+        }
         y = conv_op(out, &format!("{prefix}.{name}"), conv, &y, !last, t)?;
     }
     let sc = &block.shortcut;
@@ -86,6 +110,7 @@ fn shortcut_macs(sc: &Shortcut, out: &Tensor) -> u64 {
     match sc {
         Shortcut::Projection(c) => conv_macs(c, out.dims()),
         Shortcut::AvgDown(a) => conv_macs(&a.proj, out.dims()),
+        Shortcut::PooledProjection(p) => conv_macs(&p.proj, out.dims()),
         _ => 0,
     }
 }
@@ -103,7 +128,7 @@ fn conv_op(out: &mut Vec<OpRecord>, name: &str, conv: &ConvBn, x: &Tensor, relu:
 }
 
 /// Runs `op` `t.repeats` times (at least once), records the median, returns the last output.
-fn record(
+pub fn record(
     out: &mut Vec<OpRecord>,
     name: &str,
     kind: OpKind,

@@ -21,6 +21,8 @@ pub enum Shortcut {
     Projection(ConvBn),
     /// timm "d": 2x2 average pool when strided, then a 1x1 conv + BN (`downsample.1`, `downsample.2`).
     AvgDown(AvgDown),
+    /// CLIP: `stride x stride` average pool, then a 1x1 conv + BN (`downsample.0`, `downsample.1`).
+    PooledProjection(PooledProjection),
 }
 
 /// Option A's subsample-and-pad.
@@ -52,6 +54,15 @@ pub enum AvgDownPool {
     /// timm's `AvgPool2dSame(2, stride=1)` in a dilated stage: zero padding on the bottom and right, then
     /// a 2x2 average (the padding counted), so the resolution is kept.
     Same,
+}
+
+/// CLIP's anti-aliased projection: `nn.AvgPool2d(stride)` (floor mode) then a stride-1 1x1 conv and BN.
+#[derive(Debug, Clone)]
+pub struct PooledProjection {
+    /// Pool window and stride; 1 = no pool.
+    pub stride: usize,
+    /// The 1x1 conv + BN.
+    pub proj: ConvBn,
 }
 
 /// Where a shortcut sits and what it must produce.
@@ -99,6 +110,11 @@ impl Shortcut {
                 };
                 Shortcut::AvgDown(AvgDown { pool, proj })
             }
+            ShortcutKind::AvgPoolProjection => {
+                let spec = ConvSpec::new(cin, cout, 1, 1);
+                let proj = ConvBn::load(spec, vb.pp("0"), vb.pp("1"), opts)?;
+                Shortcut::PooledProjection(PooledProjection { stride, proj })
+            }
         })
     }
 
@@ -112,6 +128,7 @@ impl Shortcut {
             Shortcut::Identity | Shortcut::ZeroPad(_) => 0,
             Shortcut::Projection(p) => p.num_params(),
             Shortcut::AvgDown(a) => a.proj.num_params(),
+            Shortcut::PooledProjection(p) => p.proj.num_params(),
         }
     }
 
@@ -122,6 +139,7 @@ impl Shortcut {
             Shortcut::ZeroPad(_) => "zero-pad (option A)",
             Shortcut::Projection(_) => "1x1 conv + BN (option B)",
             Shortcut::AvgDown(_) => "avg-pool + 1x1 conv + BN",
+            Shortcut::PooledProjection(_) => "avg-pool(stride) + 1x1 conv + BN (CLIP)",
         }
     }
 }
@@ -140,6 +158,7 @@ impl ModuleT for Shortcut {
                 };
                 a.proj.forward_t(&x, train)
             }
+            Shortcut::PooledProjection(p) => p.proj.forward_t(&pool::avg_pool(x, p.stride)?, train),
         }
     }
 }

@@ -6,14 +6,17 @@ use candle_nn::VarBuilder;
 use crate::config::StemKind;
 use crate::layers::{pool, ConvBn, ConvBnOptions, ConvSpec};
 
-/// The stem's convolutions, named as in torchvision (`conv1`, `bn1`) or timm's deep stem
-/// (`conv1.0`/`conv1.1`, `conv1.3`/`conv1.4`, `conv1.6` with `bn1`).
+/// The stem's convolutions, named as in torchvision (`conv1`, `bn1`), timm's deep stem
+/// (`conv1.0`/`conv1.1`, `conv1.3`/`conv1.4`, `conv1.6` with `bn1`) or CLIP (`conv1`/`bn1` .. `conv3`/`bn3`),
+/// each followed by a ReLU, then at most one of the two pools.
 #[derive(Debug, Clone)]
 pub struct Stem {
     /// Each conv+BN (+ReLU) with its checkpoint name.
     pub(crate) convs: Vec<(String, ConvBn)>,
-    /// Whether the 3x3 stride-2 max-pool follows (every stem but the CIFAR one).
+    /// Whether the 3x3 stride-2 max-pool follows (every stem but CIFAR's and CLIP's).
     pub(crate) max_pool: bool,
+    /// Whether a 2x2 average pool follows (CLIP).
+    pub(crate) avg_pool: bool,
 }
 
 impl Stem {
@@ -38,8 +41,18 @@ impl Stem {
                     ("conv1.6".to_string(), ConvBn::load(c(width, 2 * width, 3, 1), seq.pp("6"), vb.pp("bn1"), opts)?),
                 ]
             }
+            StemKind::Clip { width } => {
+                let plan = [(in_channels, width / 2, 2), (width / 2, width / 2, 1), (width / 2, width, 1)];
+                let mut convs = Vec::with_capacity(3);
+                for (i, (cin, cout, stride)) in plan.into_iter().enumerate() {
+                    let (conv, bn) = (format!("conv{}", i + 1), format!("bn{}", i + 1));
+                    convs.push((conv.clone(), ConvBn::load(c(cin, cout, 3, stride), vb.pp(&conv), vb.pp(&bn), opts)?));
+                }
+                convs
+            }
         };
-        Ok(Self { convs, max_pool: !matches!(kind, StemKind::Cifar { .. }) })
+        let max_pool = !matches!(kind, StemKind::Cifar { .. } | StemKind::Clip { .. });
+        Ok(Self { convs, max_pool, avg_pool: matches!(kind, StemKind::Clip { .. }) })
     }
 
     /// Learnable parameters as the checkpoint stores them.
@@ -68,10 +81,16 @@ impl Stem {
 
     /// The pool after the convolutions (the identity for the CIFAR stem).
     pub fn forward_pool(&self, x: &Tensor) -> Result<Tensor> {
-        match self.max_pool {
-            true => pool::max_pool_3x3_s2(x),
-            false => Ok(x.clone()),
+        match (self.max_pool, self.avg_pool) {
+            (true, _) => pool::max_pool_3x3_s2(x),
+            (false, true) => pool::avg_pool(x, 2),
+            (false, false) => Ok(x.clone()),
         }
+    }
+
+    /// Whether the stem ends in CLIP's 2x2 average pool.
+    pub fn has_avg_pool(&self) -> bool {
+        self.avg_pool
     }
 }
 

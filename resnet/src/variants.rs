@@ -60,6 +60,16 @@ variants! {
     resnet56 => ResNetConfig::cifar(9);
     resnet110 => ResNetConfig::cifar(18);
     resnet1202 => ResNetConfig::cifar(200);
+    /// OpenAI CLIP RN50's image tower: 1024-d embeddings of 224x224 inputs, 32 attention-pool heads.
+    resnet50_clip => ResNetConfig::clip([3, 4, 6, 3], 64, 1024, 32, 224);
+    /// CLIP RN101: 512-d embeddings at 224x224.
+    resnet101_clip => ResNetConfig::clip([3, 4, 23, 3], 64, 512, 32, 224);
+    /// CLIP RN50x4: width 80, 640-d embeddings at 288x288.
+    resnet50x4_clip => ResNetConfig::clip([4, 6, 10, 6], 80, 640, 40, 288);
+    /// CLIP RN50x16: width 96, 768-d embeddings at 384x384.
+    resnet50x16_clip => ResNetConfig::clip([6, 8, 18, 8], 96, 768, 48, 384);
+    /// CLIP RN50x64: width 128, 1024-d embeddings at 448x448.
+    resnet50x64_clip => ResNetConfig::clip([3, 15, 36, 10], 128, 1024, 64, 448);
 }
 
 /// The config of a named variant. A timm pretrained tag (`resnet50.a1_in1k`) is accepted and ignored.

@@ -87,3 +87,52 @@ fn every_variant_builds_by_name() {
     let err = resnet::variants::by_name("resnet51").unwrap_err().to_string();
     assert!(err.contains("resnet51") && err.contains("resnet50"), "{err}");
 }
+
+/// Zero tensors without memory (one value broadcast to each shape): RN50x64's tower is 420M parameters.
+struct BroadcastZeros;
+
+impl candle_nn::var_builder::SimpleBackend for BroadcastZeros {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        _: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        candle_core::Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+    }
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<candle_core::Tensor> {
+        candle_core::bail!("no shape for {name}")
+    }
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+fn count_without_memory(name: &str) -> usize {
+    let cfg = resnet::variants::by_name(name).unwrap();
+    let vb = VarBuilder::from_backend(Box::new(BroadcastZeros), DType::F32, Device::Cpu);
+    ResNet::load(&cfg, vb, BnMode::Keep).unwrap().num_params()
+}
+
+/// CLIP's image towers against OpenCLIP's `ModifiedResNet` and timm's `resnet*_clip` (equal counts), and their
+/// knobs against OpenCLIP's model configs (`clip_param_counts.json`, written by `scripts/gen_clip_fixtures.py`).
+#[test]
+fn clip_towers_match_open_clip_and_timm() {
+    let text = std::fs::read_to_string(common::fixture("clip_param_counts.json")).unwrap();
+    let towers: std::collections::BTreeMap<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(towers.len(), 5);
+    for (name, t) in towers {
+        let int = |k: &str| t[k].as_u64().unwrap() as usize;
+        assert_eq!(count_without_memory(&name), int("params"), "{name}");
+        let cfg = resnet::variants::by_name(&name).unwrap();
+        let layers: Vec<usize> = serde_json::from_value(t["layers"].clone()).unwrap();
+        assert_eq!(cfg.depths, layers, "{name}");
+        assert_eq!(cfg.stem, StemKind::Clip { width: int("width") }, "{name}");
+        assert_eq!(cfg.num_classes, int("embed_dim"), "{name}");
+        let grid = int("image_size") / 32;
+        assert_eq!(cfg.head, resnet::HeadKind::AttentionPool { num_heads: int("heads"), grid }, "{name}");
+        assert_eq!(cfg.fixed_input_size(), Some(int("image_size")), "{name}");
+    }
+}

@@ -3,8 +3,8 @@
 use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::config::StridePlacement;
-use crate::layers::{ConvBn, ConvBnOptions, ConvSpec};
+use crate::config::{AntiAlias, StridePlacement};
+use crate::layers::{pool, ConvBn, ConvBnOptions, ConvSpec};
 
 /// Channel plan of one bottleneck.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +21,8 @@ pub struct BottleneckSpec {
     pub stride_placement: StridePlacement,
     /// Dilation of the 3x3 conv (1 unless the stage trades its stride for dilation).
     pub dilation: usize,
+    /// Whether an average pool takes the stride (CLIP) instead of a conv.
+    pub anti_alias: AntiAlias,
 }
 
 impl BottleneckSpec {
@@ -30,20 +32,24 @@ impl BottleneckSpec {
     }
 }
 
-/// `F(x) = BN(conv1x1(ReLU(BN(conv3x3(ReLU(BN(conv1x1(x))))))))`.
+/// `F(x) = BN(conv1x1(ReLU(BN(conv3x3(ReLU(BN(conv1x1(x))))))))`; anti-aliased (CLIP), with an average pool
+/// taking the stride before the last conv: `BN(conv1x1(avgpool(ReLU(BN(conv3x3(..))))))`.
 #[derive(Debug, Clone)]
 pub struct BottleneckBranch {
     pub conv1: ConvBn,
     pub conv2: ConvBn,
     pub conv3: ConvBn,
+    /// Window (= stride) of the average pool between `conv2` and `conv3`; 1 when there is none.
+    pub pool: usize,
 }
 
 impl BottleneckBranch {
     pub fn load(spec: BottleneckSpec, vb: &VarBuilder, opts: ConvBnOptions) -> Result<Self> {
         let width = spec.width();
-        let (s1, s3) = match spec.stride_placement {
-            StridePlacement::ThreeByThree => (1, spec.stride),
-            StridePlacement::FirstOneByOne => (spec.stride, 1),
+        let (s1, s3, pool) = match (spec.anti_alias, spec.stride_placement) {
+            (AntiAlias::AvgPool, _) => (1, 1, spec.stride),
+            (AntiAlias::Off, StridePlacement::ThreeByThree) => (1, spec.stride, 1),
+            (AntiAlias::Off, StridePlacement::FirstOneByOne) => (spec.stride, 1, 1),
         };
         let c1 = ConvSpec::new(spec.in_channels, width, 1, s1);
         let c2 = ConvSpec::new(width, width, 3, s3).with_groups(spec.groups).with_dilation(spec.dilation);
@@ -52,13 +58,14 @@ impl BottleneckBranch {
             conv1: ConvBn::load(c1, vb.pp("conv1"), vb.pp("bn1"), opts)?,
             conv2: ConvBn::load(c2, vb.pp("conv2"), vb.pp("bn2"), opts)?,
             conv3: ConvBn::load(c3, vb.pp("conv3"), vb.pp("bn3"), opts)?,
+            pool,
         })
     }
 
     /// `ReLU(F(x) + shortcut)`, the whole block, with the add and ReLU fused into `conv3`.
     pub fn forward_block(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.conv1.forward_fused(x, None, true, train)?;
-        let y = self.conv2.forward_fused(&y, None, true, train)?;
+        let y = pool::avg_pool(&self.conv2.forward_fused(&y, None, true, train)?, self.pool)?;
         self.conv3.forward_fused(&y, Some(shortcut), true, train)
     }
 
@@ -70,7 +77,7 @@ impl BottleneckBranch {
 impl ModuleT for BottleneckBranch {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.conv1.forward_fused(x, None, true, train)?;
-        let y = self.conv2.forward_fused(&y, None, true, train)?;
+        let y = pool::avg_pool(&self.conv2.forward_fused(&y, None, true, train)?, self.pool)?;
         self.conv3.forward_t(&y, train)
     }
 }

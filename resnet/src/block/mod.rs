@@ -33,6 +33,15 @@ impl ResidualFn {
 }
 
 impl ResidualFn {
+    /// Window of the average pool that takes the stride before the last conv (CLIP's anti-aliasing); 1 when
+    /// there is none.
+    pub fn pool_before_last(&self) -> usize {
+        match self {
+            ResidualFn::Basic(_) => 1,
+            ResidualFn::Bottleneck(b) => b.pool,
+        }
+    }
+
     /// `ReLU(F(x) + shortcut)`, with the add and the ReLU fused into the last convolution.
     pub fn forward_block(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
         match self {
@@ -103,6 +112,7 @@ impl ResidualBlock {
                     base_width,
                     stride_placement: cfg.stride_placement,
                     dilation: geometry.first_dilation,
+                    anti_alias: cfg.anti_alias,
                 };
                 ResidualFn::Bottleneck(BottleneckBranch::load(spec, &vb, opts)?)
             }
@@ -140,6 +150,7 @@ impl ResidualBlock {
         match &self.shortcut {
             Shortcut::Projection(p) => out.push(("downsample.0", p)),
             Shortcut::AvgDown(a) => out.push(("downsample.1", &a.proj)),
+            Shortcut::PooledProjection(p) => out.push(("downsample.0", &p.proj)),
             Shortcut::Identity | Shortcut::ZeroPad(_) => {}
         }
         out

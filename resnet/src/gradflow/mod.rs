@@ -111,7 +111,7 @@ pub fn forward(net: &ResNet, x: &Tensor, wiring: Wiring, bn_train: bool) -> cand
 pub fn weight_layers(net: &ResNet) -> Vec<(String, Tensor)> {
     let mut out: Vec<(String, Tensor)> =
         net.conv_layers().into_iter().map(|(name, conv)| (name, conv.conv().weight().clone())).collect();
-    if let Some(head) = net.head() {
+    if let Some(head) = net.classifier() {
         out.push(("fc".to_string(), head.fc.weight().clone()));
     }
     out

@@ -70,6 +70,15 @@ pub fn avg_pool_2x2_same(x: &Tensor) -> Result<Tensor> {
     sum * 0.25
 }
 
+/// `nn.AvgPool2d(k)`: `k x k` windows at stride `k`, floor mode (a ragged last row or column is dropped); the
+/// identity for `k = 1`. CLIP's stem pool and anti-aliased strides.
+pub fn avg_pool(x: &Tensor, k: usize) -> Result<Tensor> {
+    match k {
+        1 => Ok(x.clone()),
+        _ => x.avg_pool2d(k),
+    }
+}
+
 /// `x[:, :, ::stride, ::stride]` (option A's subsampling): a 1x1 max-pool with the given stride picks exactly
 /// those pixels; a tensor that tracks gradients takes strided views instead.
 pub fn subsample(x: &Tensor, stride: usize) -> Result<Tensor> {
