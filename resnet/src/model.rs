@@ -71,6 +71,16 @@ impl ResNet {
         &self.config
     }
 
+    /// The dtype of the weights (that of the first convolution's).
+    pub fn dtype(&self) -> candle_core::DType {
+        self.stem.convs.first().map_or(candle_core::DType::F32, |(_, c)| c.conv().weight().dtype())
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &candle_core::Device {
+        self.stem.convs.first().map_or(&candle_core::Device::Cpu, |(_, c)| c.conv().weight().device())
+    }
+
     /// The stem (the layers before `layer1`).
     pub fn stem(&self) -> &Stem {
         &self.stem

@@ -19,15 +19,16 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use weights::PreprocessConfig;
 
 use crate::error::Result;
 use crate::load::{self, LoadOptions};
 use crate::model::ResNet;
 
-/// One predicted class.
-#[derive(Debug, Clone, PartialEq)]
+/// One predicted class; serialized as `{"class": 285, "label": "Egyptian cat", "prob": 0.78}`, the form of
+/// `zoo run --json` and of `zoo serve`'s answers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Prediction {
     /// Index of the class (the classifier's output).
     pub class: usize,
@@ -75,8 +76,7 @@ impl Pretrained {
             3 => x.unsqueeze(0)?,
             _ => x.clone(),
         };
-        let param_dtype = self.model.head().map(|h| h.fc.weight().dtype()).unwrap_or(DType::F32);
-        let x = x.to_device(self.device())?.to_dtype(param_dtype)?;
+        let x = x.to_device(self.model.device())?.to_dtype(self.model.dtype())?;
         let logits = self.model.forward(&x)?.to_dtype(DType::F32)?;
         crate::finite::ensure_finite(&logits, || format!("the logits of {}", self.source))?;
         Ok(logits)
@@ -102,7 +102,7 @@ impl Pretrained {
 
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
-        self.model.head().map(|h| h.fc.weight().device()).unwrap_or(&Device::Cpu)
+        self.model.device()
     }
 
     /// The model's input for one image: decoded (the format from its bytes), resized, cropped and normalized

@@ -52,7 +52,7 @@ fn check(name: &str) -> (f32, f32) {
         let vb = VarBuilder::from_tensors(c.weights.clone(), DType::F32, &Device::Cpu);
         let model = ResNet::load(&c.cfg, vb, mode).unwrap();
         let mut outputs = vec![("embedding".to_string(), model.forward(input).unwrap())];
-        outputs.push(("stem".to_string(), model.stem.forward_t(input, false).unwrap()));
+        outputs.push(("stem".to_string(), model.stem().forward_t(input, false).unwrap()));
         for (i, s) in model.forward_stages(input).unwrap().into_iter().enumerate() {
             outputs.push((format!("stage{}", i + 1), s));
         }
@@ -191,7 +191,7 @@ fn profile_times_the_attention_pool() {
     }
     let head = ops.last().unwrap();
     assert_eq!((head.name.as_str(), head.shape.as_slice()), ("attnpool", &[2usize, 24][..]));
-    let pool = match &model.head {
+    let pool = match model.head() {
         Some(resnet::head::Head::AttentionPool(p)) => p,
         other => panic!("expected an attention pool, got {other:?}"),
     };
