@@ -23,11 +23,9 @@ fn networks(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::new("ours", batch), &x, |b, x| {
                 b.iter(|| p.ours.forward(x).unwrap())
             });
-            g.bench_with_input(
-                BenchmarkId::new("candle-transformers", batch),
-                &x,
-                |b, x| b.iter(|| p.theirs.forward(x).unwrap()),
-            );
+            g.bench_with_input(BenchmarkId::new("candle-transformers", batch), &x, |b, x| {
+                b.iter(|| p.theirs.forward(x).unwrap())
+            });
         }
         g.finish();
     }

@@ -69,10 +69,7 @@ impl ConvCase {
     pub fn flops(&self) -> f64 {
         let o = self.spec.output_size(self.size) as f64;
         let s = self.spec;
-        2.0 * o
-            * o
-            * s.out_channels as f64
-            * (s.in_channels / s.groups * s.kernel * s.kernel) as f64
+        2.0 * o * o * s.out_channels as f64 * (s.in_channels / s.groups * s.kernel * s.kernel) as f64
     }
 }
 
@@ -138,12 +135,7 @@ pub struct ConvBench {
 impl ConvBench {
     pub fn new(case: ConvCase, batch: usize, device: &Device) -> Result<Self> {
         let s = case.spec;
-        let x = Tensor::randn(
-            0f32,
-            1f32,
-            (batch, s.in_channels, case.size, case.size),
-            device,
-        )?;
+        let x = Tensor::randn(0f32, 1f32, (batch, s.in_channels, case.size, case.size), device)?;
         let fan_in = (s.in_channels / s.groups * s.kernel * s.kernel) as f32;
         let weight = (Tensor::randn(0f32, 1f32, s.weight_shape(), device)? / fan_in.sqrt() as f64)?;
         let bias = Tensor::randn(0f32, 1f32, s.out_channels, device)?;
@@ -165,9 +157,7 @@ impl ConvBench {
     /// Candle's `conv2d` (one conv per group when grouped) followed by a broadcast bias add.
     pub fn run_candle(&self) -> Result<Tensor> {
         let s = self.case.spec;
-        let y = self
-            .x
-            .conv2d(&self.weight, s.padding, s.stride, 1, s.groups)?;
+        let y = self.x.conv2d(&self.weight, s.padding, s.stride, 1, s.groups)?;
         y.broadcast_add(&self.bias.reshape((1, s.out_channels, 1, 1))?)
     }
 }

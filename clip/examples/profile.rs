@@ -17,20 +17,31 @@ fn main() -> Result<()> {
     let device = Device::Cpu;
     let config = ClipConfig::by_name(&name)?;
     let model = Clip::new(&config, VarBuilder::zeros(DType::F32, &device))?;
-    let timing = Timing { repeats: 5, sync: &|| Ok(()) };
+    let timing = Timing {
+        repeats: 5,
+        sync: &|| Ok(()),
+    };
 
     let size = config.image_size();
     let image = Tensor::zeros((1, 3, size, size), DType::F32, &device)?;
     let ops = resnet::profile::profile(&model.visual, &image, &timing)?;
     println!("{name} image tower, 1 image of {size}x{size}: {:.1} ms", total_ms(&ops));
-    print(ops.iter().filter(|o| !o.name.contains('.') || o.name.ends_with("attnpool")));
+    print(
+        ops.iter()
+            .filter(|o| !o.name.contains('.') || o.name.ends_with("attnpool")),
+    );
 
     let tokenizer = ClipTokenizer::openai()?;
-    let texts: Vec<String> = (0..prompts).map(|i| format!("a photo of a thing number {i}.")).collect();
+    let texts: Vec<String> = (0..prompts)
+        .map(|i| format!("a photo of a thing number {i}."))
+        .collect();
     let tokens = tokenizer.tokenize(&texts, &device)?;
     let ops = clip::profile::profile_text(&model.text, &tokens, &timing)?;
     println!("\n{name} text tower, {prompts} prompts: {:.1} ms", total_ms(&ops));
-    print(ops.iter().filter(|o| !o.name.contains("resblocks.") || o.name.contains("resblocks.0.")));
+    print(
+        ops.iter()
+            .filter(|o| !o.name.contains("resblocks.") || o.name.contains("resblocks.0.")),
+    );
     Ok(())
 }
 
@@ -39,10 +50,18 @@ fn total_ms(ops: &[OpRecord]) -> f64 {
 }
 
 fn print<'a>(ops: impl Iterator<Item = &'a OpRecord>) {
-    println!("{:<34} {:>18} {:>10} {:>9} {:>9}", "op", "output", "params", "MFLOP", "ms");
+    println!(
+        "{:<34} {:>18} {:>10} {:>9} {:>9}",
+        "op", "output", "params", "MFLOP", "ms"
+    );
     for o in ops {
         let shape = format!("{:?}", o.shape);
         let mflop = 2.0 * o.macs as f64 / 1e6;
-        println!("{:<34} {shape:>18} {:>10} {mflop:>9.1} {:>9.3}", o.name, o.params, o.median.as_secs_f64() * 1e3);
+        println!(
+            "{:<34} {shape:>18} {:>10} {mflop:>9.1} {:>9.3}",
+            o.name,
+            o.params,
+            o.median.as_secs_f64() * 1e3
+        );
     }
 }

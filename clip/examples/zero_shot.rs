@@ -20,8 +20,13 @@ use resnet::BnMode;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut weights, mut model_name, mut labels, mut ensemble, mut images) =
-        (None, "resnet50_clip".to_string(), "a cat,a dog,a car".to_string(), false, Vec::new());
+    let (mut weights, mut model_name, mut labels, mut ensemble, mut images) = (
+        None,
+        "resnet50_clip".to_string(),
+        "a cat,a dog,a car".to_string(),
+        false,
+        Vec::new(),
+    );
     while let Some(a) = args.next() {
         match a.as_str() {
             "--weights" => weights = Some(args.next().context("--weights needs a path")?),
@@ -40,15 +45,27 @@ fn main() -> Result<()> {
         Some(path) => {
             // Checkpoint names mapped to OpenCLIP's layout (timm's image tower names, `module.`, ...).
             let stored = candle_core::safetensors::load(path, &device)?;
-            let tensors: HashMap<String, Tensor> =
-                stored.into_iter().filter_map(|(k, v)| clip::keys::canonical_name(&k).map(|k| (k, v))).collect();
-            (Clip::new(&config, VarBuilder::from_tensors(tensors, DType::F32, &device))?, path.clone())
+            let tensors: HashMap<String, Tensor> = stored
+                .into_iter()
+                .filter_map(|(k, v)| clip::keys::canonical_name(&k).map(|k| (k, v)))
+                .collect();
+            (
+                Clip::new(&config, VarBuilder::from_tensors(tensors, DType::F32, &device))?,
+                path.clone(),
+            )
         }
-        None => (random_model(&config, &device)?, "random weights (seed 0): the probabilities mean nothing".into()),
+        None => (
+            random_model(&config, &device)?,
+            "random weights (seed 0): the probabilities mean nothing".into(),
+        ),
     };
     let tokenizer = ClipTokenizer::openai()?;
     let labels: Vec<&str> = labels.split(',').map(str::trim).filter(|l| !l.is_empty()).collect();
-    let templates = if ensemble { clip::openai_imagenet_templates() } else { vec![SINGLE_TEMPLATE] };
+    let templates = if ensemble {
+        clip::openai_imagenet_templates()
+    } else {
+        vec![SINGLE_TEMPLATE]
+    };
     let classifier = ZeroShotClassifier::new(&model, &tokenizer, &labels, &templates)?;
     println!(
         "{model_name} ({} parameters, {source}); {} labels x {} templates",
@@ -74,9 +91,18 @@ fn main() -> Result<()> {
 fn random_model(config: &ClipConfig, device: &Device) -> Result<Clip> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let varmap = VarMap::new();
-    Clip::load(config, VarBuilder::from_varmap(&varmap, DType::F32, device), BnMode::Keep)?;
-    let mut vars: Vec<(String, candle_core::Var)> =
-        varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?.clone().into_iter().collect();
+    Clip::load(
+        config,
+        VarBuilder::from_varmap(&varmap, DType::F32, device),
+        BnMode::Keep,
+    )?;
+    let mut vars: Vec<(String, candle_core::Var)> = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("varmap lock"))?
+        .clone()
+        .into_iter()
+        .collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, var) in vars {
         let shape = var.shape().clone();
@@ -90,7 +116,11 @@ fn random_model(config: &ClipConfig, device: &Device) -> Result<Clip> {
         } else {
             // Uniform with the standard deviation of a fan-in scaled normal (0.1 for biases and BN means).
             let fan_in: usize = shape.dims().iter().skip(1).product::<usize>().max(1);
-            let std = if shape.rank() == 1 { 0.1 } else { (1.0 / fan_in as f32).sqrt() };
+            let std = if shape.rank() == 1 {
+                0.1
+            } else {
+                (1.0 / fan_in as f32).sqrt()
+            };
             let half = std * 3f32.sqrt();
             uniform(-half, half)
         };

@@ -76,7 +76,9 @@ fn fix_segment(segment: &str, unescape: bool) -> String {
         text = fix_latin_ligatures(&text);
         text = fix_character_width(&text);
         text = text.chars().map(uncurl_quote).collect();
-        text = text.replace("\r\n", "\n").replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n");
+        text = text
+            .replace("\r\n", "\n")
+            .replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n");
         text = remove_terminal_escapes(&text);
         text.retain(|c| !is_removed_control(c));
         text = text.nfc().collect();
@@ -194,7 +196,10 @@ mod tests {
     #[test]
     fn ftfy_examples() {
         let cases = [
-            ("Broken text&hellip; it&#x2019;s ﬂubberiﬁc!", "Broken text… it's flubberific!"),
+            (
+                "Broken text&hellip; it&#x2019;s ﬂubberiﬁc!",
+                "Broken text… it's flubberific!",
+            ),
             ("ＬＯＵＤ　ＮＯＩＳＥＳ", "LOUD NOISES"),
             ("Ｕﾀｰﾝ", "Uターン"),
             ("\u{1b}[36;44mblue\u{1b}[0m", "blue"),

@@ -93,8 +93,13 @@ pub struct ClipConfig {
 }
 
 /// The models [`ClipConfig::by_name`] knows.
-pub const NAMES: &[&str] =
-    &["resnet50_clip", "resnet101_clip", "resnet50x4_clip", "resnet50x16_clip", "resnet50x64_clip"];
+pub const NAMES: &[&str] = &[
+    "resnet50_clip",
+    "resnet101_clip",
+    "resnet50x4_clip",
+    "resnet50x16_clip",
+    "resnet50x64_clip",
+];
 
 impl ClipConfig {
     /// OpenAI's CLIP ResNets by zoo's name (timm's: `resnet50_clip`, ..., a pretrained tag such as `.openai` is
@@ -115,25 +120,38 @@ impl ClipConfig {
             "resnet50x4_clip" => 640,
             "resnet50x16_clip" => 768,
             "resnet50x64_clip" => 1024,
-            _ => return Err(invalid(format!("unknown CLIP model `{name}`; known: {}", NAMES.join(", ")))),
+            _ => {
+                return Err(invalid(format!(
+                    "unknown CLIP model `{name}`; known: {}",
+                    NAMES.join(", ")
+                )))
+            }
         };
         let vision = resnet::variants::by_name(arch)?;
-        Ok(Self { embed_dim: vision.num_classes, vision, text: TextConfig::openai(text_width) })
+        Ok(Self {
+            embed_dim: vision.num_classes,
+            vision,
+            text: TextConfig::openai(text_width),
+        })
     }
 
     /// Reads OpenCLIP's model config: an `open_clip_config.json` (`{"model_cfg": {...}, ...}`) or a bare model
     /// config (`{"embed_dim": 1024, "vision_cfg": {...}, "text_cfg": {...}}`). Only ResNet image towers with
     /// OpenCLIP's standard text tower are accepted; anything else is an error naming the setting.
     pub fn from_open_clip_json(json: &str) -> Result<Self> {
-        let root: Value =
-            serde_json::from_str(json).map_err(|source| Error::Json { what: "OpenCLIP config".to_string(), source })?;
+        let root: Value = serde_json::from_str(json).map_err(|source| Error::Json {
+            what: "OpenCLIP config".to_string(),
+            source,
+        })?;
         let cfg = root.get("model_cfg").unwrap_or(&root);
         // Sizes past a million are a corrupt file, not a model (and would overflow the arithmetic below).
         let uint = |v: &Value, key: &str, default: usize| -> Result<usize> {
             match v.get(key) {
                 None | Some(Value::Null) => Ok(default),
                 Some(x) => x.as_u64().filter(|&n| n <= 1 << 20).map(|n| n as usize).ok_or_else(|| {
-                    invalid(format!("OpenCLIP config: `{key}` must be a whole number up to 2^20, got {x}"))
+                    invalid(format!(
+                        "OpenCLIP config: `{key}` must be a whole number up to 2^20, got {x}"
+                    ))
                 }),
             }
         };
@@ -141,18 +159,30 @@ impl ClipConfig {
         let quick_gelu = cfg.get("quick_gelu").and_then(Value::as_bool).unwrap_or(false);
         for key in ["init_logit_bias", "custom_text", "multimodal_cfg"] {
             if cfg.get(key).is_some_and(|v| !v.is_null() && v != &Value::Bool(false)) {
-                return Err(invalid(format!("OpenCLIP config: `{key}` is not supported (CLIP ResNets only)")));
+                return Err(invalid(format!(
+                    "OpenCLIP config: `{key}` is not supported (CLIP ResNets only)"
+                )));
             }
         }
         let empty = Value::Object(Default::default());
         let v = cfg.get("vision_cfg").unwrap_or(&empty);
         let t = cfg.get("text_cfg").unwrap_or(&empty);
         if v.get("timm_model_name").is_some_and(|x| !x.is_null()) {
-            return Err(invalid("OpenCLIP config: timm image towers (`timm_model_name`) are not supported"));
+            return Err(invalid(
+                "OpenCLIP config: timm image towers (`timm_model_name`) are not supported",
+            ));
         }
         let layers: Vec<usize> = match v.get("layers") {
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|n| n.min(1 << 20) as usize).collect(),
-            _ => return Err(invalid("OpenCLIP config: `vision_cfg.layers` is not a list of four stages (a ViT?)")),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_u64)
+                .map(|n| n.min(1 << 20) as usize)
+                .collect(),
+            _ => {
+                return Err(invalid(
+                    "OpenCLIP config: `vision_cfg.layers` is not a list of four stages (a ViT?)",
+                ))
+            }
         };
         let layers: [usize; 4] = layers
             .try_into()
@@ -167,7 +197,9 @@ impl ClipConfig {
         let vision = ResNetConfig::clip(layers, width, embed_dim, width * 32 / head_width, image_size);
 
         if t.get("hf_model_name").is_some_and(|x| !x.is_null()) {
-            return Err(invalid("OpenCLIP config: Hugging Face text towers (`hf_model_name`) are not supported"));
+            return Err(invalid(
+                "OpenCLIP config: Hugging Face text towers (`hf_model_name`) are not supported",
+            ));
         }
         // Settings that change what the standard text tower computes, with the only values supported.
         let standard = [
@@ -180,7 +212,9 @@ impl ClipConfig {
         ];
         for (key, want) in standard {
             if let Some(got) = t.get(key).filter(|x| !x.is_null() && **x != want) {
-                return Err(invalid(format!("OpenCLIP config: text_cfg.{key} = {got} is not supported (only {want})")));
+                return Err(invalid(format!(
+                    "OpenCLIP config: text_cfg.{key} = {got} is not supported (only {want})"
+                )));
             }
         }
         for key in ["ls_init_value", "act_kwargs", "norm_kwargs", "block_type"] {
@@ -195,16 +229,26 @@ impl ClipConfig {
             heads: uint(t, "heads", 8)?,
             layers: uint(t, "layers", 12)?,
             mlp_ratio: t.get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0),
-            activation: if quick_gelu { Activation::QuickGelu } else { Activation::Gelu },
+            activation: if quick_gelu {
+                Activation::QuickGelu
+            } else {
+                Activation::Gelu
+            },
         };
-        let config = Self { embed_dim, vision, text };
+        let config = Self {
+            embed_dim,
+            vision,
+            text,
+        };
         config.validate()?;
         Ok(config)
     }
 
     /// Checks both towers and that they meet in one embedding size.
     pub fn validate(&self) -> Result<()> {
-        self.vision.validate().map_err(|e| invalid(format!("CLIP image tower: {e}")))?;
+        self.vision
+            .validate()
+            .map_err(|e| invalid(format!("CLIP image tower: {e}")))?;
         self.text.validate()?;
         if self.embed_dim == 0 || self.vision.num_classes != self.embed_dim {
             return Err(invalid(format!(
@@ -245,11 +289,17 @@ mod tests {
 
     #[test]
     fn names_and_open_clip_names_agree() {
-        for (ours, theirs) in NAMES.iter().zip(["RN50", "RN101-quickgelu", "RN50x4", "RN50x16", "RN50x64.openai"]) {
+        for (ours, theirs) in NAMES
+            .iter()
+            .zip(["RN50", "RN101-quickgelu", "RN50x4", "RN50x16", "RN50x64.openai"])
+        {
             assert_eq!(ClipConfig::by_name(ours).unwrap(), ClipConfig::by_name(theirs).unwrap());
             ClipConfig::by_name(ours).unwrap().validate().unwrap();
         }
-        assert!(ClipConfig::by_name("resnet50").unwrap_err().to_string().contains("resnet50_clip"));
+        assert!(ClipConfig::by_name("resnet50")
+            .unwrap_err()
+            .to_string()
+            .contains("resnet50_clip"));
     }
 
     #[test]
@@ -258,10 +308,16 @@ mod tests {
             "vision_cfg": {"image_size": 224, "layers": [3, 4, 6, 3], "width": 64, "patch_size": null},
             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}},
             "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073]}}"#;
-        assert_eq!(ClipConfig::from_open_clip_json(json).unwrap(), ClipConfig::by_name("resnet50_clip").unwrap());
+        assert_eq!(
+            ClipConfig::from_open_clip_json(json).unwrap(),
+            ClipConfig::by_name("resnet50_clip").unwrap()
+        );
         let vit =
             r#"{"embed_dim": 512, "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32}}"#;
-        assert!(ClipConfig::from_open_clip_json(vit).unwrap_err().to_string().contains("ViT"));
+        assert!(ClipConfig::from_open_clip_json(vit)
+            .unwrap_err()
+            .to_string()
+            .contains("ViT"));
         let huge = r#"{"embed_dim": 512, "vision_cfg": {"layers": [3, 4, 6, 3], "width": 1e30}}"#;
         assert!(ClipConfig::from_open_clip_json(huge).is_err());
         let huge = r#"{"embed_dim": 512, "vision_cfg": {"layers": [3, 4, 6, 3], "width": 9007199254740993}}"#;
@@ -269,7 +325,10 @@ mod tests {
         let tiny = r#"{"embed_dim": 512, "vision_cfg": {"layers": [3, 4, 6, 3], "image_size": 16}}"#;
         assert!(ClipConfig::from_open_clip_json(tiny).is_err());
         let siglip = r#"{"embed_dim": 512, "init_logit_bias": -10, "vision_cfg": {"layers": [3, 4, 6, 3]}}"#;
-        assert!(ClipConfig::from_open_clip_json(siglip).unwrap_err().to_string().contains("init_logit_bias"));
+        assert!(ClipConfig::from_open_clip_json(siglip)
+            .unwrap_err()
+            .to_string()
+            .contains("init_logit_bias"));
         assert!(ClipConfig::from_open_clip_json("{").is_err());
     }
 }

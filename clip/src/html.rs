@@ -26,7 +26,10 @@ struct Tables {
 }
 
 fn chars(hex: &str) -> String {
-    hex.split(' ').filter_map(|h| u32::from_str_radix(h, 16).ok()).filter_map(char::from_u32).collect()
+    hex.split(' ')
+        .filter_map(|h| u32::from_str_radix(h, 16).ok())
+        .filter_map(char::from_u32)
+        .collect()
 }
 
 fn tables() -> &'static Tables {
@@ -120,7 +123,10 @@ fn reference(t: &Tables, s: &str) -> Option<(String, usize)> {
             Some(h) => (true, h),
             None => (false, num),
         };
-        let len = digits.bytes().take_while(|b| if hex { b.is_ascii_hexdigit() } else { b.is_ascii_digit() }).count();
+        let len = digits
+            .bytes()
+            .take_while(|b| if hex { b.is_ascii_hexdigit() } else { b.is_ascii_digit() })
+            .count();
         if len == 0 {
             return None;
         }
@@ -129,7 +135,12 @@ fn reference(t: &Tables, s: &str) -> Option<(String, usize)> {
         return Some((numeric(t, &digits[..len], hex), prefix + len + semi));
     }
     // A name: 1 to 32 characters, then an optional `;`.
-    let name_len: usize = s.chars().take_while(|&c| name_char(c)).take(32).map(char::len_utf8).sum();
+    let name_len: usize = s
+        .chars()
+        .take_while(|&c| name_char(c))
+        .take(32)
+        .map(char::len_utf8)
+        .sum();
     if name_len == 0 {
         return None;
     }
@@ -153,8 +164,10 @@ fn reference(t: &Tables, s: &str) -> Option<(String, usize)> {
 fn numeric(t: &Tables, digits: &str, hex: bool) -> String {
     let radix = if hex { 16 } else { 10 };
     // Saturating: any value past U+10FFFF reads the same.
-    let num =
-        digits.chars().filter_map(|c| c.to_digit(radix)).fold(0u64, |n, d| (n * radix as u64 + d as u64).min(1 << 40));
+    let num = digits
+        .chars()
+        .filter_map(|c| c.to_digit(radix))
+        .fold(0u64, |n, d| (n * radix as u64 + d as u64).min(1 << 40));
     let num32 = u32::try_from(num).unwrap_or(u32::MAX);
     if let Some(v) = t.charrefs.get(&num32) {
         return v.clone();
@@ -165,7 +178,9 @@ fn numeric(t: &Tables, digits: &str, hex: bool) -> String {
     if t.invalid.contains(&num32) {
         return String::new();
     }
-    char::from_u32(num32).map(String::from).unwrap_or_else(|| '\u{FFFD}'.to_string())
+    char::from_u32(num32)
+        .map(String::from)
+        .unwrap_or_else(|| '\u{FFFD}'.to_string())
 }
 
 /// ftfy's `unescape_html`: `&#?[0-9A-Za-z]{1,24};` references, named ones from its table, numeric ones
@@ -181,7 +196,10 @@ pub fn unescape_strict(s: &str) -> String {
         out.push_str(&rest[..amp]);
         let candidate = &rest[amp..];
         let hash = usize::from(candidate[1..].starts_with('#'));
-        let body = candidate[1 + hash..].bytes().take_while(u8::is_ascii_alphanumeric).count();
+        let body = candidate[1 + hash..]
+            .bytes()
+            .take_while(u8::is_ascii_alphanumeric)
+            .count();
         let end = 1 + hash + body;
         if (1..=24).contains(&body) && candidate[end..].starts_with(';') {
             let reference = &candidate[..end + 1];

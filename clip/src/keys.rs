@@ -26,7 +26,16 @@ pub fn canonical_name(stored: &str) -> Option<String> {
     if key.starts_with("stem.conv") || key.starts_with("stages.") || key.starts_with("head.") {
         return resnet_name(KeyScheme::TimmClip, key).map(|k| format!("visual.{k}"));
     }
-    let resnet_prefix = ["conv1.", "conv2.", "conv3.", "bn1.", "bn2.", "bn3.", "layer", "attnpool."];
+    let resnet_prefix = [
+        "conv1.",
+        "conv2.",
+        "conv3.",
+        "bn1.",
+        "bn2.",
+        "bn3.",
+        "layer",
+        "attnpool.",
+    ];
     if resnet_prefix.iter().any(|p| key.starts_with(p)) {
         return Some(format!("visual.{key}"));
     }
@@ -41,7 +50,10 @@ mod tests {
     fn layouts() {
         let cases = [
             ("visual.layer1.0.conv1.weight", Some("visual.layer1.0.conv1.weight")),
-            ("module.transformer.resblocks.3.attn.in_proj_weight", Some("transformer.resblocks.3.attn.in_proj_weight")),
+            (
+                "module.transformer.resblocks.3.attn.in_proj_weight",
+                Some("transformer.resblocks.3.attn.in_proj_weight"),
+            ),
             ("logit_scale", Some("logit_scale")),
             ("stem.conv2.bn.weight", Some("visual.bn2.weight")),
             ("stages.2.1.conv2_kxk.conv.weight", Some("visual.layer3.1.conv2.weight")),

@@ -41,9 +41,16 @@ impl Clip {
         let scale = vb.get((), "logit_scale").or_else(|_| vb.get(1, "logit_scale"))?;
         let log_scale = scale.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?[0];
         if !log_scale.is_finite() || log_scale.exp() > 1e6 {
-            return Err(invalid(format!("logit_scale {log_scale} is not a usable log-temperature")));
+            return Err(invalid(format!(
+                "logit_scale {log_scale} is not a usable log-temperature"
+            )));
         }
-        Ok(Self { visual, text, logit_scale: log_scale.exp(), config: config.clone() })
+        Ok(Self {
+            visual,
+            text,
+            logit_scale: log_scale.exp(),
+            config: config.clone(),
+        })
     }
 
     /// The config the model was built from.

@@ -112,7 +112,9 @@ impl TextTower {
     /// Token plus positional embeddings of `(N, L)` u32 ids: `(N, L, width)`.
     pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
         let len = tokens.dim(1)?;
-        self.token_embedding.forward(tokens)?.broadcast_add(&self.positional_embedding.narrow(0, 0, len)?)
+        self.token_embedding
+            .forward(tokens)?
+            .broadcast_add(&self.positional_embedding.narrow(0, 0, len)?)
     }
 
     /// The end tokens' rows of `(N, L, width)` final states, projected: `(N, embed_dim)`.
@@ -120,6 +122,8 @@ impl TextTower {
         let (n, len, w) = x.dims3()?;
         let rows: Vec<u32> = ends.iter().enumerate().map(|(i, &e)| (i * len + e) as u32).collect();
         let rows = Tensor::from_vec(rows, n, x.device())?;
-        x.reshape((n * len, w))?.index_select(&rows, 0)?.matmul(&self.text_projection)
+        x.reshape((n * len, w))?
+            .index_select(&rows, 0)?
+            .matmul(&self.text_projection)
     }
 }

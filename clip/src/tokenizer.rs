@@ -85,15 +85,27 @@ impl ClipTokenizer {
         let (s, e) = (special(sot), special(eot));
         let pattern = format!(r"(?i){s}|{e}|'s|'t|'re|'ve|'m|'ll|'d|\p{{L}}+|\p{{N}}|[^\s\p{{L}}\p{{N}}]+");
         let split = regex::Regex::new(&pattern).map_err(|e| invalid(format!("word split {pattern:?}: {e}")))?;
-        Ok(Self { inner, split, context_length: 77, sot, eot })
+        Ok(Self {
+            inner,
+            split,
+            context_length: 77,
+            sot,
+            eot,
+        })
     }
 
     /// A model repository's `tokenizer.json` (refused above [`MAX_TOKENIZER_FILE`] before reading).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let size = std::fs::metadata(path).map_err(io)?.len();
         if size > MAX_TOKENIZER_FILE {
-            return Err(invalid(format!("{}: {size} bytes is too large for a tokenizer file", path.display())));
+            return Err(invalid(format!(
+                "{}: {size} bytes is too large for a tokenizer file",
+                path.display()
+            )));
         }
         Self::from_json(&std::fs::read(path).map_err(io)?)
     }
@@ -101,7 +113,9 @@ impl ClipTokenizer {
     /// The same tokenizer with another context length (at least 2: the start and end tokens).
     pub fn with_context_length(mut self, context_length: usize) -> Result<Self> {
         if context_length < 2 {
-            return Err(invalid(format!("a context of {context_length} tokens cannot hold the start and end tokens")));
+            return Err(invalid(format!(
+                "a context of {context_length} tokens cannot hold the start and end tokens"
+            )));
         }
         self.context_length = context_length;
         Ok(self)
@@ -134,7 +148,12 @@ impl ClipTokenizer {
         if words.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.inner.encode(words.as_slice(), false).map_err(tok_err)?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode(words.as_slice(), false)
+            .map_err(tok_err)?
+            .get_ids()
+            .to_vec())
     }
 
     /// `[start, ids..., end]`, at most `context_length` long (not padded).

@@ -21,7 +21,11 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// Loads `weight` and `bias` of `size` values from `vb`.
     pub fn load(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { weight: vb.get(size, "weight")?, bias: vb.get(size, "bias")?, eps })
+        Ok(Self {
+            weight: vb.get(size, "weight")?,
+            bias: vb.get(size, "bias")?,
+            eps,
+        })
     }
 }
 
@@ -59,8 +63,16 @@ impl CausalSelfAttention {
     pub fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (n, l, width) = x.dims3()?;
         let d = width / self.heads;
-        let qkv = self.in_proj.forward(x)?.reshape((n, l, 3, self.heads, d))?.permute((2, 0, 3, 1, 4))?;
-        let (q, k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
+        let qkv = self
+            .in_proj
+            .forward(x)?
+            .reshape((n, l, 3, self.heads, d))?
+            .permute((2, 0, 3, 1, 4))?;
+        let (q, k, v) = (
+            qkv.get(0)?.contiguous()?,
+            qkv.get(1)?.contiguous()?,
+            qkv.get(2)?.contiguous()?,
+        );
         let scores = (q.matmul(&k.t()?)? * (d as f64).powf(-0.5))?.broadcast_add(mask)?; // (N, H, L, L)
         let out = softmax_last(&scores)?.matmul(&v)?; // (N, H, L, D)
         self.out_proj.forward(&out.transpose(1, 2)?.reshape((n, l, width))?)
@@ -69,8 +81,9 @@ impl CausalSelfAttention {
 
 /// The causal mask of `len` tokens, on `x`'s device and dtype.
 pub fn causal_mask(len: usize, like: &Tensor) -> Result<Tensor> {
-    let mask: Vec<f32> =
-        (0..len).flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    let mask: Vec<f32> = (0..len)
+        .flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
     Tensor::from_vec(mask, (len, len), like.device())?.to_dtype(like.dtype())
 }
 

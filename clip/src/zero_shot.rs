@@ -82,7 +82,9 @@ impl ZeroShotClassifier {
         templates: &[T],
     ) -> Result<Self> {
         if labels.is_empty() || templates.is_empty() {
-            return Err(invalid("zero-shot classification needs at least one label and one template"));
+            return Err(invalid(
+                "zero-shot classification needs at least one label and one template",
+            ));
         }
         for t in templates {
             fill_template(t.as_ref(), "")?;
@@ -91,8 +93,10 @@ impl ZeroShotClassifier {
         for label in labels {
             let mut sum: Option<Tensor> = None;
             for chunk in templates.chunks(TEXT_BATCH) {
-                let prompts =
-                    chunk.iter().map(|t| fill_template(t.as_ref(), label.as_ref())).collect::<Result<Vec<_>>>()?;
+                let prompts = chunk
+                    .iter()
+                    .map(|t| fill_template(t.as_ref(), label.as_ref()))
+                    .collect::<Result<Vec<_>>>()?;
                 let embeds = normalize(&clip.encode_text(&tokenizer.tokenize(&prompts, clip.device())?)?)?;
                 let part = embeds.sum_keepdim(0)?;
                 sum = Some(match sum {
@@ -104,7 +108,11 @@ impl ZeroShotClassifier {
             rows.push(normalize(&(sum / templates.len() as f64)?)?);
         }
         let labels = labels.iter().map(|l| l.as_ref().to_string()).collect();
-        Ok(Self { labels, weights: Tensor::cat(&rows, 0)?, logit_scale: clip.logit_scale })
+        Ok(Self {
+            labels,
+            weights: Tensor::cat(&rows, 0)?,
+            logit_scale: clip.logit_scale,
+        })
     }
 
     /// The labels, in the order of the columns of [`Self::logits`] and [`Self::probs`].
@@ -142,7 +150,10 @@ mod tests {
         }
         assert_eq!(openai_imagenet_templates().len(), 80);
         assert_eq!(simple_imagenet_templates().len(), 7);
-        for t in openai_imagenet_templates().into_iter().chain(simple_imagenet_templates()) {
+        for t in openai_imagenet_templates()
+            .into_iter()
+            .chain(simple_imagenet_templates())
+        {
             fill_template(t, "x").unwrap();
         }
     }

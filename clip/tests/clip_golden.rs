@@ -31,11 +31,21 @@ fn fixture() -> Fixture {
             None => refs.insert(k, v),
         };
     }
-    Fixture { config, meta, weights, refs }
+    Fixture {
+        config,
+        meta,
+        weights,
+        refs,
+    }
 }
 
 fn model(f: &Fixture, config: &ClipConfig, bn: BnMode) -> Clip {
-    Clip::load(config, VarBuilder::from_tensors(f.weights.clone(), DType::F32, &Device::Cpu), bn).unwrap()
+    Clip::load(
+        config,
+        VarBuilder::from_tensors(f.weights.clone(), DType::F32, &Device::Cpu),
+        bn,
+    )
+    .unwrap()
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -50,7 +60,10 @@ fn close(f: &Fixture, key: &str, got: &Tensor) -> (f32, Option<(f32, f32)>) {
     let err = common::max_abs_diff(got, want);
     assert!(err <= 1e-4 * scale, "{key}: max abs error {err:e} (scale {scale})");
     let f64_key = format!("f64_{key}");
-    let vs64 = f.refs.get(&f64_key).map(|r| (common::max_abs_diff(got, r), common::max_abs_diff(want, r)));
+    let vs64 = f
+        .refs
+        .get(&f64_key)
+        .map(|r| (common::max_abs_diff(got, r), common::max_abs_diff(want, r)));
     if let Some((ours, theirs)) = vs64 {
         println!("{key}: {err:.2e} vs PyTorch f32; vs float64: ours {ours:.2e}, PyTorch f32 {theirs:.2e}");
     } else {
@@ -64,10 +77,18 @@ fn config_reads_open_clip_model_cfg() {
     let f = fixture();
     assert_eq!(f.config.embed_dim, 24);
     assert_eq!(f.config.text.activation, Activation::Gelu);
-    assert_eq!((f.config.text.width, f.config.text.heads, f.config.text.layers), (8, 2, 2));
+    assert_eq!(
+        (f.config.text.width, f.config.text.heads, f.config.text.layers),
+        (8, 2, 2)
+    );
     assert_eq!(f.config.image_size(), 64);
     let m = model(&f, &f.config, BnMode::Fold);
-    let stored: usize = f.weights.iter().filter(|(k, _)| !k.contains("running_")).map(|(_, v)| v.elem_count()).sum();
+    let stored: usize = f
+        .weights
+        .iter()
+        .filter(|(k, _)| !k.contains("running_"))
+        .map(|(_, v)| v.elem_count())
+        .sum();
     assert_eq!(m.num_params(), stored);
 }
 
@@ -75,8 +96,15 @@ fn config_reads_open_clip_model_cfg() {
 fn tokens_equal_open_clip() {
     let f = fixture();
     let tok = ClipTokenizer::openai().unwrap();
-    let ours = tok.tokenize(&strings(&f.meta["texts"]), &Device::Cpu).unwrap().to_dtype(DType::I64).unwrap();
-    assert_eq!(ours.to_vec2::<i64>().unwrap(), f.refs["tokens"].to_vec2::<i64>().unwrap());
+    let ours = tok
+        .tokenize(&strings(&f.meta["texts"]), &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::I64)
+        .unwrap();
+    assert_eq!(
+        ours.to_vec2::<i64>().unwrap(),
+        f.refs["tokens"].to_vec2::<i64>().unwrap()
+    );
 }
 
 #[test]
@@ -90,7 +118,9 @@ fn embeddings_and_logits_match_open_clip() {
         let txt = m.encode_text(&f.refs["tokens"]).unwrap();
         close(&f, "text_embeds", &txt);
         close(&f, "logits_per_image", &m.logits(&img, &txt).unwrap());
-        let from_strings = m.encode_texts(&ClipTokenizer::openai().unwrap(), &strings(&f.meta["texts"])).unwrap();
+        let from_strings = m
+            .encode_texts(&ClipTokenizer::openai().unwrap(), &strings(&f.meta["texts"]))
+            .unwrap();
         assert!(common::max_abs_diff(&from_strings, &txt) == 0.0);
     }
 }
@@ -143,10 +173,18 @@ fn bad_inputs_are_errors() {
     let empty = Tensor::zeros((0, 77), DType::U32, &Device::Cpu).unwrap();
     assert!(m.encode_text(&empty).is_err());
     let wrong_size = Tensor::zeros((1, 3, 96, 96), DType::F32, &Device::Cpu).unwrap();
-    assert!(m.encode_image(&wrong_size).unwrap_err().to_string().contains("attention pool"));
+    assert!(m
+        .encode_image(&wrong_size)
+        .unwrap_err()
+        .to_string()
+        .contains("attention pool"));
     // A checkpoint without a text tower (timm's image tower alone) fails to load, naming what is missing.
-    let visual: HashMap<String, Tensor> =
-        f.weights.iter().filter(|(k, _)| k.starts_with("visual.")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let visual: HashMap<String, Tensor> = f
+        .weights
+        .iter()
+        .filter(|(k, _)| k.starts_with("visual."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let err = Clip::new(&f.config, VarBuilder::from_tensors(visual, DType::F32, &Device::Cpu)).unwrap_err();
     assert!(err.to_string().contains("token_embedding"), "{err}");
 }
@@ -156,13 +194,19 @@ fn bad_inputs_are_errors() {
 fn text_profile_walks_the_forward_pass() {
     let f = fixture();
     let m = model(&f, &f.config, BnMode::Fold);
-    let timing = resnet::profile::Timing { repeats: 1, sync: &|| Ok(()) };
+    let timing = resnet::profile::Timing {
+        repeats: 1,
+        sync: &|| Ok(()),
+    };
     let ops = clip::profile::profile_text(&m.text, &f.refs["tokens"], &timing).unwrap();
     let names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
     assert_eq!(names.first(), Some(&"token_embedding"));
     assert!(names.contains(&"transformer.resblocks.1.attn") && names.contains(&"transformer.resblocks.1.mlp"));
     let last = ops.last().unwrap();
-    assert_eq!((last.name.as_str(), last.shape.as_slice()), ("text_projection", &[6usize, 24][..]));
+    assert_eq!(
+        (last.name.as_str(), last.shape.as_slice()),
+        ("text_projection", &[6usize, 24][..])
+    );
     assert_eq!(ops.iter().map(|o| o.params).sum::<usize>(), m.text.num_params());
 }
 
@@ -200,14 +244,28 @@ fn param_counts_match_open_clip() {
         assert_eq!(ClipConfig::by_name(m["open_clip"].as_str().unwrap()).unwrap(), config);
         let t = &m["text_cfg"];
         let text = &config.text;
-        let ours = [text.context_length, text.vocab_size, text.width, text.heads, text.layers];
+        let ours = [
+            text.context_length,
+            text.vocab_size,
+            text.width,
+            text.heads,
+            text.layers,
+        ];
         let theirs =
             ["context_length", "vocab_size", "width", "heads", "layers"].map(|k| t[k].as_u64().unwrap() as usize);
         assert_eq!(ours, theirs, "{name}");
         assert_eq!(config.embed_dim as u64, m["embed_dim"].as_u64().unwrap(), "{name}");
         let vb = VarBuilder::from_backend(Box::new(BroadcastZeros), DType::F32, Device::Cpu);
         let model = Clip::load(&config, vb, BnMode::Keep).unwrap();
-        assert_eq!(model.text.num_params() + 1, m["text_params"].as_u64().unwrap() as usize, "{name} text");
-        assert_eq!(model.num_params(), m["total_params"].as_u64().unwrap() as usize, "{name} total");
+        assert_eq!(
+            model.text.num_params() + 1,
+            m["text_params"].as_u64().unwrap() as usize,
+            "{name} text"
+        );
+        assert_eq!(
+            model.num_params(),
+            m["total_params"].as_u64().unwrap() as usize,
+            "{name} total"
+        );
     }
 }

@@ -19,7 +19,10 @@ fn data_dir() -> Option<PathBuf> {
         return Some(dir);
     }
     if std::env::var_os("ZOO_REQUIRE_CLIP_RN50").is_some() {
-        panic!("{} is missing: run scripts/fetch_test_data.sh with ZOO_REF_PYTHON set", dir.display());
+        panic!(
+            "{} is missing: run scripts/fetch_test_data.sh with ZOO_REF_PYTHON set",
+            dir.display()
+        );
     }
     eprintln!(
         "\n*** SKIPPED: {} is missing; ZOO_REF_PYTHON=... scripts/fetch_test_data.sh writes it ***\n",

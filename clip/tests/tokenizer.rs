@@ -26,7 +26,10 @@ fn ids_equal_open_clip_on_the_corpus() {
         let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
         let cleaned = clean_text(text);
         if cleaned != case["clean"].as_str().unwrap() {
-            clean_diffs.push(format!("{text:?}: cleaned to {cleaned:?}, OpenCLIP {:?}", case["clean"]));
+            clean_diffs.push(format!(
+                "{text:?}: cleaned to {cleaned:?}, OpenCLIP {:?}",
+                case["clean"]
+            ));
         }
         let got = tok.encode(text).unwrap();
         if got != want {
@@ -40,15 +43,30 @@ fn ids_equal_open_clip_on_the_corpus() {
         clean_diffs.len(),
         id_diffs.len()
     );
-    assert!(clean_diffs.is_empty(), "{} cleaning differences:\n{}", clean_diffs.len(), clean_diffs.join("\n"));
-    assert!(id_diffs.is_empty(), "{} token differences:\n{}", id_diffs.len(), id_diffs.join("\n"));
+    assert!(
+        clean_diffs.is_empty(),
+        "{} cleaning differences:\n{}",
+        clean_diffs.len(),
+        clean_diffs.join("\n")
+    );
+    assert!(
+        id_diffs.is_empty(),
+        "{} token differences:\n{}",
+        id_diffs.len(),
+        id_diffs.join("\n")
+    );
 }
 
 /// The corpus holds what the issue asks for, and only ftfy's mojibake repair is left out.
 #[test]
 fn corpus_covers_the_hard_cases() {
     let corpus = corpus();
-    let texts: Vec<&str> = corpus["cases"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = corpus["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
     assert!(texts.contains(&""));
     assert!(texts.iter().any(|t| t.contains('\u{732b}')), "CJK");
     assert!(texts.iter().any(|t| t.contains('\u{1f431}')), "emoji");
@@ -64,7 +82,9 @@ fn corpus_covers_the_hard_cases() {
 fn batches_are_padded_and_truncated_like_open_clip() {
     let tok = ClipTokenizer::openai().unwrap();
     let long = "word ".repeat(200);
-    let batch = tok.tokenize(&["a photo of a cat.", "", long.as_str()], &Device::Cpu).unwrap();
+    let batch = tok
+        .tokenize(&["a photo of a cat.", "", long.as_str()], &Device::Cpu)
+        .unwrap();
     assert_eq!((batch.dims(), batch.dtype()), (&[3usize, 77][..], DType::U32));
     let rows = batch.to_vec2::<u32>().unwrap();
     // <start> a photo of a cat . <end>, then zeros.
@@ -74,7 +94,10 @@ fn batches_are_padded_and_truncated_like_open_clip() {
     assert_eq!((rows[2][0], rows[2][75], rows[2][76]), (49406, 2653, 49407));
     assert_eq!(tok.decode(&rows[0]).unwrap(), "a photo of a cat .");
     let short = tok.clone().with_context_length(5).unwrap();
-    assert_eq!(short.encode("a photo of a cat.").unwrap(), [49406, 320, 1125, 539, 49407]);
+    assert_eq!(
+        short.encode("a photo of a cat.").unwrap(),
+        [49406, 320, 1125, 539, 49407]
+    );
     assert!(tok.clone().with_context_length(1).is_err());
 }
 
@@ -83,13 +106,17 @@ fn batches_are_padded_and_truncated_like_open_clip() {
 fn loads_a_repositorys_tokenizer_json() {
     let dir = std::env::temp_dir().join(format!("zoo-clip-tok-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let hf =
-        OPENAI_TOKENIZER_JSON.replace("<start_of_text>", "<|startoftext|>").replace("<end_of_text>", "<|endoftext|>");
+    let hf = OPENAI_TOKENIZER_JSON
+        .replace("<start_of_text>", "<|startoftext|>")
+        .replace("<end_of_text>", "<|endoftext|>");
     let path = dir.join("tokenizer.json");
     std::fs::write(&path, hf).unwrap();
     let theirs = ClipTokenizer::from_file(&path).unwrap();
     let ours = ClipTokenizer::openai().unwrap();
-    assert_eq!((theirs.sot_id(), theirs.eot_id(), theirs.vocab_size()), (49406, 49407, 49408));
+    assert_eq!(
+        (theirs.sot_id(), theirs.eot_id(), theirs.vocab_size()),
+        (49406, 49407, 49408)
+    );
     for text in ["a photo of a cat.", "Tom &amp; Jerry", "\u{732b}\u{1f431}", ""] {
         assert_eq!(theirs.encode(text).unwrap(), ours.encode(text).unwrap(), "{text}");
     }
@@ -97,10 +124,16 @@ fn loads_a_repositorys_tokenizer_json() {
     std::fs::write(&path, b"{\"version\": 3").unwrap();
     assert!(ClipTokenizer::from_file(&path).is_err());
     let no_specials = OPENAI_TOKENIZER_JSON.replace("<start_of_text>", "<sot>");
-    assert!(ClipTokenizer::from_json(no_specials.as_bytes()).unwrap_err().to_string().contains("start"));
+    assert!(ClipTokenizer::from_json(no_specials.as_bytes())
+        .unwrap_err()
+        .to_string()
+        .contains("start"));
     let big = std::fs::File::create(&path).unwrap();
     big.set_len(clip::tokenizer::MAX_TOKENIZER_FILE + 1).unwrap();
-    assert!(ClipTokenizer::from_file(&path).unwrap_err().to_string().contains("too large"));
+    assert!(ClipTokenizer::from_file(&path)
+        .unwrap_err()
+        .to_string()
+        .contains("too large"));
     assert!(ClipTokenizer::from_file(&dir.join("missing.json")).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }

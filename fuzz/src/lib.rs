@@ -25,7 +25,9 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 
 /// `corpus/<target>` of this crate.
 pub fn corpus_dir(target: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target)
 }
 
 /// The seed inputs of `target`, sorted by file name.

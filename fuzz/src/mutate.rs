@@ -102,8 +102,16 @@ pub fn mutate(data: &mut Vec<u8>, seeds: &[(String, Vec<u8>)], rng: &mut Rng) {
         2 if len > 0 => {
             let v = INTERESTING[rng.below(INTERESTING.len())];
             let width = [2, 4, 8][rng.below(3)];
-            let bytes = if rng.below(2) == 0 { v.to_le_bytes() } else { v.to_be_bytes() };
-            let bytes = if rng.below(2) == 0 { &bytes[..width] } else { &bytes[8 - width..] };
+            let bytes = if rng.below(2) == 0 {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            };
+            let bytes = if rng.below(2) == 0 {
+                &bytes[..width]
+            } else {
+                &bytes[8 - width..]
+            };
             let i = rng.below(len);
             for (k, b) in bytes.iter().enumerate() {
                 if let Some(d) = data.get_mut(i + k) {
@@ -146,7 +154,12 @@ pub fn mutate(data: &mut Vec<u8>, seeds: &[(String, Vec<u8>)], rng: &mut Rng) {
         }
         // Replace a run of ASCII digits (a number in a JSON or Python header) by a huge or odd number.
         7 | 8 => {
-            let digits: Vec<usize> = data.iter().enumerate().filter(|(_, b)| b.is_ascii_digit()).map(|(i, _)| i).collect();
+            let digits: Vec<usize> = data
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.is_ascii_digit())
+                .map(|(i, _)| i)
+                .collect();
             if digits.is_empty() {
                 return;
             }
@@ -174,7 +187,10 @@ mod tests {
 
     #[test]
     fn inputs_are_reproducible_and_seeds_come_first() {
-        let seeds = vec![("a".to_string(), b"{\"shape\": [3, 224]}".to_vec()), ("b".to_string(), vec![1, 2, 3])];
+        let seeds = vec![
+            ("a".to_string(), b"{\"shape\": [3, 224]}".to_vec()),
+            ("b".to_string(), vec![1, 2, 3]),
+        ];
         assert_eq!(input(&seeds, 7, 0), seeds[0].1);
         assert_eq!(input(&seeds, 7, 1), seeds[1].1);
         for i in 2..200 {

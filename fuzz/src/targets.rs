@@ -35,7 +35,10 @@ fn write(name: &str, data: &[u8]) -> PathBuf {
 /// The image decoders (`resnet::data::decode_image_with`): libjpeg-turbo for JPEG, the `image` crate
 /// for PNG, GIF, BMP, TIFF and WebP, then PIL's RGB conversion. At most 4 megapixels.
 pub fn image(data: &[u8]) {
-    let limits = resnet::data::ImageLimits { max_file_bytes: 1 << 20, max_pixels: 1 << 22 };
+    let limits = resnet::data::ImageLimits {
+        max_file_bytes: 1 << 20,
+        max_pixels: 1 << 22,
+    };
     let _ = resnet::data::decode_image_with(data, Path::new("fuzz-input"), &limits);
 }
 
@@ -59,7 +62,9 @@ pub fn safetensors(data: &[u8]) {
 /// itself; odd, the rest is a pickle, wrapped into a `torch.save`-like archive with one 64-byte storage
 /// (so mutations reach the unpickler instead of breaking the zip).
 pub fn pth(data: &[u8]) {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let bytes = if mode % 2 == 0 { rest.to_vec() } else { torch_zip(rest) };
     let path = write("input.pth", &bytes);
     let _ = weights::pth::read_state_dict(&path, &Device::Cpu);
@@ -79,7 +84,9 @@ pub fn keras(data: &[u8]) {
     let model = dir.join("model/model.json");
     let _ = std::fs::write(&model, json);
     let _ = std::fs::write(dir.join("model/group1-shard1of1.bin"), shard);
-    let Ok(m) = weights::tfjs::TfjsModel::open(&model) else { return };
+    let Ok(m) = weights::tfjs::TfjsModel::open(&model) else {
+        return;
+    };
     let _ = m.load(&Device::Cpu);
     let _ = m.load_torch_layout(&Device::Cpu);
 }
@@ -106,10 +113,15 @@ pub fn join_keras(json: &[u8], shard: &[u8]) -> Vec<u8> {
 /// A `.npy` array (`weights::npy`): the header parser alone, then the file, whole and by rows, with a
 /// 16 MiB read limit.
 pub fn npy(data: &[u8]) {
-    let limits = weights::npy::NpyLimits { max_read_bytes: 16 << 20, ..Default::default() };
+    let limits = weights::npy::NpyLimits {
+        max_read_bytes: 16 << 20,
+        ..Default::default()
+    };
     let _ = weights::npy::parse_header(data, &limits);
     let path = write("input.npy", data);
-    let Ok(mut f) = weights::npy::NpyFile::open(&path, limits) else { return };
+    let Ok(mut f) = weights::npy::NpyFile::open(&path, limits) else {
+        return;
+    };
     let _ = f.read_all(&Device::Cpu);
     let rows = f.shape().first().copied().unwrap_or(0);
     let _ = f.read_rows(rows / 2..rows, &Device::Cpu);

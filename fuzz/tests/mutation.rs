@@ -121,7 +121,11 @@ fn main() {
             "fuzz {name}: {} inputs (seed {seed:#x}) in {:.1} s: {}",
             iters + zoo_fuzz::seeds(name).len() as u64,
             start.elapsed().as_secs_f64(),
-            if f.is_empty() { "ok".to_string() } else { format!("{} FAILED", f.len()) }
+            if f.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("{} FAILED", f.len())
+            }
         );
         if f.is_empty() {
             passed += 1;
@@ -151,11 +155,17 @@ fn campaign(target: &str, seed: u64, iters: u64) -> Vec<String> {
             Ok(()) => break,
             Err((index, what)) => {
                 let input = zoo_fuzz::mutate::input(&seeds, seed, index);
-                let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fuzz-failures").join(target);
+                let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../target/fuzz-failures")
+                    .join(target);
                 let _ = std::fs::create_dir_all(&dir);
                 let path = dir.join(format!("{seed:x}-{index}.bin"));
                 let _ = std::fs::write(&path, &input);
-                failures.push(format!("fuzz {target}: input {index} ({} bytes, saved to {}): {what}", input.len(), path.display()));
+                failures.push(format!(
+                    "fuzz {target}: input {index} ({} bytes, saved to {}): {what}",
+                    input.len(),
+                    path.display()
+                ));
                 next = index + 1;
             }
         }
@@ -209,12 +219,24 @@ fn run_worker(target: &str, seed: u64, from: u64, to: u64) -> Result<(), (u64, S
     if done && status.success() {
         return Ok(());
     }
-    let tail: String = stderr.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let tail: String = stderr
+        .lines()
+        .rev()
+        .take(12)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
     Err((current, format!("the worker died ({status}):\n{tail}")))
 }
 
 fn worker(target: &str) {
-    let f = zoo_fuzz::TARGETS.iter().find(|(n, _)| *n == target).map(|(_, f)| *f).expect("known target");
+    let f = zoo_fuzz::TARGETS
+        .iter()
+        .find(|(n, _)| *n == target)
+        .map(|(_, f)| *f)
+        .expect("known target");
     let seed = env_u64("ZOO_FUZZ_SEED").unwrap_or(0);
     let from = env_u64("ZOO_FUZZ_FROM").unwrap_or(0);
     let to = env_u64("ZOO_FUZZ_TO").unwrap_or(0);

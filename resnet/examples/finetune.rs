@@ -21,9 +21,18 @@ fn main() -> anyhow::Result<()> {
     let (train, val) = folder.split(0.2, 0);
     let train = Dataset::load(&train, &net.preprocess, true)?;
     let val = Dataset::load(&val, &net.preprocess, false)?;
-    let cfg = FinetuneConfig { scope: Scope::Head, epochs: 5, ..Default::default() };
+    let cfg = FinetuneConfig {
+        scope: Scope::Head,
+        epochs: 5,
+        ..Default::default()
+    };
     for e in finetune(&net, &train, Some(&val), &cfg, &mut |_| {})? {
-        println!("epoch {}: train loss {:.4}, held-out accuracy {:.3}", e.epoch, e.train_loss, e.val_acc.unwrap_or(0.0));
+        println!(
+            "epoch {}: train loss {:.4}, held-out accuracy {:.3}",
+            e.epoch,
+            e.train_loss,
+            e.val_acc.unwrap_or(0.0)
+        );
     }
     net.save(out)?;
     println!("wrote {out}");

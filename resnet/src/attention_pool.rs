@@ -13,14 +13,19 @@ use candle_nn::{Linear, VarBuilder};
 pub struct AttentionPool {
     /// `(grid² + 1, C)`: row 0 for the mean token, then the feature map in row-major order.
     pub positional_embedding: Tensor,
+    /// Query projection (of the mean token only).
     pub q_proj: Linear,
+    /// Key projection.
     pub k_proj: Linear,
+    /// Value projection.
     pub v_proj: Linear,
     /// `C -> out_dim`.
     pub c_proj: Linear,
+    /// Attention heads.
     pub num_heads: usize,
     /// Side of the feature map the positional embedding was trained for.
     pub grid: usize,
+    /// Size of the output (the embedding).
     pub out_dim: usize,
 }
 
@@ -47,7 +52,10 @@ impl AttentionPool {
     pub fn num_params(&self) -> usize {
         let linear = |l: &Linear| l.weight().elem_count() + l.bias().map_or(0, Tensor::elem_count);
         self.positional_embedding.elem_count()
-            + [&self.q_proj, &self.k_proj, &self.v_proj, &self.c_proj].into_iter().map(linear).sum::<usize>()
+            + [&self.q_proj, &self.k_proj, &self.v_proj, &self.c_proj]
+                .into_iter()
+                .map(linear)
+                .sum::<usize>()
     }
 
     /// Multiply-accumulates of one forward pass on a batch of `batch`.

@@ -16,12 +16,20 @@ pub enum BlockKind {
     ///
     /// The 3x3 conv has `groups` groups and `floor(planes * base_width / 64) * groups` channels:
     /// `groups = 1, base_width = 64` is ResNet, `32, 4` is ResNeXt-50 32x4d, `1, 128` is Wide ResNet-50-2.
-    Bottleneck { groups: usize, base_width: usize },
+    Bottleneck {
+        /// Groups of the 3x3 conv (ResNeXt's cardinality).
+        groups: usize,
+        /// Channels per group at 64 planes (64: ResNet, 128: Wide ResNet, 4: ResNeXt 32x4d).
+        base_width: usize,
+    },
 }
 
 impl BlockKind {
     /// The plain bottleneck of ResNet-50.
-    pub const BOTTLENECK: BlockKind = BlockKind::Bottleneck { groups: 1, base_width: 64 };
+    pub const BOTTLENECK: BlockKind = BlockKind::Bottleneck {
+        groups: 1,
+        base_width: 64,
+    };
 
     /// Output channels of a block = `planes * expansion`.
     pub fn expansion(self) -> usize {
@@ -37,17 +45,32 @@ impl BlockKind {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum StemKind {
     /// 7x7 stride-2 conv to `width` channels, BN, ReLU, 3x3 stride-2 max-pool (torchvision; width 64).
-    Classic { width: usize },
+    Classic {
+        /// The stem's base width.
+        width: usize,
+    },
     /// Three 3x3 convs (`width`, `width`, `2 * width` channels, the first with stride 2), then the
     /// max-pool (timm `stem_type='deep'`, the "c"/"d" variants).
-    Deep { width: usize },
+    Deep {
+        /// The stem's base width.
+        width: usize,
+    },
     /// Like [`StemKind::Deep`] but the first conv has `3 * width / 4` channels (timm `'deep_tiered'`, "t").
-    DeepTiered { width: usize },
+    DeepTiered {
+        /// The stem's base width.
+        width: usize,
+    },
     /// One 3x3 stride-1 conv to `width` channels and no pooling (CIFAR ResNets).
-    Cifar { width: usize },
+    Cifar {
+        /// The stem's base width.
+        width: usize,
+    },
     /// CLIP's stem: three 3x3 convs (`width / 2`, `width / 2`, `width` channels, the first with stride 2), each
     /// with BN and ReLU, then a 2x2 average pool instead of the max-pool (`conv1`/`bn1` .. `conv3`/`bn3`).
-    Clip { width: usize },
+    Clip {
+        /// The stem's base width.
+        width: usize,
+    },
 }
 
 impl StemKind {
@@ -112,18 +135,28 @@ pub enum HeadKind {
     /// `num_heads` heads (`q_proj`, `k_proj`, `v_proj`) and its output, projected by `c_proj` to `num_classes`
     /// values, is the image embedding. The positional embedding fixes the input size: `grid` times the
     /// network's output stride (7 x 32 = 224 for RN50).
-    AttentionPool { num_heads: usize, grid: usize },
+    AttentionPool {
+        /// Attention heads.
+        num_heads: usize,
+        /// Side of the feature grid the positional embedding is learned for (input side / 32).
+        grid: usize,
+    },
 }
 
 /// The full description of one ResNet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResNetConfig {
+    /// The residual function of every block.
     pub block: BlockKind,
+    /// The layers before the first stage.
     pub stem: StemKind,
+    /// How blocks that change shape match it on the shortcut.
     pub shortcut: ShortcutKind,
     #[serde(default)]
+    /// Which bottleneck conv carries the stride.
     pub stride_placement: StridePlacement,
     #[serde(default)]
+    /// Whether an average pool takes the stride (CLIP).
     pub anti_alias: AntiAlias,
     /// Blocks per stage.
     pub depths: Vec<usize>,
@@ -132,6 +165,7 @@ pub struct ResNetConfig {
     /// Size of the classifier; 0 builds the network without a head.
     pub num_classes: usize,
     #[serde(default = "default_in_channels")]
+    /// Input channels (3 for RGB).
     pub in_channels: usize,
     /// Whether convolutions carry a bias (Keras-trained checkpoints do).
     #[serde(default)]
@@ -219,7 +253,10 @@ impl ResNetConfig {
             conv_bias: false,
             bn_eps: 1e-5,
             output_stride: None,
-            head: HeadKind::AttentionPool { num_heads, grid: input_size / 32 },
+            head: HeadKind::AttentionPool {
+                num_heads,
+                grid: input_size / 32,
+            },
         }
     }
 
@@ -306,7 +343,8 @@ impl ResNetConfig {
 
     /// The timm "d" tweaks: deep 32-wide stem and avg-down shortcuts.
     pub fn d(self) -> Self {
-        self.with_stem(StemKind::Deep { width: 32 }).with_shortcut(ShortcutKind::AvgDownProjection)
+        self.with_stem(StemKind::Deep { width: 32 })
+            .with_shortcut(ShortcutKind::AvgDownProjection)
     }
 
     /// The timm "t" tweaks: deep-tiered 32-wide stem and avg-down shortcuts.
@@ -317,7 +355,11 @@ impl ResNetConfig {
 
     /// Channels of the features after the last stage (the classifier's input).
     pub fn num_features(&self) -> usize {
-        self.channels.last().copied().unwrap_or_else(|| self.stem.out_channels()) * self.block.expansion()
+        self.channels
+            .last()
+            .copied()
+            .unwrap_or_else(|| self.stem.out_channels())
+            * self.block.expansion()
     }
 
     /// Downsampling of the stem: 4 (strided conv and max-pool), 1 for the CIFAR stem.
@@ -344,7 +386,11 @@ impl ResNetConfig {
                 } else {
                     net_stride *= stride;
                 }
-                StageGeometry { stride, first_dilation, dilation }
+                StageGeometry {
+                    stride,
+                    first_dilation,
+                    dilation,
+                }
             })
             .collect()
     }
@@ -363,7 +409,10 @@ impl ResNetConfig {
 
     /// Total downsampling factor from input to the last stage's features.
     pub fn total_stride(&self) -> usize {
-        self.stage_reductions().last().copied().unwrap_or_else(|| self.stem_reduction())
+        self.stage_reductions()
+            .last()
+            .copied()
+            .unwrap_or_else(|| self.stem_reduction())
     }
 
     /// The input side the head was built for: `grid * output_stride` for an attention pool (224 for RN50), `None`
@@ -379,22 +428,34 @@ impl ResNetConfig {
     pub fn validate(&self) -> Result<(), String> {
         use limits::*;
         if self.depths.len() > MAX_STAGES {
-            return Err(format!("{} stages, more than the {MAX_STAGES} supported", self.depths.len()));
+            return Err(format!(
+                "{} stages, more than the {MAX_STAGES} supported",
+                self.depths.len()
+            ));
         }
-        let blocks = self.depths.iter().try_fold(0usize, |a, &d| a.checked_add(d)).unwrap_or(usize::MAX);
+        let blocks = self
+            .depths
+            .iter()
+            .try_fold(0usize, |a, &d| a.checked_add(d))
+            .unwrap_or(usize::MAX);
         if blocks > MAX_BLOCKS {
-            return Err(format!("{blocks} residual blocks, more than the {MAX_BLOCKS} supported"));
+            return Err(format!(
+                "{blocks} residual blocks, more than the {MAX_BLOCKS} supported"
+            ));
         }
         let stem_width = match self.stem {
-            StemKind::Classic { width } | StemKind::Cifar { width } | StemKind::Deep { width } | StemKind::Clip { width } => width,
+            StemKind::Classic { width }
+            | StemKind::Cifar { width }
+            | StemKind::Deep { width }
+            | StemKind::Clip { width } => width,
             StemKind::DeepTiered { width } => width / 4,
         };
         let widest = self.channels.iter().copied().max().unwrap_or(0);
         let inner = match self.block {
             BlockKind::Basic => widest,
-            BlockKind::Bottleneck { groups, base_width } => {
-                (widest.saturating_mul(base_width) / 64).saturating_mul(groups).max(widest.saturating_mul(4))
-            }
+            BlockKind::Bottleneck { groups, base_width } => (widest.saturating_mul(base_width) / 64)
+                .saturating_mul(groups)
+                .max(widest.saturating_mul(4)),
         };
         if stem_width == 0 || self.in_channels == 0 || self.channels.contains(&0) {
             return Err(format!(
@@ -409,7 +470,10 @@ impl ResNetConfig {
             ));
         }
         if self.num_classes > MAX_CLASSES {
-            return Err(format!("{} classes, more than the {MAX_CLASSES} supported", self.num_classes));
+            return Err(format!(
+                "{} classes, more than the {MAX_CLASSES} supported",
+                self.num_classes
+            ));
         }
         if let Some(os) = self.output_stride {
             if !os.is_power_of_two() || os < self.stem_reduction() || os > 64 {
@@ -427,7 +491,10 @@ impl ResNetConfig {
             ));
         }
         if self.depths.is_empty() || self.depths.contains(&0) {
-            return Err(format!("every stage needs at least one block, got depths {:?}", self.depths));
+            return Err(format!(
+                "every stage needs at least one block, got depths {:?}",
+                self.depths
+            ));
         }
         if let BlockKind::Bottleneck { groups, base_width } = self.block {
             let narrowest = self.channels.iter().min().copied().unwrap_or(0);
@@ -445,7 +512,9 @@ impl ResNetConfig {
             for &planes in &self.channels {
                 let cout = planes * self.block.expansion();
                 if cout < cin {
-                    return Err(format!("an option-A (zero-pad) shortcut cannot shrink {cin} channels to {cout}"));
+                    return Err(format!(
+                        "an option-A (zero-pad) shortcut cannot shrink {cin} channels to {cout}"
+                    ));
                 }
                 cin = cout;
             }
@@ -457,7 +526,9 @@ impl ResNetConfig {
         }
         if let StemKind::Clip { width } = self.stem {
             if width < 2 {
-                return Err(format!("a CLIP stem of width {width} leaves its first convs without channels"));
+                return Err(format!(
+                    "a CLIP stem of width {width} leaves its first convs without channels"
+                ));
             }
         }
         if let HeadKind::AttentionPool { num_heads, grid } = self.head {

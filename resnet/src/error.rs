@@ -112,7 +112,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 fn suggestion(s: &[String]) -> String {
     match s.len() {
         0 => String::new(),
-        _ => format!("; did you mean {}?", s.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "; did you mean {}?",
+            s.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 

@@ -29,10 +29,18 @@ impl ResNet {
             1 => 1,
             r => r / 2, // the activation before the stem's stride-2 pool
         };
-        let mut out = vec![FeatureInfo { num_chs: cfg.stem.out_channels(), reduction: stem_reduction, module: "act1".into() }];
+        let mut out = vec![FeatureInfo {
+            num_chs: cfg.stem.out_channels(),
+            reduction: stem_reduction,
+            module: "act1".into(),
+        }];
         for (i, r) in cfg.stage_reductions().into_iter().enumerate() {
             let num_chs = cfg.channels[i] * cfg.block.expansion();
-            out.push(FeatureInfo { num_chs, reduction: r, module: format!("layer{}", i + 1) });
+            out.push(FeatureInfo {
+                num_chs,
+                reduction: r,
+                module: format!("layer{}", i + 1),
+            });
         }
         out
     }
@@ -56,7 +64,11 @@ impl ResNet {
         }
         indices
             .iter()
-            .map(|&i| maps[i].clone().ok_or_else(|| Error::InvalidConfig(format!("feature {i} was not computed"))))
+            .map(|&i| {
+                maps[i]
+                    .clone()
+                    .ok_or_else(|| Error::InvalidConfig(format!("feature {i} was not computed")))
+            })
             .collect()
     }
 
@@ -66,7 +78,10 @@ impl ResNet {
         let last = check_indices(indices, self.stages.len())?;
         self.stages.truncate(last);
         self.head = None;
-        Ok(FeatureExtractor { net: self, indices: indices.to_vec() })
+        Ok(FeatureExtractor {
+            net: self,
+            indices: indices.to_vec(),
+        })
     }
 }
 
@@ -80,7 +95,11 @@ fn check_indices(indices: &[usize], stages: usize) -> Result<usize> {
             )));
         }
     }
-    indices.iter().copied().max().ok_or_else(|| Error::InvalidConfig("no feature index given".into()))
+    indices
+        .iter()
+        .copied()
+        .max()
+        .ok_or_else(|| Error::InvalidConfig("no feature index given".into()))
 }
 
 /// A backbone that returns the feature maps of chosen stages ([`ResNet::features_only`]).
@@ -129,13 +148,20 @@ mod tests {
         let r = |os: Option<usize>| {
             let mut cfg = crate::variants::resnet50();
             cfg.output_stride = os;
-            zeros(&cfg).feature_info().iter().map(|f| f.reduction).collect::<Vec<_>>()
+            zeros(&cfg)
+                .feature_info()
+                .iter()
+                .map(|f| f.reduction)
+                .collect::<Vec<_>>()
         };
         assert_eq!(r(None), [2, 4, 8, 16, 32]);
         assert_eq!(r(Some(16)), [2, 4, 8, 16, 16]);
         assert_eq!(r(Some(8)), [2, 4, 8, 8, 8]);
         let info = zeros(&crate::variants::resnet50()).feature_info();
-        assert_eq!(info.iter().map(|f| f.num_chs).collect::<Vec<_>>(), [64, 256, 512, 1024, 2048]);
+        assert_eq!(
+            info.iter().map(|f| f.num_chs).collect::<Vec<_>>(),
+            [64, 256, 512, 1024, 2048]
+        );
         assert_eq!(zeros(&crate::variants::resnet20()).feature_info()[3].reduction, 4);
     }
 
@@ -146,7 +172,10 @@ mod tests {
         let maps = net.forward_intermediates(&x, &[4, 0, 1]).unwrap();
         let info = net.feature_info();
         for (m, i) in maps.iter().zip([4, 0, 1]) {
-            assert_eq!(m.dims(), &[1, info[i].num_chs, 64 / info[i].reduction, 64 / info[i].reduction]);
+            assert_eq!(
+                m.dims(),
+                &[1, info[i].num_chs, 64 / info[i].reduction, 64 / info[i].reduction]
+            );
         }
         let ex = net.clone().features_only(&[1, 2]).unwrap();
         assert_eq!(ex.net().stages().len(), 2);

@@ -19,7 +19,9 @@ pub fn count_non_finite(t: &Tensor) -> Result<usize> {
     };
     let (storage, layout) = t.storage_and_layout();
     let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
-        return Err(Error::Candle(candle_core::Error::Msg("finite check: expected contiguous f32 CPU storage".into())));
+        return Err(Error::Candle(candle_core::Error::Msg(
+            "finite check: expected contiguous f32 CPU storage".into(),
+        )));
     };
     Ok(data[start..end].iter().filter(|v| !v.is_finite()).count())
 }
@@ -43,7 +45,9 @@ mod tests {
         assert_eq!(count_non_finite(&t.to_dtype(DType::F16)?)?, 3);
         assert_eq!(count_non_finite(&t.narrow(0, 3, 2)?)?, 1);
         assert_eq!(count_non_finite(&Tensor::new(&[1u32, 2], &Device::Cpu)?)?, 0);
-        let err = ensure_finite(&t, || "logits of cat.png".into()).unwrap_err().to_string();
+        let err = ensure_finite(&t, || "logits of cat.png".into())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("logits of cat.png") && err.contains('3'), "{err}");
         Ok(())
     }

@@ -53,16 +53,22 @@ impl Module for Head {
 /// Pools the last stage's features and maps them to class logits.
 #[derive(Debug, Clone)]
 pub struct Classifier {
+    /// The linear layer (`fc.weight`, `fc.bias`).
     pub fc: Linear,
+    /// Outputs.
     pub num_classes: usize,
 }
 
 impl Classifier {
     /// Loads `fc.weight` (num_classes, num_features) and `fc.bias` from `vb` (already at `fc`).
     pub fn load(num_features: usize, num_classes: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { fc: candle_nn::linear(num_features, num_classes, vb)?, num_classes })
+        Ok(Self {
+            fc: candle_nn::linear(num_features, num_classes, vb)?,
+            num_classes,
+        })
     }
 
+    /// Learnable parameters.
     pub fn num_params(&self) -> usize {
         self.fc.weight().elem_count() + self.fc.bias().map_or(0, Tensor::elem_count)
     }

@@ -26,6 +26,7 @@ pub enum KeyScheme {
 }
 
 impl KeyScheme {
+    /// The scheme of a checkpoint from its tensor names.
     pub fn detect<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
         for k in keys {
             let k = k.strip_prefix("module.").unwrap_or(k);
@@ -98,7 +99,11 @@ fn timm_clip_name(key: &str) -> Option<String> {
         "shortcut" => ("downsample.0", "downsample.1", rest.strip_prefix("conv.")?),
         _ => return None,
     };
-    Some(format!("layer{}.{block}.{}", stage + 1, conv_or_bn_timm(rest, conv, bn)?))
+    Some(format!(
+        "layer{}.{block}.{}",
+        stage + 1,
+        conv_or_bn_timm(rest, conv, bn)?
+    ))
 }
 
 /// timm's `ConvNormAct` children: `conv.X` -> `{conv}.X`, `bn.X` -> `{bn}.X`.
@@ -134,7 +139,10 @@ fn transformers_name(key: &str) -> Option<String> {
     let rest = rest.strip_prefix("layer.")?;
     let (j, rest) = rest.split_once('.')?;
     let j: usize = j.parse().ok()?;
-    Some(format!("{prefix}.{}", conv_or_bn(rest, &format!("conv{}", j + 1), &format!("bn{}", j + 1))))
+    Some(format!(
+        "{prefix}.{}",
+        conv_or_bn(rest, &format!("conv{}", j + 1), &format!("bn{}", j + 1))
+    ))
 }
 
 /// `convolution.X` -> `{conv}.X`, `normalization.X` -> `{bn}.X`.
@@ -158,10 +166,22 @@ mod tests {
         let cases = [
             ("resnet.embedder.embedder.convolution.weight", "conv1.weight"),
             ("resnet.embedder.embedder.normalization.running_var", "bn1.running_var"),
-            ("resnet.encoder.stages.0.layers.0.shortcut.convolution.weight", "layer1.0.downsample.0.weight"),
-            ("resnet.encoder.stages.0.layers.0.shortcut.normalization.bias", "layer1.0.downsample.1.bias"),
-            ("resnet.encoder.stages.3.layers.2.layer.2.convolution.weight", "layer4.2.conv3.weight"),
-            ("resnet.encoder.stages.1.layers.1.layer.0.normalization.weight", "layer2.1.bn1.weight"),
+            (
+                "resnet.encoder.stages.0.layers.0.shortcut.convolution.weight",
+                "layer1.0.downsample.0.weight",
+            ),
+            (
+                "resnet.encoder.stages.0.layers.0.shortcut.normalization.bias",
+                "layer1.0.downsample.1.bias",
+            ),
+            (
+                "resnet.encoder.stages.3.layers.2.layer.2.convolution.weight",
+                "layer4.2.conv3.weight",
+            ),
+            (
+                "resnet.encoder.stages.1.layers.1.layer.0.normalization.weight",
+                "layer2.1.bn1.weight",
+            ),
             ("classifier.1.weight", "fc.weight"),
         ];
         for (stored, canonical) in cases {
@@ -171,7 +191,11 @@ mod tests {
 
     #[test]
     fn timm_clip_names_map_to_open_clip() {
-        let keys = ["stem.conv1.conv.weight", "stages.0.0.conv1_1x1.bn.weight", "head.pos_embed"];
+        let keys = [
+            "stem.conv1.conv.weight",
+            "stages.0.0.conv1_1x1.bn.weight",
+            "head.pos_embed",
+        ];
         let s = KeyScheme::detect(keys);
         assert_eq!(s, KeyScheme::TimmClip);
         let cases = [
@@ -192,7 +216,11 @@ mod tests {
 
     #[test]
     fn open_clip_keeps_the_image_tower() {
-        let keys = ["logit_scale", "module.visual.conv1.weight", "transformer.resblocks.0.ln_1.weight"];
+        let keys = [
+            "logit_scale",
+            "module.visual.conv1.weight",
+            "transformer.resblocks.0.ln_1.weight",
+        ];
         let s = KeyScheme::detect(keys);
         assert_eq!(s, KeyScheme::OpenClip);
         let q = canonical_name(s, "module.visual.attnpool.q_proj.weight");

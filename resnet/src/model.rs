@@ -41,22 +41,41 @@ impl ResNet {
     /// with its names mapped and checked first, use [`crate::load::load`].
     pub fn load(config: &ResNetConfig, vb: VarBuilder, bn_mode: BnMode) -> Result<Self> {
         config.validate().map_err(Error::InvalidConfig)?;
-        let opts = ConvBnOptions { bn_mode, conv_bias: config.conv_bias, bn_eps: config.bn_eps };
+        let opts = ConvBnOptions {
+            bn_mode,
+            conv_bias: config.conv_bias,
+            bn_eps: config.bn_eps,
+        };
         let stem = Stem::load(config.stem, config.in_channels, &vb, opts)?;
         let mut channels = config.stem.out_channels();
         let mut stages = Vec::with_capacity(config.depths.len());
         for i in 0..config.depths.len() {
-            stages.push(Stage::load(config, i, channels, vb.pp(format!("layer{}", i + 1)), opts)?);
+            stages.push(Stage::load(
+                config,
+                i,
+                channels,
+                vb.pp(format!("layer{}", i + 1)),
+                opts,
+            )?);
             channels = config.channels[i] * config.block.expansion();
         }
         let head = match (config.num_classes, config.head) {
             (0, _) => None,
             (n, HeadKind::Linear) => Some(Head::Linear(Classifier::load(channels, n, vb.pp("fc"))?)),
-            (n, HeadKind::AttentionPool { num_heads, grid }) => {
-                Some(Head::AttentionPool(AttentionPool::load(channels, num_heads, grid, n, vb.pp("attnpool"))?))
-            }
+            (n, HeadKind::AttentionPool { num_heads, grid }) => Some(Head::AttentionPool(AttentionPool::load(
+                channels,
+                num_heads,
+                grid,
+                n,
+                vb.pp("attnpool"),
+            )?)),
         };
-        Ok(Self { config: config.clone(), stem, stages, head })
+        Ok(Self {
+            config: config.clone(),
+            stem,
+            stages,
+            head,
+        })
     }
 
     /// Eval-mode logits (N, num_classes), or a CLIP tower's image embeddings. `ModuleT::forward_t(x, true)` is
@@ -73,12 +92,18 @@ impl ResNet {
 
     /// The dtype of the weights (that of the first convolution's).
     pub fn dtype(&self) -> candle_core::DType {
-        self.stem.convs.first().map_or(candle_core::DType::F32, |(_, c)| c.conv().weight().dtype())
+        self.stem
+            .convs
+            .first()
+            .map_or(candle_core::DType::F32, |(_, c)| c.conv().weight().dtype())
     }
 
     /// The device the weights live on.
     pub fn device(&self) -> &candle_core::Device {
-        self.stem.convs.first().map_or(&candle_core::Device::Cpu, |(_, c)| c.conv().weight().device())
+        self.stem
+            .convs
+            .first()
+            .map_or(&candle_core::Device::Cpu, |(_, c)| c.conv().weight().device())
     }
 
     /// The stem (the layers before `layer1`).
@@ -104,7 +129,11 @@ impl ResNet {
     /// Replaces the head with a fresh linear classifier of `num_classes` outputs, taken from `vb` (at `fc`),
     /// keeping the backbone: the transfer-learning step.
     pub fn replace_head(&mut self, num_classes: usize, vb: VarBuilder) -> Result<()> {
-        self.head = Some(Head::Linear(Classifier::load(self.config.num_features(), num_classes, vb)?));
+        self.head = Some(Head::Linear(Classifier::load(
+            self.config.num_features(),
+            num_classes,
+            vb,
+        )?));
         self.config.num_classes = num_classes;
         self.config.head = HeadKind::Linear;
         Ok(())
@@ -121,7 +150,11 @@ impl ResNet {
     /// Every residual block in forward order with its checkpoint name (`layer1.0`, `layer1.1`, ...).
     pub fn blocks(&self) -> impl Iterator<Item = (String, &ResidualBlock)> {
         self.stages.iter().enumerate().flat_map(|(s, stage)| {
-            stage.blocks.iter().enumerate().map(move |(b, block)| (format!("layer{}.{b}", s + 1), block))
+            stage
+                .blocks
+                .iter()
+                .enumerate()
+                .map(move |(b, block)| (format!("layer{}.{b}", s + 1), block))
         })
     }
 

@@ -66,7 +66,10 @@ impl Pretrained {
 
     /// The name of class `i`: its label, or `class i` when labels are unknown.
     pub fn label(&self, i: usize) -> String {
-        self.labels.as_ref().and_then(|l| l.get(i).cloned()).unwrap_or_else(|| format!("class {i}"))
+        self.labels
+            .as_ref()
+            .and_then(|l| l.get(i).cloned())
+            .unwrap_or_else(|| format!("class {i}"))
     }
 
     /// Logits of a batch (N, C, H, W), or of one input (C, H, W) as a batch of one. Every logit must be
@@ -97,7 +100,14 @@ impl Pretrained {
     pub fn top_k(&self, probs: &[f32], k: usize) -> Vec<Prediction> {
         let mut idx: Vec<usize> = (0..probs.len()).collect();
         idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-        idx.into_iter().take(k).map(|c| Prediction { class: c, label: self.label(c), prob: probs[c] }).collect()
+        idx.into_iter()
+            .take(k)
+            .map(|c| Prediction {
+                class: c,
+                label: self.label(c),
+                prob: probs[c],
+            })
+            .collect()
     }
 
     /// The device the weights live on.
@@ -109,7 +119,11 @@ impl Pretrained {
     /// as [`Pretrained::preprocess`] says, as a (3, H, W) f32 tensor on the CPU.
     #[cfg(feature = "image")]
     pub fn preprocess_file(&self, path: impl AsRef<Path>) -> Result<Tensor> {
-        Ok(crate::data::preprocess_file(path.as_ref(), &self.preprocess, &Device::Cpu)?)
+        Ok(crate::data::preprocess_file(
+            path.as_ref(),
+            &self.preprocess,
+            &Device::Cpu,
+        )?)
     }
 
     /// [`Pretrained::preprocess_file`] for an image already decoded to RGB.
@@ -155,7 +169,10 @@ mod hub {
     impl PretrainedOptions {
         /// The Hugging Face environment and default load options.
         pub fn from_env() -> Self {
-            Self { hub: HubOptions::from_env(), load: LoadOptions::default() }
+            Self {
+                hub: HubOptions::from_env(),
+                load: LoadOptions::default(),
+            }
         }
     }
 
@@ -172,8 +189,14 @@ mod hub {
         /// Splits `owner/name@revision`.
         pub fn parse(spec: &str) -> Self {
             match spec.split_once('@') {
-                Some((repo, rev)) => Self { repo: repo.into(), revision: Some(rev.into()) },
-                None => Self { repo: spec.into(), revision: None },
+                Some((repo, rev)) => Self {
+                    repo: repo.into(),
+                    revision: Some(rev.into()),
+                },
+                None => Self {
+                    repo: spec.into(),
+                    revision: None,
+                },
             }
         }
     }
@@ -192,15 +215,27 @@ mod hub {
     pub fn target(spec: &str) -> Result<Target> {
         let r = RepoRef::parse(spec);
         if let Some(entry) = weights::registry::find(&r.repo) {
-            let repo = RepoRef { repo: entry.hf_hub_id.clone(), revision: r.revision };
-            return Ok(Target { repo, entry: Some(entry) });
+            let repo = RepoRef {
+                repo: entry.hf_hub_id.clone(),
+                revision: r.revision,
+            };
+            return Ok(Target {
+                repo,
+                entry: Some(entry),
+            });
         }
         if r.repo.contains('/') {
             return Ok(Target { repo: r, entry: None });
         }
         let entries = weights::registry::entries();
-        let known = entries.iter().map(|e| e.name.as_str()).chain(crate::variants::NAMES.iter().copied());
-        Err(Error::UnknownModel { name: spec.to_string(), suggestions: crate::variants::suggest(&r.repo, known) })
+        let known = entries
+            .iter()
+            .map(|e| e.name.as_str())
+            .chain(crate::variants::NAMES.iter().copied());
+        Err(Error::UnknownModel {
+            name: spec.to_string(),
+            suggestions: crate::variants::suggest(&r.repo, known),
+        })
     }
 
     /// The downloaded (or cached) files of a target.
@@ -222,7 +257,11 @@ mod hub {
                 Err(HubError::FileNotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
-            let bad = |reason: String| Error::BadMetadata { path: path.clone(), key: file.to_string(), reason };
+            let bad = |reason: String| Error::BadMetadata {
+                path: path.clone(),
+                key: file.to_string(),
+                reason,
+            };
             let text = read_small(&path).map_err(bad)?;
             let value: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
             if !value.is_object() {
@@ -254,7 +293,10 @@ mod hub {
             }
             other => other?,
         };
-        Ok(Fetched { weights, repo_config: fetch_config(hub, t)? })
+        Ok(Fetched {
+            weights,
+            repo_config: fetch_config(hub, t)?,
+        })
     }
 
     impl Pretrained {
@@ -266,9 +308,15 @@ mod hub {
             let repo_cfg = fetched.repo_config.as_ref();
             let fallback_arch = match &t.entry {
                 Some(e) => Some(e.arch.clone()),
-                None => repo_cfg.map(|c| arch_from_repo_config(c, &t.repo.repo)).transpose()?.flatten(),
+                None => repo_cfg
+                    .map(|c| arch_from_repo_config(c, &t.repo.repo))
+                    .transpose()?
+                    .flatten(),
             };
-            let load_opts = LoadOptions { fallback_arch, ..opts.load.clone() };
+            let load_opts = LoadOptions {
+                fallback_arch,
+                ..opts.load.clone()
+            };
             let loaded = load::load(&fetched.weights, &load_opts, device)?;
             let info = &loaded.info;
             let preprocess = match &info.preprocess {
@@ -304,16 +352,34 @@ mod hub {
         };
         // A self-describing weights file already in the cache says it best.
         if let Some(w) = hub.cached(&t.repo.repo, t.repo.revision.as_deref(), "model.safetensors") {
-            if let Some(p) = load::inspect(&w, &LoadOptions { fallback_arch: t.entry.as_ref().map(|e| e.arch.clone()), ..opts.load.clone() })?.preprocess {
+            if let Some(p) = load::inspect(
+                &w,
+                &LoadOptions {
+                    fallback_arch: t.entry.as_ref().map(|e| e.arch.clone()),
+                    ..opts.load.clone()
+                },
+            )?
+            .preprocess
+            {
                 return Ok(p);
             }
         }
         match repo_preprocess(&t, cfg.as_ref())? {
             Some(p) => Ok(p),
             None => {
-                let arch = match cfg.as_ref().map(|c| arch_from_repo_config(c, &t.repo.repo)).transpose()?.flatten() {
+                let arch = match cfg
+                    .as_ref()
+                    .map(|c| arch_from_repo_config(c, &t.repo.repo))
+                    .transpose()?
+                    .flatten()
+                {
                     Some(a) => a,
-                    None => return Err(Error::NoArchitecture { path: t.repo.repo.clone().into(), candidates: vec![] }),
+                    None => {
+                        return Err(Error::NoArchitecture {
+                            path: t.repo.repo.clone().into(),
+                            candidates: vec![],
+                        })
+                    }
                 };
                 Ok(load::default_preprocess(&crate::variants::by_name(&arch)?))
             }
@@ -322,11 +388,14 @@ mod hub {
 
     /// The repo config's preprocessing, else the registry entry's; validated.
     fn repo_preprocess(t: &Target, cfg: Option<&Value>) -> Result<Option<PreprocessConfig>> {
-        let from_repo = cfg.map(preprocess_from_repo_config).transpose().map_err(|reason| Error::BadMetadata {
-            path: t.repo.repo.clone().into(),
-            key: "config.json".into(),
-            reason,
-        })?;
+        let from_repo = cfg
+            .map(preprocess_from_repo_config)
+            .transpose()
+            .map_err(|reason| Error::BadMetadata {
+                path: t.repo.repo.clone().into(),
+                key: "config.json".into(),
+                reason,
+            })?;
         let p = from_repo.flatten().or_else(|| t.entry.as_ref().map(Entry::preprocess));
         if let Some(p) = &p {
             p.validate().map_err(|reason| Error::BadMetadata {
@@ -340,13 +409,23 @@ mod hub {
 
     /// Class names from the repo's `id2label` (HF transformers), else the registry's label set.
     fn repo_labels(t: &Target, cfg: Option<&Value>, num_classes: usize) -> Result<Option<Vec<String>>> {
-        let bad = |reason: String| Error::BadMetadata { path: t.repo.repo.clone().into(), key: "id2label".into(), reason };
+        let bad = |reason: String| Error::BadMetadata {
+            path: t.repo.repo.clone().into(),
+            key: "id2label".into(),
+            reason,
+        };
         if let Some(map) = cfg.and_then(|c| c.get("id2label")).and_then(Value::as_object) {
             let mut names = vec![None; num_classes];
             for (k, v) in map {
                 let i: usize = k.parse().map_err(|_| bad(format!("key `{k}` is not a class index")))?;
-                let slot = names.get_mut(i).ok_or_else(|| bad(format!("class {i} of a {num_classes}-class head")))?;
-                *slot = Some(v.as_str().ok_or_else(|| bad(format!("class {i} has no string name")))?.to_string());
+                let slot = names
+                    .get_mut(i)
+                    .ok_or_else(|| bad(format!("class {i} of a {num_classes}-class head")))?;
+                *slot = Some(
+                    v.as_str()
+                        .ok_or_else(|| bad(format!("class {i} has no string name")))?
+                        .to_string(),
+                );
             }
             return match names.iter().all(Option::is_some) {
                 true => Ok(Some(names.into_iter().flatten().collect())),
@@ -354,7 +433,9 @@ mod hub {
             };
         }
         let set = t.entry.as_ref().and_then(|e| e.label_set.as_deref());
-        Ok(set.and_then(weights::labels::label_set).filter(|l| l.len() == num_classes))
+        Ok(set
+            .and_then(weights::labels::label_set)
+            .filter(|l| l.len() == num_classes))
     }
 
     /// The architecture a repo config names: timm's `architecture`, or the ResNet that HF transformers'
@@ -368,8 +449,10 @@ mod hub {
             })?;
             return Ok(Some(arch.to_string()));
         }
-        let depths: Option<Vec<u64>> =
-            c.get("depths").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_u64).collect());
+        let depths: Option<Vec<u64>> = c
+            .get("depths")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_u64).collect());
         let name = match (c.get("layer_type").and_then(Value::as_str), depths.as_deref()) {
             (Some("basic"), Some([2, 2, 2, 2])) => "resnet18",
             (Some("basic"), Some([3, 4, 6, 3])) => "resnet34",
@@ -385,7 +468,10 @@ mod hub {
     /// `Ok(None)` when the config describes none, an error when it describes one badly.
     pub fn preprocess_from_repo_config(c: &Value) -> std::result::Result<Option<PreprocessConfig>, String> {
         let f3 = |v: &Value, what: &str| -> std::result::Result<[f32; 3], String> {
-            let a = v.as_array().filter(|a| a.len() == 3).ok_or_else(|| format!("`{what}` is not 3 numbers"))?;
+            let a = v
+                .as_array()
+                .filter(|a| a.len() == 3)
+                .ok_or_else(|| format!("`{what}` is not 3 numbers"))?;
             let mut out = [0f32; 3];
             for (o, x) in out.iter_mut().zip(a) {
                 *o = x.as_f64().ok_or_else(|| format!("`{what}` is not 3 numbers"))? as f32;
@@ -394,26 +480,46 @@ mod hub {
         };
         let size = |v: Option<u64>, what: &str| -> std::result::Result<usize, String> {
             let n = v.ok_or_else(|| format!("`{what}` is not a number"))?;
-            usize::try_from(n).ok().filter(|&n| n <= PreprocessConfig::MAX_SIDE).ok_or_else(|| format!("`{what}` is {n}"))
+            usize::try_from(n)
+                .ok()
+                .filter(|&n| n <= PreprocessConfig::MAX_SIDE)
+                .ok_or_else(|| format!("`{what}` is {n}"))
         };
         if let Some(p) = c.get("pretrained_cfg") {
-            let s = p["input_size"].as_array().filter(|a| a.len() == 3).ok_or("`input_size` is not [c, h, w]")?;
+            let s = p["input_size"]
+                .as_array()
+                .filter(|a| a.len() == 3)
+                .ok_or("`input_size` is not [c, h, w]")?;
             let interpolation = match p["interpolation"].as_str() {
                 Some("bicubic") => Interpolation::Bicubic,
                 Some("nearest") => Interpolation::Nearest,
                 _ => Interpolation::Bilinear,
             };
             return Ok(Some(PreprocessConfig {
-                input_size: [size(s[0].as_u64(), "input_size")?, size(s[1].as_u64(), "input_size")?, size(s[2].as_u64(), "input_size")?],
+                input_size: [
+                    size(s[0].as_u64(), "input_size")?,
+                    size(s[1].as_u64(), "input_size")?,
+                    size(s[2].as_u64(), "input_size")?,
+                ],
                 crop_pct: p.get("crop_pct").and_then(Value::as_f64).unwrap_or(0.875),
-                crop_mode: if p["crop_mode"] == "squash" { CropMode::Squash } else { CropMode::Center },
+                crop_mode: if p["crop_mode"] == "squash" {
+                    CropMode::Squash
+                } else {
+                    CropMode::Center
+                },
                 interpolation,
                 mean: f3(&p["mean"], "mean")?,
                 std: f3(&p["std"], "std")?,
             }));
         }
-        let Some(mean) = c.get("image_mean") else { return Ok(None) };
-        let interpolation = if c["resample"] == 3 { Interpolation::Bicubic } else { Interpolation::Bilinear };
+        let Some(mean) = c.get("image_mean") else {
+            return Ok(None);
+        };
+        let interpolation = if c["resample"] == 3 {
+            Interpolation::Bicubic
+        } else {
+            Interpolation::Bilinear
+        };
         let side = match c.get("size") {
             Some(s) if s.get("shortest_edge").is_some() => size(s["shortest_edge"].as_u64(), "size.shortest_edge")?,
             Some(s) if s.is_u64() => size(s.as_u64(), "size")?,

@@ -17,10 +17,15 @@ use crate::shortcut::Shortcut;
 /// What one op is, for grouping in reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
+    /// A convolution (with its BN folded, and its ReLU).
     Conv,
+    /// A pooling op.
     Pool,
+    /// A block's shortcut.
     Shortcut,
+    /// A residual add (and its ReLU).
     Add,
+    /// The head.
     Head,
     /// Token lookup and positional embedding (CLIP's text tower).
     Embedding,
@@ -37,9 +42,11 @@ pub enum OpKind {
 pub struct OpRecord {
     /// Checkpoint-style name: `conv1`, `layer1.0.conv2`, `layer2.0.downsample`, `layer1.0.add`.
     pub name: String,
+    /// What the op is.
     pub kind: OpKind,
     /// Output shape.
     pub shape: Vec<usize>,
+    /// Learnable parameters (as the checkpoint stores them).
     pub params: usize,
     /// Multiply-accumulates (a FLOP count is twice this).
     pub macs: u64,
@@ -49,6 +56,7 @@ pub struct OpRecord {
 
 /// How ops are timed: how often each is repeated, and how to wait for the device.
 pub struct Timing<'a> {
+    /// Timed repetitions of each op (at least one).
     pub repeats: usize,
     /// Blocks until queued work has finished (a no-op on CPU), so GPU times are true.
     pub sync: &'a dyn Fn() -> Result<()>,
@@ -62,10 +70,14 @@ pub fn profile(model: &ResNet, x: &Tensor, timing: &Timing) -> Result<Vec<OpReco
         x = conv_op(&mut out, name, conv, &x, true, timing)?;
     }
     if model.stem().has_max_pool() {
-        x = record(&mut out, "maxpool", OpKind::Pool, 0, 0, timing, || pool::max_pool_3x3_s2(&x))?;
+        x = record(&mut out, "maxpool", OpKind::Pool, 0, 0, timing, || {
+            pool::max_pool_3x3_s2(&x)
+        })?;
     }
     if model.stem().has_avg_pool() {
-        x = record(&mut out, "avgpool", OpKind::Pool, 0, 0, timing, || pool::avg_pool(&x, 2))?;
+        x = record(&mut out, "avgpool", OpKind::Pool, 0, 0, timing, || {
+            pool::avg_pool(&x, 2)
+        })?;
     }
     for (name, block) in model.blocks() {
         x = block_ops(&mut out, &name, block, &x, timing)?;
@@ -73,11 +85,21 @@ pub fn profile(model: &ResNet, x: &Tensor, timing: &Timing) -> Result<Vec<OpReco
     match model.head() {
         Some(Head::Linear(head)) => {
             let macs = (x.dim(0)? * x.dim(1)? * head.num_classes) as u64;
-            record(&mut out, "fc", OpKind::Head, head.num_params(), macs, timing, || head.forward(&x))?;
+            record(&mut out, "fc", OpKind::Head, head.num_params(), macs, timing, || {
+                head.forward(&x)
+            })?;
         }
         Some(Head::AttentionPool(pool)) => {
             let macs = pool.macs(x.dim(0)?);
-            record(&mut out, "attnpool", OpKind::Head, pool.num_params(), macs, timing, || pool.forward(&x))?;
+            record(
+                &mut out,
+                "attnpool",
+                OpKind::Head,
+                pool.num_params(),
+                macs,
+                timing,
+                || pool.forward(&x),
+            )?;
         }
         None => {}
     }
@@ -91,7 +113,9 @@ fn block_ops(out: &mut Vec<OpRecord>, prefix: &str, block: &ResidualBlock, x: &T
         let last = i + 1 == layers.len();
         let window = block.residual.pool_before_last();
         if last && window > 1 {
-            y = record(out, &format!("{prefix}.avgpool"), OpKind::Pool, 0, 0, t, || pool::avg_pool(&y, window))?;
+            y = record(out, &format!("{prefix}.avgpool"), OpKind::Pool, 0, 0, t, || {
+                pool::avg_pool(&y, window)
+            })?;
         }
         y = conv_op(out, &format!("{prefix}.{name}"), conv, &y, !last, t)?;
     }
@@ -100,10 +124,20 @@ fn block_ops(out: &mut Vec<OpRecord>, prefix: &str, block: &ResidualBlock, x: &T
         Shortcut::Identity => x.clone(),
         _ => {
             let macs = shortcut_macs(sc, &y);
-            record(out, &format!("{prefix}.downsample"), OpKind::Shortcut, sc.num_params(), macs, t, || sc.forward_t(x, false))?
+            record(
+                out,
+                &format!("{prefix}.downsample"),
+                OpKind::Shortcut,
+                sc.num_params(),
+                macs,
+                t,
+                || sc.forward_t(x, false),
+            )?
         }
     };
-    record(out, &format!("{prefix}.add"), OpKind::Add, 0, 0, t, || (&y + &short)?.relu())
+    record(out, &format!("{prefix}.add"), OpKind::Add, 0, 0, t, || {
+        (&y + &short)?.relu()
+    })
 }
 
 fn shortcut_macs(sc: &Shortcut, out: &Tensor) -> u64 {
@@ -124,7 +158,9 @@ fn conv_macs(conv: &ConvBn, out_shape: &[usize]) -> u64 {
 fn conv_op(out: &mut Vec<OpRecord>, name: &str, conv: &ConvBn, x: &Tensor, relu: bool, t: &Timing) -> Result<Tensor> {
     let y = conv.forward_t(x, false)?;
     let macs = conv_macs(conv, y.dims());
-    record(out, name, OpKind::Conv, conv.num_params(), macs, t, || conv.forward_fused(x, None, relu, false))
+    record(out, name, OpKind::Conv, conv.num_params(), macs, t, || {
+        conv.forward_fused(x, None, relu, false)
+    })
 }
 
 /// Runs `op` `t.repeats` times (at least once), records the median, returns the last output.
@@ -149,6 +185,13 @@ pub fn record(
     }
     times.sort();
     let y = y.expect("ran at least once");
-    out.push(OpRecord { name: name.to_string(), kind, shape: y.dims().to_vec(), params, macs, median: times[times.len() / 2] });
+    out.push(OpRecord {
+        name: name.to_string(),
+        kind,
+        shape: y.dims().to_vec(),
+        params,
+        macs,
+        median: times[times.len() / 2],
+    });
     Ok(y)
 }

@@ -28,6 +28,7 @@ pub enum Shortcut {
 /// Option A's subsample-and-pad.
 #[derive(Debug, Clone, Copy)]
 pub struct ZeroPad {
+    /// The subsampling stride.
     pub stride: usize,
     /// Zero channels put before the input's channels.
     pub pad_before: usize,
@@ -94,7 +95,11 @@ impl Shortcut {
                     candle_core::bail!("an option-A shortcut cannot shrink {cin} channels to {cout}")
                 }
                 let extra = cout - cin;
-                Shortcut::ZeroPad(ZeroPad { stride, pad_before: extra / 2, pad_after: extra - extra / 2 })
+                Shortcut::ZeroPad(ZeroPad {
+                    stride,
+                    pad_before: extra / 2,
+                    pad_after: extra - extra / 2,
+                })
             }
             ShortcutKind::Projection => {
                 let spec = ConvSpec::new(cin, cout, 1, stride);
@@ -123,6 +128,7 @@ impl Shortcut {
         matches!(self, Shortcut::Identity)
     }
 
+    /// Learnable parameters.
     pub fn num_params(&self) -> usize {
         match self {
             Shortcut::Identity | Shortcut::ZeroPad(_) => 0,

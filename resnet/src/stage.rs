@@ -10,12 +10,19 @@ use crate::layers::ConvBnOptions;
 /// A conv block that sets the stage's shape, then identity blocks.
 #[derive(Debug, Clone)]
 pub struct Stage {
-    pub blocks: Vec<ResidualBlock>,
+    /// The blocks in order: the conv block first.
+    pub(crate) blocks: Vec<ResidualBlock>,
 }
 
 impl Stage {
     /// Builds stage `index` (0-based) from `vb` = `layer{index+1}`.
-    pub fn load(cfg: &ResNetConfig, index: usize, in_channels: usize, vb: VarBuilder, opts: ConvBnOptions) -> Result<Self> {
+    pub fn load(
+        cfg: &ResNetConfig,
+        index: usize,
+        in_channels: usize,
+        vb: VarBuilder,
+        opts: ConvBnOptions,
+    ) -> Result<Self> {
         let planes = cfg.channels[index];
         let out_channels = planes * cfg.block.expansion();
         let g = cfg.stage_geometry()[index];
@@ -24,13 +31,26 @@ impl Stage {
             // The conv block sets the stage's shape; identity blocks keep it, at the stage's dilation.
             let (cin, geometry) = match b {
                 0 => (in_channels, g),
-                _ => (out_channels, StageGeometry { stride: 1, first_dilation: g.dilation, dilation: g.dilation }),
+                _ => (
+                    out_channels,
+                    StageGeometry {
+                        stride: 1,
+                        first_dilation: g.dilation,
+                        dilation: g.dilation,
+                    },
+                ),
             };
             blocks.push(ResidualBlock::load(cfg, cin, planes, geometry, vb.pp(b), opts)?);
         }
         Ok(Self { blocks })
     }
 
+    /// The blocks in order: the conv block that sets the stage's shape, then identity blocks.
+    pub fn blocks(&self) -> &[ResidualBlock] {
+        &self.blocks
+    }
+
+    /// Learnable parameters.
     pub fn num_params(&self) -> usize {
         self.blocks.iter().map(ResidualBlock::num_params).sum()
     }

@@ -25,34 +25,67 @@ impl Stem {
         let c = |cin, cout, k, s| ConvSpec::new(cin, cout, k, s);
         let convs = match kind {
             StemKind::Classic { width } => {
-                vec![("conv1".to_string(), ConvBn::load(c(in_channels, width, 7, 2), vb.pp("conv1"), vb.pp("bn1"), opts)?)]
+                vec![(
+                    "conv1".to_string(),
+                    ConvBn::load(c(in_channels, width, 7, 2), vb.pp("conv1"), vb.pp("bn1"), opts)?,
+                )]
             }
             StemKind::Cifar { width } => {
-                vec![("conv1".to_string(), ConvBn::load(c(in_channels, width, 3, 1), vb.pp("conv1"), vb.pp("bn1"), opts)?)]
+                vec![(
+                    "conv1".to_string(),
+                    ConvBn::load(c(in_channels, width, 3, 1), vb.pp("conv1"), vb.pp("bn1"), opts)?,
+                )]
             }
             StemKind::Deep { width } | StemKind::DeepTiered { width } => {
-                let first = if matches!(kind, StemKind::DeepTiered { .. }) { 3 * (width / 4) } else { width };
+                let first = if matches!(kind, StemKind::DeepTiered { .. }) {
+                    3 * (width / 4)
+                } else {
+                    width
+                };
                 let seq = vb.pp("conv1");
                 // A deep stem's convs never carry a bias, whatever the checkpoint's other convs do.
-                let opts = ConvBnOptions { conv_bias: false, ..opts };
+                let opts = ConvBnOptions {
+                    conv_bias: false,
+                    ..opts
+                };
                 vec![
-                    ("conv1.0".to_string(), ConvBn::load(c(in_channels, first, 3, 2), seq.pp("0"), seq.pp("1"), opts)?),
-                    ("conv1.3".to_string(), ConvBn::load(c(first, width, 3, 1), seq.pp("3"), seq.pp("4"), opts)?),
-                    ("conv1.6".to_string(), ConvBn::load(c(width, 2 * width, 3, 1), seq.pp("6"), vb.pp("bn1"), opts)?),
+                    (
+                        "conv1.0".to_string(),
+                        ConvBn::load(c(in_channels, first, 3, 2), seq.pp("0"), seq.pp("1"), opts)?,
+                    ),
+                    (
+                        "conv1.3".to_string(),
+                        ConvBn::load(c(first, width, 3, 1), seq.pp("3"), seq.pp("4"), opts)?,
+                    ),
+                    (
+                        "conv1.6".to_string(),
+                        ConvBn::load(c(width, 2 * width, 3, 1), seq.pp("6"), vb.pp("bn1"), opts)?,
+                    ),
                 ]
             }
             StemKind::Clip { width } => {
-                let plan = [(in_channels, width / 2, 2), (width / 2, width / 2, 1), (width / 2, width, 1)];
+                let plan = [
+                    (in_channels, width / 2, 2),
+                    (width / 2, width / 2, 1),
+                    (width / 2, width, 1),
+                ];
                 let mut convs = Vec::with_capacity(3);
                 for (i, (cin, cout, stride)) in plan.into_iter().enumerate() {
                     let (conv, bn) = (format!("conv{}", i + 1), format!("bn{}", i + 1));
-                    convs.push((conv.clone(), ConvBn::load(c(cin, cout, 3, stride), vb.pp(&conv), vb.pp(&bn), opts)?));
+                    convs.push((
+                        conv.clone(),
+                        ConvBn::load(c(cin, cout, 3, stride), vb.pp(&conv), vb.pp(&bn), opts)?,
+                    ));
                 }
                 convs
             }
         };
         let max_pool = !matches!(kind, StemKind::Cifar { .. } | StemKind::Clip { .. });
-        Ok(Self { convs, max_pool, avg_pool: matches!(kind, StemKind::Clip { .. }) })
+        Ok(Self {
+            convs,
+            max_pool,
+            avg_pool: matches!(kind, StemKind::Clip { .. }),
+        })
     }
 
     /// Learnable parameters as the checkpoint stores them.

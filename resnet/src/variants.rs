@@ -13,7 +13,11 @@ const fn resnext(groups: usize, base_width: usize) -> BlockKind {
 /// Defines one public constructor per variant and the name table used by [`by_name`].
 macro_rules! variants {
     ($($(#[$doc:meta])* $name:ident => $body:expr;)*) => {
-        $( $(#[$doc])* pub fn $name() -> ResNetConfig { $body } )*
+        $(
+            $(#[$doc])*
+            #[doc = concat!("\n\nThe config `by_name(\"", stringify!($name), "\")` returns.")]
+            pub fn $name() -> ResNetConfig { $body }
+        )*
         /// Every name [`by_name`] accepts, in a stable order.
         pub const NAMES: &[&str] = &[$(stringify!($name)),*];
         const TABLE: &[(&str, fn() -> ResNetConfig)] = &[$((stringify!($name), $name)),*];
@@ -79,15 +83,21 @@ pub fn by_name(name: &str) -> Result<ResNetConfig> {
         .iter()
         .find(|(n, _)| *n == arch)
         .map(|(_, build)| build())
-        .ok_or_else(|| Error::UnknownModel { name: name.to_string(), suggestions: suggest(arch, NAMES.iter().copied()) })
+        .ok_or_else(|| Error::UnknownModel {
+            name: name.to_string(),
+            suggestions: suggest(arch, NAMES.iter().copied()),
+        })
 }
 
 /// The names of `known` closest to `name` (a misspelling): at most three, within an edit distance of a
 /// third of the name's length, closest first.
 pub fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let limit = (name.chars().count() / 3).max(1);
-    let mut close: Vec<(usize, &str)> =
-        known.into_iter().map(|k| (edit_distance(name, k), k)).filter(|(d, _)| *d <= limit).collect();
+    let mut close: Vec<(usize, &str)> = known
+        .into_iter()
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .collect();
     close.sort();
     close.dedup();
     close.into_iter().take(3).map(|(_, k)| k.to_string()).collect()

@@ -34,7 +34,13 @@ fn zeros() -> Tensor {
 
 fn check(name: &str, input: Tensor, want: [f32; 10]) {
     for mode in [BnMode::Fold, BnMode::Keep] {
-        let got: Vec<f32> = model(name, mode).forward(&input).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let got: Vec<f32> = model(name, mode)
+            .forward(&input)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let err = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
         // The README prints 4 decimals: allow that rounding plus 1e-3.
         assert!(err <= 1e-3 + 5e-5, "{name} {mode:?}: got {got:?}, max error {err}");
@@ -43,22 +49,46 @@ fn check(name: &str, input: Tensor, want: [f32; 10]) {
 
 #[test]
 fn resnet20_zeros() {
-    check("resnet20", zeros(), [3.2760, -2.3189, 0.4191, 4.5202, -1.3386, 0.6449, 0.3349, -1.7288, 0.1667, -4.0055]);
+    check(
+        "resnet20",
+        zeros(),
+        [
+            3.2760, -2.3189, 0.4191, 4.5202, -1.3386, 0.6449, 0.3349, -1.7288, 0.1667, -4.0055,
+        ],
+    );
 }
 
 #[test]
 fn resnet20_sine() {
-    check("resnet20", sine(), [-0.7801, -0.9283, 1.0585, -3.8758, 6.5965, -2.8999, -0.1108, 2.4582, 0.5336, -2.1035]);
+    check(
+        "resnet20",
+        sine(),
+        [
+            -0.7801, -0.9283, 1.0585, -3.8758, 6.5965, -2.8999, -0.1108, 2.4582, 0.5336, -2.1035,
+        ],
+    );
 }
 
 #[test]
 fn resnet56_zeros() {
-    check("resnet56", zeros(), [-1.1280, -2.6475, -1.2870, 10.3389, -3.9263, 1.8281, 0.0394, -0.3955, -0.3370, -2.5494]);
+    check(
+        "resnet56",
+        zeros(),
+        [
+            -1.1280, -2.6475, -1.2870, 10.3389, -3.9263, 1.8281, 0.0394, -0.3955, -0.3370, -2.5494,
+        ],
+    );
 }
 
 #[test]
 fn resnet56_sine() {
-    check("resnet56", sine(), [3.0012, 0.1265, -0.9947, 1.6753, -0.8788, -0.7700, 0.5399, -1.1083, 0.5041, -2.1230]);
+    check(
+        "resnet56",
+        sine(),
+        [
+            3.0012, 0.1265, -0.9947, 1.6753, -0.8788, -0.7700, 0.5399, -1.1083, 0.5041, -2.1230,
+        ],
+    );
 }
 
 #[test]

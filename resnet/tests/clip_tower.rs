@@ -39,7 +39,12 @@ fn case(name: &str) -> Case {
             None => refs.insert(k, v),
         };
     }
-    Case { cfg: tower_config(&meta), meta, weights, refs }
+    Case {
+        cfg: tower_config(&meta),
+        meta,
+        weights,
+        refs,
+    }
 }
 
 /// Runs `name` folded and unfolded against every stored output; returns the worst error relative to the scale
@@ -66,16 +71,24 @@ fn check(name: &str) -> (f32, f32) {
             };
             let scale = common::max_abs(want).max(1.0);
             let err = common::max_abs_diff(&got, want);
-            assert!(err <= 1e-4 * scale, "{name} {mode:?} {key}: max abs error {err:e} (scale {scale})");
+            assert!(
+                err <= 1e-4 * scale,
+                "{name} {mode:?} {key}: max abs error {err:e} (scale {scale})"
+            );
             worst = worst.max(err / scale);
             checked += 1;
         }
         assert!(checked >= 3, "{name}: only {checked} outputs compared");
         let got = model.forward(input).unwrap();
-        worst_f64 = worst_f64.max(common::max_abs_diff(&got, &c.refs["embedding_f64"].to_dtype(DType::F32).unwrap()));
+        worst_f64 = worst_f64.max(common::max_abs_diff(
+            &got,
+            &c.refs["embedding_f64"].to_dtype(DType::F32).unwrap(),
+        ));
     }
-    let pytorch_f32 =
-        common::max_abs_diff(&c.refs["embedding"], &c.refs["embedding_f64"].to_dtype(DType::F32).unwrap());
+    let pytorch_f32 = common::max_abs_diff(
+        &c.refs["embedding"],
+        &c.refs["embedding_f64"].to_dtype(DType::F32).unwrap(),
+    );
     println!("{name}: max error vs PyTorch f32 {worst:.2e} (relative to each output's scale)");
     println!("    embedding vs float64: ours {worst_f64:.2e}, PyTorch f32 {pytorch_f32:.2e}");
     (worst, worst_f64)
@@ -115,12 +128,21 @@ fn timm_names_map_to_canonical_names() {
     assert!(pairs.len() > 100, "{} pairs", pairs.len());
     assert_eq!(KeyScheme::detect(pairs.keys().map(String::as_str)), KeyScheme::TimmClip);
     for (timm, open_clip) in &pairs {
-        assert_eq!(canonical_name(KeyScheme::TimmClip, timm).as_deref(), Some(open_clip.as_str()), "{timm}");
+        assert_eq!(
+            canonical_name(KeyScheme::TimmClip, timm).as_deref(),
+            Some(open_clip.as_str()),
+            "{timm}"
+        );
     }
     // The names the twin's config loads, recorded by a VarMap.
     let twin = tower_config(&c.meta["timm_keys_config"]);
     let varmap = VarMap::new();
-    ResNet::load(&twin, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), BnMode::Keep).unwrap();
+    ResNet::load(
+        &twin,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        BnMode::Keep,
+    )
+    .unwrap();
     let asked: BTreeSet<String> = varmap.data().lock().unwrap().keys().cloned().collect();
     let mapped: BTreeSet<String> = pairs.values().cloned().collect();
     assert_eq!(asked, mapped);
@@ -130,14 +152,22 @@ fn timm_names_map_to_canonical_names() {
 #[test]
 fn open_clip_layout_loads_through_the_key_scheme() {
     let c = case("clip_rn");
-    let mut stored: HashMap<String, Tensor> =
-        c.weights.iter().map(|(k, v)| (format!("visual.{k}"), v.clone())).collect();
+    let mut stored: HashMap<String, Tensor> = c
+        .weights
+        .iter()
+        .map(|(k, v)| (format!("visual.{k}"), v.clone()))
+        .collect();
     stored.insert("logit_scale".to_string(), Tensor::new(4.6f32, &Device::Cpu).unwrap());
-    stored.insert("token_embedding.weight".to_string(), Tensor::zeros((10, 4), DType::F32, &Device::Cpu).unwrap());
+    stored.insert(
+        "token_embedding.weight".to_string(),
+        Tensor::zeros((10, 4), DType::F32, &Device::Cpu).unwrap(),
+    );
     let scheme = KeyScheme::detect(stored.keys().map(String::as_str));
     assert_eq!(scheme, KeyScheme::OpenClip);
-    let canonical: HashMap<String, Tensor> =
-        stored.into_iter().filter_map(|(k, v)| canonical_name(scheme, &k).map(|k| (k, v))).collect();
+    let canonical: HashMap<String, Tensor> = stored
+        .into_iter()
+        .filter_map(|(k, v)| canonical_name(scheme, &k).map(|k| (k, v)))
+        .collect();
     assert_eq!(canonical.len(), c.weights.len());
     let model = ResNet::new(&c.cfg, VarBuilder::from_tensors(canonical, DType::F32, &Device::Cpu)).unwrap();
     let err = common::max_abs_diff(&model.forward(&c.refs["input"]).unwrap(), &c.refs["embedding"]);
@@ -166,7 +196,10 @@ fn config_json_round_trip_and_old_json() {
         let cfg = resnet::variants::by_name(name).unwrap();
         let json = serde_json::to_string(&cfg).unwrap();
         assert!(json.contains(r#""head":{"kind":"attention_pool""#), "{json}");
-        assert!(json.contains(r#""stem":{"kind":"clip""#) && json.contains(r#""avg_pool_projection""#), "{json}");
+        assert!(
+            json.contains(r#""stem":{"kind":"clip""#) && json.contains(r#""avg_pool_projection""#),
+            "{json}"
+        );
         assert!(json.contains(r#""anti_alias":"avg_pool""#), "{json}");
         assert_eq!(serde_json::from_str::<ResNetConfig>(&json).unwrap(), cfg);
     }
@@ -182,15 +215,31 @@ fn config_json_round_trip_and_old_json() {
 #[test]
 fn profile_times_the_attention_pool() {
     let c = case("clip_rn");
-    let model = ResNet::new(&c.cfg, VarBuilder::from_tensors(c.weights.clone(), DType::F32, &Device::Cpu)).unwrap();
-    let timing = resnet::profile::Timing { repeats: 1, sync: &|| Ok(()) };
+    let model = ResNet::new(
+        &c.cfg,
+        VarBuilder::from_tensors(c.weights.clone(), DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let timing = resnet::profile::Timing {
+        repeats: 1,
+        sync: &|| Ok(()),
+    };
     let ops = resnet::profile::profile(&model, &c.refs["input"], &timing).unwrap();
     let names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
-    for expected in ["conv3", "avgpool", "layer2.0.avgpool", "layer2.0.downsample", "attnpool"] {
+    for expected in [
+        "conv3",
+        "avgpool",
+        "layer2.0.avgpool",
+        "layer2.0.downsample",
+        "attnpool",
+    ] {
         assert!(names.contains(&expected), "{expected} missing from {names:?}");
     }
     let head = ops.last().unwrap();
-    assert_eq!((head.name.as_str(), head.shape.as_slice()), ("attnpool", &[2usize, 24][..]));
+    assert_eq!(
+        (head.name.as_str(), head.shape.as_slice()),
+        ("attnpool", &[2usize, 24][..])
+    );
     let pool = match model.head() {
         Some(resnet::head::Head::AttentionPool(p)) => p,
         other => panic!("expected an attention pool, got {other:?}"),
@@ -201,7 +250,9 @@ fn profile_times_the_attention_pool() {
     // Parameters of the walk add up to the model's.
     let walked: usize = ops.iter().map(|o| o.params).sum();
     assert_eq!(walked, model.num_params());
-    let embed = pool.forward(&model.forward_features(&c.refs["input"]).unwrap()).unwrap();
+    let embed = pool
+        .forward(&model.forward_features(&c.refs["input"]).unwrap())
+        .unwrap();
     assert_eq!(embed.dims(), &[2, 24]);
 }
 
@@ -211,9 +262,18 @@ fn profile_times_the_attention_pool() {
 fn corrupt_clip_configs_are_errors() {
     let good = serde_json::to_value(resnet::variants::resnet50_clip()).unwrap();
     let cases = [
-        ("head", serde_json::json!({"kind": "attention_pool", "num_heads": 32, "grid": 1u64 << 40})),
-        ("head", serde_json::json!({"kind": "attention_pool", "num_heads": 0, "grid": 7})),
-        ("head", serde_json::json!({"kind": "attention_pool", "num_heads": 3, "grid": 7})),
+        (
+            "head",
+            serde_json::json!({"kind": "attention_pool", "num_heads": 32, "grid": 1u64 << 40}),
+        ),
+        (
+            "head",
+            serde_json::json!({"kind": "attention_pool", "num_heads": 0, "grid": 7}),
+        ),
+        (
+            "head",
+            serde_json::json!({"kind": "attention_pool", "num_heads": 3, "grid": 7}),
+        ),
         ("stem", serde_json::json!({"kind": "clip", "width": 1})),
         ("block", serde_json::json!({"kind": "basic"})),
     ];
@@ -222,6 +282,9 @@ fn corrupt_clip_configs_are_errors() {
         json[key] = value.clone();
         let cfg: ResNetConfig = serde_json::from_value(json).unwrap();
         let err = ResNet::new(&cfg, VarBuilder::zeros(DType::F32, &Device::Cpu)).unwrap_err();
-        assert!(err.to_string().contains("invalid ResNet config"), "{key} = {value}: {err}");
+        assert!(
+            err.to_string().contains("invalid ResNet config"),
+            "{key} = {value}: {err}"
+        );
     }
 }

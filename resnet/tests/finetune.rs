@@ -13,7 +13,11 @@ use image::imageops::{self, FilterType};
 use rand::{Rng, SeedableRng};
 use resnet::train::{self, Augment, Dataset, FinetuneConfig, ImageFolder, OptimizerKind, Scope, TrainableResNet};
 
-const PHOTOS: [(&str, &str); 3] = [("cat", "chelsea.png"), ("coffee", "coffee.png"), ("astronaut", "astronaut.png")];
+const PHOTOS: [(&str, &str); 3] = [
+    ("cat", "chelsea.png"),
+    ("coffee", "coffee.png"),
+    ("astronaut", "astronaut.png"),
+];
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.data")
@@ -23,8 +27,12 @@ fn data_dir() -> PathBuf {
 fn inputs() -> Option<(Vec<PathBuf>, PathBuf)> {
     let photos: Vec<PathBuf> = PHOTOS.iter().map(|(_, f)| data_dir().join(f)).collect();
     let model = common::shared("fixtures/cifar10-resnet/resnet20.safetensors");
-    let missing: Vec<String> =
-        photos.iter().chain([&model]).filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
+    let missing: Vec<String> = photos
+        .iter()
+        .chain([&model])
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
     if missing.is_empty() {
         return Some((photos, model));
     }
@@ -51,7 +59,9 @@ fn write_crops(root: &Path, photos: &[PathBuf], band: (f64, f64), n: usize, seed
             let x = rng.random_range(bx0..=bx1 - side);
             let y = rng.random_range(0..=h - side);
             let crop = imageops::crop_imm(&img, x, y, side, side).to_image();
-            imageops::resize(&crop, 40, 40, FilterType::Triangle).save(dir.join(format!("{i:03}.png"))).unwrap();
+            imageops::resize(&crop, 40, 40, FilterType::Triangle)
+                .save(dir.join(format!("{i:03}.png")))
+                .unwrap();
         }
     }
 }
@@ -70,7 +80,12 @@ fn setup() -> Option<Setup> {
     // Training crops from the left 65% of each photo, held-out crops from the right 35%.
     write_crops(&train_dir, &photos, (0.0, 0.65), 24, 1);
     write_crops(&val_dir, &photos, (0.65, 1.0), 12, 2);
-    Some(Setup { _tmp: tmp, train_dir, val_dir, model })
+    Some(Setup {
+        _tmp: tmp,
+        train_dir,
+        val_dir,
+        model,
+    })
 }
 
 #[test]
@@ -91,7 +106,10 @@ fn head_only_finetune_of_cifar_resnet20_on_photo_crops() {
     // crops no smaller than a quarter of the image.
     let cfg = FinetuneConfig {
         scope: Scope::Head,
-        augment: Some(Augment { scale: (0.25, 1.0), ..Augment::default() }),
+        augment: Some(Augment {
+            scale: (0.25, 1.0),
+            ..Augment::default()
+        }),
         ..FinetuneConfig::default()
     };
     let history = train::finetune(&net, &train_set, Some(&val_set), &cfg, &mut |_| {}).unwrap();
@@ -109,15 +127,28 @@ fn head_only_finetune_of_cifar_resnet20_on_photo_crops() {
     let (first, last) = (&history[0], history.last().unwrap());
     let acc = last.val_acc.unwrap();
     eprintln!("held-out accuracy: {acc0:.3} with the random head -> {acc:.3} after fine-tuning (chance 0.333)");
-    assert!(last.train_loss < 0.7 * first.train_loss, "training loss did not go down: {history:?}");
-    assert!(last.val_loss.unwrap() < first.val_loss.unwrap(), "held-out loss did not go down");
-    assert!(acc >= 0.8, "held-out accuracy {acc} with the default recipe is below 0.8 (chance 1/3)");
+    assert!(
+        last.train_loss < 0.7 * first.train_loss,
+        "training loss did not go down: {history:?}"
+    );
+    assert!(
+        last.val_loss.unwrap() < first.val_loss.unwrap(),
+        "held-out loss did not go down"
+    );
+    assert!(
+        acc >= 0.8,
+        "held-out accuracy {acc} with the default recipe is below 0.8 (chance 1/3)"
+    );
 
     // Head-only: nothing but fc.* moved, BatchNorm statistics included.
     let after = net.tensors();
     for (name, t) in &original {
         if !name.starts_with("fc.") {
-            assert_eq!(common::max_abs_diff(t, &after[name]), 0.0, "{name} changed in a head-only fine-tune");
+            assert_eq!(
+                common::max_abs_diff(t, &after[name]),
+                0.0,
+                "{name} changed in a head-only fine-tune"
+            );
         }
     }
 
@@ -133,9 +164,12 @@ fn head_only_finetune_of_cifar_resnet20_on_photo_crops() {
     assert_eq!(acc_back, acc);
     let ck = weights::checkpoint::Checkpoint::open(&out).unwrap();
     let cfg: resnet::ResNetConfig = ck.metadata_json(weights::checkpoint::META_CONFIG).unwrap().unwrap();
-    let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[&out], candle_core::DType::F32, &device).unwrap() };
+    let vb =
+        unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[&out], candle_core::DType::F32, &device).unwrap() };
     let folded = resnet::ResNet::new(&cfg, vb).unwrap();
-    let (x, _) = val_set.batch(&[0, 1, 2], None, &mut rand::rngs::StdRng::seed_from_u64(0), &device).unwrap();
+    let (x, _) = val_set
+        .batch(&[0, 1, 2], None, &mut rand::rngs::StdRng::seed_from_u64(0), &device)
+        .unwrap();
     let err = common::max_abs_diff(&folded.forward(&x).unwrap(), &net.model.forward(&x).unwrap());
     assert!(err < 1e-3, "folded reload disagrees by {err}");
 }
@@ -161,7 +195,16 @@ fn full_finetune_trains_the_backbone_and_batchnorm_statistics() {
     let history = train::finetune(&net, &data, None, &cfg, &mut |_| {}).unwrap();
     assert!(history[0].train_loss.is_finite());
     let after = net.tensors();
-    for name in ["conv1.weight", "layer3.2.conv2.weight", "bn1.running_mean", "layer2.0.bn1.running_var", "fc.weight"] {
-        assert!(common::max_abs_diff(&original[name], &after[name]) > 0.0, "{name} did not change");
+    for name in [
+        "conv1.weight",
+        "layer3.2.conv2.weight",
+        "bn1.running_mean",
+        "layer2.0.bn1.running_var",
+        "fc.weight",
+    ] {
+        assert!(
+            common::max_abs_diff(&original[name], &after[name]) > 0.0,
+            "{name} did not change"
+        );
     }
 }

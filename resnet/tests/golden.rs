@@ -16,7 +16,10 @@ fn config(meta: &Value) -> ResNetConfig {
     let int = |k: &str| meta[k].as_u64().unwrap() as usize;
     let block = match meta["block"].as_str().unwrap() {
         "basic" => BlockKind::Basic,
-        _ => BlockKind::Bottleneck { groups: int("cardinality"), base_width: int("base_width") },
+        _ => BlockKind::Bottleneck {
+            groups: int("cardinality"),
+            base_width: int("base_width"),
+        },
     };
     let width = int("stem_width");
     let stem = match meta["stem_type"].as_str().unwrap() {
@@ -67,7 +70,11 @@ fn case(name: &str) -> Case {
             None => refs.insert(k, v),
         };
     }
-    Case { cfg: config(&meta), weights, refs }
+    Case {
+        cfg: config(&meta),
+        weights,
+        refs,
+    }
 }
 
 /// Runs `name` folded and unfolded; returns the worst absolute error over logits, features and stages.
@@ -93,8 +100,11 @@ fn check(name: &str) -> f32 {
         }
         if let Some(want) = c.refs.get("feature_info") {
             let want = want.to_vec2::<f32>().unwrap();
-            let got: Vec<Vec<f32>> =
-                model.feature_info().iter().map(|f| vec![f.num_chs as f32, f.reduction as f32]).collect();
+            let got: Vec<Vec<f32>> = model
+                .feature_info()
+                .iter()
+                .map(|f| vec![f.num_chs as f32, f.reduction as f32])
+                .collect();
             assert_eq!(got, want, "{name}: feature_info (channels, reduction)");
         }
         for (key, got) in outputs {

@@ -28,8 +28,14 @@ fn fixture() -> Fixture {
     let cfg = ResNetConfig::imagenet(BlockKind::Basic, [1, 1, 1, 1])
         .with_depths(&usizes("layers"))
         .with_channels(&usizes("channels"))
-        .with_stem(StemKind::Classic { width: meta["stem_width"].as_u64().unwrap() as usize })
-        .with_shortcut(if meta["avg_down"].as_bool().unwrap() { ShortcutKind::AvgDownProjection } else { ShortcutKind::Projection })
+        .with_stem(StemKind::Classic {
+            width: meta["stem_width"].as_u64().unwrap() as usize,
+        })
+        .with_shortcut(if meta["avg_down"].as_bool().unwrap() {
+            ShortcutKind::AvgDownProjection
+        } else {
+            ShortcutKind::Projection
+        })
         .with_num_classes(meta["num_classes"].as_u64().unwrap() as usize)
         .with_bn_eps(meta["bn_eps"].as_f64().unwrap());
     let (mut weights, mut refs) = (HashMap::new(), HashMap::new());
@@ -45,8 +51,14 @@ fn fixture() -> Fixture {
 #[test]
 fn backward_matches_pytorch() {
     let f = fixture();
-    let net = TrainableResNet::from_tensors("grad", &f.cfg, f.weights.clone(), PreprocessConfig::imagenet(), &Device::Cpu)
-        .unwrap();
+    let net = TrainableResNet::from_tensors(
+        "grad",
+        &f.cfg,
+        f.weights.clone(),
+        PreprocessConfig::imagenet(),
+        &Device::Cpu,
+    )
+    .unwrap();
     let x = &f.refs["input"];
     let targets = f.refs["targets"].to_dtype(DType::U32).unwrap();
 
@@ -58,7 +70,10 @@ fn backward_matches_pytorch() {
     let loss = candle_nn::loss::cross_entropy(&logits, &targets).unwrap();
     let want_loss = f.refs["loss"].to_vec1::<f32>().unwrap()[0];
     let got_loss = loss.to_scalar::<f32>().unwrap();
-    assert!((got_loss - want_loss).abs() <= 1e-5, "loss {got_loss} vs PyTorch {want_loss}");
+    assert!(
+        (got_loss - want_loss).abs() <= 1e-5,
+        "loss {got_loss} vs PyTorch {want_loss}"
+    );
 
     // Every parameter PyTorch has a gradient for must get one here, and match it.
     let grads = loss.backward().unwrap();
@@ -67,8 +82,12 @@ fn backward_matches_pytorch() {
     let mut worst = (0f32, String::new());
     let mut checked = 0;
     for (key, want) in &f.refs {
-        let Some(param) = key.strip_prefix("grad.") else { continue };
-        let var = by_name.get(param).unwrap_or_else(|| panic!("no trainable variable `{param}`"));
+        let Some(param) = key.strip_prefix("grad.") else {
+            continue;
+        };
+        let var = by_name
+            .get(param)
+            .unwrap_or_else(|| panic!("no trainable variable `{param}`"));
         let got = grads.get(var).unwrap_or_else(|| panic!("no gradient for `{param}`"));
         let err = common::max_abs_diff(got, want);
         // Relative to the gradient's scale too, so a tiny gradient cannot hide a wrong sign.
@@ -80,38 +99,63 @@ fn backward_matches_pytorch() {
         checked += 1;
     }
     assert_eq!(checked, vars.len(), "PyTorch's parameters and ours differ in number");
-    eprintln!("{checked} parameter gradients, worst max error {:.2e} ({}); loss {got_loss:.6} vs {want_loss:.6}", worst.0, worst.1);
+    eprintln!(
+        "{checked} parameter gradients, worst max error {:.2e} ({}); loss {got_loss:.6} vs {want_loss:.6}",
+        worst.0, worst.1
+    );
 
     // BatchNorm updated its running statistics during the forward (momentum 0.1, unbiased variance).
     let tensors = net.tensors();
     let mut stats = 0;
     for (key, want) in &f.refs {
-        let Some(name) = key.strip_prefix("after.") else { continue };
+        let Some(name) = key.strip_prefix("after.") else {
+            continue;
+        };
         let err = common::max_abs_diff(&tensors[name], want);
         assert!(err <= 1e-5, "{name} after the forward off by {err}");
         let before = common::max_abs_diff(&f.weights[name], want);
         assert!(before > 1e-4, "{name} did not change in PyTorch either?");
         stats += 1;
     }
-    assert!(stats >= 2 * 5, "expected running statistics for every BatchNorm, found {stats}");
+    assert!(
+        stats >= 2 * 5,
+        "expected running statistics for every BatchNorm, found {stats}"
+    );
 }
 
 #[test]
 fn head_scope_freezes_the_backbone() {
     let f = fixture();
-    let mut net =
-        TrainableResNet::from_tensors("grad", &f.cfg, f.weights.clone(), PreprocessConfig::imagenet(), &Device::Cpu).unwrap();
+    let mut net = TrainableResNet::from_tensors(
+        "grad",
+        &f.cfg,
+        f.weights.clone(),
+        PreprocessConfig::imagenet(),
+        &Device::Cpu,
+    )
+    .unwrap();
     net.replace_head(vec!["a".into(), "b".into(), "c".into()], 0).unwrap();
-    let head: Vec<String> = net.trainable_vars(resnet::train::Scope::Head).into_iter().map(|(k, _)| k).collect();
+    let head: Vec<String> = net
+        .trainable_vars(resnet::train::Scope::Head)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(head, ["fc.bias", "fc.weight"]);
     let x = &f.refs["input"];
     let before = net.tensors();
     let logits = net.forward_train(x, resnet::train::Scope::Head).unwrap();
     assert_eq!(logits.dims(), [4, 3]);
     let targets = Tensor::new(&[0u32, 1, 2, 0], &Device::Cpu).unwrap();
-    let grads = candle_nn::loss::cross_entropy(&logits, &targets).unwrap().backward().unwrap();
+    let grads = candle_nn::loss::cross_entropy(&logits, &targets)
+        .unwrap()
+        .backward()
+        .unwrap();
     for (name, var) in net.trainable_vars(resnet::train::Scope::All) {
-        assert_eq!(grads.get(&var).is_some(), name.starts_with("fc."), "{name}: gradient presence");
+        assert_eq!(
+            grads.get(&var).is_some(),
+            name.starts_with("fc."),
+            "{name}: gradient presence"
+        );
     }
     // Frozen BatchNorm: running statistics untouched by a head-only forward.
     for (name, t) in net.tensors() {

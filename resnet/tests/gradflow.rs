@@ -10,7 +10,13 @@ use resnet::gradflow::{self, GradReport, NetSpec, TrainSpec, Wiring};
 
 fn probe(depth: usize, batch_norm: bool) -> GradReport {
     let (x, y) = gradflow::gaussian_batch(16, 16, 10, 7, &Device::Cpu).unwrap();
-    let spec = NetSpec { depth, width: 4, num_classes: 10, batch_norm, seed: 1 };
+    let spec = NetSpec {
+        depth,
+        width: 4,
+        num_classes: 10,
+        batch_norm,
+        seed: 1,
+    };
     let r = gradflow::measure(&spec, &x, &y).unwrap();
     eprintln!(
         "bn={batch_norm} depth={depth}: first-layer |dL/dW| plain {:.3e}, residual {:.3e}",
@@ -26,8 +32,14 @@ fn without_batchnorm_the_plain_gradient_vanishes_and_the_residual_one_does_not()
     let plain = deep.first(Wiring::Plain) / shallow.first(Wiring::Plain);
     let residual = deep.first(Wiring::Residual) / shallow.first(Wiring::Residual);
     // Measured: plain shrinks ~40x from 8 to 56 layers; residual grows (the identity path carries it).
-    assert!(plain < 0.1, "plain first-layer gradient only changed by {plain} from depth 8 to 56");
-    assert!(residual > 1.0, "residual first-layer gradient shrank by {residual} from depth 8 to 56");
+    assert!(
+        plain < 0.1,
+        "plain first-layer gradient only changed by {plain} from depth 8 to 56"
+    );
+    assert!(
+        residual > 1.0,
+        "residual first-layer gradient shrank by {residual} from depth 8 to 56"
+    );
 }
 
 #[test]
@@ -37,10 +49,16 @@ fn with_batchnorm_the_deep_plain_gradient_explodes_instead() {
     let residual = deep.first(Wiring::Residual) / shallow.first(Wiring::Residual);
     // Measured: plain grows ~2000x, residual ~16x. BatchNorm keeps the forward signal at unit scale, and
     // the plain network's backward pass multiplies up instead of down.
-    assert!(plain > 100.0, "plain first-layer gradient grew only {plain}x from depth 8 to 56");
+    assert!(
+        plain > 100.0,
+        "plain first-layer gradient grew only {plain}x from depth 8 to 56"
+    );
     assert!(residual < plain / 10.0, "residual grew {residual}x, plain {plain}x");
     let last = deep.last_conv(Wiring::Plain);
-    assert!(deep.first(Wiring::Plain) > 100.0 * last, "depth 56 plain: first layer not far above the last conv");
+    assert!(
+        deep.first(Wiring::Plain) > 100.0 * last,
+        "depth 56 plain: first layer not far above the last conv"
+    );
 }
 
 /// Scikit-image's and scikit-learn's photos (scripts/fetch_test_data.sh), else a synthetic task.
@@ -54,7 +72,10 @@ fn task() -> gradflow::Task {
     if photos.len() == 4 {
         return gradflow::photo_task(&photos, 16, 150, 40, 0, &Device::Cpu).unwrap();
     }
-    assert!(std::env::var_os("CI").is_none(), "photos missing: run scripts/fetch_test_data.sh");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "photos missing: run scripts/fetch_test_data.sh"
+    );
     eprintln!("!!!!! photos missing (run scripts/fetch_test_data.sh): synthetic task instead !!!!!");
     gradflow::synthetic_task(4, 150, 40, 16, 0, &Device::Cpu).unwrap()
 }
@@ -62,19 +83,41 @@ fn task() -> gradflow::Task {
 #[test]
 fn the_deeper_plain_network_trains_worse_and_its_residual_twin_does_not() {
     let task = task();
-    let ts = TrainSpec { steps: 100, ..TrainSpec::default() };
+    let ts = TrainSpec {
+        steps: 100,
+        ..TrainSpec::default()
+    };
     let train = |depth: usize| {
-        let spec = NetSpec { depth, width: 8, num_classes: task.classes.len(), batch_norm: true, seed: 0 };
+        let spec = NetSpec {
+            depth,
+            width: 8,
+            num_classes: task.classes.len(),
+            batch_norm: true,
+            seed: 0,
+        };
         gradflow::train_pair(&spec, &task, &ts, &mut |_, _| {}).unwrap()
     };
     let [plain8, res8] = train(8);
     let [plain26, res26] = train(26);
     for c in [&plain8, &res8, &plain26, &res26] {
-        eprintln!("{}-{}: training loss {:.4} (start {:.4}), held-out acc {:.3}", c.wiring, c.depth, c.tail_loss(3), c.points[0].1, c.test_acc);
+        eprintln!(
+            "{}-{}: training loss {:.4} (start {:.4}), held-out acc {:.3}",
+            c.wiring,
+            c.depth,
+            c.tail_loss(3),
+            c.points[0].1,
+            c.test_acc
+        );
         assert!(c.tail_loss(3) < c.points[0].1, "{}-{} did not learn", c.wiring, c.depth);
     }
     // Degradation: the deeper plain net ends above the shallower one; the deep residual net ends below
     // the deep plain one.
-    assert!(plain26.tail_loss(3) > plain8.tail_loss(3), "no degradation: plain-26 trained as well as plain-8");
-    assert!(res26.tail_loss(3) < 0.85 * plain26.tail_loss(3), "residual-26 did not beat plain-26");
+    assert!(
+        plain26.tail_loss(3) > plain8.tail_loss(3),
+        "no degradation: plain-26 trained as well as plain-8"
+    );
+    assert!(
+        res26.tail_loss(3) < 0.85 * plain26.tail_loss(3),
+        "residual-26 did not beat plain-26"
+    );
 }

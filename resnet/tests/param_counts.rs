@@ -71,7 +71,11 @@ fn timm_knobs_match_timm() {
         };
         assert_eq!(cfg.stem, stem, "{name} stem");
         let avg_down = arch["avg_down"].as_bool().unwrap();
-        assert_eq!(cfg.shortcut == ShortcutKind::AvgDownProjection, avg_down, "{name} shortcut");
+        assert_eq!(
+            cfg.shortcut == ShortcutKind::AvgDownProjection,
+            avg_down,
+            "{name} shortcut"
+        );
         let block_is_basic = arch["block"] == "basic";
         assert_eq!(cfg.block == BlockKind::Basic, block_is_basic, "{name} block");
     }
@@ -132,7 +136,14 @@ fn clip_towers_match_open_clip_and_timm() {
         assert_eq!(cfg.stem, StemKind::Clip { width: int("width") }, "{name}");
         assert_eq!(cfg.num_classes, int("embed_dim"), "{name}");
         let grid = int("image_size") / 32;
-        assert_eq!(cfg.head, resnet::HeadKind::AttentionPool { num_heads: int("heads"), grid }, "{name}");
+        assert_eq!(
+            cfg.head,
+            resnet::HeadKind::AttentionPool {
+                num_heads: int("heads"),
+                grid
+            },
+            "{name}"
+        );
         assert_eq!(cfg.fixed_input_size(), Some(int("image_size")), "{name}");
     }
 }

@@ -32,7 +32,10 @@ fn photos_available() -> bool {
     if missing.is_empty() {
         return true;
     }
-    let msg = format!("photos {missing:?} missing from {}: run `bash scripts/fetch_test_data.sh`", data_dir().display());
+    let msg = format!(
+        "photos {missing:?} missing from {}: run `bash scripts/fetch_test_data.sh`",
+        data_dir().display()
+    );
     if std::env::var_os("CI").is_some() {
         panic!("{msg} (CI is set, so this is an error)");
     }
@@ -48,7 +51,9 @@ struct Expected {
 impl Expected {
     fn load() -> Self {
         let path = fixture_dir().join("expected.safetensors");
-        Self { bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
+        Self {
+            bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        }
     }
 
     fn tensors(&self) -> SafeTensors<'_> {
@@ -72,13 +77,22 @@ impl Expected {
         let t = self.tensors();
         let view = t.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(view.dtype(), Dtype::F32, "{name}");
-        let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         (values, view.shape().to_vec())
     }
 
     fn names(&self, prefix: &str) -> Vec<String> {
-        let mut names: Vec<String> =
-            self.tensors().names().into_iter().filter(|n| n.starts_with(prefix)).map(String::from).collect();
+        let mut names: Vec<String> = self
+            .tensors()
+            .names()
+            .into_iter()
+            .filter(|n| n.starts_with(prefix))
+            .map(String::from)
+            .collect();
         names.sort();
         names
     }
@@ -91,7 +105,9 @@ impl Expected {
 /// Largest absolute difference and how many values differ at all.
 fn diff(a: &[u8], b: &[u8]) -> (u8, usize) {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).fold((0, 0), |(max, n), (x, y)| (max.max(x.abs_diff(*y)), n + (x != y) as usize))
+    a.iter().zip(b).fold((0, 0), |(max, n), (x, y)| {
+        (max.max(x.abs_diff(*y)), n + (x != y) as usize)
+    })
 }
 
 /// HWC bytes to CHW, the layout the generator stores transform outputs in.
@@ -117,7 +133,10 @@ fn small_images_decode_exactly_like_pil() {
         assert_eq!(shape, [img.height() as usize, img.width() as usize, 3], "{file}");
         let (max, n) = diff(img.as_raw(), &want);
         report.push(format!("{file}: max diff {max} ({n} values differ)"));
-        assert_eq!(max, 0, "{file} decodes differently from PIL: max diff {max}, {n} values");
+        assert_eq!(
+            max, 0,
+            "{file} decodes differently from PIL: max diff {max}, {n} values"
+        );
     }
     println!("decode vs PIL:\n  {}", report.join("\n  "));
     assert!(report.len() >= 14, "fixture images missing: {report:?}");
@@ -146,9 +165,21 @@ fn photos_decode_exactly_like_pil() {
             let (max, n) = diff(&got, &want);
             format!(", subsample max diff {max} ({n} values differ)")
         };
-        println!("{photo} {}x{}: sha256 {}{sub}", img.width(), img.height(),
-            if sha == meta[&format!("sha256.{photo}")] { "identical to PIL" } else { "DIFFERS from PIL" });
-        assert_eq!(sha, meta[&format!("sha256.{photo}")], "{photo}: decoded pixels differ from PIL's{sub}");
+        println!(
+            "{photo} {}x{}: sha256 {}{sub}",
+            img.width(),
+            img.height(),
+            if sha == meta[&format!("sha256.{photo}")] {
+                "identical to PIL"
+            } else {
+                "DIFFERS from PIL"
+            }
+        );
+        assert_eq!(
+            sha,
+            meta[&format!("sha256.{photo}")],
+            "{photo}: decoded pixels differ from PIL's{sub}"
+        );
     }
 }
 
@@ -176,7 +207,11 @@ fn eval_transform_cases_match_pil_within_one_level() {
         report.push(format!("{name}: max diff {max} ({n} of {} values differ)", want.len()));
     }
     println!("resize + crop vs PIL/timm:\n  {}", report.join("\n  "));
-    assert!(worst <= 1, "a case is more than one level away from PIL:\n  {}", report.join("\n  "));
+    assert!(
+        worst <= 1,
+        "a case is more than one level away from PIL:\n  {}",
+        report.join("\n  ")
+    );
     assert!(report.len() >= 10, "too few cases ran: {report:?}");
 }
 
@@ -188,7 +223,11 @@ fn normalized_tensor_matches_timm() {
     let expected = Expected::load();
     for name in expected.names("normalized.") {
         let case_name = name.trim_start_matches("normalized.");
-        let case = expected.cases().into_iter().find(|c| c["name"] == case_name).expect("case for normalized");
+        let case = expected
+            .cases()
+            .into_iter()
+            .find(|c| c["name"] == case_name)
+            .expect("case for normalized");
         let cfg: PreprocessConfig = serde_json::from_value(case.clone()).unwrap();
         let file = case["source"].as_str().unwrap().trim_start_matches("data/");
         let img = load(&data_dir().join(file));
@@ -210,7 +249,10 @@ fn normalized_tensor_matches_timm() {
 
 #[test]
 fn preprocess_file_and_batch_shapes() {
-    let cfg = PreprocessConfig { input_size: [3, 48, 40], ..PreprocessConfig::imagenet() };
+    let cfg = PreprocessConfig {
+        input_size: [3, 48, 40],
+        ..PreprocessConfig::imagenet()
+    };
     let dev = Device::Cpu;
     let a = data::preprocess_file(&fixture_dir().join("ycc420.jpg"), &cfg, &dev).unwrap();
     let b = data::preprocess_file(&fixture_dir().join("palette.png"), &cfg, &dev).unwrap();
@@ -219,10 +261,23 @@ fn preprocess_file_and_batch_shapes() {
     assert_eq!(batch.dims(), [2, 3, 48, 40]);
     // The batch holds the inputs unchanged.
     let first = batch.get(0).unwrap();
-    assert_eq!((first - &a).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+    assert_eq!(
+        (first - &a)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+        0.0
+    );
     assert!(data::batch(&[]).is_err());
     let other = data::preprocess_file(&fixture_dir().join("gray.png"), &PreprocessConfig::imagenet(), &dev).unwrap();
-    assert!(data::batch(&[a, other]).is_err(), "inputs of different sizes cannot be batched");
+    assert!(
+        data::batch(&[a, other]).is_err(),
+        "inputs of different sizes cannot be batched"
+    );
 }
 
 /// Writes `bytes` to `name` in a fresh folder and loads it.
@@ -233,7 +288,10 @@ fn load_bytes(name: &str, bytes: &[u8]) -> (DataError, PathBuf) {
     let err = data::load_image(&path).expect_err(name);
     let msg = err.to_string();
     println!("{name}: {msg}");
-    assert!(msg.contains(&path.display().to_string()), "the error must name the file: {msg}");
+    assert!(
+        msg.contains(&path.display().to_string()),
+        "the error must name the file: {msg}"
+    );
     (err, path)
 }
 
@@ -285,5 +343,8 @@ fn corrupt_jpeg_is_an_error_not_a_panic() {
     let mut bytes = vec![0xFF, 0xD8, 0xFF];
     bytes.extend(std::iter::repeat_n(0x5A, 200));
     let (err, _) = load_bytes("garbage.jpg", &bytes);
-    assert!(matches!(err, DataError::Corrupt { .. } | DataError::Truncated { .. }), "{err:?}");
+    assert!(
+        matches!(err, DataError::Corrupt { .. } | DataError::Truncated { .. }),
+        "{err:?}"
+    );
 }

@@ -60,17 +60,29 @@ impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
         let path = path.as_ref().to_path_buf();
         let bytes = map(&path)?;
-        let corrupt = |reason: String| CheckpointError::Corrupt { path: path.clone(), reason };
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let mut tensors = Vec::new();
         for (name, view) in st.tensors() {
             let dtype = DType::try_from(view.dtype()).map_err(|e| corrupt(format!("tensor `{name}`: {e}")))?;
-            tensors.push(TensorInfo { name, shape: view.shape().to_vec(), dtype });
+            tensors.push(TensorInfo {
+                name,
+                shape: view.shape().to_vec(),
+                dtype,
+            });
         }
         tensors.sort_by(|a, b| a.name.cmp(&b.name));
         let metadata = header.metadata().clone().unwrap_or_default();
-        Ok(Self { path, metadata, tensors, bytes: Arc::new(bytes) })
+        Ok(Self {
+            path,
+            metadata,
+            tensors,
+            bytes: Arc::new(bytes),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -88,18 +100,25 @@ impl Checkpoint {
 
     /// Parses the JSON metadata entry `key`, if present.
     pub fn metadata_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CheckpointError> {
-        let Some(text) = self.metadata.get(key) else { return Ok(None) };
-        serde_json::from_str(text).map(Some).map_err(|e| CheckpointError::BadMetadata {
-            path: self.path.clone(),
-            key: key.to_string(),
-            reason: e.to_string(),
-        })
+        let Some(text) = self.metadata.get(key) else {
+            return Ok(None);
+        };
+        serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| CheckpointError::BadMetadata {
+                path: self.path.clone(),
+                key: key.to_string(),
+                reason: e.to_string(),
+            })
     }
 
     /// Loads every tensor onto `device`.
     /// Every tensor is copied once, straight from the mapped file into its own buffer.
     pub fn load(&self, device: &Device) -> Result<HashMap<String, Tensor>, CheckpointError> {
-        let corrupt = |reason: String| CheckpointError::Corrupt { path: self.path.clone(), reason };
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
         let st = safetensors::SafeTensors::deserialize(&self.bytes).map_err(|e| corrupt(e.to_string()))?;
         st.tensors()
             .into_iter()
@@ -114,7 +133,10 @@ impl Checkpoint {
 
 /// Maps `path` read-only.
 fn map(path: &Path) -> Result<memmap2::Mmap, CheckpointError> {
-    let io = |source| CheckpointError::Io { path: path.to_path_buf(), source };
+    let io = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(io)?;
     // SAFETY: the map is only ever read, and checkpoints are replaced by rename (see `save`), never
     // rewritten in place, so the mapped bytes do not change underneath us.
@@ -130,16 +152,27 @@ pub fn save(
     metadata: &HashMap<String, String>,
 ) -> Result<(), CheckpointError> {
     let path = path.as_ref();
-    let err = |reason: String| CheckpointError::Write { path: path.to_path_buf(), reason };
+    let err = |reason: String| CheckpointError::Write {
+        path: path.to_path_buf(),
+        reason,
+    };
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     let mut views = Vec::with_capacity(names.len());
     for name in names {
-        let t = tensors[name].to_device(&Device::Cpu).and_then(|t| t.contiguous()).map_err(|e| err(e.to_string()))?;
+        let t = tensors[name]
+            .to_device(&Device::Cpu)
+            .and_then(|t| t.contiguous())
+            .map_err(|e| err(e.to_string()))?;
         views.push((name.clone(), t));
     }
-    let meta = if metadata.is_empty() { None } else { Some(metadata.clone()) };
-    let bytes = safetensors::serialize(views.iter().map(|(n, t)| (n.as_str(), t)), meta).map_err(|e| err(e.to_string()))?;
+    let meta = if metadata.is_empty() {
+        None
+    } else {
+        Some(metadata.clone())
+    };
+    let bytes =
+        safetensors::serialize(views.iter().map(|(n, t)| (n.as_str(), t)), meta).map_err(|e| err(e.to_string()))?;
     crate::fsutil::write_atomic(path, |w| w.write_all(&bytes)).map_err(|e| err(e.to_string()))
 }
 
@@ -157,10 +190,21 @@ mod tests {
         save(&path, &tensors, &meta).unwrap();
         let ck = Checkpoint::open(&path).unwrap();
         assert_eq!(ck.metadata()[META_ARCH], "resnet50");
-        assert_eq!(ck.tensors(), &[TensorInfo { name: "a.weight".into(), shape: vec![2, 3], dtype: DType::F32 }]);
+        assert_eq!(
+            ck.tensors(),
+            &[TensorInfo {
+                name: "a.weight".into(),
+                shape: vec![2, 3],
+                dtype: DType::F32
+            }]
+        );
         let back = ck.load(&Device::Cpu).unwrap();
         assert_eq!(back["a.weight"].to_vec2::<f32>().unwrap(), t.to_vec2::<f32>().unwrap());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left behind"
+        );
     }
 
     #[test]

@@ -42,7 +42,10 @@ struct Registry {
 
 fn registry() -> MutexGuard<'static, Registry> {
     static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner())
+    REGISTRY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 /// Installs the handler for SIGINT, SIGTERM and SIGHUP (see the [module docs](self)). Idempotent.
@@ -73,12 +76,14 @@ fn install_unix() -> io::Result<()> {
         signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, exiting.clone())?;
     }
     let mut signals = signal_hook::iterator::Signals::new(SIGNALS)?;
-    std::thread::Builder::new().name("zoo-signal-cleanup".into()).spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            exiting.store(true, Ordering::SeqCst);
-            handle(sig);
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("zoo-signal-cleanup".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                exiting.store(true, Ordering::SeqCst);
+                handle(sig);
+            }
+        })?;
     Ok(())
 }
 
@@ -186,9 +191,14 @@ mod tests {
         drop(g);
         assert!(!registry().paths.values().any(|p| p == &a));
         assert!(a.exists(), "unregistering does not remove the file");
-        let err = register_while(&dir.path().join("no/such/dir/f"), || std::fs::write(dir.path().join("no/f"), b""));
+        let err = register_while(&dir.path().join("no/such/dir/f"), || {
+            std::fs::write(dir.path().join("no/f"), b"")
+        });
         assert!(err.is_err());
-        assert!(!registry().paths.values().any(|p| p.ends_with("no/such/dir/f")), "a failed creation registers nothing");
+        assert!(
+            !registry().paths.values().any(|p| p.ends_with("no/such/dir/f")),
+            "a failed creation registers nothing"
+        );
         assert_eq!(interrupted(), None);
     }
 }

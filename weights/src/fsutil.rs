@@ -27,7 +27,16 @@ pub struct PathError {
 }
 
 fn path_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> io::Error + 'a {
-    move |source| io::Error::new(source.kind(), PathError { path: path.to_path_buf(), what, source })
+    move |source| {
+        io::Error::new(
+            source.kind(),
+            PathError {
+                path: path.to_path_buf(),
+                what,
+                source,
+            },
+        )
+    }
 }
 
 /// Writes `path` through `write`, atomically: readers see the old file or the complete new one, never
@@ -63,7 +72,10 @@ where
     let temp = Temp::create(&dir, &name).map_err(path_err(&dir, "cannot create a file in the directory"))?;
     let mut writer = BufWriter::with_capacity(1 << 20, temp.file()?);
     let value = write(&mut writer)?;
-    let file = writer.into_inner().map_err(|e| e.into_error()).map_err(path_err(&target, "cannot write"))?;
+    let file = writer
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .map_err(path_err(&target, "cannot write"))?;
     file.sync_all().map_err(path_err(&target, "cannot sync"))?;
     let mut temp = temp;
     temp.commit(&file, &dir, &name, &target)?;
@@ -97,7 +109,11 @@ enum Temp {
     #[cfg(target_os = "linux")]
     Anonymous(File),
     /// A named file, removed on error, on drop and on a handled signal.
-    Named { file: Option<File>, path: PathBuf, _guard: crate::cleanup::Registration },
+    Named {
+        file: Option<File>,
+        path: PathBuf,
+        _guard: crate::cleanup::Registration,
+    },
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -122,7 +138,12 @@ impl Temp {
         #[cfg(target_os = "linux")]
         if !FORCE_NAMED.load(Ordering::SeqCst) && Path::new("/proc/self/fd").is_dir() {
             use std::os::unix::fs::OpenOptionsExt;
-            match OpenOptions::new().write(true).mode(0o666).custom_flags(libc::O_TMPFILE).open(dir) {
+            match OpenOptions::new()
+                .write(true)
+                .mode(0o666)
+                .custom_flags(libc::O_TMPFILE)
+                .open(dir)
+            {
                 Ok(f) => return Ok(Temp::Anonymous(f)),
                 // Not supported by this kernel or file system: fall back to a named file.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {}
@@ -137,7 +158,11 @@ impl Temp {
             std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o666);
             o.open(&path)
         })?;
-        Ok(Temp::Named { file: Some(file), path, _guard: guard })
+        Ok(Temp::Named {
+            file: Some(file),
+            path,
+            _guard: guard,
+        })
     }
 
     fn file(&self) -> io::Result<File> {
@@ -202,7 +227,15 @@ fn link_anonymous(file: &File, to: &Path) -> io::Result<()> {
     let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
     let to = CString::new(to.as_os_str().as_bytes())?;
     // SAFETY: both are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe { libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {
@@ -218,7 +251,9 @@ pub fn same_file(a: impl AsRef<Path>, b: impl AsRef<Path>) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     };
-    let (Some(ma), Some(mb)) = (meta(a.as_ref())?, meta(b.as_ref())?) else { return Ok(false) };
+    let (Some(ma), Some(mb)) = (meta(a.as_ref())?, meta(b.as_ref())?) else {
+        return Ok(false);
+    };
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -301,7 +336,10 @@ pub fn read_capped(file: &mut File, len_hint: u64, limit: u64) -> io::Result<Vec
 }
 
 fn too_large(size: u64, limit: u64) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("{size} bytes is over the limit of {limit} bytes"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{size} bytes is over the limit of {limit} bytes"),
+    )
 }
 
 /// Writes all of `bytes` to `path` with [`write_atomic`].
@@ -314,8 +352,10 @@ mod tests {
     use super::*;
 
     fn entries(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> =
-            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         v.sort();
         v
     }

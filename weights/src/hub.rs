@@ -44,11 +44,11 @@
 //! The error ([`HubError::Timeout`]) names the endpoint, repository and file, says what happened and how
 //! far the transfer got, and which variable raises the limit.
 
+use std::collections::HashSet;
 use std::fs;
+use std::future::Future;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
-use std::collections::HashSet;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -427,10 +427,7 @@ fn fmt_secs(d: Duration) -> String {
 }
 
 fn is_true(v: &str) -> bool {
-    matches!(
-        v.trim().to_ascii_lowercase().as_str(),
-        "1" | "true" | "yes" | "on"
-    )
+    matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
 }
 
 /// A Hugging Face Hub client bound to one cache, endpoint and token.
@@ -472,20 +469,16 @@ impl Hub {
             .cache_dir(&opts.cache_dir)
             .retry_max_attempts(retries)
             .retry_base_delay(Duration::from_millis(100))
-            .user_agent(concat!(
-                "zoo-weights/",
-                env!("CARGO_PKG_VERSION"),
-                "; hf-hub/1"
-            ));
+            .user_agent(concat!("zoo-weights/", env!("CARGO_PKG_VERSION"), "; hf-hub/1"));
         if let Some(token) = &opts.token {
             builder = builder.token(token.clone());
         }
         if let Some(why) = &opts.invalid {
             return Err(HubError::Client(why.clone()));
         }
-        let client = builder.build().map_err(|e| {
-            HubError::Client(format!("cannot use the endpoint `{}`: {e}", opts.endpoint))
-        })?;
+        let client = builder
+            .build()
+            .map_err(|e| HubError::Client(format!("cannot use the endpoint `{}`: {e}", opts.endpoint)))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -514,12 +507,7 @@ impl Hub {
     /// that was resolved before (through `refs/`). Otherwise the file is downloaded, checked
     /// against the hub's size and checksum, and linked into `snapshots/<commit>/`. In offline mode
     /// an uncached file is [`HubError::OfflineNotCached`].
-    pub fn get(
-        &self,
-        repo_id: &str,
-        revision: Option<&str>,
-        filename: &str,
-    ) -> Result<PathBuf, HubError> {
+    pub fn get(&self, repo_id: &str, revision: Option<&str>, filename: &str) -> Result<PathBuf, HubError> {
         let revision = revision.unwrap_or(DEFAULT_REVISION);
         if let Some(path) = self.cached(repo_id, Some(revision), filename) {
             return Ok(path);
@@ -608,11 +596,7 @@ impl Hub {
         self.sweep(repo_id);
         let revision = revision.unwrap_or(DEFAULT_REVISION);
         let commit = self.cached_commit(repo_id, revision)?;
-        let path = self
-            .repo_dir(repo_id)
-            .join("snapshots")
-            .join(commit)
-            .join(filename);
+        let path = self.repo_dir(repo_id).join("snapshots").join(commit).join(filename);
         // `is_file` follows the symlink: a dangling link is not a cached file.
         path.is_file().then_some(path)
     }
@@ -620,11 +604,7 @@ impl Hub {
     /// File names in the repo at that revision (from the API; from the cached snapshot when offline).
     ///
     /// Offline, these are only the files of that snapshot that were downloaded.
-    pub fn list_files(
-        &self,
-        repo_id: &str,
-        revision: Option<&str>,
-    ) -> Result<Vec<String>, HubError> {
+    pub fn list_files(&self, repo_id: &str, revision: Option<&str>) -> Result<Vec<String>, HubError> {
         let revision = revision.unwrap_or(DEFAULT_REVISION);
         self.sweep(repo_id);
         if self.opts.offline {
@@ -634,9 +614,7 @@ impl Hub {
                 filename: None,
                 cache_dir: self.opts.cache_dir.clone(),
             };
-            let commit = self
-                .cached_commit(repo_id, revision)
-                .ok_or_else(offline_err)?;
+            let commit = self.cached_commit(repo_id, revision).ok_or_else(offline_err)?;
             let dir = self.repo_dir(repo_id).join("snapshots").join(commit);
             if !dir.is_dir() {
                 return Err(offline_err());
@@ -719,7 +697,11 @@ impl Hub {
         match stop {
             Stop::Signal(signal) => {
                 crate::cleanup::wait_for_exit_if_interrupted();
-                HubError::Interrupted { repo_id, filename, signal }
+                HubError::Interrupted {
+                    repo_id,
+                    filename,
+                    signal,
+                }
             }
             Stop::Stall(s) => HubError::Timeout {
                 what: s.what,
@@ -743,7 +725,11 @@ impl Hub {
 
     /// Removes the stale partial downloads of `repo_id`, once per repository and client.
     fn sweep(&self, repo_id: &str) {
-        let first = self.swept.lock().unwrap_or_else(|e| e.into_inner()).insert(repo_id.to_string());
+        let first = self
+            .swept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(repo_id.to_string());
         if first {
             self.cleanup_incomplete(repo_id);
         }
@@ -804,13 +790,7 @@ impl Hub {
         }
     }
 
-    fn map_download_error(
-        &self,
-        e: HFError,
-        repo_id: &str,
-        revision: &str,
-        filename: &str,
-    ) -> HubError {
+    fn map_download_error(&self, e: HFError, repo_id: &str, revision: &str, filename: &str) -> HubError {
         match e {
             HFError::EntryNotFound { .. } => {
                 // A missing revision is answered like a missing file: ask the API which one it is.
@@ -834,13 +814,11 @@ impl Hub {
                     },
                 }
             }
-            HFError::Request { ref source, .. } if source.is_body() || source.is_decode() => {
-                HubError::Corrupt {
-                    repo_id: repo_id.to_string(),
-                    filename: filename.to_string(),
-                    detail: format!("the transfer was cut short: {}", error_chain(source)),
-                }
-            }
+            HFError::Request { ref source, .. } if source.is_body() || source.is_decode() => HubError::Corrupt {
+                repo_id: repo_id.to_string(),
+                filename: filename.to_string(),
+                detail: format!("the transfer was cut short: {}", error_chain(source)),
+            },
             e => self.map_error(e, repo_id, revision),
         }
     }
@@ -935,10 +913,7 @@ impl Hub {
             },
             HFError::MalformedResponse { what, url } => HubError::Http {
                 endpoint,
-                detail: format!(
-                    "{what}{}",
-                    url.map(|u| format!(" ({u})")).unwrap_or_default()
-                ),
+                detail: format!("{what}{}", url.map(|u| format!(" ({u})")).unwrap_or_default()),
             },
             HFError::Json(e) => HubError::Http {
                 endpoint,
@@ -1020,19 +995,12 @@ fn verify_snapshot_file(snapshot: &Path, expected_size: Option<u64>) -> Result<(
     };
     let size = match fs::metadata(&blob) {
         Ok(m) => m.len(),
-        Err(e) => {
-            return bad(format!(
-                "the downloaded blob {} cannot be read: {e}",
-                blob.display()
-            ))
-        }
+        Err(e) => return bad(format!("the downloaded blob {} cannot be read: {e}", blob.display())),
     };
     if let Some(expected) = expected_size {
         if size != expected {
             let hint = server_text_hint(&blob);
-            return bad(format!(
-                "got {size} bytes, the hub announced {expected}{hint}"
-            ));
+            return bad(format!("got {size} bytes, the hub announced {expected}{hint}"));
         }
     }
     let actual = if is_sha256(&etag) {
@@ -1045,20 +1013,11 @@ fn verify_snapshot_file(snapshot: &Path, expected_size: Option<u64>) -> Result<(
     match actual {
         Ok(actual) if actual == etag => Ok(()),
         Ok(actual) => {
-            let kind = if etag.len() == 64 {
-                "sha256"
-            } else {
-                "git sha1"
-            };
+            let kind = if etag.len() == 64 { "sha256" } else { "git sha1" };
             let hint = server_text_hint(&blob);
-            bad(format!(
-                "{kind} is {actual}, the hub announced {etag}{hint}"
-            ))
+            bad(format!("{kind} is {actual}, the hub announced {etag}{hint}"))
         }
-        Err(e) => bad(format!(
-            "the downloaded blob {} cannot be read: {e}",
-            blob.display()
-        )),
+        Err(e) => bad(format!("the downloaded blob {} cannot be read: {e}", blob.display())),
     }
 }
 
@@ -1095,11 +1054,7 @@ fn hash_file<D: sha1::Digest>(path: &Path, prefix: Option<&[u8]>) -> std::io::Re
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Why the watchdog cancelled an operation.
@@ -1206,7 +1161,12 @@ impl Watch {
     fn check(&self, now: Instant, opts: &HubOptions, locks: &Path) -> Option<Stall> {
         let mut s = self.state();
         let (n, m) = (opts.download_timeout, opts.etag_timeout);
-        let download = |what, detail| Stall { what, detail, variable: "HF_HUB_DOWNLOAD_TIMEOUT", limit: n };
+        let download = |what, detail| Stall {
+            what,
+            detail,
+            variable: "HF_HUB_DOWNLOAD_TIMEOUT",
+            limit: n,
+        };
         match s.phase {
             Phase::Metadata if now.duration_since(s.since) >= m => Some(Stall {
                 what: "timed out",
@@ -1219,15 +1179,26 @@ impl Watch {
                 if waited < n + HF_HUB_LOCK_WAIT && lock_held_elsewhere(locks) {
                     return None;
                 }
-                Some(download("timed out", format!("the download request got no answer within {}", fmt_secs(n))))
+                Some(download(
+                    "timed out",
+                    format!("the download request got no answer within {}", fmt_secs(n)),
+                ))
             }
             Phase::Body if now.duration_since(s.last_byte) >= n => Some(download(
                 "stalled",
-                format!("no data arrived for {} after {}", fmt_secs(n), fmt_progress(s.bytes, s.total)),
+                format!(
+                    "no data arrived for {} after {}",
+                    fmt_secs(n),
+                    fmt_progress(s.bytes, s.total)
+                ),
             )),
             Phase::Body if now.duration_since(s.window_start) >= n => {
                 let got = s.bytes - s.window_bytes;
-                let left = if s.total > 0 { s.total.saturating_sub(s.window_bytes) } else { u64::MAX };
+                let left = if s.total > 0 {
+                    s.total.saturating_sub(s.window_bytes)
+                } else {
+                    u64::MAX
+                };
                 if got < MIN_BYTES_PER_WINDOW.min(left) {
                     return Some(download(
                         "too slow",
@@ -1265,8 +1236,14 @@ fn lock_held_elsewhere(dir: &Path) -> bool {
     {
         use std::os::unix::fs::MetadataExt;
         let Ok(entries) = fs::read_dir(dir) else { return false };
-        let inodes: HashSet<u64> = entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.ino()).collect();
-        let Ok(locks) = fs::read_to_string("/proc/locks") else { return true };
+        let inodes: HashSet<u64> = entries
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.ino())
+            .collect();
+        let Ok(locks) = fs::read_to_string("/proc/locks") else {
+            return true;
+        };
         let me = std::process::id().to_string();
         // `1: FLOCK  ADVISORY  WRITE 4242 00:2f:1234567 0 EOF`; waiters have an extra `->` field.
         locks.lines().any(|line| {
@@ -1274,7 +1251,11 @@ fn lock_held_elsewhere(dir: &Path) -> bool {
             f.len() >= 6
                 && f[1] != "->"
                 && f[4] != me
-                && f[5].rsplit(':').next().and_then(|i| i.parse::<u64>().ok()).is_some_and(|i| inodes.contains(&i))
+                && f[5]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|i| i.parse::<u64>().ok())
+                    .is_some_and(|i| inodes.contains(&i))
         })
     }
     #[cfg(not(target_os = "linux"))]
@@ -1329,8 +1310,7 @@ impl ProgressHandler for DownloadProgress {
             }
             DownloadEvent::Progress { files } => {
                 for f in files {
-                    self.watch
-                        .body(f.bytes_completed, f.status == FileStatus::Complete);
+                    self.watch.body(f.bytes_completed, f.status == FileStatus::Complete);
                 }
                 if !self.show {
                     return;
@@ -1339,13 +1319,10 @@ impl ProgressHandler for DownloadProgress {
                 for f in files {
                     // A bar only for a real transfer: `Started` is sent right before the GET.
                     if bar.is_none() && f.status == FileStatus::Started {
-                        let b = ProgressBar::with_draw_target(
-                            Some(f.total_bytes),
-                            ProgressDrawTarget::stderr(),
-                        );
-                        if let Ok(style) = ProgressStyle::with_template(
-                            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                        ) {
+                        let b = ProgressBar::with_draw_target(Some(f.total_bytes), ProgressDrawTarget::stderr());
+                        if let Ok(style) =
+                            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+                        {
                             b.set_style(style.progress_chars("=> "));
                         }
                         b.set_message(self.filename.clone());

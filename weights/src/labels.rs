@@ -4,8 +4,18 @@
 pub const IMAGENET_1K: &str = include_str!("../data/imagenet-1k.txt");
 
 /// The CIFAR-10 classes in their standard order.
-pub const CIFAR_10: [&str; 10] =
-    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+pub const CIFAR_10: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 
 /// The label sets that ship with zoo, by name.
 pub const SETS: &[&str] = &["imagenet-1k", "cifar-10"];

@@ -91,7 +91,11 @@ pub struct NpyLimits {
 
 impl Default for NpyLimits {
     fn default() -> Self {
-        NpyLimits { max_read_bytes: 1 << 30, max_rank: 32, max_header_bytes: 10_000 }
+        NpyLimits {
+            max_read_bytes: 1 << 30,
+            max_rank: 32,
+            max_header_bytes: 10_000,
+        }
     }
 }
 
@@ -149,14 +153,24 @@ pub fn parse_header(bytes: &[u8], limits: &NpyLimits) -> Result<NpyHeader, (bool
     let major = *bytes.get(6).ok_or_else(|| invalid("truncated header".into()))?;
     let (len, start) = match major {
         1 => (bytes.get(8..10).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize), 10),
-        2 | 3 => (bytes.get(8..12).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize), 12),
+        2 | 3 => (
+            bytes
+                .get(8..12)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize),
+            12,
+        ),
         v => return Err(invalid(format!("unknown format version {v}"))),
     };
     let len = len.ok_or_else(|| invalid("truncated header".into()))?;
     if len > limits.max_header_bytes {
-        return Err(invalid(format!("a header of {len} bytes (the limit is {})", limits.max_header_bytes)));
+        return Err(invalid(format!(
+            "a header of {len} bytes (the limit is {})",
+            limits.max_header_bytes
+        )));
     }
-    let text = bytes.get(start..start + len).ok_or_else(|| invalid("truncated header".into()))?;
+    let text = bytes
+        .get(start..start + len)
+        .ok_or_else(|| invalid("truncated header".into()))?;
     let text = std::str::from_utf8(text).map_err(|_| invalid("the header is not text".into()))?;
     let dict = parse_dict(text).map_err(|e| invalid(format!("bad header {:?}: {e}", clip(text))))?;
     let mut descr = None;
@@ -178,26 +192,44 @@ pub fn parse_header(bytes: &[u8], limits: &NpyLimits) -> Result<NpyHeader, (bool
         "<f4" => NpyDType::F32,
         "<f8" => NpyDType::F64,
         ">f2" | ">f4" | ">f8" => {
-            return Err((true, format!("big-endian `{descr}`; save it little-endian: `a.astype('<f4')`")))
+            return Err((
+                true,
+                format!("big-endian `{descr}`; save it little-endian: `a.astype('<f4')`"),
+            ))
         }
         other => {
             return Err((
                 true,
-                format!("dtype `{}`: only float16/32/64 are read; convert with `a.astype('float32')`", clip(other)),
+                format!(
+                    "dtype `{}`: only float16/32/64 are read; convert with `a.astype('float32')`",
+                    clip(other)
+                ),
             ))
         }
     };
     if fortran {
-        return Err((true, "Fortran (column-major) order; save it with `np.ascontiguousarray(a)`".into()));
+        return Err((
+            true,
+            "Fortran (column-major) order; save it with `np.ascontiguousarray(a)`".into(),
+        ));
     }
     if shape.len() > limits.max_rank {
-        return Err(invalid(format!("{} dimensions (the limit is {})", shape.len(), limits.max_rank)));
+        return Err(invalid(format!(
+            "{} dimensions (the limit is {})",
+            shape.len(),
+            limits.max_rank
+        )));
     }
     let elems = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
     let data_bytes = elems
         .and_then(|n| n.checked_mul(dtype.size() as u64))
         .ok_or_else(|| invalid(format!("shape {shape:?} is too large to exist")))?;
-    Ok(NpyHeader { dtype, shape, data_offset: start + len, data_bytes })
+    Ok(NpyHeader {
+        dtype,
+        shape,
+        data_offset: start + len,
+        data_bytes,
+    })
 }
 
 fn clip(s: &str) -> String {
@@ -215,7 +247,10 @@ enum Value {
 /// `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 224, 224), }` and the spacing variants NumPy
 /// writes or accepts: a dict of string keys to a string, a bool or a tuple of non-negative integers.
 fn parse_dict(text: &str) -> Result<Vec<(String, Value)>, String> {
-    let mut p = Parser { s: text.as_bytes(), i: 0 };
+    let mut p = Parser {
+        s: text.as_bytes(),
+        i: 0,
+    };
     p.ws();
     p.eat(b'{')?;
     let mut out = Vec::new();
@@ -276,7 +311,10 @@ impl Parser<'_> {
         }
     }
     fn string(&mut self) -> Result<String, String> {
-        let q = self.peek().filter(|c| matches!(c, b'\'' | b'"')).ok_or("expected a string")?;
+        let q = self
+            .peek()
+            .filter(|c| matches!(c, b'\'' | b'"'))
+            .ok_or("expected a string")?;
         self.i += 1;
         let start = self.i;
         while let Some(c) = self.peek() {
@@ -321,7 +359,11 @@ impl Parser<'_> {
                     if self.peek() == Some(b'L') {
                         self.i += 1;
                     }
-                    dims.push(digits.parse::<usize>().map_err(|_| format!("dimension {digits} is too large"))?);
+                    dims.push(
+                        digits
+                            .parse::<usize>()
+                            .map_err(|_| format!("dimension {digits} is too large"))?,
+                    );
                     if dims.len() > 64 {
                         return Err("more than 64 dimensions".into());
                     }
@@ -352,16 +394,28 @@ impl NpyFile {
     /// header must parse and the data after it must be exactly the shape's size.
     pub fn open(path: impl AsRef<Path>, limits: NpyLimits) -> Result<Self, NpyError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| NpyError::Io { path: path.clone(), source };
+        let io = |source| NpyError::Io {
+            path: path.clone(),
+            source,
+        };
         let (mut file, meta) = crate::fsutil::open_regular(&path).map_err(io)?;
         // The header fits in its length fields plus `max_header_bytes`.
         let mut head = Vec::new();
-        (&mut file).take(12 + limits.max_header_bytes as u64).read_to_end(&mut head).map_err(io)?;
+        (&mut file)
+            .take(12 + limits.max_header_bytes as u64)
+            .read_to_end(&mut head)
+            .map_err(io)?;
         let header = parse_header(&head, &limits).map_err(|(unsupported, reason)| {
             if unsupported {
-                NpyError::Unsupported { path: path.clone(), reason }
+                NpyError::Unsupported {
+                    path: path.clone(),
+                    reason,
+                }
             } else {
-                NpyError::Invalid { path: path.clone(), reason }
+                NpyError::Invalid {
+                    path: path.clone(),
+                    reason,
+                }
             }
         })?;
         let held = meta.len().saturating_sub(header.data_offset as u64);
@@ -374,7 +428,12 @@ impl NpyFile {
                 ),
             });
         }
-        Ok(NpyFile { path, file, header, limits })
+        Ok(NpyFile {
+            path,
+            file,
+            header,
+            limits,
+        })
     }
 
     /// The checked header.
@@ -398,29 +457,53 @@ impl NpyFile {
         let n = self.header.shape.first().copied().unwrap_or(0);
         if self.header.shape.is_empty() || rows.start > rows.end || rows.end > n {
             let path = self.path.clone();
-            return Err(NpyError::Rows { path, start: rows.start, end: rows.end, rows: n });
+            return Err(NpyError::Rows {
+                path,
+                start: rows.start,
+                end: rows.end,
+                rows: n,
+            });
         }
         // Bytes per row: the total divided by the rows (exact, and no overflow: the total fits).
         let row_bytes = if n == 0 { 0 } else { self.header.data_bytes / n as u64 };
         let mut shape = self.header.shape.clone();
         shape[0] = rows.len();
-        self.read_span(rows.start as u64 * row_bytes, rows.len() as u64 * row_bytes, &shape, device)
+        self.read_span(
+            rows.start as u64 * row_bytes,
+            rows.len() as u64 * row_bytes,
+            &shape,
+            device,
+        )
     }
 
     fn read_span(&mut self, offset: u64, len: u64, shape: &[usize], device: &Device) -> Result<Tensor, NpyError> {
         if len > self.limits.max_read_bytes {
-            return Err(NpyError::TooLarge { path: self.path.clone(), bytes: len, limit: self.limits.max_read_bytes });
+            return Err(NpyError::TooLarge {
+                path: self.path.clone(),
+                bytes: len,
+                limit: self.limits.max_read_bytes,
+            });
         }
-        let io = |source| NpyError::Io { path: self.path.clone(), source };
-        self.file.seek(SeekFrom::Start(self.header.data_offset as u64 + offset)).map_err(io)?;
+        let io = |source| NpyError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file
+            .seek(SeekFrom::Start(self.header.data_offset as u64 + offset))
+            .map_err(io)?;
         let mut bytes = Vec::with_capacity(len as usize);
         (&mut self.file).take(len).read_to_end(&mut bytes).map_err(io)?;
         if bytes.len() as u64 != len {
             let reason = format!("the file shrank while it was read ({} of {len} bytes)", bytes.len());
-            return Err(NpyError::Invalid { path: self.path.clone(), reason });
+            return Err(NpyError::Invalid {
+                path: self.path.clone(),
+                reason,
+            });
         }
-        Tensor::from_raw_buffer(&bytes, self.header.dtype.dtype(), shape, device)
-            .map_err(|source| NpyError::Tensor { path: self.path.clone(), source })
+        Tensor::from_raw_buffer(&bytes, self.header.dtype.dtype(), shape, device).map_err(|source| NpyError::Tensor {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -497,7 +580,13 @@ mod tests {
     fn reads_arrays_and_rows() {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<f32> = (0..12).map(|i| i as f32).collect();
-        let p = write(dir.path(), &npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2, 2), }", &floats(&data)));
+        let p = write(
+            dir.path(),
+            &npy(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2, 2), }",
+                &floats(&data),
+            ),
+        );
         let t = read_npy(&p, &Device::Cpu).unwrap();
         assert_eq!(t.dims(), &[3, 2, 2]);
         assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), data);
@@ -507,9 +596,18 @@ mod tests {
         assert_eq!(r.flatten_all().unwrap().to_vec1::<f32>().unwrap(), &data[4..]);
         assert!(matches!(f.read_rows(2..4, &Device::Cpu), Err(NpyError::Rows { .. })));
         // f64 and f16, a scalar, an empty array, version 2.0 and Python 2's `3L`.
-        let p = write(dir.path(), &npy("{'descr': '<f8', 'fortran_order': False, 'shape': ()}", &2.5f64.to_le_bytes()));
+        let p = write(
+            dir.path(),
+            &npy(
+                "{'descr': '<f8', 'fortran_order': False, 'shape': ()}",
+                &2.5f64.to_le_bytes(),
+            ),
+        );
         assert_eq!(read_npy(&p, &Device::Cpu).unwrap().to_scalar::<f64>().unwrap(), 2.5);
-        let p = write(dir.path(), &npy("{'descr': '<f2', 'fortran_order': False, 'shape': (0, 3)}", &[]));
+        let p = write(
+            dir.path(),
+            &npy("{'descr': '<f2', 'fortran_order': False, 'shape': (0, 3)}", &[]),
+        );
         assert_eq!(read_npy(&p, &Device::Cpu).unwrap().dims(), &[0, 3]);
         let mut v2 = npy("{'descr':'<f4','fortran_order':False,'shape':(1L,)}", &floats(&[7.0]));
         v2[6] = 2;
@@ -523,18 +621,63 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cases: &[(&[u8], &str)] = &[
             // A huge shape over a few bytes: refused from the file size, nothing allocated.
-            (&npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,)}", &[0; 16]), "needs 4000000000000 bytes"),
-            (&npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296)}", &[]), "too large to exist"),
-            (&npy("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999,)}", &[]), "too large"),
-            (&npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,)}", &[0; 9]), "holds 9"),
-            (&npy("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,)}", &[]), "bad header"),
+            (
+                &npy(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,)}",
+                    &[0; 16],
+                ),
+                "needs 4000000000000 bytes",
+            ),
+            (
+                &npy(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296)}",
+                    &[],
+                ),
+                "too large to exist",
+            ),
+            (
+                &npy(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999,)}",
+                    &[],
+                ),
+                "too large",
+            ),
+            (
+                &npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,)}", &[0; 9]),
+                "holds 9",
+            ),
+            (
+                &npy("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,)}", &[]),
+                "bad header",
+            ),
             (&npy("{'descr': '<f4', 'fortran_order': False}", &[]), "lacks"),
-            (&npy("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (1,)}", &[0; 4]), "repeated"),
-            (&npy("{'descr': '>f4', 'fortran_order': False, 'shape': (1,)}", &[0; 4]), "big-endian"),
-            (&npy("{'descr': '<i8', 'fortran_order': False, 'shape': (1,)}", &[0; 8]), "float32"),
-            (&npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,)}", &[0; 8]), "dtype `|O`"),
-            (&npy("{'descr': '<f4', 'fortran_order': True, 'shape': (1,)}", &[0; 4]), "Fortran"),
-            (&npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,)} junk", &[0; 4]), "text after"),
+            (
+                &npy(
+                    "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (1,)}",
+                    &[0; 4],
+                ),
+                "repeated",
+            ),
+            (
+                &npy("{'descr': '>f4', 'fortran_order': False, 'shape': (1,)}", &[0; 4]),
+                "big-endian",
+            ),
+            (
+                &npy("{'descr': '<i8', 'fortran_order': False, 'shape': (1,)}", &[0; 8]),
+                "float32",
+            ),
+            (
+                &npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,)}", &[0; 8]),
+                "dtype `|O`",
+            ),
+            (
+                &npy("{'descr': '<f4', 'fortran_order': True, 'shape': (1,)}", &[0; 4]),
+                "Fortran",
+            ),
+            (
+                &npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,)} junk", &[0; 4]),
+                "text after",
+            ),
             (b"\x93NUMPY\x01\x00\xff\xff{", "header of 65535 bytes"),
             (b"\x93NUMPY\x09\x00", "version 9"),
             (b"\x93NUM", "magic"),
@@ -545,18 +688,40 @@ mod tests {
             let err = read_npy(&p, &Device::Cpu).unwrap_err().to_string();
             assert!(err.contains("a.npy") && err.contains(want), "want `{want}` in: {err}");
         }
-        let many = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({})}}", "1,".repeat(40));
+        let many = format!(
+            "{{'descr': '<f4', 'fortran_order': False, 'shape': ({})}}",
+            "1,".repeat(40)
+        );
         let p = write(dir.path(), &npy(&many, &[0; 4]));
-        assert!(read_npy(&p, &Device::Cpu).unwrap_err().to_string().contains("40 dimensions"));
+        assert!(read_npy(&p, &Device::Cpu)
+            .unwrap_err()
+            .to_string()
+            .contains("40 dimensions"));
     }
 
     #[test]
     fn reads_over_the_limit_are_refused_but_rows_stream() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), &npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4, 2)}", &floats(&[1.0; 8])));
-        let limits = NpyLimits { max_read_bytes: 8, ..NpyLimits::default() };
+        let p = write(
+            dir.path(),
+            &npy(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 2)}",
+                &floats(&[1.0; 8]),
+            ),
+        );
+        let limits = NpyLimits {
+            max_read_bytes: 8,
+            ..NpyLimits::default()
+        };
         let mut f = NpyFile::open(&p, limits).unwrap();
-        assert!(matches!(f.read_all(&Device::Cpu), Err(NpyError::TooLarge { bytes: 32, limit: 8, .. })));
+        assert!(matches!(
+            f.read_all(&Device::Cpu),
+            Err(NpyError::TooLarge {
+                bytes: 32,
+                limit: 8,
+                ..
+            })
+        ));
         for i in 0..4 {
             assert_eq!(f.read_rows(i..i + 1, &Device::Cpu).unwrap().dims(), &[1, 2]);
         }

@@ -60,7 +60,11 @@ impl PreprocessConfig {
 
     /// Inputs already at the model's size (CIFAR): no resize beyond fitting, crop_pct 1.
     pub fn cifar() -> Self {
-        Self { input_size: [3, 32, 32], crop_pct: 1.0, ..Self::imagenet() }
+        Self {
+            input_size: [3, 32, 32],
+            crop_pct: 1.0,
+            ..Self::imagenet()
+        }
     }
 
     /// Largest side, in pixels, of the model input and of the image it is cropped from: a config read from a
@@ -94,7 +98,10 @@ impl PreprocessConfig {
             return Err(format!("mean {:?} must be finite", self.mean));
         }
         if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(format!("std {:?} must be positive and finite (normalizing divides by it)", self.std));
+            return Err(format!(
+                "std {:?} must be positive and finite (normalizing divides by it)",
+                self.std
+            ));
         }
         Ok(())
     }
@@ -116,14 +123,38 @@ mod tests {
         assert!(PreprocessConfig::imagenet().validate().is_ok());
         assert!(PreprocessConfig::cifar().validate().is_ok());
         let bad = [
-            PreprocessConfig { std: [0.2, 0.0, 0.2], ..PreprocessConfig::imagenet() },
-            PreprocessConfig { std: [0.2, f32::NAN, 0.2], ..PreprocessConfig::imagenet() },
-            PreprocessConfig { mean: [f32::INFINITY, 0.0, 0.0], ..PreprocessConfig::imagenet() },
-            PreprocessConfig { crop_pct: 0.0, ..PreprocessConfig::imagenet() },
-            PreprocessConfig { crop_pct: 1e-9, ..PreprocessConfig::imagenet() },
-            PreprocessConfig { input_size: [3, 100_000, 224], ..PreprocessConfig::imagenet() },
-            PreprocessConfig { input_size: [3, 0, 224], ..PreprocessConfig::imagenet() },
-            PreprocessConfig { input_size: [0, 224, 224], ..PreprocessConfig::imagenet() },
+            PreprocessConfig {
+                std: [0.2, 0.0, 0.2],
+                ..PreprocessConfig::imagenet()
+            },
+            PreprocessConfig {
+                std: [0.2, f32::NAN, 0.2],
+                ..PreprocessConfig::imagenet()
+            },
+            PreprocessConfig {
+                mean: [f32::INFINITY, 0.0, 0.0],
+                ..PreprocessConfig::imagenet()
+            },
+            PreprocessConfig {
+                crop_pct: 0.0,
+                ..PreprocessConfig::imagenet()
+            },
+            PreprocessConfig {
+                crop_pct: 1e-9,
+                ..PreprocessConfig::imagenet()
+            },
+            PreprocessConfig {
+                input_size: [3, 100_000, 224],
+                ..PreprocessConfig::imagenet()
+            },
+            PreprocessConfig {
+                input_size: [3, 0, 224],
+                ..PreprocessConfig::imagenet()
+            },
+            PreprocessConfig {
+                input_size: [0, 224, 224],
+                ..PreprocessConfig::imagenet()
+            },
         ];
         for b in bad {
             assert!(b.validate().is_err(), "{b:?}");

@@ -31,7 +31,11 @@ pub enum PthError {
     #[error("{path} holds no tensors; {RESAVE}")]
     NoTensors { path: PathBuf },
     #[error("{path}: tensor `{name}` cannot be read: {reason}")]
-    Tensor { path: PathBuf, name: String, reason: String },
+    Tensor {
+        path: PathBuf,
+        name: String,
+        reason: String,
+    },
 }
 
 /// Limits on what a pickle may build before Candle's reader is let near it (see [`prescan`]). A state dict
@@ -53,12 +57,19 @@ pub const MAX_PICKLE_STRING_BYTES: u64 = 256 << 20;
 pub fn read_state_dict(path: impl AsRef<Path>, device: &Device) -> Result<HashMap<String, Tensor>, PthError> {
     let path = path.as_ref();
     let bytes = map(path)?;
-    let zip = Zip::parse(&bytes).map_err(|reason| PthError::NotZip { path: path.to_path_buf(), reason })?;
+    let zip = Zip::parse(&bytes).map_err(|reason| PthError::NotZip {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     let (prefix, obj) = top_object(path, &zip)?;
     let tensors = state_dict(path, obj)?;
     let mut out = HashMap::with_capacity(tensors.len());
     for (name, info) in tensors {
-        let terr = |reason: String| PthError::Tensor { path: path.to_path_buf(), name: name.clone(), reason };
+        let terr = |reason: String| PthError::Tensor {
+            path: path.to_path_buf(),
+            name: name.clone(),
+            reason,
+        };
         let entry = format!("{prefix}data/{}", info.key);
         let storage = zip.entry(entry.as_bytes()).map_err(terr)?;
         let t = info.tensor(storage, device).map_err(terr)?;
@@ -70,13 +81,19 @@ pub fn read_state_dict(path: impl AsRef<Path>, device: &Device) -> Result<HashMa
 /// The tensor names of a plain state dict; any other pickled object is an error saying what it is.
 pub fn state_dict_names(path: &Path) -> Result<Vec<String>, PthError> {
     let bytes = map(path)?;
-    let zip = Zip::parse(&bytes).map_err(|reason| PthError::NotZip { path: path.to_path_buf(), reason })?;
+    let zip = Zip::parse(&bytes).map_err(|reason| PthError::NotZip {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     let (_, obj) = top_object(path, &zip)?;
     Ok(state_dict(path, obj)?.into_iter().map(|(name, _)| name).collect())
 }
 
 fn map(path: &Path) -> Result<memmap2::Mmap, PthError> {
-    let io = |source| PthError::Io { path: path.to_path_buf(), source };
+    let io = |source| PthError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let (file, _) = crate::fsutil::open_regular(path).map_err(io)?;
     // SAFETY: the map is only read; a file changed underneath us can give wrong values but every access
     // is bounds-checked against the map's length.
@@ -86,11 +103,23 @@ fn map(path: &Path) -> Result<memmap2::Mmap, PthError> {
 /// The tensors of a plain state dict, by name, or an error saying what the object is instead.
 fn state_dict(path: &Path, obj: Object) -> Result<Vec<(String, TensorRef)>, PthError> {
     match classify(obj) {
-        Kind::StateDict(t) if t.is_empty() => Err(PthError::NoTensors { path: path.to_path_buf() }),
+        Kind::StateDict(t) if t.is_empty() => Err(PthError::NoTensors {
+            path: path.to_path_buf(),
+        }),
         Kind::StateDict(t) => Ok(t),
-        Kind::Unsupported { name, reason } => Err(PthError::Tensor { path: path.to_path_buf(), name, reason }),
-        Kind::Nested(keys) => Err(PthError::Nested { path: path.to_path_buf(), keys }),
-        Kind::Object(class) => Err(PthError::NotStateDict { path: path.to_path_buf(), class }),
+        Kind::Unsupported { name, reason } => Err(PthError::Tensor {
+            path: path.to_path_buf(),
+            name,
+            reason,
+        }),
+        Kind::Nested(keys) => Err(PthError::Nested {
+            path: path.to_path_buf(),
+            keys,
+        }),
+        Kind::Object(class) => Err(PthError::NotStateDict {
+            path: path.to_path_buf(),
+            class,
+        }),
     }
 }
 
@@ -136,9 +165,10 @@ fn classify(obj: Object) -> Kind {
 /// `module.Class` of a reduced/built object (how pickle stores class instances), else its kind.
 fn describe(obj: &Object) -> String {
     match obj {
-        Object::Class { module_name, class_name } => {
-            format!("{module_name}.{class_name}").chars().take(200).collect()
-        }
+        Object::Class {
+            module_name,
+            class_name,
+        } => format!("{module_name}.{class_name}").chars().take(200).collect(),
         Object::Build { callable, .. } | Object::Reduce { callable, .. } => describe(callable),
         Object::Tuple(_) => "tuple".into(),
         Object::List(_) => "list".into(),
@@ -171,15 +201,28 @@ impl TensorRef {
     /// `_rebuild_parameter(tensor, ...)` or `torch._tensor._rebuild_from_type_v2(func, type, args, state)`.
     /// `Ok(None)`: not a tensor at all.
     fn parse(obj: Object) -> Result<Option<TensorRef>, String> {
-        let Object::Reduce { callable, args } = obj else { return Ok(None) };
-        let Object::Class { module_name, class_name } = *callable else { return Ok(None) };
-        let Object::Tuple(mut args) = *args else { return Ok(None) };
+        let Object::Reduce { callable, args } = obj else {
+            return Ok(None);
+        };
+        let Object::Class {
+            module_name,
+            class_name,
+        } = *callable
+        else {
+            return Ok(None);
+        };
+        let Object::Tuple(mut args) = *args else {
+            return Ok(None);
+        };
         match (module_name.as_str(), class_name.as_str()) {
             ("torch._utils", "_rebuild_parameter") if !args.is_empty() => TensorRef::parse(args.swap_remove(0)),
             ("torch._tensor", "_rebuild_from_type_v2") if args.len() >= 3 => {
                 let inner = args.swap_remove(2);
                 let func = args.swap_remove(0);
-                TensorRef::parse(Object::Reduce { callable: Box::new(func), args: Box::new(inner) })
+                TensorRef::parse(Object::Reduce {
+                    callable: Box::new(func),
+                    args: Box::new(inner),
+                })
             }
             ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
                 Self::rebuild_args(args).map(Some)
@@ -190,7 +233,10 @@ impl TensorRef {
 
     fn rebuild_args(mut args: Vec<Object>) -> Result<TensorRef, String> {
         if args.len() < 4 {
-            return Err(format!("_rebuild_tensor_v2 has {} arguments, expected at least 4", args.len()));
+            return Err(format!(
+                "_rebuild_tensor_v2 has {} arguments, expected at least 4",
+                args.len()
+            ));
         }
         args.truncate(4);
         let stride = dims(args.pop(), "stride")?;
@@ -200,13 +246,17 @@ impl TensorRef {
             return Err("the storage is not a persistent id".into());
         };
         // ('storage', torch.FloatStorage, '<key>', '<location>', numel)
-        let Object::Tuple(mut storage) = *storage else { return Err("the storage id is not a tuple".into()) };
+        let Object::Tuple(mut storage) = *storage else {
+            return Err("the storage id is not a tuple".into());
+        };
         if storage.len() != 5 {
             return Err(format!("the storage id has {} fields, expected 5", storage.len()));
         }
         let storage_len = int(storage.pop(), "storage size")?;
         let _location = storage.pop();
-        let Some(Object::Unicode(key)) = storage.pop() else { return Err("the storage key is not a string".into()) };
+        let Some(Object::Unicode(key)) = storage.pop() else {
+            return Err("the storage key is not a string".into());
+        };
         let Some(Object::Class { class_name, .. }) = storage.pop() else {
             return Err("the storage type is not a class".into());
         };
@@ -217,16 +267,31 @@ impl TensorRef {
             "BFloat16Storage" => DType::BF16,
             "ByteStorage" => DType::U8,
             "LongStorage" => DType::I64,
-            other => return Err(format!("unsupported storage type {}", other.chars().take(100).collect::<String>())),
+            other => {
+                return Err(format!(
+                    "unsupported storage type {}",
+                    other.chars().take(100).collect::<String>()
+                ))
+            }
         };
         if shape.len() != stride.len() {
             return Err(format!("{} sizes but {} strides", shape.len(), stride.len()));
         }
         // The key names a zip entry: a plain name, nothing that could climb out of `data/`.
         if key.is_empty() || key.len() > 64 || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(format!("invalid storage key {:?}", key.chars().take(64).collect::<String>()));
+            return Err(format!(
+                "invalid storage key {:?}",
+                key.chars().take(64).collect::<String>()
+            ));
         }
-        Ok(TensorRef { key, dtype, storage_len, offset, shape, stride })
+        Ok(TensorRef {
+            key,
+            dtype,
+            storage_len,
+            offset,
+            shape,
+            stride,
+        })
     }
 
     /// The tensor, from its storage's bytes, after checking that the view lies inside them.
@@ -239,7 +304,11 @@ impl TensorRef {
                 storage.len()
             ));
         }
-        let numel = self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
+        let numel = self
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or("shape overflows")?;
         let end = self.offset.checked_add(numel).ok_or("offset overflows")?;
         if numel > 0 && end > self.storage_len {
             return Err(format!(
@@ -259,7 +328,10 @@ impl TensorRef {
             let dims: Vec<usize> = (0..rank).rev().collect();
             t.permute(dims).map_err(|e| e.to_string())
         } else {
-            Err(format!("non-contiguous view (sizes {:?}, strides {:?}) is not supported", self.shape, self.stride))
+            Err(format!(
+                "non-contiguous view (sizes {:?}, strides {:?}) is not supported",
+                self.shape, self.stride
+            ))
         }
     }
 }
@@ -268,8 +340,11 @@ impl TensorRef {
 /// size 1 may have any stride.
 fn contiguous(shape: &[usize], stride: &[usize], fortran: bool) -> bool {
     let mut expected = 1usize;
-    let dims: Box<dyn Iterator<Item = (&usize, &usize)>> =
-        if fortran { Box::new(shape.iter().zip(stride)) } else { Box::new(shape.iter().zip(stride).rev()) };
+    let dims: Box<dyn Iterator<Item = (&usize, &usize)>> = if fortran {
+        Box::new(shape.iter().zip(stride))
+    } else {
+        Box::new(shape.iter().zip(stride).rev())
+    };
     for (&d, &s) in dims {
         if d != 1 && s != expected {
             return false;
@@ -286,7 +361,10 @@ fn int(obj: Option<Object>, what: &str) -> Result<usize, String> {
     match obj {
         Some(Object::Int(i)) if i >= 0 => Ok(i as usize),
         Some(Object::Long(i)) if i >= 0 => usize::try_from(i).map_err(|_| format!("{what} {i} is too large")),
-        other => Err(format!("{what} is not a non-negative integer: {}", other.as_ref().map(describe).unwrap_or_default())),
+        other => Err(format!(
+            "{what} is not a non-negative integer: {}",
+            other.as_ref().map(describe).unwrap_or_default()
+        )),
     }
 }
 
@@ -300,8 +378,14 @@ fn dims(obj: Option<Object>, what: &str) -> Result<Vec<usize>, String> {
 
 /// The unpickled (not executed) top-level object of the archive's `<prefix>data.pkl`, and the prefix.
 fn top_object(path: &Path, zip: &Zip<'_>) -> Result<(String, Object), PthError> {
-    let (name, pickle) = zip.data_pkl().map_err(|reason| PthError::NotZip { path: path.to_path_buf(), reason })?;
-    let perr = |reason: String| PthError::Pickle { path: path.to_path_buf(), reason };
+    let (name, pickle) = zip.data_pkl().map_err(|reason| PthError::NotZip {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    let perr = |reason: String| PthError::Pickle {
+        path: path.to_path_buf(),
+        reason,
+    };
     prescan(pickle).map_err(perr)?;
     let mut stack = Stack::empty();
     let cerr = |e: candle_core::Error| perr(e.to_string());
@@ -335,7 +419,12 @@ enum SimKind {
 
 impl Sim {
     fn leaf(kind: SimKind, strings: u64) -> Sim {
-        Sim { kind, nodes: 1, depth: 1, strings }
+        Sim {
+            kind,
+            nodes: 1,
+            depth: 1,
+            strings,
+        }
     }
 
     /// A new object of `kind` holding `children`.
@@ -384,7 +473,10 @@ pub fn prescan(pickle: &[u8]) -> Result<(), String> {
     }
     let pop = |stack: &mut Vec<Sim>| stack.pop().ok_or_else(|| "the pickle pops an empty stack".to_string());
     let to_mark = |stack: &mut Vec<Sim>| -> Result<Vec<Sim>, String> {
-        let at = stack.iter().rposition(|s| s.kind == SimKind::Mark).ok_or("a pickle instruction has no mark")?;
+        let at = stack
+            .iter()
+            .rposition(|s| s.kind == SimKind::Mark)
+            .ok_or("a pickle instruction has no mark")?;
         let items = stack.split_off(at + 1);
         stack.pop();
         Ok(items)
@@ -398,9 +490,11 @@ pub fn prescan(pickle: &[u8]) -> Result<(), String> {
                 let (module, class) = (line(&mut r)?, line(&mut r)?);
                 let strings = (module.len() + class.len()) as u64;
                 string_bytes += strings;
-                let dict_class =
-                    module == b"collections" && (class == b"OrderedDict" || class == b"defaultdict");
-                Some(Sim::leaf(if dict_class { SimKind::DictClass } else { SimKind::Other }, strings))
+                let dict_class = module == b"collections" && (class == b"OrderedDict" || class == b"defaultdict");
+                Some(Sim::leaf(
+                    if dict_class { SimKind::DictClass } else { SimKind::Other },
+                    strings,
+                ))
             }
             b'K' => take(1, &mut r).map(|_| Some(leaf))?,
             b'M' => take(2, &mut r).map(|_| Some(leaf))?,
@@ -443,7 +537,11 @@ pub fn prescan(pickle: &[u8]) -> Result<(), String> {
                 if op == b'u' && items.len() % 2 != 0 {
                     return Err("SETITEMS with an odd number of items".into());
                 }
-                let want = if matches!(op, b'a' | b'e') { SimKind::List } else { SimKind::Dict };
+                let want = if matches!(op, b'a' | b'e') {
+                    SimKind::List
+                } else {
+                    SimKind::Dict
+                };
                 match stack.last_mut() {
                     Some(target) if target.kind == want => items.iter().for_each(|i| target.adopt(i)),
                     _ => return Err("an item is added to something that is not a list or dict".into()),
@@ -482,15 +580,25 @@ pub fn prescan(pickle: &[u8]) -> Result<(), String> {
                 })
             }
             b'h' | b'j' => {
-                let id = if op == b'h' { take(1, &mut r)?[0] as u32 } else { u32_at(&mut r)? };
-                let sim = *memo.get(&id).ok_or_else(|| format!("memo {id} is read before it is written"))?;
+                let id = if op == b'h' {
+                    take(1, &mut r)?[0] as u32
+                } else {
+                    u32_at(&mut r)?
+                };
+                let sim = *memo
+                    .get(&id)
+                    .ok_or_else(|| format!("memo {id} is read before it is written"))?;
                 // Candle pushes a copy of the memoized object: its objects and strings count again.
                 objects = objects.saturating_add(sim.nodes - 1);
                 string_bytes = string_bytes.saturating_add(sim.strings);
                 Some(sim)
             }
             b'q' | b'r' => {
-                let id = if op == b'q' { take(1, &mut r)?[0] as u32 } else { u32_at(&mut r)? };
+                let id = if op == b'q' {
+                    take(1, &mut r)?[0] as u32
+                } else {
+                    u32_at(&mut r)?
+                };
                 let top = *stack.last().ok_or("MEMOIZE of an empty stack")?;
                 // Candle stores a copy.
                 objects = objects.saturating_add(top.nodes);
@@ -512,7 +620,9 @@ pub fn prescan(pickle: &[u8]) -> Result<(), String> {
             return Err(format!("more than {MAX_PICKLE_OBJECTS} objects (memo copies included)"));
         }
         if string_bytes > MAX_PICKLE_STRING_BYTES {
-            return Err(format!("more than {MAX_PICKLE_STRING_BYTES} bytes of strings (memo copies included)"));
+            return Err(format!(
+                "more than {MAX_PICKLE_STRING_BYTES} bytes of strings (memo copies included)"
+            ));
         }
     }
     if stack.is_empty() {
@@ -545,10 +655,15 @@ impl<'a> Zip<'a> {
         // Each record is at least 46 bytes: a count larger than the file allows is a lie.
         let mut entries = Vec::with_capacity(count.min(bytes.len() / 46));
         while bytes.get(at..at.saturating_add(4)) == Some(b"PK\x01\x02") {
-            let (name_len, extra_len, comment_len) = (le(bytes, at + 28, 2)?, le(bytes, at + 30, 2)?, le(bytes, at + 32, 2)?);
+            let (name_len, extra_len, comment_len) =
+                (le(bytes, at + 28, 2)?, le(bytes, at + 30, 2)?, le(bytes, at + 32, 2)?);
             let name_start = at + 46;
-            let name = bytes.get(name_start..name_start + name_len).ok_or("truncated zip directory")?;
-            let extra = bytes.get(name_start + name_len..name_start + name_len + extra_len).ok_or("truncated zip directory")?;
+            let name = bytes
+                .get(name_start..name_start + name_len)
+                .ok_or("truncated zip directory")?;
+            let extra = bytes
+                .get(name_start + name_len..name_start + name_len + extra_len)
+                .ok_or("truncated zip directory")?;
             let mut e = ZipEntry {
                 name,
                 method: le(bytes, at + 10, 2)? as u16,
@@ -565,22 +680,30 @@ impl<'a> Zip<'a> {
 
     /// The name and bytes of the `*data.pkl` entry.
     fn data_pkl(&self) -> Result<(&'a [u8], &'a [u8]), String> {
-        let e = self.entries.iter().find(|e| e.name.ends_with(b"data.pkl")).ok_or("no `data.pkl` entry")?;
+        let e = self
+            .entries
+            .iter()
+            .find(|e| e.name.ends_with(b"data.pkl"))
+            .ok_or("no `data.pkl` entry")?;
         Ok((e.name, self.data(e)?))
     }
 
     /// The bytes of the entry called `name`.
     fn entry(&self, name: &[u8]) -> Result<&'a [u8], String> {
-        let e = self.entries.iter().find(|e| e.name == name).ok_or_else(|| {
-            format!("its data `{}` is not in the archive", String::from_utf8_lossy(name))
-        })?;
+        let e = self
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| format!("its data `{}` is not in the archive", String::from_utf8_lossy(name)))?;
         self.data(e)
     }
 
     fn data(&self, e: &ZipEntry<'a>) -> Result<&'a [u8], String> {
         let name = String::from_utf8_lossy(e.name);
         if e.method != 0 || e.compressed != e.size {
-            return Err(format!("zip entry `{name}` is compressed (torch.save stores entries uncompressed)"));
+            return Err(format!(
+                "zip entry `{name}` is compressed (torch.save stores entries uncompressed)"
+            ));
         }
         let local = usize::try_from(e.local).map_err(|_| "zip offset out of range")?;
         if self.bytes.get(local..local.saturating_add(4)) != Some(b"PK\x03\x04") {
@@ -589,7 +712,9 @@ impl<'a> Zip<'a> {
         // The local header repeats the name and has its own extra field (torch pads with it).
         let start = local + 30 + le(self.bytes, local + 26, 2)? + le(self.bytes, local + 28, 2)?;
         let size = usize::try_from(e.size).map_err(|_| "zip size out of range")?;
-        self.bytes.get(start..start.saturating_add(size)).ok_or_else(|| format!("zip entry `{name}` is truncated"))
+        self.bytes
+            .get(start..start.saturating_add(size))
+            .ok_or_else(|| format!("zip entry `{name}` is truncated"))
     }
 }
 
@@ -600,7 +725,9 @@ fn zip64_extra(mut extra: &[u8], e: &mut ZipEntry<'_>) -> Result<(), String> {
         let len = u16::from_le_bytes([extra[2], extra[3]]) as usize;
         let body = extra.get(4..4 + len).ok_or("truncated zip extra field")?;
         if id == 1 {
-            let mut fields = body.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+            let mut fields = body
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
             for f in [&mut e.size, &mut e.compressed, &mut e.local] {
                 if *f == 0xffff_ffff {
                     *f = fields.next().ok_or("truncated zip64 extra field")?;
@@ -627,9 +754,15 @@ fn central_directory(bytes: &[u8]) -> Result<(usize, usize), String> {
     if offset != 0xffff_ffff && count != 0xffff {
         return Ok((offset, count));
     }
-    let locator = eocd.checked_sub(20).filter(|&l| bytes[l..l + 4] == *b"PK\x06\x07").ok_or("bad zip64 locator")?;
+    let locator = eocd
+        .checked_sub(20)
+        .filter(|&l| bytes[l..l + 4] == *b"PK\x06\x07")
+        .ok_or("bad zip64 locator")?;
     let zip64_eocd = le(bytes, locator + 8, 8)?;
-    Ok((le(bytes, zip64_eocd.saturating_add(48), 8)?, le(bytes, zip64_eocd.saturating_add(32), 8)?))
+    Ok((
+        le(bytes, zip64_eocd.saturating_add(48), 8)?,
+        le(bytes, zip64_eocd.saturating_add(32), 8)?,
+    ))
 }
 
 /// The little-endian unsigned integer of `n` (at most 8) bytes at `at`.

@@ -82,7 +82,10 @@ mod tests {
         let tv = find("resnet50.tv_in1k").unwrap();
         assert_eq!(tv.hf_hub_id, "timm/resnet50.tv_in1k");
         let p = tv.preprocess();
-        assert_eq!((p.crop_pct, p.interpolation, p.resize_size()), (0.875, Interpolation::Bilinear, (256, 256)));
+        assert_eq!(
+            (p.crop_pct, p.interpolation, p.resize_size()),
+            (0.875, Interpolation::Bilinear, (256, 256))
+        );
         assert!(find("resnet50.tv2_in1k").is_some());
         let ms = find("microsoft/resnet-50").unwrap();
         assert!(ms.is_transformers());

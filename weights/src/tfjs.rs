@@ -31,7 +31,11 @@ pub enum TfjsError {
         "the weightsManifest of {model_json} names the shard `{path}`, which {reason}: a model's files must lie \
          in its own directory; the file may be malicious"
     )]
-    UnsafePath { path: String, model_json: PathBuf, reason: String },
+    UnsafePath {
+        path: String,
+        model_json: PathBuf,
+        reason: String,
+    },
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid TF.js layers model.json: {reason}")]
@@ -42,14 +46,30 @@ pub enum TfjsError {
         "weight `{weight}` needs bytes {start}..{end} of the shards of group {group} but they hold only {available} \
          bytes: a shard is truncated (last shard {last_shard}); download the model again"
     )]
-    Truncated { weight: String, group: usize, start: usize, end: usize, available: usize, last_shard: PathBuf },
+    Truncated {
+        weight: String,
+        group: usize,
+        start: usize,
+        end: usize,
+        available: usize,
+        last_shard: PathBuf,
+    },
     #[error(
         "the shards of group {group} hold {available} bytes but its weights use only {used}: the shards do not \
          match {model_json}"
     )]
-    TrailingBytes { group: usize, used: usize, available: usize, model_json: PathBuf },
+    TrailingBytes {
+        group: usize,
+        used: usize,
+        available: usize,
+        model_json: PathBuf,
+    },
     #[error("weight `{weight}` of {model_json}: {what} is not supported (only unquantized float32 weights are)")]
-    Unsupported { weight: String, model_json: PathBuf, what: String },
+    Unsupported {
+        weight: String,
+        model_json: PathBuf,
+        what: String,
+    },
     #[error("weight `{weight}`: {reason}")]
     Tensor { weight: String, reason: String },
 }
@@ -134,10 +154,16 @@ impl TfjsModel {
     /// Parses `model.json`; checks that every weight is an unquantized float32 (the only kind read).
     pub fn open(model_json: impl AsRef<Path>) -> Result<Self, TfjsError> {
         let path = model_json.as_ref().to_path_buf();
-        let io = |source| TfjsError::Io { path: path.clone(), source };
+        let io = |source| TfjsError::Io {
+            path: path.clone(),
+            source,
+        };
         let (mut file, meta) = crate::fsutil::open_regular(&path).map_err(io)?;
         let bytes = crate::fsutil::read_capped(&mut file, meta.len(), MAX_MODEL_JSON_BYTES).map_err(io)?;
-        let bad = |reason: String| TfjsError::BadJson { path: path.clone(), reason };
+        let bad = |reason: String| TfjsError::BadJson {
+            path: path.clone(),
+            reason,
+        };
         let raw: RawModel = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         let layers = match &raw.model_topology {
             Some(topology) => parse_layers(topology).map_err(bad)?,
@@ -147,17 +173,36 @@ impl TfjsModel {
         let mut weights = Vec::new();
         let mut shards = Vec::new();
         for (group, g) in raw.weights_manifest.into_iter().enumerate() {
-            let paths = g.paths.iter().map(|p| confined(&dir, p, &path)).collect::<Result<Vec<_>, _>>()?;
+            let paths = g
+                .paths
+                .iter()
+                .map(|p| confined(&dir, p, &path))
+                .collect::<Result<Vec<_>, _>>()?;
             shards.push(paths);
             for w in g.weights {
                 check_supported(&w, &path)?;
                 if byte_len(&w.shape).is_none() {
-                    return Err(bad(format!("weight `{}` has a shape too large to exist: {:?}", w.name, w.shape)));
+                    return Err(bad(format!(
+                        "weight `{}` has a shape too large to exist: {:?}",
+                        w.name, w.shape
+                    )));
                 }
-                weights.push(WeightSpec { name: w.name, shape: w.shape, dtype: w.dtype, group });
+                weights.push(WeightSpec {
+                    name: w.name,
+                    shape: w.shape,
+                    dtype: w.dtype,
+                    group,
+                });
             }
         }
-        Ok(Self { model_json: path, format: raw.format, generated_by: raw.generated_by, layers, weights, shards })
+        Ok(Self {
+            model_json: path,
+            format: raw.format,
+            generated_by: raw.generated_by,
+            layers,
+            weights,
+            shards,
+        })
     }
 
     pub fn model_json(&self) -> &Path {
@@ -208,7 +253,12 @@ impl TfjsModel {
             }
             if offset != available {
                 let model_json = self.model_json.clone();
-                return Err(TfjsError::TrailingBytes { group, used: offset, available, model_json });
+                return Err(TfjsError::TrailingBytes {
+                    group,
+                    used: offset,
+                    available,
+                    model_json,
+                });
             }
             groups.push((files, available));
         }
@@ -217,19 +267,30 @@ impl TfjsModel {
         for (group, (files, available)) in groups.into_iter().enumerate() {
             let mut bytes = Vec::with_capacity(available);
             for (mut file, len, p) in files {
-                let b = crate::fsutil::read_capped(&mut file, len as u64, len as u64)
-                    .map_err(|source| TfjsError::Io { path: p.clone(), source })?;
+                let b =
+                    crate::fsutil::read_capped(&mut file, len as u64, len as u64).map_err(|source| TfjsError::Io {
+                        path: p.clone(),
+                        source,
+                    })?;
                 bytes.extend_from_slice(&b);
             }
             if bytes.len() != available {
                 let model_json = self.model_json.clone();
-                return Err(TfjsError::TrailingBytes { group, used: bytes.len(), available, model_json });
+                return Err(TfjsError::TrailingBytes {
+                    group,
+                    used: bytes.len(),
+                    available,
+                    model_json,
+                });
             }
             let mut offset = 0usize;
             for w in self.weights.iter().filter(|w| w.group == group) {
                 let n = byte_len(&w.shape).unwrap_or(usize::MAX);
                 let data = bytes.get(offset..offset.saturating_add(n)).unwrap_or_default();
-                out.insert(w.name.clone(), f32_tensor(data, &w.shape, device).map_err(|e| tensor_err(w, e))?);
+                out.insert(
+                    w.name.clone(),
+                    f32_tensor(data, &w.shape, device).map_err(|e| tensor_err(w, e))?,
+                );
                 offset += data.len();
             }
         }
@@ -240,23 +301,44 @@ impl TfjsModel {
     /// model's directory (symlinks resolved) and is a regular file. Returns it and its size.
     fn open_shard(&self, path: &Path) -> Result<(std::fs::File, usize), TfjsError> {
         let dir = self.model_json.parent().unwrap_or(Path::new(""));
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-        let missing = || TfjsError::MissingShard { path: path.to_path_buf(), model_json: self.model_json.clone() };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let missing = || TfjsError::MissingShard {
+            path: path.to_path_buf(),
+            model_json: self.model_json.clone(),
+        };
         let resolved = match std::fs::canonicalize(path) {
             Ok(p) => p,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
-            Err(source) => return Err(TfjsError::Io { path: path.to_path_buf(), source }),
+            Err(source) => {
+                return Err(TfjsError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
         };
-        let root = std::fs::canonicalize(dir).map_err(|source| TfjsError::Io { path: dir.to_path_buf(), source })?;
+        let root = std::fs::canonicalize(dir).map_err(|source| TfjsError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         if !resolved.starts_with(&root) {
             return Err(TfjsError::UnsafePath {
                 path: path.strip_prefix(dir).unwrap_or(path).display().to_string(),
                 model_json: self.model_json.clone(),
-                reason: format!("resolves to {} (through a symlink), outside {}", resolved.display(), root.display()),
+                reason: format!(
+                    "resolves to {} (through a symlink), outside {}",
+                    resolved.display(),
+                    root.display()
+                ),
             });
         }
-        let (file, meta) =
-            crate::fsutil::open_regular(path).map_err(|source| TfjsError::Io { path: path.to_path_buf(), source })?;
+        let (file, meta) = crate::fsutil::open_regular(path).map_err(|source| TfjsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
         Ok((file, len))
     }
@@ -281,7 +363,6 @@ impl TfjsModel {
         }
         Ok(tensors)
     }
-
 }
 
 /// `dir/name` for a shard path of the manifest, if it is a plain relative path without `..`.
@@ -331,7 +412,11 @@ fn check_supported(w: &RawWeight, model_json: &Path) -> Result<(), TfjsError> {
         (None, "float32") => return Ok(()),
         (None, other) => format!("dtype `{other}`"),
     };
-    Err(TfjsError::Unsupported { weight: w.name.clone(), model_json: model_json.to_path_buf(), what })
+    Err(TfjsError::Unsupported {
+        weight: w.name.clone(),
+        model_json: model_json.to_path_buf(),
+        what,
+    })
 }
 
 /// Layers from either the Keras-saved form (`{"model_config": {"class_name", "config"}}`) or a bare
@@ -341,13 +426,19 @@ fn parse_layers(topology: &Value) -> Result<Vec<LayerInfo>, String> {
     let config = model.get("config").ok_or("modelTopology has no `config`")?;
     let layers = match config {
         Value::Array(list) => list,
-        _ => config.get("layers").and_then(Value::as_array).ok_or("modelTopology config has no `layers` list")?,
+        _ => config
+            .get("layers")
+            .and_then(Value::as_array)
+            .ok_or("modelTopology config has no `layers` list")?,
     };
     layers.iter().map(parse_layer).collect()
 }
 
 fn parse_layer(layer: &Value) -> Result<LayerInfo, String> {
-    let class_name = layer.get("class_name").and_then(Value::as_str).ok_or("a layer has no `class_name`")?;
+    let class_name = layer
+        .get("class_name")
+        .and_then(Value::as_str)
+        .ok_or("a layer has no `class_name`")?;
     let config = layer.get("config").cloned().unwrap_or(Value::Null);
     // Functional models name the layer at the top level, Sequential ones only inside the config.
     let name = layer
@@ -355,16 +446,26 @@ fn parse_layer(layer: &Value) -> Result<LayerInfo, String> {
         .or_else(|| config.get("name"))
         .and_then(Value::as_str)
         .ok_or_else(|| format!("a `{class_name}` layer has no name"))?;
-    Ok(LayerInfo { name: name.to_string(), class_name: class_name.to_string(), config })
+    Ok(LayerInfo {
+        name: name.to_string(),
+        class_name: class_name.to_string(),
+        config,
+    })
 }
 
 fn f32_tensor(data: &[u8], shape: &[usize], device: &Device) -> candle_core::Result<Tensor> {
-    let values: Vec<f32> = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let values: Vec<f32> = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     Tensor::from_vec(values, shape, device)
 }
 
 fn tensor_err(w: &WeightSpec, e: candle_core::Error) -> TfjsError {
-    TfjsError::Tensor { weight: w.name.clone(), reason: e.to_string() }
+    TfjsError::Tensor {
+        weight: w.name.clone(),
+        reason: e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -397,7 +498,14 @@ mod tests {
         weights.retain(|w| !w.is_null());
         let total: usize = weights
             .iter()
-            .map(|w| w["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).product::<usize>())
+            .map(|w| {
+                w["shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap() as usize)
+                    .product::<usize>()
+            })
             .sum();
         let bytes: Vec<u8> = (0..total).flat_map(|i| (i as f32).to_le_bytes()).collect();
         std::fs::write(dir.join("group1-shard1of2.bin"), &bytes[..20]).unwrap();
@@ -418,7 +526,10 @@ mod tests {
         let t = m.load(&Device::Cpu).unwrap();
         assert_eq!(t["conv/kernel"].dims(), &[2, 2, 1, 2]);
         assert_eq!(t["conv/bias"].to_vec1::<f32>().unwrap(), [8., 9.]);
-        assert_eq!(t["fc/kernel"].to_vec2::<f32>().unwrap(), [[10., 11., 12.], [13., 14., 15.]]);
+        assert_eq!(
+            t["fc/kernel"].to_vec2::<f32>().unwrap(),
+            [[10., 11., 12.], [13., 14., 15.]]
+        );
     }
 
     #[test]
@@ -429,8 +540,14 @@ mod tests {
         // HWIO value at (h, w, 0, o) is 2 * (2h + w) + o; OIHW puts it at (o, 0, h, w).
         let k = &t["conv/kernel"];
         assert_eq!(k.dims(), &[2, 1, 2, 2]);
-        assert_eq!(k.get(1).unwrap().get(0).unwrap().to_vec2::<f32>().unwrap(), [[1., 3.], [5., 7.]]);
-        assert_eq!(t["fc/kernel"].to_vec2::<f32>().unwrap(), [[10., 13.], [11., 14.], [12., 15.]]);
+        assert_eq!(
+            k.get(1).unwrap().get(0).unwrap().to_vec2::<f32>().unwrap(),
+            [[1., 3.], [5., 7.]]
+        );
+        assert_eq!(
+            t["fc/kernel"].to_vec2::<f32>().unwrap(),
+            [[10., 13.], [11., 14.], [12., 15.]]
+        );
         assert_eq!(t["conv/bias"].to_vec1::<f32>().unwrap(), [8., 9.]);
     }
 
@@ -451,7 +568,10 @@ mod tests {
         let bytes = std::fs::read(&last).unwrap();
         std::fs::write(&last, &bytes[..bytes.len() - 2]).unwrap();
         let err = m.load(&Device::Cpu).unwrap_err().to_string();
-        assert!(err.contains("fc/kernel") && err.contains("truncated") && err.contains("shard2of2"), "{err}");
+        assert!(
+            err.contains("fc/kernel") && err.contains("truncated") && err.contains("shard2of2"),
+            "{err}"
+        );
         std::fs::write(&last, [bytes.as_slice(), &[0u8; 4]].concat()).unwrap();
         let err = m.load(&Device::Cpu).unwrap_err().to_string();
         assert!(err.contains("do not match"), "{err}");
@@ -490,9 +610,12 @@ mod tests {
         let secret = root.path().join("secret.bin");
         std::fs::write(&secret, [0u8; 8]).unwrap();
         let abs = secret.to_str().unwrap().to_string();
-        for (shard, reason) in
-            [("../secret.bin", "`..`"), ("sub/../../secret.bin", "`..`"), (abs.as_str(), "absolute"), ("", "empty")]
-        {
+        for (shard, reason) in [
+            ("../secret.bin", "`..`"),
+            ("sub/../../secret.bin", "`..`"),
+            (abs.as_str(), "absolute"),
+            ("", "empty"),
+        ] {
             let err = TfjsModel::open(write_manifest(&model_dir, shard)).unwrap_err();
             assert!(matches!(err, TfjsError::UnsafePath { .. }), "{shard}: {err}");
             let msg = err.to_string();
@@ -503,17 +626,26 @@ mod tests {
         let m = TfjsModel::open(write_manifest(&model_dir, "link.bin")).unwrap();
         let err = m.load(&Device::Cpu).unwrap_err();
         assert!(matches!(err, TfjsError::UnsafePath { .. }), "{err}");
-        assert!(err.to_string().contains("link.bin") && err.to_string().contains("outside"), "{err}");
+        assert!(
+            err.to_string().contains("link.bin") && err.to_string().contains("outside"),
+            "{err}"
+        );
         // A symlink to a directory outside, then a file inside it.
         std::os::unix::fs::symlink(root.path(), model_dir.join("up")).unwrap();
         let m = TfjsModel::open(write_manifest(&model_dir, "up/secret.bin")).unwrap();
-        assert!(matches!(m.load(&Device::Cpu).unwrap_err(), TfjsError::UnsafePath { .. }));
+        assert!(matches!(
+            m.load(&Device::Cpu).unwrap_err(),
+            TfjsError::UnsafePath { .. }
+        ));
         // A symlink that stays inside is fine, and so is `./`.
         std::fs::create_dir(model_dir.join("shards")).unwrap();
         std::fs::write(model_dir.join("shards/real.bin"), 1f32.to_le_bytes().repeat(2)).unwrap();
         std::os::unix::fs::symlink("shards/real.bin", model_dir.join("inside.bin")).unwrap();
         for ok in ["inside.bin", "./shards/real.bin"] {
-            let t = TfjsModel::open(write_manifest(&model_dir, ok)).unwrap().load(&Device::Cpu).unwrap();
+            let t = TfjsModel::open(write_manifest(&model_dir, ok))
+                .unwrap()
+                .load(&Device::Cpu)
+                .unwrap();
             assert_eq!(t["fc/bias"].to_vec1::<f32>().unwrap(), [1., 1.], "{ok}");
         }
     }
@@ -524,7 +656,10 @@ mod tests {
         std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.bin")).unwrap();
         let m = TfjsModel::open(write_manifest(dir.path(), "zero.bin")).unwrap();
         // /dev/zero is outside the directory; a FIFO inside it is not a regular file.
-        assert!(matches!(m.load(&Device::Cpu).unwrap_err(), TfjsError::UnsafePath { .. }));
+        assert!(matches!(
+            m.load(&Device::Cpu).unwrap_err(),
+            TfjsError::UnsafePath { .. }
+        ));
         let fifo = dir.path().join("pipe.bin");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid path string.
@@ -534,14 +669,20 @@ mod tests {
         assert!(err.contains("pipe.bin") && err.contains("FIFO"), "{err}");
         // A shape whose byte size overflows is refused when the JSON is read.
         let path = dir.path().join("model.json");
-        std::fs::write(&path, r#"{"weightsManifest": [{"paths": ["a.bin"], "weights": [
-            {"name": "w", "shape": [4294967296, 4294967296], "dtype": "float32"}]}]}"#)
-            .unwrap();
+        std::fs::write(
+            &path,
+            r#"{"weightsManifest": [{"paths": ["a.bin"], "weights": [
+            {"name": "w", "shape": [4294967296, 4294967296], "dtype": "float32"}]}]}"#,
+        )
+        .unwrap();
         let err = TfjsModel::open(&path).unwrap_err().to_string();
         assert!(err.contains("too large") && err.contains("`w`"), "{err}");
         // A model.json that is a directory or a device.
         assert!(TfjsModel::open(dir.path()).is_err());
-        assert!(TfjsModel::open("/dev/zero").unwrap_err().to_string().contains("character device"));
+        assert!(TfjsModel::open("/dev/zero")
+            .unwrap_err()
+            .to_string()
+            .contains("character device"));
     }
 
     #[test]

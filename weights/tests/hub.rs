@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use weights::hub::{Hub, HubError, HubOptions};
 use zoo_testkit::{
-    etag_of, git_blob_sha1, sha256_hex, unreachable_endpoint, FakeHub, FakeRepo, Fault, FaultKind,
-    FaultTarget, FAKE_TOKEN, LFS_THRESHOLD,
+    etag_of, git_blob_sha1, sha256_hex, unreachable_endpoint, FakeHub, FakeRepo, Fault, FaultKind, FaultTarget,
+    FAKE_TOKEN, LFS_THRESHOLD,
 };
 
 const REPO: &str = "timm/resnet18.fake";
@@ -45,10 +45,7 @@ fn guard_proxy() {
 
 /// Deterministic pseudo-random bytes.
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        | 1;
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
     (0..n)
         .map(|_| {
             x ^= x << 13;
@@ -68,10 +65,7 @@ fn config_bytes() -> Vec<u8> {
 }
 
 fn repo() -> FakeRepo {
-    FakeRepo::new(
-        REPO,
-        vec![(WEIGHTS, weights_bytes()), (CONFIG, config_bytes())],
-    )
+    FakeRepo::new(REPO, vec![(WEIGHTS, weights_bytes()), (CONFIG, config_bytes())])
 }
 
 fn opts(endpoint: &str, cache: &Path) -> HubOptions {
@@ -138,10 +132,7 @@ fn all_files(dir: &Path) -> Vec<String> {
 fn from_lookup_resolves_the_environment() {
     let tmp = tempfile::tempdir().unwrap();
     let lookup = |vars: &[(&str, String)]| {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         HubOptions::from_lookup(move |k| map.get(k).cloned())
     };
 
@@ -153,17 +144,11 @@ fn from_lookup_resolves_the_environment() {
     assert!(!o.offline);
 
     // XDG_CACHE_HOME, then HF_HOME, then HUGGINGFACE_HUB_CACHE, then HF_HUB_CACHE win.
-    let o = lookup(&[
-        ("HOME", "/home/u".into()),
-        ("XDG_CACHE_HOME", "/xdg".into()),
-    ]);
+    let o = lookup(&[("HOME", "/home/u".into()), ("XDG_CACHE_HOME", "/xdg".into())]);
     assert_eq!(o.cache_dir, PathBuf::from("/xdg/huggingface/hub"));
     let o = lookup(&[("XDG_CACHE_HOME", "/xdg".into()), ("HF_HOME", "/hf".into())]);
     assert_eq!(o.cache_dir, PathBuf::from("/hf/hub"));
-    let o = lookup(&[
-        ("HF_HOME", "/hf".into()),
-        ("HUGGINGFACE_HUB_CACHE", "/old".into()),
-    ]);
+    let o = lookup(&[("HF_HOME", "/hf".into()), ("HUGGINGFACE_HUB_CACHE", "/old".into())]);
     assert_eq!(o.cache_dir, PathBuf::from("/old"));
     let o = lookup(&[
         ("HF_HOME", "/hf".into()),
@@ -202,10 +187,7 @@ fn from_lookup_resolves_the_environment() {
     fs::write(&token_file, "  hf_from_path \n").unwrap();
     let h = home.to_string_lossy().into_owned();
     let t = token_file.to_string_lossy().into_owned();
-    assert_eq!(
-        lookup(&[("HF_HOME", h.clone())]).token.as_deref(),
-        Some("hf_from_home")
-    );
+    assert_eq!(lookup(&[("HF_HOME", h.clone())]).token.as_deref(), Some("hf_from_home"));
     assert_eq!(
         lookup(&[("HF_HOME", h.clone()), ("HF_TOKEN_PATH", t.clone())])
             .token
@@ -223,11 +205,7 @@ fn from_lookup_resolves_the_environment() {
         Some("hf_env")
     );
     assert_eq!(
-        lookup(&[
-            ("HF_HOME", h.clone()),
-            ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1".into())
-        ])
-        .token,
+        lookup(&[("HF_HOME", h.clone()), ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1".into())]).token,
         None
     );
     // An empty HF_TOKEN counts as unset.
@@ -268,10 +246,7 @@ fn first_download_has_content_and_python_cache_layout() {
         .collect();
     top.sort();
     assert_eq!(top, ["blobs", "refs", "snapshots"]);
-    assert_eq!(
-        fs::read_to_string(rd.join("refs/main")).unwrap().trim(),
-        commit
-    );
+    assert_eq!(fs::read_to_string(rd.join("refs/main")).unwrap().trim(), commit);
 
     // Blobs named by etag: sha256 for the LFS file, git blob sha1 for the small one.
     let w_etag = sha256_hex(&weights_bytes());
@@ -295,18 +270,12 @@ fn first_download_has_content_and_python_cache_layout() {
     // Nothing else at the cache root but the repo and the lock folder.
     for e in fs::read_dir(cache.path()).unwrap().flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        assert!(
-            n == ".locks" || n == "models--timm--resnet18.fake",
-            "unexpected {n}"
-        );
+        assert!(n == ".locks" || n == "models--timm--resnet18.fake", "unexpected {n}");
     }
 
     // The LFS file went through the redirect; no request carried a token.
     assert!(
-        server
-            .requests()
-            .iter()
-            .any(|r| r.starts_with("GET /__cdn__/")),
+        server.requests().iter().any(|r| r.starts_with("GET /__cdn__/")),
         "{:?}",
         server.requests()
     );
@@ -338,9 +307,7 @@ fn offline_uses_only_the_cache() {
     let commit = repo().commit;
     {
         let server = FakeHub::start(vec![repo()]);
-        hub(&server.endpoint(), cache.path())
-            .get(REPO, None, WEIGHTS)
-            .unwrap();
+        hub(&server.endpoint(), cache.path()).get(REPO, None, WEIGHTS).unwrap();
     } // server gone
 
     // A server that must see no request, and one that does not exist at all.
@@ -353,10 +320,7 @@ fn offline_uses_only_the_cache() {
         let p = hub.get(REPO, None, WEIGHTS).unwrap();
         assert_eq!(fs::read(&p).unwrap(), weights_bytes());
         assert_eq!(hub.get(REPO, Some(&commit), WEIGHTS).unwrap(), p);
-        assert_eq!(
-            hub.list_files(REPO, None).unwrap(),
-            vec![WEIGHTS.to_string()]
-        );
+        assert_eq!(hub.list_files(REPO, None).unwrap(), vec![WEIGHTS.to_string()]);
 
         let err = hub.get(REPO, None, CONFIG).unwrap_err();
         assert!(matches!(err, HubError::OfflineNotCached { .. }), "{err:?}");
@@ -385,17 +349,11 @@ fn commit_sha_revision() {
     let p = hub.get(REPO, Some(commit), CONFIG).unwrap();
     assert_eq!(
         p,
-        repo_dir(cache.path(), REPO)
-            .join("snapshots")
-            .join(commit)
-            .join(CONFIG)
+        repo_dir(cache.path(), REPO).join("snapshots").join(commit).join(CONFIG)
     );
     assert_eq!(fs::read(&p).unwrap(), config_bytes());
     // No ref is written for a commit sha.
-    assert!(!repo_dir(cache.path(), REPO)
-        .join("refs")
-        .join(commit)
-        .exists());
+    assert!(!repo_dir(cache.path(), REPO).join("refs").join(commit).exists());
 
     // Cached: no request, online or offline.
     let n = server.request_count();
@@ -403,21 +361,11 @@ fn commit_sha_revision() {
     assert_eq!(server.request_count(), n);
     let mut o = opts(&unreachable_endpoint(), cache.path());
     o.offline = true;
-    assert_eq!(
-        Hub::new(o)
-            .unwrap()
-            .get(REPO, Some(commit), CONFIG)
-            .unwrap(),
-        p
-    );
+    assert_eq!(Hub::new(o).unwrap().get(REPO, Some(commit), CONFIG).unwrap(), p);
 
     // An unknown commit is a revision error.
     let err = hub
-        .get(
-            REPO,
-            Some("ffffffffffffffffffffffffffffffffffffffff"),
-            CONFIG,
-        )
+        .get(REPO, Some("ffffffffffffffffffffffffffffffffffffffff"), CONFIG)
         .unwrap_err();
     assert!(matches!(err, HubError::RevisionNotFound { .. }), "{err:?}");
 }
@@ -479,31 +427,17 @@ fn private_repo_needs_a_token() {
         msg.contains(REPO) && msg.contains("HF_TOKEN") && msg.contains("huggingface-cli login"),
         "{msg}"
     );
-    assert!(
-        snapshot_entries(cache.path(), REPO).is_empty() && blobs(cache.path(), REPO).is_empty()
-    );
+    assert!(snapshot_entries(cache.path(), REPO).is_empty() && blobs(cache.path(), REPO).is_empty());
 
     // A wrong token: refused, and never printed.
     let mut o = opts(&server.endpoint(), cache.path());
     o.token = Some("hf_wrongTokenValue42".to_string());
-    let err = Hub::with_retries(o, 0)
-        .unwrap()
-        .get(REPO, None, CONFIG)
-        .unwrap_err();
+    let err = Hub::with_retries(o, 0).unwrap().get(REPO, None, CONFIG).unwrap_err();
     assert!(
-        matches!(
-            err,
-            HubError::Unauthorized {
-                token_given: true,
-                ..
-            }
-        ),
+        matches!(err, HubError::Unauthorized { token_given: true, .. }),
         "{err:?}"
     );
-    assert!(
-        !err.to_string().contains("hf_wrongTokenValue42")
-            && !format!("{err:?}").contains("hf_wrongTokenValue42")
-    );
+    assert!(!err.to_string().contains("hf_wrongTokenValue42") && !format!("{err:?}").contains("hf_wrongTokenValue42"));
 
     // The right token.
     let mut o = opts(&server.endpoint(), cache.path());
@@ -533,9 +467,7 @@ fn missing_file_lists_the_existing_ones() {
     let err = hub.get(REPO, None, "pytorch_model.bin").unwrap_err();
     match &err {
         HubError::FileNotFound {
-            filename,
-            available,
-            ..
+            filename, available, ..
         } => {
             assert_eq!(filename, "pytorch_model.bin");
             assert_eq!(available, &vec![CONFIG.to_string(), WEIGHTS.to_string()]);
@@ -587,18 +519,13 @@ fn server_error_on_head_is_clear_and_leaves_nothing() {
     let err = hub(&server.endpoint(), cache.path())
         .get(REPO, None, WEIGHTS)
         .unwrap_err();
-    assert!(
-        matches!(err, HubError::Server { status: 500, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, HubError::Server { status: 500, .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
         msg.contains("500") && msg.contains(&server.endpoint()) && msg.contains("retries"),
         "{msg}"
     );
-    assert!(
-        blobs(cache.path(), REPO).is_empty() && snapshot_entries(cache.path(), REPO).is_empty()
-    );
+    assert!(blobs(cache.path(), REPO).is_empty() && snapshot_entries(cache.path(), REPO).is_empty());
     // It was retried.
     assert!(server.request_count() >= 2);
 }
@@ -613,15 +540,8 @@ fn server_error_on_get_is_not_saved_as_the_file() {
         let err = hub.get(REPO, None, file).unwrap_err();
         assert!(matches!(err, HubError::Corrupt { .. }), "{file}: {err:?}");
         let msg = err.to_string();
-        assert!(
-            msg.contains(file) && msg.contains("Internal Error"),
-            "{msg}"
-        );
-        assert!(
-            blobs(cache.path(), REPO).is_empty(),
-            "{:?}",
-            all_files(cache.path())
-        );
+        assert!(msg.contains(file) && msg.contains("Internal Error"), "{msg}");
+        assert!(blobs(cache.path(), REPO).is_empty(), "{:?}", all_files(cache.path()));
         assert!(
             snapshot_entries(cache.path(), REPO).is_empty(),
             "{:?}",
@@ -636,9 +556,7 @@ fn a_single_server_error_is_retried() {
     let server = FakeHub::start(vec![repo()]);
     server.fail_get(WEIGHTS, FaultKind::Status(503), 1);
     let cache = tempfile::tempdir().unwrap();
-    let p = hub(&server.endpoint(), cache.path())
-        .get(REPO, None, WEIGHTS)
-        .unwrap();
+    let p = hub(&server.endpoint(), cache.path()).get(REPO, None, WEIGHTS).unwrap();
     assert_eq!(fs::read(p).unwrap(), weights_bytes());
 }
 
@@ -656,10 +574,7 @@ fn truncated_or_wrong_body_leaves_no_blob_or_symlink() {
         let cache = tempfile::tempdir().unwrap();
         let hub = hub(&server.endpoint(), cache.path());
         let err = hub.get(REPO, None, file).unwrap_err();
-        assert!(
-            matches!(err, HubError::Corrupt { .. }),
-            "{file} {kind:?}: {err:?}"
-        );
+        assert!(matches!(err, HubError::Corrupt { .. }), "{file} {kind:?}: {err:?}");
         let msg = err.to_string();
         assert!(msg.contains(file) && msg.contains(REPO), "{msg}");
         if kind == FaultKind::WrongBody {
@@ -667,10 +582,7 @@ fn truncated_or_wrong_body_leaves_no_blob_or_symlink() {
         }
         // Nothing where a complete file is expected, not even a partial download.
         let left = all_files(cache.path());
-        assert!(
-            blobs(cache.path(), REPO).is_empty(),
-            "{file} {kind:?}: {left:?}"
-        );
+        assert!(blobs(cache.path(), REPO).is_empty(), "{file} {kind:?}: {left:?}");
         assert!(
             snapshot_entries(cache.path(), REPO).is_empty(),
             "{file} {kind:?}: {left:?}"
@@ -691,22 +603,13 @@ fn truncated_or_wrong_body_leaves_no_blob_or_symlink() {
 fn network_failure_names_the_endpoint_and_offline_mode() {
     let endpoint = unreachable_endpoint();
     let cache = tempfile::tempdir().unwrap();
-    let err = hub(&endpoint, cache.path())
-        .get(REPO, None, WEIGHTS)
-        .unwrap_err();
+    let err = hub(&endpoint, cache.path()).get(REPO, None, WEIGHTS).unwrap_err();
     assert!(matches!(err, HubError::Network { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains(&endpoint) && msg.contains("HF_HUB_OFFLINE=1"),
-        "{msg}"
-    );
-    let err = hub(&endpoint, cache.path())
-        .list_files(REPO, None)
-        .unwrap_err();
+    assert!(msg.contains(&endpoint) && msg.contains("HF_HUB_OFFLINE=1"), "{msg}");
+    let err = hub(&endpoint, cache.path()).list_files(REPO, None).unwrap_err();
     assert!(matches!(err, HubError::Network { .. }), "{err:?}");
-    assert!(
-        blobs(cache.path(), REPO).is_empty() && snapshot_entries(cache.path(), REPO).is_empty()
-    );
+    assert!(blobs(cache.path(), REPO).is_empty() && snapshot_entries(cache.path(), REPO).is_empty());
 }
 
 #[test]
@@ -741,17 +644,12 @@ const CHILD_CACHE: &str = "ZOO_HUB_TEST_CHILD_CACHE";
 /// Run by `two_processes_download_the_same_file` in child processes; does nothing otherwise.
 #[test]
 fn child_download_same_file() {
-    let (Ok(endpoint), Ok(cache)) = (std::env::var(CHILD_ENDPOINT), std::env::var(CHILD_CACHE))
-    else {
+    let (Ok(endpoint), Ok(cache)) = (std::env::var(CHILD_ENDPOINT), std::env::var(CHILD_CACHE)) else {
         return;
     };
     let hub = hub(&endpoint, Path::new(&cache));
     let p = hub.get(REPO, None, WEIGHTS).unwrap();
-    assert_eq!(
-        fs::read(p).unwrap(),
-        weights_bytes(),
-        "child got a bad file"
-    );
+    assert_eq!(fs::read(p).unwrap(), weights_bytes(), "child got a bad file");
 }
 
 #[test]
@@ -764,12 +662,7 @@ fn two_processes_download_the_same_file() {
     let children: Vec<_> = (0..2)
         .map(|_| {
             Command::new(&exe)
-                .args([
-                    "child_download_same_file",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+                .args(["child_download_same_file", "--exact", "--nocapture", "--test-threads=1"])
                 .env(CHILD_ENDPOINT, server.endpoint())
                 .env(CHILD_CACHE, cache.path())
                 .env("NO_PROXY", "127.0.0.1,localhost")
@@ -806,8 +699,5 @@ fn two_processes_download_the_same_file() {
     let p = hub.get(REPO, None, WEIGHTS).unwrap();
     assert_eq!(fs::read(p).unwrap(), weights_bytes());
     assert_eq!(server.request_count(), n);
-    assert_eq!(
-        blobs(cache.path(), REPO),
-        vec![sha256_hex(&weights_bytes())]
-    );
+    assert_eq!(blobs(cache.path(), REPO), vec![sha256_hex(&weights_bytes())]);
 }

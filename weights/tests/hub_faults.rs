@@ -14,7 +14,9 @@ const REPO: &str = "timm/resnet18.slow";
 const WEIGHTS: &str = "model.safetensors";
 
 fn weights_bytes() -> Vec<u8> {
-    (0..40_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect()
+    (0..40_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect()
 }
 
 fn repo() -> FakeRepo {
@@ -48,7 +50,8 @@ fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(Duration::from_secs(30)).expect("the hub operation hung")
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the hub operation hung")
 }
 
 fn repo_dir(cache: &Path) -> PathBuf {
@@ -78,7 +81,12 @@ fn leftovers(cache: &Path) -> Vec<String> {
 fn timeout_case(target: FaultTarget, kind: FaultKind) -> (String, HubError) {
     no_proxy();
     let server = FakeHub::start(vec![repo()]);
-    server.inject(Fault { file: None, target, kind, times: 1 });
+    server.inject(Fault {
+        file: None,
+        target,
+        kind,
+        times: 1,
+    });
     let cache = tempfile::tempdir().unwrap();
     let endpoint = server.endpoint();
     let o = opts(&endpoint, cache.path(), Duration::from_secs(1));
@@ -86,7 +94,11 @@ fn timeout_case(target: FaultTarget, kind: FaultKind) -> (String, HubError) {
         let hub = Hub::with_retries(o, 0).unwrap();
         (hub.get(REPO, None, WEIGHTS).unwrap_err(), hub)
     });
-    assert!(leftovers(cache.path()).is_empty(), "left in the cache: {:?}", leftovers(cache.path()));
+    assert!(
+        leftovers(cache.path()).is_empty(),
+        "left in the cache: {:?}",
+        leftovers(cache.path())
+    );
     let path = bounded(move || hub.get(REPO, None, WEIGHTS)).expect("the download works once the fault is gone");
     assert_eq!(fs::read(path).unwrap(), weights_bytes());
     let msg = err.to_string();
@@ -99,15 +111,36 @@ fn timeout_case(target: FaultTarget, kind: FaultKind) -> (String, HubError) {
 #[test]
 fn head_that_never_answers_times_out() {
     let (msg, err) = timeout_case(FaultTarget::Head, FaultKind::NoAnswer);
-    assert!(matches!(err, HubError::Timeout { variable: "HF_HUB_ETAG_TIMEOUT", .. }), "{err:?}");
-    assert!(msg.contains("metadata request got no complete answer within 1 s"), "{msg}");
+    assert!(
+        matches!(
+            err,
+            HubError::Timeout {
+                variable: "HF_HUB_ETAG_TIMEOUT",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        msg.contains("metadata request got no complete answer within 1 s"),
+        "{msg}"
+    );
     assert!(msg.contains("HF_HUB_ETAG_TIMEOUT=<seconds> (now 1 s)"), "{msg}");
 }
 
 #[test]
 fn download_that_never_answers_times_out() {
     let (msg, err) = timeout_case(FaultTarget::Get, FaultKind::NoAnswer);
-    assert!(matches!(err, HubError::Timeout { variable: "HF_HUB_DOWNLOAD_TIMEOUT", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            HubError::Timeout {
+                variable: "HF_HUB_DOWNLOAD_TIMEOUT",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(msg.contains("download request got no answer within 1 s"), "{msg}");
 }
 
@@ -116,18 +149,33 @@ fn body_trickled_at_a_few_bytes_per_second_is_too_slow() {
     // 10 B/s: a byte every 100 ms, so never silent for the 1 s limit, but far below 1 KiB per second.
     let (msg, err) = timeout_case(FaultTarget::Get, FaultKind::Trickle(10));
     assert!(matches!(err, HubError::Timeout { what: "too slow", .. }), "{err:?}");
-    assert!(msg.contains("the minimum is 1024 bytes per 1 s") && msg.contains("of 40000 bytes"), "{msg}");
+    assert!(
+        msg.contains("the minimum is 1024 bytes per 1 s") && msg.contains("of 40000 bytes"),
+        "{msg}"
+    );
     assert!(msg.contains("HF_HUB_DOWNLOAD_TIMEOUT"), "{msg}");
     // 1 B/s: one of the two body rules ends it, whichever the timing hits first.
     let (_, err) = timeout_case(FaultTarget::Get, FaultKind::Trickle(1));
-    assert!(matches!(err, HubError::Timeout { what: "too slow" | "stalled", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            HubError::Timeout {
+                what: "too slow" | "stalled",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn body_that_stalls_half_way_is_reported_with_its_progress() {
     let (msg, err) = timeout_case(FaultTarget::Get, FaultKind::StallAfter(20_000));
     assert!(matches!(err, HubError::Timeout { what: "stalled", .. }), "{err:?}");
-    assert!(msg.contains("no data arrived for 1 s after 20000 of 40000 bytes"), "{msg}");
+    assert!(
+        msg.contains("no data arrived for 1 s after 20000 of 40000 bytes"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -146,12 +194,31 @@ fn slow_but_steady_body_is_not_a_stall() {
 fn file_list_that_never_answers_times_out() {
     no_proxy();
     let server = FakeHub::start(vec![repo()]);
-    server.inject(Fault { file: None, target: FaultTarget::Api, kind: FaultKind::NoAnswer, times: 1 });
+    server.inject(Fault {
+        file: None,
+        target: FaultTarget::Api,
+        kind: FaultKind::NoAnswer,
+        times: 1,
+    });
     let cache = tempfile::tempdir().unwrap();
     let o = opts(&server.endpoint(), cache.path(), Duration::from_millis(500));
     let err = bounded(move || Hub::with_retries(o, 0).unwrap().list_files(REPO, None).unwrap_err());
-    assert!(matches!(err, HubError::Timeout { filename: None, variable: "HF_HUB_ETAG_TIMEOUT", .. }), "{err:?}");
-    assert!(err.to_string().contains("timed out: timm/resnet18.slow on http://127.0.0.1"), "{err}");
+    assert!(
+        matches!(
+            err,
+            HubError::Timeout {
+                filename: None,
+                variable: "HF_HUB_ETAG_TIMEOUT",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("timed out: timm/resnet18.slow on http://127.0.0.1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -160,10 +227,16 @@ fn timeouts_come_from_the_environment_and_bad_values_are_refused() {
         HubOptions::from_lookup(move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
     };
     let o = lookup(&[]);
-    assert_eq!((o.download_timeout, o.etag_timeout), (Duration::from_secs(10), Duration::from_secs(10)));
+    assert_eq!(
+        (o.download_timeout, o.etag_timeout),
+        (Duration::from_secs(10), Duration::from_secs(10))
+    );
     assert_eq!(o.invalid, None);
     let o = lookup(&[("HF_HUB_DOWNLOAD_TIMEOUT", "2.5"), ("HF_HUB_ETAG_TIMEOUT", " 30 ")]);
-    assert_eq!((o.download_timeout, o.etag_timeout), (Duration::from_millis(2500), Duration::from_secs(30)));
+    assert_eq!(
+        (o.download_timeout, o.etag_timeout),
+        (Duration::from_millis(2500), Duration::from_secs(30))
+    );
     for bad in ["abc", "0", "-3", "nan", "inf", "1e9"] {
         let vars: &'static [(&str, &str)] = Box::leak(Box::new([("HF_HUB_DOWNLOAD_TIMEOUT", bad)]));
         let o = lookup(vars);
@@ -179,7 +252,10 @@ fn stale_partial_downloads_are_removed_at_next_use_even_offline() {
     let cache = tempfile::tempdir().unwrap();
     let blobs = repo_dir(cache.path()).join("blobs");
     fs::create_dir_all(&blobs).unwrap();
-    let locks = cache.path().join(".locks").join(repo_dir(cache.path()).file_name().unwrap());
+    let locks = cache
+        .path()
+        .join(".locks")
+        .join(repo_dir(cache.path()).file_name().unwrap());
     fs::create_dir_all(&locks).unwrap();
     let dead = etag_of(&weights_bytes());
     let alive = etag_of(b"another file being downloaded right now");
@@ -197,8 +273,10 @@ fn stale_partial_downloads_are_removed_at_next_use_even_offline() {
     o.offline = true;
     let hub = Hub::new(o).unwrap();
     assert_eq!(hub.cached(REPO, None, WEIGHTS), None);
-    let mut left: Vec<String> =
-        fs::read_dir(&blobs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut left: Vec<String> = fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     left.sort();
     assert_eq!(left, [format!("{alive}.incomplete")]);
     drop(held);

@@ -7,7 +7,9 @@ use candle_core::{DType, Device};
 use weights::pth::{read_state_dict, PthError};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 #[test]
@@ -42,14 +44,25 @@ fn whole_module_is_refused_with_advice() {
     let err = read_state_dict(fixture("whole_module.pth"), &Device::Cpu).unwrap_err();
     assert!(matches!(err, PthError::NotStateDict { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("torch.nn.modules.container") && msg.contains("Sequential"), "{msg}");
-    assert!(msg.contains("torch.save(model.state_dict(), path)") && msg.contains("safetensors"), "{msg}");
+    assert!(
+        msg.contains("torch.nn.modules.container") && msg.contains("Sequential"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("torch.save(model.state_dict(), path)") && msg.contains("safetensors"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn nested_checkpoint_names_the_key() {
-    let err = read_state_dict(fixture("nested_checkpoint.pth"), &Device::Cpu).unwrap_err().to_string();
-    assert!(err.contains("`state_dict`") && err.contains("torch.save(model.state_dict(), path)"), "{err}");
+    let err = read_state_dict(fixture("nested_checkpoint.pth"), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`state_dict`") && err.contains("torch.save(model.state_dict(), path)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -59,7 +72,9 @@ fn non_pytorch_file_is_named() {
     std::fs::write(&path, b"\x80\x02\x8a\x0alegacy pickle").unwrap();
     let err = read_state_dict(&path, &Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("legacy.pth") && err.contains("not a zip-format"), "{err}");
-    let err = read_state_dict(dir.path().join("absent.pth"), &Device::Cpu).unwrap_err().to_string();
+    let err = read_state_dict(dir.path().join("absent.pth"), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("absent.pth"), "{err}");
 }
 
@@ -70,7 +85,11 @@ use zoo_testkit::pth::zip_stored;
 fn hostile(dir: &std::path::Path, pickle: &[u8]) -> PathBuf {
     let storage: Vec<u8> = (0..16).flat_map(|i| (i as f32).to_le_bytes()).collect();
     let path = dir.join("hostile.pth");
-    std::fs::write(&path, zip_stored(&[("archive/data.pkl", pickle), ("archive/data/0", &storage)])).unwrap();
+    std::fs::write(
+        &path,
+        zip_stored(&[("archive/data.pkl", pickle), ("archive/data/0", &storage)]),
+    )
+    .unwrap();
     path
 }
 
@@ -100,37 +119,76 @@ fn hostile_pickles_are_refused_without_panic_or_huge_allocation() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("memo doubling", laughs, "more than 2000000 objects"),
         ("deep nesting", deep, "nested deeper than 100"),
-        ("huge string", [&[0x80, 2, b'X'][..], &u32::MAX.to_le_bytes(), b"abc."].concat(), "a string of 4294967295 bytes"),
-        ("LONG1 of 200 bytes", [&[0x80, 2, 0x8a, 200][..], &[1u8; 200], b"."].concat(), "LONG1 of 200 bytes"),
+        (
+            "huge string",
+            [&[0x80, 2, b'X'][..], &u32::MAX.to_le_bytes(), b"abc."].concat(),
+            "a string of 4294967295 bytes",
+        ),
+        (
+            "LONG1 of 200 bytes",
+            [&[0x80, 2, 0x8a, 200][..], &[1u8; 200], b"."].concat(),
+            "LONG1 of 200 bytes",
+        ),
         ("unknown opcode", vec![0x80, 2, b'i', b'.'], "unknown pickle opcode"),
         ("pop from empty", vec![0x80, 2, b's', b'.'], "empty stack"),
     ];
     for (what, pickle, want) in cases {
         let err = read_state_dict(hostile(dir.path(), &pickle), &Device::Cpu).unwrap_err();
         assert!(matches!(err, PthError::Pickle { .. }), "{what}: {err}");
-        assert!(err.to_string().contains(want) && err.to_string().contains("hostile.pth"), "{what}: {err}");
+        assert!(
+            err.to_string().contains(want) && err.to_string().contains("hostile.pth"),
+            "{what}: {err}"
+        );
     }
 }
 
 #[test]
 fn hostile_tensor_headers_are_refused_before_allocating() {
     let dir = tempfile::tempdir().unwrap();
-    let short_args = [pk::global("torch._utils", "_rebuild_tensor_v2"), pk::tuple(&[]), vec![b'R']].concat();
-    let from_type = [pk::global("torch._tensor", "_rebuild_from_type_v2"), pk::tuple(&[pk::int(1)]), vec![b'R']].concat();
+    let short_args = [
+        pk::global("torch._utils", "_rebuild_tensor_v2"),
+        pk::tuple(&[]),
+        vec![b'R'],
+    ]
+    .concat();
+    let from_type = [
+        pk::global("torch._tensor", "_rebuild_from_type_v2"),
+        pk::tuple(&[pk::int(1)]),
+        vec![b'R'],
+    ]
+    .concat();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         // Candle's own reader panics on these (Vec::remove out of bounds).
         ("no arguments", short_args, "0 arguments"),
         ("short _rebuild_from_type_v2", from_type, "no tensors"),
         // Sizes that overflow, or that the 64-byte storage cannot hold.
-        ("huge shape", pk::tensor(16, 0, &[1 << 40, 1 << 40], &[1 << 40, 1]), "overflows"),
-        ("view past the storage", pk::tensor(16, 10, &[2, 4], &[4, 1]), "runs past its storage"),
-        ("storage larger than its data", pk::tensor(1 << 30, 0, &[4], &[1]), "should hold 4294967296 bytes"),
+        (
+            "huge shape",
+            pk::tensor(16, 0, &[1 << 40, 1 << 40], &[1 << 40, 1]),
+            "overflows",
+        ),
+        (
+            "view past the storage",
+            pk::tensor(16, 10, &[2, 4], &[4, 1]),
+            "runs past its storage",
+        ),
+        (
+            "storage larger than its data",
+            pk::tensor(1 << 30, 0, &[4], &[1]),
+            "should hold 4294967296 bytes",
+        ),
         ("negative size", pk::tensor(16, 0, &[-1], &[1]), "non-negative"),
         ("strided view", pk::tensor(16, 0, &[2, 2], &[1, 4]), "non-contiguous"),
-        ("rank mismatch", pk::tensor(16, 0, &[2, 2], &[1]), "2 sizes but 1 strides"),
+        (
+            "rank mismatch",
+            pk::tensor(16, 0, &[2, 2], &[1]),
+            "2 sizes but 1 strides",
+        ),
     ];
     for (what, value, want) in cases {
-        let err = read_state_dict(hostile(dir.path(), &pk::dict("w", value)), &Device::Cpu).unwrap_err().to_string();
+        let err = read_state_dict(hostile(dir.path(), &pk::dict("w", value)), &Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(want) && err.contains("hostile.pth"), "{what}: {err}");
     }
 }

@@ -16,7 +16,9 @@ const WEIGHTS: &str = "model.safetensors";
 const MODE: &str = "ZOO_SIGNAL_TEST_CHILD";
 
 fn weights_bytes() -> Vec<u8> {
-    (0..60_000u32).map(|i| (i.wrapping_mul(2246822519) >> 24) as u8).collect()
+    (0..60_000u32)
+        .map(|i| (i.wrapping_mul(2246822519) >> 24) as u8)
+        .collect()
 }
 
 fn opts(endpoint: &str, cache: &Path) -> HubOptions {
@@ -82,7 +84,10 @@ fn spawn(mode: &str, arg: &Path, endpoint: Option<&str>) -> Child {
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -105,7 +110,11 @@ fn kill(child: &mut Child, sig: i32) -> std::process::ExitStatus {
 
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -119,7 +128,9 @@ fn blobs(cache: &Path) -> PathBuf {
 fn download_child(server: &FakeHub, cache: &Path) -> Child {
     server.fail_get(WEIGHTS, FaultKind::Trickle(2000), usize::MAX);
     let child = spawn("download", cache, Some(&server.endpoint()));
-    wait_until("the partial download", || names(&blobs(cache)).iter().any(|n| n.ends_with(".incomplete")));
+    wait_until("the partial download", || {
+        names(&blobs(cache)).iter().any(|n| n.ends_with(".incomplete"))
+    });
     child
 }
 
@@ -131,7 +142,12 @@ fn sigterm_and_sigint_during_a_download_leave_no_partial_blob() {
         let cache = tempfile::tempdir().unwrap();
         let mut child = download_child(&server, cache.path());
         let status = kill(&mut child, sig);
-        assert_eq!(status.code(), Some(code), "signal {sig}: {status:?} (signal {:?})", status.signal());
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "signal {sig}: {status:?} (signal {:?})",
+            status.signal()
+        );
         assert_eq!(names(&blobs(cache.path())), Vec::<String>::new(), "signal {sig}");
     }
 }
@@ -170,7 +186,11 @@ fn signals_during_an_atomic_write_leave_nothing() {
         let mut child = spawn(mode, &out, None);
         wait_until("the writer", || out.with_extension("ready").exists());
         if mode == "write-named" {
-            assert_eq!(names(dir.path()).len(), 3, "the named temporary file exists while writing");
+            assert_eq!(
+                names(dir.path()).len(),
+                3,
+                "the named temporary file exists while writing"
+            );
         }
         let status = kill(&mut child, sig);
         match code {

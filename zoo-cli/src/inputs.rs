@@ -27,7 +27,10 @@ pub struct Inputs {
 impl Inputs {
     /// The walk over `inputs`, in order.
     pub fn new(inputs: &[PathBuf]) -> Self {
-        Self { pending: inputs.to_vec().into_iter(), current: None }
+        Self {
+            pending: inputs.to_vec().into_iter(),
+            current: None,
+        }
     }
 }
 
@@ -42,7 +45,9 @@ impl Iterator for Inputs {
                         *found += 1;
                         return Some(InputEvent::File(p));
                     }
-                    Some(Err(warning)) if warning.input_missing() => return Some(InputEvent::Problem(warning.to_string())),
+                    Some(Err(warning)) if warning.input_missing() => {
+                        return Some(InputEvent::Problem(warning.to_string()))
+                    }
                     Some(Err(warning)) => return Some(InputEvent::Note(warning.to_string())),
                     None => {
                         let (dir, found) = (dir.clone(), *found);
@@ -65,7 +70,10 @@ impl Iterator for Inputs {
                 // anything that is not a regular file.
                 Ok(_) => return Some(InputEvent::File(input)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Some(InputEvent::Problem(format!("{}: no such file or directory", input.display())))
+                    return Some(InputEvent::Problem(format!(
+                        "{}: no such file or directory",
+                        input.display()
+                    )))
                 }
                 Err(e) => return Some(InputEvent::Problem(format!("{}: cannot read: {e}", input.display()))),
             }

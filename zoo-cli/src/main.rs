@@ -88,7 +88,10 @@ fn advice(e: &anyhow::Error) -> Option<String> {
             format!("name the architecture: `zoo run {arch} --weights {}`", path.display())
         }
         Error::ArchitectureConflict { path, stored, .. } => {
-            format!("drop the architecture name to use the file's own (`zoo run {} ...`), or name {stored}", path.display())
+            format!(
+                "drop the architecture name to use the file's own (`zoo run {} ...`), or name {stored}",
+                path.display()
+            )
         }
         Error::UnknownModel { .. } => "`zoo list` shows the architectures and pretrained names".to_string(),
         Error::Mismatch { .. } => "the weights belong to another architecture: check the MODEL name".to_string(),

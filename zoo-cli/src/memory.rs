@@ -22,5 +22,8 @@ pub fn resident() -> Option<Resident> {
         let kb: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
         Some(kb * 1024)
     };
-    Some(Resident { now: field("VmRSS:")?, peak: field("VmHWM:")? })
+    Some(Resident {
+        now: field("VmRSS:")?,
+        peak: field("VmHWM:")?,
+    })
 }

@@ -11,7 +11,9 @@ use anyhow::{bail, Result};
 /// Writes one line to standard output (`outln!` is the macro form).
 pub fn line(args: Arguments) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{args}").and_then(|()| out.flush()).map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}"))
+    writeln!(out, "{args}")
+        .and_then(|()| out.flush())
+        .map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}"))
 }
 
 /// `println!` that returns an error instead of panicking when standard output cannot be written.

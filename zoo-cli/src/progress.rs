@@ -10,7 +10,9 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}").expect("valid template");
-    ProgressBar::new(len).with_style(style.progress_chars("=> ")).with_message(what.to_string())
+    ProgressBar::new(len)
+        .with_style(style.progress_chars("=> "))
+        .with_message(what.to_string())
 }
 
 /// A counter for work of unknown length (a streamed run), hidden when stderr is not a terminal.
@@ -19,5 +21,7 @@ pub fn spinner(what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let style = ProgressStyle::with_template("{spinner} {msg} {pos} {elapsed}").expect("valid template");
-    ProgressBar::new_spinner().with_style(style).with_message(what.to_string())
+    ProgressBar::new_spinner()
+        .with_style(style)
+        .with_message(what.to_string())
 }

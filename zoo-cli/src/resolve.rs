@@ -13,8 +13,17 @@ use weights::PreprocessConfig;
 
 /// Loads `spec` (with `weights` if given). With `allow_random`, a bare architecture name without weights
 /// gets zero weights (for timing); otherwise it must name pretrained weights.
-pub fn load_model(spec: &str, weights: Option<&str>, device: &Device, dtype: DType, allow_random: bool) -> Result<Pretrained> {
-    let load = LoadOptions { dtype, ..LoadOptions::default() };
+pub fn load_model(
+    spec: &str,
+    weights: Option<&str>,
+    device: &Device,
+    dtype: DType,
+    allow_random: bool,
+) -> Result<Pretrained> {
+    let load = LoadOptions {
+        dtype,
+        ..LoadOptions::default()
+    };
     if let Some(w) = weights {
         return load_with_weights(spec, w, load, device);
     }
@@ -25,20 +34,36 @@ pub fn load_model(spec: &str, weights: Option<&str>, device: &Device, dtype: DTy
         if let Ok(cfg) = resnet::variants::by_name(spec) {
             let model = ResNet::new(&cfg, VarBuilder::zeros(dtype, device))?;
             let preprocess = resnet::load::default_preprocess(&cfg);
-            return Ok(Pretrained { model, preprocess, labels: None, source: "zero weights".into() });
+            return Ok(Pretrained {
+                model,
+                preprocess,
+                labels: None,
+                source: "zero weights".into(),
+            });
         }
     }
     if looks_like_a_path(spec) {
         bail!("{spec}: no such file");
     }
-    Ok(Pretrained::from_hub(spec, &PretrainedOptions { hub: weights::hub::HubOptions::from_env(), load }, device)?)
+    Ok(Pretrained::from_hub(
+        spec,
+        &PretrainedOptions {
+            hub: weights::hub::HubOptions::from_env(),
+            load,
+        },
+        device,
+    )?)
 }
 
 /// `MODEL --weights W`: MODEL names the architecture (a registry name also lends its preprocessing to weights
 /// that record none); W is a file or a Hub repo.
 fn load_with_weights(spec: &str, w: &str, load: LoadOptions, device: &Device) -> Result<Pretrained> {
-    resnet::variants::by_name(spec).with_context(|| format!("with --weights, MODEL names the architecture, and `{spec}` is none"))?;
-    let load = LoadOptions { arch: Some(spec.to_string()), ..load };
+    resnet::variants::by_name(spec)
+        .with_context(|| format!("with --weights, MODEL names the architecture, and `{spec}` is none"))?;
+    let load = LoadOptions {
+        arch: Some(spec.to_string()),
+        ..load
+    };
     if Path::new(w).is_file() {
         let mut p = Pretrained::from_file(w, &load, device)?;
         let info = resnet::load::inspect(w, &load)?;
@@ -50,7 +75,14 @@ fn load_with_weights(spec: &str, w: &str, load: LoadOptions, device: &Device) ->
         return Ok(p);
     }
     if w.contains('/') && !looks_like_a_path(w) {
-        return Ok(Pretrained::from_hub(w, &PretrainedOptions { hub: weights::hub::HubOptions::from_env(), load }, device)?);
+        return Ok(Pretrained::from_hub(
+            w,
+            &PretrainedOptions {
+                hub: weights::hub::HubOptions::from_env(),
+                load,
+            },
+            device,
+        )?);
     }
     bail!("weights file {w} does not exist")
 }
@@ -61,7 +93,8 @@ fn looks_like_a_path(spec: &str) -> bool {
     spec.starts_with('.')
         || spec.starts_with('/')
         || spec.matches('/').count() > 1
-        || p.extension().is_some_and(|e| ["safetensors", "pth", "pt", "bin", "npy"].contains(&e.to_string_lossy().as_ref()))
+        || p.extension()
+            .is_some_and(|e| ["safetensors", "pth", "pt", "bin", "npy"].contains(&e.to_string_lossy().as_ref()))
 }
 
 /// The preprocessing of `spec` without loading weights (`zoo preprocess`): a file's metadata, a registry
@@ -70,11 +103,16 @@ pub fn preprocess_for(spec: &str, weights: Option<&str>) -> Result<PreprocessCon
     let opts = PretrainedOptions::from_env();
     match weights {
         Some(w) if Path::new(w).is_file() => {
-            let load = LoadOptions { arch: Some(spec.to_string()), ..LoadOptions::default() };
+            let load = LoadOptions {
+                arch: Some(spec.to_string()),
+                ..LoadOptions::default()
+            };
             let info = resnet::load::inspect(w, &load)?;
-            Ok(info.preprocess.clone().unwrap_or_else(|| match weights::registry::find(spec).filter(|e| e.name == spec) {
-                Some(e) => e.preprocess(),
-                None => info.preprocess_or_default(),
+            Ok(info.preprocess.clone().unwrap_or_else(|| {
+                match weights::registry::find(spec).filter(|e| e.name == spec) {
+                    Some(e) => e.preprocess(),
+                    None => info.preprocess_or_default(),
+                }
             }))
         }
         Some(w) => Ok(resnet::pretrained::preprocess_config(w, &opts)?),
@@ -84,6 +122,9 @@ pub fn preprocess_for(spec: &str, weights: Option<&str>) -> Result<PreprocessCon
 
 /// Whether a Hub repo has any snapshot in the local cache.
 pub fn is_cached(hub: &weights::hub::HubOptions, repo_id: &str) -> bool {
-    let dir = hub.cache_dir.join(format!("models--{}", repo_id.replace('/', "--"))).join("snapshots");
+    let dir = hub
+        .cache_dir
+        .join(format!("models--{}", repo_id.replace('/', "--")))
+        .join("snapshots");
     std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false)
 }

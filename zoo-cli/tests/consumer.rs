@@ -17,7 +17,13 @@ fn three_lines_of_a_users_crate_give_zoo_runs_logits() {
     let tmp = tempfile::tempdir().unwrap();
     // A timm-style repo: plain safetensors (no zoo metadata) and a config.json with `pretrained_cfg`.
     let converted = tmp.path().join("converted.safetensors");
-    assert!(run(zoo().args(["convert", "keras"]).arg(&model_json).arg("--out").arg(&converted)).status.success());
+    assert!(run(zoo()
+        .args(["convert", "keras"])
+        .arg(&model_json)
+        .arg("--out")
+        .arg(&converted))
+    .status
+    .success());
     let tensors = candle_core::safetensors::load(&converted, &candle_core::Device::Cpu).unwrap();
     let plain = tmp.path().join("model.safetensors");
     candle_core::safetensors::save(&tensors, &plain).unwrap();
@@ -31,7 +37,10 @@ fn three_lines_of_a_users_crate_give_zoo_runs_logits() {
     let repo = "timm/resnet50_v1.keras_in1k";
     let hub = zoo_testkit::FakeHub::start(vec![zoo_testkit::FakeRepo::new(
         repo,
-        vec![("model.safetensors", std::fs::read(&plain).unwrap()), ("config.json", config.to_string().into_bytes())],
+        vec![
+            ("model.safetensors", std::fs::read(&plain).unwrap()),
+            ("config.json", config.to_string().into_bytes()),
+        ],
     )]);
     let hf_home = tmp.path().join("hf");
 
@@ -42,7 +51,9 @@ fn three_lines_of_a_users_crate_give_zoo_runs_logits() {
     if !lock.exists() {
         std::fs::copy(root.join("Cargo.lock"), &lock).unwrap();
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let build = std::process::Command::new(cargo)
         .args(["build", "--quiet", "--manifest-path"])
@@ -68,10 +79,24 @@ fn three_lines_of_a_users_crate_give_zoo_runs_logits() {
     assert_eq!(theirs["class"], 285);
     assert_eq!(theirs["label"], "Egyptian cat");
 
-    let ours = run(zoo().env("HF_HOME", &hf_home).env("HF_ENDPOINT", hub.endpoint()).args(["run", repo, "--json"]).arg(&cat));
+    let ours = run(zoo()
+        .env("HF_HOME", &hf_home)
+        .env("HF_ENDPOINT", hub.endpoint())
+        .args(["run", repo, "--json"])
+        .arg(&cat));
     assert!(ours.status.success(), "{}", stderr(&ours));
     let ours = json_lines(&ours).remove(0);
-    let a: Vec<f32> = theirs["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-    let b: Vec<f32> = ours["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let a: Vec<f32> = theirs["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let b: Vec<f32> = ours["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
     assert_eq!(a, b, "the user's crate and `zoo run` must compute the same logits");
 }

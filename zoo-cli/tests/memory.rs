@@ -20,7 +20,11 @@ fn children_peak() -> u64 {
 /// them would take ~200 MB.
 fn model(dir: &Path) -> std::path::PathBuf {
     let tensors = candle_core::safetensors::load(cifar("resnet20"), &candle_core::Device::Cpu).unwrap();
-    let pre = weights::PreprocessConfig { input_size: [3, 128, 128], crop_pct: 1.0, ..weights::PreprocessConfig::imagenet() };
+    let pre = weights::PreprocessConfig {
+        input_size: [3, 128, 128],
+        crop_pct: 1.0,
+        ..weights::PreprocessConfig::imagenet()
+    };
     let meta = resnet::load::write_metadata("resnet20", &resnet::variants::resnet20(), &pre, None);
     let path = dir.join("r20-128.safetensors");
     weights::checkpoint::save(&path, &tensors, &meta).unwrap();
@@ -30,7 +34,9 @@ fn model(dir: &Path) -> std::path::PathBuf {
 fn images(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir).unwrap();
     for i in 0..n {
-        let img = image::RgbImage::from_fn(48, 48, |x, y| image::Rgb([(x * 5 + i as u32) as u8, (y * 5) as u8, (i % 251) as u8]));
+        let img = image::RgbImage::from_fn(48, 48, |x, y| {
+            image::Rgb([(x * 5 + i as u32) as u8, (y * 5) as u8, (i % 251) as u8])
+        });
         img.save(dir.join(format!("{i:05}.png"))).unwrap();
     }
 }
@@ -44,7 +50,11 @@ fn memory_is_flat_in_the_number_of_inputs() {
     images(&few, 10);
     images(&many, 1000);
     let run_on = |dir: &Path| {
-        let out = run(zoo().arg("run").arg(&model).arg(dir).args(["--json", "--device", "cpu", "--batch-size", "16"]));
+        let out = run(zoo()
+            .arg("run")
+            .arg(&model)
+            .arg(dir)
+            .args(["--json", "--device", "cpu", "--batch-size", "16"]));
         assert!(out.status.success(), "{}", stderr(&out));
         json_lines(&out).len()
     };
@@ -53,6 +63,10 @@ fn memory_is_flat_in_the_number_of_inputs() {
     assert_eq!(run_on(&many), 1000);
     let peak_many = children_peak();
     let grew = peak_many.saturating_sub(peak_few) as f64 / 1e6;
-    eprintln!("peak resident: 10 images {:.1} MB, 1000 images {:.1} MB (+{grew:.1} MB)", peak_few as f64 / 1e6, peak_many as f64 / 1e6);
+    eprintln!(
+        "peak resident: 10 images {:.1} MB, 1000 images {:.1} MB (+{grew:.1} MB)",
+        peak_few as f64 / 1e6,
+        peak_many as f64 / 1e6
+    );
     assert!(grew < 50.0, "1000 inputs took {grew:.1} MB more than 10");
 }

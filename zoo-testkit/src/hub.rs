@@ -204,9 +204,7 @@ pub struct FakeHub {
 
 impl std::fmt::Debug for FakeHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeHub")
-            .field("endpoint", &self.endpoint())
-            .finish()
+        f.debug_struct("FakeHub").field("endpoint", &self.endpoint()).finish()
     }
 }
 
@@ -368,11 +366,7 @@ impl Response {
         let mut r = Response::new(status)
             .header("Content-Type", "application/json")
             .header("X-Error-Message", message)
-            .body(
-                serde_json::json!({ "error": message })
-                    .to_string()
-                    .into_bytes(),
-            );
+            .body(serde_json::json!({ "error": message }).to_string().into_bytes());
         if let Some(code) = code {
             r = r.header("X-Error-Code", code);
         }
@@ -421,11 +415,7 @@ fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Ok(Some(Request {
-        method,
-        path,
-        headers,
-    }))
+    Ok(Some(Request { method, path, headers }))
 }
 
 fn handle(shared: &Shared, mut stream: TcpStream) -> std::io::Result<()> {
@@ -481,10 +471,7 @@ fn write_response(shared: &Shared, stream: &mut TcpStream, req: &Request, resp: 
             stream.flush()?;
             std::thread::sleep(resp.delay);
         }
-        let n = resp
-            .send_only
-            .unwrap_or(resp.body.len())
-            .min(resp.body.len());
+        let n = resp.send_only.unwrap_or(resp.body.len()).min(resp.body.len());
         match resp.pace {
             Pace::Full | Pace::Never => stream.write_all(&resp.body[..n])?,
             Pace::Trickle(rate) => {
@@ -581,11 +568,7 @@ fn repo_not_found(req: &Request) -> Response {
                    authenticated.";
     match req.bearer() {
         Some(t) if t == FAKE_TOKEN => Response::error(404, Some("RepoNotFound"), message),
-        Some(_) => Response::error(
-            401,
-            Some("RepoNotFound"),
-            "Invalid credentials in Authorization header",
-        ),
+        Some(_) => Response::error(401, Some("RepoNotFound"), "Invalid credentials in Authorization header"),
         None => Response::error(401, Some("RepoNotFound"), message),
     }
 }
@@ -616,24 +599,14 @@ fn route(state: &mut State, req: &Request, addr: SocketAddr) -> Response {
         let rev = match &segs[4..] {
             [] => "main".to_string(),
             ["revision", rev] => percent_decode(rev),
-            _ => {
-                return Response::error(
-                    404,
-                    None,
-                    "Sorry, we can't find the page you are looking for.",
-                )
-            }
+            _ => return Response::error(404, None, "Sorry, we can't find the page you are looking for."),
         };
         let repo = match find_repo(state, req, &id) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
         let Some(commit) = repo.resolve(&rev) else {
-            return Response::error(
-                404,
-                Some("RevisionNotFound"),
-                &format!("Invalid rev id: {rev}"),
-            );
+            return Response::error(404, Some("RevisionNotFound"), &format!("Invalid rev id: {rev}"));
         };
         let body = serde_json::json!({
             "_id": format!("fake-{}", &commit[..12]),
@@ -688,11 +661,7 @@ fn route(state: &mut State, req: &Request, addr: SocketAddr) -> Response {
             Err(resp) => return resp,
         };
         let Some(commit) = repo.resolve(&rev).map(str::to_string) else {
-            return Response::error(
-                404,
-                Some("RevisionNotFound"),
-                &format!("Invalid rev id: {rev}"),
-            );
+            return Response::error(404, Some("RevisionNotFound"), &format!("Invalid rev id: {rev}"));
         };
         let Some((_, data)) = repo.files.iter().find(|(n, _)| *n == file).cloned() else {
             return Response::error(
@@ -712,11 +681,7 @@ fn route(state: &mut State, req: &Request, addr: SocketAddr) -> Response {
                 "version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {}\n",
                 data.len()
             );
-            let status = if inm.as_deref() == Some(sha.as_str()) {
-                304
-            } else {
-                302
-            };
+            let status = if inm.as_deref() == Some(sha.as_str()) { 304 } else { 302 };
             let mut r = Response::new(status)
                 .header("ETag", format!("\"{}\"", git_blob_sha1(pointer.as_bytes())))
                 .header("X-Linked-Etag", format!("\"{sha}\""))
@@ -744,11 +709,7 @@ fn route(state: &mut State, req: &Request, addr: SocketAddr) -> Response {
         return serve_bytes(state, req, &file, data, Some((etag, commit)));
     }
 
-    Response::error(
-        404,
-        None,
-        "Sorry, we can't find the page you are looking for.",
-    )
+    Response::error(404, None, "Sorry, we can't find the page you are looking for.")
 }
 
 /// The answer carrying a file's bytes, with the scripted GET faults applied.
@@ -775,9 +736,7 @@ fn serve_bytes(
         .header("Content-Length", len.to_string())
         .header("Accept-Ranges", "bytes");
     if let Some((etag, commit)) = small {
-        r = r
-            .header("ETag", format!("\"{etag}\""))
-            .header("X-Repo-Commit", commit);
+        r = r.header("ETag", format!("\"{etag}\"")).header("X-Repo-Commit", commit);
     }
     r.delay = state.body_delay;
     match fault {

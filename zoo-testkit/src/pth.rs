@@ -67,7 +67,13 @@ pub mod pickle {
     /// `_rebuild_tensor_v2(storage(key, FloatStorage, numel), offset, size, stride, False, {})`.
     pub fn tensor_in(key: &str, numel: i64, offset: i64, size: &[i64], stride: &[i64]) -> Vec<u8> {
         let storage = [
-            tuple(&[string("storage"), global("torch", "FloatStorage"), string(key), string("cpu"), int(numel)]),
+            tuple(&[
+                string("storage"),
+                global("torch", "FloatStorage"),
+                string(key),
+                string("cpu"),
+                int(numel),
+            ]),
             vec![b'Q'],
         ]
         .concat();
@@ -105,7 +111,10 @@ pub fn state_dict(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
         let size: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         pkl.extend(string(name));
         pkl.extend(tensor_in(&i.to_string(), values.len() as i64, 0, &size, &stride));
-        storages.push((format!("archive/data/{i}"), values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        storages.push((
+            format!("archive/data/{i}"),
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
     }
     pkl.extend_from_slice(b"u.");
     let mut entries: Vec<(&str, &[u8])> = vec![("archive/data.pkl", &pkl), ("archive/version", b"3\n")];

@@ -11,9 +11,7 @@
 use std::process::Command;
 
 use candle_core::{Device, Module, Result};
-use zoo_benches::{
-    conv_cases, grouped_case, input, max_abs_diff, median, pair, time_ms, Arch, ConvBench,
-};
+use zoo_benches::{conv_cases, grouped_case, input, max_abs_diff, median, pair, time_ms, Arch, ConvBench};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -24,9 +22,8 @@ fn main() -> Result<()> {
             .cloned()
     };
     let iters: usize = opt("--iters").map_or(5, |s| s.parse().unwrap());
-    let batches: Vec<usize> = opt("--batches").map_or(vec![1, 8], |s| {
-        s.split(',').map(|b| b.parse().unwrap()).collect()
-    });
+    let batches: Vec<usize> =
+        opt("--batches").map_or(vec![1, 8], |s| s.split(',').map(|b| b.parse().unwrap()).collect());
     let archs: Vec<Arch> = match opt("--archs") {
         None => Arch::ALL.to_vec(),
         Some(s) => Arch::ALL
@@ -50,11 +47,7 @@ fn main() -> Result<()> {
             for case in &cases {
                 let b = ConvBench::new(*case, batch, &device)?;
                 let diff = max_abs_diff(&b.run_ours()?, &b.run_candle()?)?;
-                assert!(
-                    diff < 1e-3,
-                    "{}: ours and candle differ by {diff}",
-                    case.name
-                );
+                assert!(diff < 1e-3, "{}: ours and candle differ by {diff}", case.name);
                 let (mut o, mut c) = (vec![], vec![]);
                 for _ in 0..iters.max(3) {
                     o.push(time_ms(|| b.run_ours())?);
@@ -94,10 +87,7 @@ fn main() -> Result<()> {
                     t.push(time_ms(|| p.theirs.forward(&x))? / batch as f64);
                 }
             }
-            let (o, t) = (
-                median(&mut o),
-                if ours_only { f64::NAN } else { median(&mut t) },
-            );
+            let (o, t) = (median(&mut o), if ours_only { f64::NAN } else { median(&mut t) });
             let stock = match &stock_bin {
                 Some(bin) => stock_ms(bin, arch, batch, iters)?,
                 None => f64::NAN,
@@ -121,7 +111,14 @@ fn main() -> Result<()> {
 /// ms/img of stock candle-transformers, from the `benches/stock-candle` binary at `bin`.
 fn stock_ms(bin: &str, arch: Arch, batch: usize, iters: usize) -> Result<f64> {
     let out = Command::new(bin)
-        .args(["--archs", arch.name(), "--batches", &batch.to_string(), "--iters", &iters.to_string()])
+        .args([
+            "--archs",
+            arch.name(),
+            "--batches",
+            &batch.to_string(),
+            "--iters",
+            &iters.to_string(),
+        ])
         .output()
         .map_err(|e| candle_core::Error::Msg(format!("cannot run {bin}: {e}")))?;
     let text = String::from_utf8_lossy(&out.stdout);

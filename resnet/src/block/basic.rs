@@ -9,13 +9,21 @@ use crate::layers::{ConvBn, ConvBnOptions, ConvSpec};
 /// `F(x) = BN(conv3x3(ReLU(BN(conv3x3(x)))))`; the first conv carries the stride.
 #[derive(Debug, Clone)]
 pub struct BasicBranch {
-    pub conv1: ConvBn,
-    pub conv2: ConvBn,
+    /// The first 3x3 conv + BN (+ReLU), carrying the stride.
+    pub(crate) conv1: ConvBn,
+    /// The second 3x3 conv + BN.
+    pub(crate) conv2: ConvBn,
 }
 
 impl BasicBranch {
     /// Loads `conv1`/`bn1` (strided, at the first dilation) and `conv2`/`bn2` (at the block's dilation).
-    pub fn load(in_channels: usize, planes: usize, g: StageGeometry, vb: &VarBuilder, opts: ConvBnOptions) -> Result<Self> {
+    pub fn load(
+        in_channels: usize,
+        planes: usize,
+        g: StageGeometry,
+        vb: &VarBuilder,
+        opts: ConvBnOptions,
+    ) -> Result<Self> {
         let spec1 = ConvSpec::new(in_channels, planes, 3, g.stride).with_dilation(g.first_dilation);
         let spec2 = ConvSpec::new(planes, planes, 3, 1).with_dilation(g.dilation);
         let conv1 = ConvBn::load(spec1, vb.pp("conv1"), vb.pp("bn1"), opts)?;
@@ -29,6 +37,7 @@ impl BasicBranch {
         self.conv2.forward_fused(&y, Some(shortcut), true, train)
     }
 
+    /// The conv+BN layers in order, with their checkpoint names.
     pub fn layers(&self) -> Vec<(&'static str, &ConvBn)> {
         vec![("conv1", &self.conv1), ("conv2", &self.conv2)]
     }

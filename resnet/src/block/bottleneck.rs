@@ -9,9 +9,11 @@ use crate::layers::{pool, ConvBn, ConvBnOptions, ConvSpec};
 /// Channel plan of one bottleneck.
 #[derive(Debug, Clone, Copy)]
 pub struct BottleneckSpec {
+    /// Channels coming in.
     pub in_channels: usize,
     /// Output channels / 4.
     pub planes: usize,
+    /// The block's stride (1 or 2).
     pub stride: usize,
     /// Groups of the 3x3 conv (ResNeXt cardinality).
     pub groups: usize,
@@ -36,14 +38,18 @@ impl BottleneckSpec {
 /// taking the stride before the last conv: `BN(conv1x1(avgpool(ReLU(BN(conv3x3(..))))))`.
 #[derive(Debug, Clone)]
 pub struct BottleneckBranch {
-    pub conv1: ConvBn,
-    pub conv2: ConvBn,
-    pub conv3: ConvBn,
+    /// 1x1 reduce.
+    pub(crate) conv1: ConvBn,
+    /// 3x3 (grouped for ResNeXt).
+    pub(crate) conv2: ConvBn,
+    /// 1x1 expand.
+    pub(crate) conv3: ConvBn,
     /// Window (= stride) of the average pool between `conv2` and `conv3`; 1 when there is none.
     pub pool: usize,
 }
 
 impl BottleneckBranch {
+    /// Loads `conv1..3`/`bn1..3` from `vb` (the block's prefix).
     pub fn load(spec: BottleneckSpec, vb: &VarBuilder, opts: ConvBnOptions) -> Result<Self> {
         let width = spec.width();
         let (s1, s3, pool) = match (spec.anti_alias, spec.stride_placement) {
@@ -52,7 +58,9 @@ impl BottleneckBranch {
             (AntiAlias::Off, StridePlacement::FirstOneByOne) => (spec.stride, 1, 1),
         };
         let c1 = ConvSpec::new(spec.in_channels, width, 1, s1);
-        let c2 = ConvSpec::new(width, width, 3, s3).with_groups(spec.groups).with_dilation(spec.dilation);
+        let c2 = ConvSpec::new(width, width, 3, s3)
+            .with_groups(spec.groups)
+            .with_dilation(spec.dilation);
         let c3 = ConvSpec::new(width, spec.planes * 4, 1, 1);
         Ok(Self {
             conv1: ConvBn::load(c1, vb.pp("conv1"), vb.pp("bn1"), opts)?,
@@ -69,6 +77,7 @@ impl BottleneckBranch {
         self.conv3.forward_fused(&y, Some(shortcut), true, train)
     }
 
+    /// The conv+BN layers in order, with their checkpoint names.
     pub fn layers(&self) -> Vec<(&'static str, &ConvBn)> {
         vec![("conv1", &self.conv1), ("conv2", &self.conv2), ("conv3", &self.conv3)]
     }

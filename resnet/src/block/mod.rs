@@ -118,7 +118,13 @@ impl ResidualBlock {
             }
         };
         let out_channels = planes * cfg.block.expansion();
-        let spec = ShortcutSpec { kind: cfg.shortcut, in_channels, out_channels, stride, dilation: geometry.dilation };
+        let spec = ShortcutSpec {
+            kind: cfg.shortcut,
+            in_channels,
+            out_channels,
+            stride,
+            dilation: geometry.dilation,
+        };
         let shortcut = Shortcut::load(spec, vb, opts)?;
         Ok(Self { residual, shortcut })
     }
@@ -140,7 +146,12 @@ impl ResidualBlock {
 
     /// Learnable parameters as the checkpoint stores them.
     pub fn num_params(&self) -> usize {
-        self.residual.layers().iter().map(|(_, l)| l.num_params()).sum::<usize>() + self.shortcut.num_params()
+        self.residual
+            .layers()
+            .iter()
+            .map(|(_, l)| l.num_params())
+            .sum::<usize>()
+            + self.shortcut.num_params()
     }
 
     /// The block's conv+BN layers with their names relative to the block: `F`'s, then a projecting

@@ -115,7 +115,11 @@ fn block_layer(stage: usize, block: usize, unit: usize, is_bn: bool) -> Option<C
         (u, false) => format!("{prefix}.conv{u}"),
         (u, true) => format!("{prefix}.bn{u}"),
     };
-    Some(if is_bn { CanonicalLayer::BatchNorm(path) } else { CanonicalLayer::Conv(path) })
+    Some(if is_bn {
+        CanonicalLayer::BatchNorm(path)
+    } else {
+        CanonicalLayer::Conv(path)
+    })
 }
 
 /// The BatchNorm that follows the convolution at `conv`.
@@ -137,7 +141,9 @@ pub struct Converted {
     pub tensors: HashMap<String, Tensor>,
     /// `zoo.arch`, `zoo.config`, `zoo.preprocess`, `zoo.label_set`.
     pub metadata: HashMap<String, String>,
+    /// The architecture's name (`resnet50_v1`).
     pub arch: String,
+    /// The architecture.
     pub config: ResNetConfig,
     /// How many conv biases were folded into BN statistics.
     pub folded_biases: usize,
@@ -146,12 +152,17 @@ pub struct Converted {
 /// What [`convert_tfjs`] wrote.
 #[derive(Debug, Clone)]
 pub struct ConvertSummary {
+    /// The file written.
     pub out: PathBuf,
+    /// The architecture's name.
     pub arch: String,
+    /// The architecture.
     pub config: ResNetConfig,
+    /// Tensors written.
     pub num_tensors: usize,
     /// Stored values (BN running statistics included).
     pub num_values: usize,
+    /// Conv biases folded into BatchNorm statistics.
     pub folded_biases: usize,
 }
 
@@ -174,14 +185,23 @@ pub fn convert_tfjs(model_json: &Path, out: &Path) -> Result<ConvertSummary, Con
 pub fn convert_tfjs_tensors(model_json: &Path) -> Result<Converted, ConvertError> {
     let model = TfjsModel::open(model_json)?;
     let raw = model.load_torch_layout(&Device::Cpu)?;
-    let err = |reason: String| ConvertError::Import { path: model_json.to_path_buf(), reason };
+    let err = |reason: String| ConvertError::Import {
+        path: model_json.to_path_buf(),
+        reason,
+    };
     let mut parts = Parts::default();
     for w in &model.weights {
         let layer = canonical_layer(w.layer_name())
             .ok_or_else(|| err(format!("weight `{}` belongs to no known Keras ResNet layer", w.name)))?;
-        parts.add(&layer, w.variable(), raw[&w.name].clone()).map_err(|r| err(format!("`{}`: {r}", w.name)))?;
+        parts
+            .add(&layer, w.variable(), raw[&w.name].clone())
+            .map_err(|r| err(format!("`{}`: {r}", w.name)))?;
         if let (CanonicalLayer::BatchNorm(bn), Some(l)) = (&layer, model.layer_of(w)) {
-            let eps = l.config.get("epsilon").and_then(Value::as_f64).unwrap_or(KERAS_DEFAULT_EPS);
+            let eps = l
+                .config
+                .get("epsilon")
+                .and_then(Value::as_f64)
+                .unwrap_or(KERAS_DEFAULT_EPS);
             parts.bn_eps.insert(bn.clone(), eps);
         }
     }
@@ -192,7 +212,13 @@ pub fn convert_tfjs_tensors(model_json: &Path) -> Result<Converted, ConvertError
     check_tensors(model_json, &arch, &expected_tensors(&config)?, &infos)?;
     // Keras' ImageNet heads use the standard class order (checked against assets/labels.json in tests).
     let metadata = write_metadata(&arch, &config, &caffe_preprocess(), None);
-    Ok(Converted { tensors: parts.tensors, metadata, arch, config, folded_biases })
+    Ok(Converted {
+        tensors: parts.tensors,
+        metadata,
+        arch,
+        config,
+        folded_biases,
+    })
 }
 
 /// The Caffe preprocessing of Keras' ImageNet ResNets, for RGB input: `x * 255 - mean_rgb`, written as
@@ -239,7 +265,10 @@ impl Parts {
     /// stored statistics round once. Every BN is adjusted, with or without a conv bias before it.
     fn fold_conv_biases(&mut self) -> Result<usize, String> {
         for (bn, eps) in &self.bn_eps {
-            let var = self.tensors.get(&format!("{bn}.running_var")).ok_or(format!("`{bn}` has no moving_variance"))?;
+            let var = self
+                .tensors
+                .get(&format!("{bn}.running_var"))
+                .ok_or(format!("`{bn}` has no moving_variance"))?;
             let adjusted = (var.to_dtype(DType::F64).map_err(|e| e.to_string())? + (eps - TARGET_EPS))
                 .and_then(|v| v.to_dtype(DType::F32))
                 .map_err(|e| e.to_string())?;
@@ -247,10 +276,14 @@ impl Parts {
         }
         for (conv, bias) in &self.conv_bias {
             let key = format!("{}.running_mean", bn_after(conv));
-            let mean = self.tensors.get(&key).ok_or(format!("conv `{conv}` has a bias but no BatchNorm after it"))?;
+            let mean = self
+                .tensors
+                .get(&key)
+                .ok_or(format!("conv `{conv}` has a bias but no BatchNorm after it"))?;
             let f64 = |t: &Tensor| t.to_dtype(DType::F64);
             let shifted = (f64(mean).and_then(|m| m - f64(bias)?)).and_then(|m| m.to_dtype(DType::F32));
-            self.tensors.insert(key, shifted.map_err(|e| format!("conv `{conv}` bias: {e}"))?);
+            self.tensors
+                .insert(key, shifted.map_err(|e| format!("conv `{conv}` bias: {e}"))?);
         }
         Ok(self.conv_bias.len())
     }
@@ -268,7 +301,9 @@ fn bn_variable(keras: &str) -> Result<&'static str, String> {
 
 /// Keras' ResNets see BGR; reversing the first conv's input channels makes the network take RGB.
 fn reverse_input_channels(tensors: &mut HashMap<String, Tensor>) -> candle_core::Result<()> {
-    let Some(w) = tensors.get("conv1.weight") else { return Ok(()) };
+    let Some(w) = tensors.get("conv1.weight") else {
+        return Ok(());
+    };
     let channels = w.dim(1)? as u32;
     let order = Tensor::new((0..channels).rev().collect::<Vec<u32>>(), w.device())?;
     let reversed = w.index_select(&order, 1)?;
@@ -281,11 +316,17 @@ fn reverse_input_channels(tensors: &mut HashMap<String, Tensor>) -> candle_core:
 fn infer_config(model: &TfjsModel, tensors: &HashMap<String, Tensor>) -> Result<(String, ResNetConfig), String> {
     let mut depths = [0usize; 4];
     for name in tensors.keys() {
-        let Some((stage, block)) = stage_block(name) else { continue };
-        let d = depths.get_mut(stage - 1).ok_or(format!("`{name}`: a ResNet has four stages"))?;
+        let Some((stage, block)) = stage_block(name) else {
+            continue;
+        };
+        let d = depths
+            .get_mut(stage - 1)
+            .ok_or(format!("`{name}`: a ResNet has four stages"))?;
         *d = (*d).max(block + 1);
     }
-    let fc = tensors.get("fc.weight").ok_or("no classifier (`fc1000`/`predictions`) found")?;
+    let fc = tensors
+        .get("fc.weight")
+        .ok_or("no classifier (`fc1000`/`predictions`) found")?;
     let placement = stride_placement(model)?;
     let depth = match depths {
         [3, 4, 6, 3] => "50",
@@ -318,7 +359,12 @@ fn stride_placement(model: &TfjsModel) -> Result<StridePlacement, String> {
         .iter()
         .find(|l| canonical_layer(&l.name).as_ref() == Some(&first_conv))
         .ok_or("no first conv of the second stage in the topology")?;
-    let strides = layer.config.get("strides").and_then(Value::as_array).and_then(|s| s.first()).and_then(Value::as_u64);
+    let strides = layer
+        .config
+        .get("strides")
+        .and_then(Value::as_array)
+        .and_then(|s| s.first())
+        .and_then(Value::as_u64);
     Ok(match strides {
         Some(2) => StridePlacement::FirstOneByOne,
         _ => StridePlacement::ThreeByThree,
@@ -349,7 +395,13 @@ mod tests {
         assert_eq!(canonical_layer("conv3_block1_0_conv"), conv("layer2.0.downsample.0"));
         assert_eq!(canonical_layer("conv5_block3_3_bn"), bn("layer4.2.bn3"));
         assert_eq!(canonical_layer("fc1000"), Some(CanonicalLayer::Fc));
-        for other in ["activation_3", "res1a_branch2a", "res2a_branch3", "conv2_block0_1_conv", "avg_pool"] {
+        for other in [
+            "activation_3",
+            "res1a_branch2a",
+            "res2a_branch3",
+            "conv2_block0_1_conv",
+            "avg_pool",
+        ] {
             assert_eq!(canonical_layer(other), None, "{other}");
         }
     }
@@ -367,7 +419,12 @@ mod tests {
         let (gamma, beta, mean, var, b, eps) = (1.7f64, -0.3, 0.25, 0.04, 0.6, 1e-3);
         let mut parts = Parts::default();
         let t = |v: f64| Tensor::new(&[v as f32], &Device::Cpu).unwrap();
-        for (k, v) in [("weight", gamma), ("bias", beta), ("running_mean", mean), ("running_var", var)] {
+        for (k, v) in [
+            ("weight", gamma),
+            ("bias", beta),
+            ("running_mean", mean),
+            ("running_var", var),
+        ] {
             parts.tensors.insert(format!("layer1.0.bn2.{k}"), t(v));
         }
         parts.conv_bias.insert("layer1.0.conv2".into(), t(b));

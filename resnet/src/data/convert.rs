@@ -24,7 +24,12 @@ pub(crate) fn to_rgb(img: DynamicImage) -> Result<RgbImage, Unconvertible> {
         DynamicImage::ImageLumaA16(la) => map(&la, |p| gray(high_byte(p[0]))),
         DynamicImage::ImageRgb16(rgb) => map(&rgb, |p| Rgb(p.0.map(high_byte))),
         DynamicImage::ImageRgba16(rgba) => map(&rgba, |p| Rgb([p[0], p[1], p[2]].map(high_byte))),
-        other => return Err(Unconvertible(format!("{:?} pixels have no PIL RGB conversion", other.color()))),
+        other => {
+            return Err(Unconvertible(format!(
+                "{:?} pixels have no PIL RGB conversion",
+                other.color()
+            )))
+        }
     })
 }
 
@@ -33,7 +38,11 @@ pub(crate) fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
     cmyk.chunks_exact(4)
         .flat_map(|p| {
             let k = 255 - p[3];
-            [mul_div_255(255 - p[0], k), mul_div_255(255 - p[1], k), mul_div_255(255 - p[2], k)]
+            [
+                mul_div_255(255 - p[0], k),
+                mul_div_255(255 - p[1], k),
+                mul_div_255(255 - p[2], k),
+            ]
         })
         .collect()
 }
@@ -80,7 +89,10 @@ mod tests {
     fn cmyk_matches_pil_samples() {
         // Values printed by PIL 13: Image.frombytes("CMYK", ...).convert("RGB").
         let cmyk = [0, 0, 0, 0, 255, 0, 0, 0, 100, 50, 20, 128, 10, 20, 30, 255];
-        assert_eq!(cmyk_to_rgb(&cmyk), vec![255, 255, 255, 0, 255, 255, 77, 102, 117, 0, 0, 0]);
+        assert_eq!(
+            cmyk_to_rgb(&cmyk),
+            vec![255, 255, 255, 0, 255, 255, 77, 102, 117, 0, 0, 0]
+        );
     }
 
     #[test]

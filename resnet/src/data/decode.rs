@@ -56,7 +56,10 @@ impl ImageLimits {
 
 impl Default for ImageLimits {
     fn default() -> Self {
-        ImageLimits { max_file_bytes: Self::DEFAULT_MAX_FILE_BYTES, max_pixels: Self::DEFAULT_MAX_PIXELS }
+        ImageLimits {
+            max_file_bytes: Self::DEFAULT_MAX_FILE_BYTES,
+            max_pixels: Self::DEFAULT_MAX_PIXELS,
+        }
     }
 }
 
@@ -71,13 +74,26 @@ pub fn load_image_with(path: &Path, limits: &ImageLimits) -> Result<RgbImage, Da
     let io = |source: std::io::Error| match source.kind() {
         std::io::ErrorKind::NotFound => DataError::NotFound { path: path.to_owned() },
         std::io::ErrorKind::InvalidInput => match source.get_ref().and_then(|e| e.downcast_ref::<NotRegularFile>()) {
-            Some(n) => DataError::NotAFile { path: path.to_owned(), what: n.kind.to_string() },
-            None => DataError::Io { path: path.to_owned(), source },
+            Some(n) => DataError::NotAFile {
+                path: path.to_owned(),
+                what: n.kind.to_string(),
+            },
+            None => DataError::Io {
+                path: path.to_owned(),
+                source,
+            },
         },
-        _ => DataError::Io { path: path.to_owned(), source },
+        _ => DataError::Io {
+            path: path.to_owned(),
+            source,
+        },
     };
     let (mut file, meta) = weights::fsutil::open_regular(path).map_err(io)?;
-    let too_large = |size| DataError::TooLarge { path: path.to_owned(), size, limit: limits.max_file_bytes };
+    let too_large = |size| DataError::TooLarge {
+        path: path.to_owned(),
+        size,
+        limit: limits.max_file_bytes,
+    };
     if meta.len() > limits.max_file_bytes {
         return Err(too_large(meta.len()));
     }
@@ -87,11 +103,15 @@ pub fn load_image_with(path: &Path, limits: &ImageLimits) -> Result<RgbImage, Da
     if !is_jpeg(&head) && image::guess_format(&head).is_err() {
         return Err(DataError::NotAnImage { path: path.to_owned() });
     }
-    let rest = weights::fsutil::read_capped(&mut file, meta.len().saturating_sub(head.len() as u64), limits.max_file_bytes)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => too_large(meta.len().max(limits.max_file_bytes.saturating_add(1))),
-            _ => io(e),
-        })?;
+    let rest = weights::fsutil::read_capped(
+        &mut file,
+        meta.len().saturating_sub(head.len() as u64),
+        limits.max_file_bytes,
+    )
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => too_large(meta.len().max(limits.max_file_bytes.saturating_add(1))),
+        _ => io(e),
+    })?;
     head.extend_from_slice(&rest);
     if head.len() as u64 > limits.max_file_bytes {
         return Err(too_large(head.len() as u64));
@@ -133,7 +153,10 @@ pub fn decode_image_with(bytes: &[u8], path: &Path, limits: &ImageLimits) -> Res
         return Err(too_many(width as u64, height as u64));
     }
     let img = DynamicImage::from_decoder(decoder).map_err(|e| image_error(e, format, path))?;
-    to_rgb(img).map_err(|u| DataError::Unsupported { path: path.to_owned(), reason: u.0 })
+    to_rgb(img).map_err(|u| DataError::Unsupported {
+        path: path.to_owned(),
+        reason: u.0,
+    })
 }
 
 /// JPEG's SOI marker followed by the start of another marker.
@@ -146,9 +169,10 @@ fn jpeg_error(failure: JpegFailure, path: &Path) -> DataError {
     match failure {
         JpegFailure::Truncated => DataError::Truncated { path },
         JpegFailure::Corrupt(reason) => DataError::Corrupt { path, reason },
-        JpegFailure::TooManyPixels { width, height } => {
-            DataError::Corrupt { path, reason: format!("{width}x{height} pixels is over the limit") }
-        }
+        JpegFailure::TooManyPixels { width, height } => DataError::Corrupt {
+            path,
+            reason: format!("{width}x{height} pixels is over the limit"),
+        },
     }
 }
 
@@ -156,15 +180,32 @@ fn image_error(e: ImageError, format: ImageFormat, path: &Path) -> DataError {
     let path: PathBuf = path.to_owned();
     match e {
         ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => DataError::Truncated { path },
-        ImageError::Unsupported(u) => DataError::Unsupported { path, reason: u.to_string() },
-        ImageError::Limits(l) => DataError::Corrupt { path, reason: format!("{format:?}: {l} (decoding it would need too much memory)") },
+        ImageError::Unsupported(u) => DataError::Unsupported {
+            path,
+            reason: u.to_string(),
+        },
+        ImageError::Limits(l) => DataError::Corrupt {
+            path,
+            reason: format!("{format:?}: {l} (decoding it would need too much memory)"),
+        },
         // Decoders report running out of data in their own words; the PNG decoder, for one, as a decoding error.
         e if mentions_eof(&e) => DataError::Truncated { path },
-        e => DataError::Corrupt { path, reason: format!("{format:?}: {e}") },
+        e => DataError::Corrupt {
+            path,
+            reason: format!("{format:?}: {e}"),
+        },
     }
 }
 
 fn mentions_eof(e: &ImageError) -> bool {
     let text = e.to_string().to_lowercase();
-    ["unexpected end", "unexpected eof", "end of file", "truncated", "no more data"].iter().any(|m| text.contains(m))
+    [
+        "unexpected end",
+        "unexpected eof",
+        "end of file",
+        "truncated",
+        "no more data",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
 }

@@ -14,7 +14,7 @@ use std::panic::{self, AssertUnwindSafe};
 
 use image::RgbImage;
 use mozjpeg_sys::jpeg_error_mgr as ErrorMgr;
-use mozjpeg_sys::{jpeg_common_struct, J_COLOR_SPACE, JWRN_JPEG_EOF};
+use mozjpeg_sys::{jpeg_common_struct, JWRN_JPEG_EOF, J_COLOR_SPACE};
 
 use super::convert::cmyk_to_rgb;
 
@@ -36,18 +36,27 @@ pub(crate) fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, Jpe
         Ok(result) => result,
         Err(payload) => Err(payload.downcast::<JpegFailure>().map(|f| *f).unwrap_or_else(|p| {
             // Not our unwind (a bug in the wrapper): still an error, not a crash.
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
             JpegFailure::Corrupt(msg.unwrap_or_else(|| "JPEG decoder failed".into()))
         })),
     }
 }
 
 fn decode_unguarded(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, JpegFailure> {
-    let dec = mozjpeg::Decompress::builder().with_err(error_mgr()).from_mem(bytes).map_err(io_failure)?;
+    let dec = mozjpeg::Decompress::builder()
+        .with_err(error_mgr())
+        .from_mem(bytes)
+        .map_err(io_failure)?;
     let (width, height) = (dec.width() as u32, dec.height() as u32);
     // Before any buffer is sized from the header (libjpeg allows 65500 x 65500).
     if width as u64 * height as u64 > max_pixels {
-        return Err(JpegFailure::TooManyPixels { width: width as u64, height: height as u64 });
+        return Err(JpegFailure::TooManyPixels {
+            width: width as u64,
+            height: height as u64,
+        });
     }
     match dec.color_space() {
         // libjpeg cannot convert CMYK to RGB; PIL reads it as CMYK and converts itself.
@@ -115,7 +124,9 @@ fn message(cinfo: &mut jpeg_common_struct) -> String {
     // binding declares the buffer `&[u8; 80]` although C writes to it, hence the cast to the mutable signature.
     unsafe {
         let code = (*cinfo.err).msg_code;
-        let Some(format) = (*cinfo.err).format_message else { return format!("libjpeg error {code}") };
+        let Some(format) = (*cinfo.err).format_message else {
+            return format!("libjpeg error {code}");
+        };
         type Mutable = unsafe extern "C-unwind" fn(&mut jpeg_common_struct, &mut [u8; 80]);
         let format: Mutable = mem::transmute::<_, Mutable>(format);
         let mut buf = [0u8; 80];

@@ -33,7 +33,11 @@ pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Interpolation) ->
         Interpolation::Bilinear => Kernel::BILINEAR,
         Interpolation::Bicubic => Kernel::BICUBIC,
     };
-    let mut pixels = Plane { data: img.as_raw().clone(), width: w as usize, height: h as usize };
+    let mut pixels = Plane {
+        data: img.as_raw().clone(),
+        width: w as usize,
+        height: h as usize,
+    };
     if width != w {
         pixels = pixels.horizontal(&Taps::new(kernel, w as usize, width as usize));
     }
@@ -51,8 +55,14 @@ struct Kernel {
 }
 
 impl Kernel {
-    const BILINEAR: Kernel = Kernel { support: 1.0, eval: triangle };
-    const BICUBIC: Kernel = Kernel { support: 2.0, eval: keys_cubic };
+    const BILINEAR: Kernel = Kernel {
+        support: 1.0,
+        eval: triangle,
+    };
+    const BICUBIC: Kernel = Kernel {
+        support: 2.0,
+        eval: keys_cubic,
+    };
 }
 
 fn triangle(x: f64) -> f64 {
@@ -87,14 +97,26 @@ impl Taps {
         let stretch = scale.max(1.0); // downscaling widens the filter: antialiasing
         let support = kernel.support * stretch;
         let stride = support.ceil() as usize * 2 + 1;
-        let mut taps = Taps { start: vec![0; n_out], len: vec![0; n_out], stride, weights: vec![0; n_out * stride] };
+        let mut taps = Taps {
+            start: vec![0; n_out],
+            len: vec![0; n_out],
+            stride,
+            weights: vec![0; n_out * stride],
+        };
         for o in 0..n_out {
             let center = (o as f64 + 0.5) * scale;
             // Truncation (not floor) mirrors a C int cast; negative values are clamped to 0 right after anyway.
             let first = ((center - support + 0.5) as i64).max(0) as usize;
             let end = ((center + support + 0.5) as i64).clamp(0, n_in as i64) as usize;
             let row = &mut taps.weights[o * stride..(o + 1) * stride];
-            let len = taps_for(kernel, center, stretch, first, end.saturating_sub(first).min(stride), row);
+            let len = taps_for(
+                kernel,
+                center,
+                stretch,
+                first,
+                end.saturating_sub(first).min(stride),
+                row,
+            );
             (taps.start[o], taps.len[o]) = (first, len);
         }
         taps
@@ -104,7 +126,9 @@ impl Taps {
 /// Fills `row` with the normalized fixed-point weights of inputs `first..first + len`; returns `len`.
 fn taps_for(kernel: Kernel, center: f64, stretch: f64, first: usize, len: usize, row: &mut [i32]) -> usize {
     let inv = 1.0 / stretch;
-    let real: Vec<f64> = (0..len).map(|i| (kernel.eval)(((first + i) as f64 - center + 0.5) * inv)).collect();
+    let real: Vec<f64> = (0..len)
+        .map(|i| (kernel.eval)(((first + i) as f64 - center + 0.5) * inv))
+        .collect();
     let total: f64 = real.iter().sum();
     for (w, r) in row.iter_mut().zip(&real) {
         let r = if total != 0.0 { r / total } else { *r };
@@ -136,12 +160,20 @@ impl Plane {
     fn horizontal(&self, taps: &Taps) -> Plane {
         let out_w = taps.start.len();
         let mut out = vec![0u8; out_w * self.height * 3];
-        for (src, dst) in self.data.chunks_exact(self.width * 3).zip(out.chunks_exact_mut(out_w * 3)) {
+        for (src, dst) in self
+            .data
+            .chunks_exact(self.width * 3)
+            .zip(out.chunks_exact_mut(out_w * 3))
+        {
             for (o, px) in dst.chunks_exact_mut(3).enumerate() {
                 px.copy_from_slice(&convolve(taps, o, |i, c| src[i * 3 + c]));
             }
         }
-        Plane { data: out, width: out_w, height: self.height }
+        Plane {
+            data: out,
+            width: out_w,
+            height: self.height,
+        }
     }
 
     /// Convolves along columns: `height` becomes `taps.start.len()`.
@@ -154,7 +186,11 @@ impl Plane {
                 px.copy_from_slice(&convolve(taps, o, |i, c| self.data[i * row + x * 3 + c]));
             }
         }
-        Plane { data: out, width: self.width, height: out_h }
+        Plane {
+            data: out,
+            width: self.width,
+            height: out_h,
+        }
     }
 }
 
@@ -200,8 +236,14 @@ mod tests {
             for kernel in [Kernel::BILINEAR, Kernel::BICUBIC] {
                 let taps = Taps::new(kernel, n_in, n_out);
                 for o in 0..n_out {
-                    let sum: i64 = taps.weights[o * taps.stride..][..taps.len[o]].iter().map(|&w| w as i64).sum();
-                    assert!((sum - (1 << PRECISION_BITS)).abs() <= taps.len[o] as i64, "{n_in}->{n_out} @{o}: {sum}");
+                    let sum: i64 = taps.weights[o * taps.stride..][..taps.len[o]]
+                        .iter()
+                        .map(|&w| w as i64)
+                        .sum();
+                    assert!(
+                        (sum - (1 << PRECISION_BITS)).abs() <= taps.len[o] as i64,
+                        "{n_in}->{n_out} @{o}: {sum}"
+                    );
                     assert!(taps.start[o] + taps.len[o] <= n_in);
                 }
             }

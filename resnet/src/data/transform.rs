@@ -19,7 +19,10 @@ use super::resize::resize;
 /// The full eval transform: `img` to a normalized f32 tensor of shape (3, H, W) on `device`.
 pub fn eval_transform(img: &RgbImage, cfg: &PreprocessConfig, device: &Device) -> Result<Tensor> {
     if cfg.input_size[0] != 3 {
-        candle_core::bail!("eval_transform makes RGB inputs, but the config asks for {} channels", cfg.input_size[0]);
+        candle_core::bail!(
+            "eval_transform makes RGB inputs, but the config asks for {} channels",
+            cfg.input_size[0]
+        );
     }
     to_normalized_tensor(&resize_and_crop(img, cfg), cfg.mean, cfg.std, device)
 }
@@ -44,7 +47,11 @@ pub fn resized_size(width: u32, height: u32, cfg: &PreprocessConfig) -> (u32, u3
 
 /// torchvision `Resize(size)` with an int: short side to `size`, long side `int(size * long / short)`.
 fn shortest_edge(width: u32, height: u32, size: u32) -> (u32, u32) {
-    let (short, long) = if width <= height { (width, height) } else { (height, width) };
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
     // Python: int(requested_new_short * long / short): an exact integer product, one rounded division, truncation.
     let new_long = ((size as u64 * long as u64) as f64 / short as f64) as u32;
     if width <= height {

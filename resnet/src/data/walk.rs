@@ -197,7 +197,10 @@ impl Iterator for Walk {
 }
 
 fn warning(path: &Path, issue: WalkIssue) -> WalkWarning {
-    WalkWarning { path: path.to_path_buf(), issue }
+    WalkWarning {
+        path: path.to_path_buf(),
+        issue,
+    }
 }
 
 /// A directory's identity: device and inode on Unix, the canonical path elsewhere.
@@ -251,7 +254,15 @@ mod tests {
     #[test]
     fn sorted_depth_first_with_extension_filter() {
         let d = tempfile::tempdir().unwrap();
-        for f in ["b.png", "a.JPG", "notes.txt", "sub/c.jpeg", "sub/deeper/d.webp", "z/e.gif", "noext"] {
+        for f in [
+            "b.png",
+            "a.JPG",
+            "notes.txt",
+            "sub/c.jpeg",
+            "sub/deeper/d.webp",
+            "z/e.gif",
+            "noext",
+        ] {
             touch(&d.path().join(f));
         }
         let (files, warnings) = run(walk(d.path()), d.path());
@@ -278,7 +289,10 @@ mod tests {
         let (files, warnings) = run(walk(d.path()), d.path());
         // `alias` sorts before `sub`: the directory is walked once, under the first name reached.
         assert_eq!(files, ["alias/dog.png", "cat.jpg"]);
-        assert_eq!(warnings, ["alias/up: walked", "self1: walked", "self2: walked", "sub: walked"]);
+        assert_eq!(
+            warnings,
+            ["alias/up: walked", "self1: walked", "self2: walked", "sub: walked"]
+        );
         assert!(walk(d.path()).filter_map(Result::err).all(|w| !w.input_missing()));
     }
 

@@ -36,9 +36,11 @@ pub struct NetSpec {
     pub depth: usize,
     /// Channels of the first stage; the others have 2x and 4x.
     pub width: usize,
+    /// Outputs of the classifier.
     pub num_classes: usize,
     /// BatchNorm in train mode (batch statistics) or turned into the identity.
     pub batch_norm: bool,
+    /// Initialisation seed (both twins start from the same weights).
     pub seed: u64,
 }
 
@@ -54,6 +56,7 @@ impl NetSpec {
         Ok((self.depth - 2) / 6)
     }
 
+    /// The twin pair's config: a CIFAR layout of `depth` and `width`.
     pub fn config(&self) -> Result<ResNetConfig> {
         let w = self.width;
         Ok(ResNetConfig::cifar(self.blocks_per_stage()?)
@@ -78,13 +81,17 @@ pub fn init_tensors(cfg: &ResNetConfig, seed: u64, device: &Device) -> Result<Ha
     let mut out = HashMap::new();
     for (name, shape) in names {
         let n: usize = shape.iter().product();
-        let values: Vec<f32> = if name.ends_with("running_var") || (name.contains("bn") || name.contains("downsample.1")) && name.ends_with(".weight") {
+        let values: Vec<f32> = if name.ends_with("running_var")
+            || (name.contains("bn") || name.contains("downsample.1")) && name.ends_with(".weight")
+        {
             vec![1.0; n]
         } else if name.ends_with("running_mean") || name.ends_with(".bias") && !name.starts_with("fc.") {
             vec![0.0; n]
         } else if name == "fc.weight" || name == "fc.bias" {
             let bound = 1.0 / (cfg.num_features() as f32).sqrt();
-            (0..n).map(|_| rand::Rng::random_range(&mut rng, -bound..bound)).collect()
+            (0..n)
+                .map(|_| rand::Rng::random_range(&mut rng, -bound..bound))
+                .collect()
         } else {
             let fan_in: usize = shape[1..].iter().product();
             let std = (2.0 / fan_in as f64).sqrt() as f32;
@@ -99,7 +106,13 @@ pub fn init_tensors(cfg: &ResNetConfig, seed: u64, device: &Device) -> Result<Ha
 pub fn build(spec: &NetSpec, device: &Device) -> Result<TrainableResNet> {
     let cfg = spec.config()?;
     let tensors = init_tensors(&cfg, spec.seed, device)?;
-    TrainableResNet::from_tensors(&format!("cifar{}", spec.depth), &cfg, tensors, PreprocessConfig::cifar(), device)
+    TrainableResNet::from_tensors(
+        &format!("cifar{}", spec.depth),
+        &cfg,
+        tensors,
+        PreprocessConfig::cifar(),
+        device,
+    )
 }
 
 /// Logits of `net` wired as `wiring`. `bn_train` picks batch statistics (train mode) or running ones.
@@ -109,8 +122,11 @@ pub fn forward(net: &ResNet, x: &Tensor, wiring: Wiring, bn_train: bool) -> cand
 
 /// Every weighted layer in forward order, with its weight tensor: `conv1`, `layer1.0.conv1`, ..., `fc`.
 pub fn weight_layers(net: &ResNet) -> Vec<(String, Tensor)> {
-    let mut out: Vec<(String, Tensor)> =
-        net.conv_layers().into_iter().map(|(name, conv)| (name, conv.conv().weight().clone())).collect();
+    let mut out: Vec<(String, Tensor)> = net
+        .conv_layers()
+        .into_iter()
+        .map(|(name, conv)| (name, conv.conv().weight().clone()))
+        .collect();
     if let Some(head) = net.classifier() {
         out.push(("fc".to_string(), head.fc.weight().clone()));
     }
@@ -120,20 +136,30 @@ pub fn weight_layers(net: &ResNet) -> Vec<(String, Tensor)> {
 /// Gradient norm of one layer's weights.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LayerGrad {
+    /// Checkpoint name of the layer.
     pub layer: String,
+    /// L2 norm of the loss gradient with respect to the layer's weights.
     pub grad_norm: f32,
+    /// L2 norm of the weights themselves.
     pub weight_norm: f32,
 }
 
 /// One forward/backward pass of a twin pair at initialisation.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GradReport {
+    /// Weighted layers.
     pub depth: usize,
+    /// Channels of the first stage.
     pub width: usize,
+    /// Whether BatchNorm ran on batch statistics.
     pub batch_norm: bool,
+    /// Loss of the plain twin.
     pub plain_loss: f32,
+    /// Loss of the residual twin.
     pub residual_loss: f32,
+    /// Per-layer gradients of the plain twin, in forward order.
     pub plain: Vec<LayerGrad>,
+    /// Per-layer gradients of the residual twin, in forward order.
     pub residual: Vec<LayerGrad>,
 }
 
@@ -149,6 +175,7 @@ impl GradReport {
         l[l.len() - 2].grad_norm
     }
 
+    /// The per-layer gradients of one twin.
     pub fn layers(&self, wiring: Wiring) -> &[LayerGrad] {
         match wiring {
             Wiring::Plain => &self.plain,
@@ -170,7 +197,11 @@ fn grads_of(net: &ResNet, loss: &Tensor) -> candle_core::Result<Vec<LayerGrad>> 
                 Some(g) => l2(g)?,
                 None => 0.0,
             };
-            Ok(LayerGrad { layer, grad_norm, weight_norm: l2(&w)? })
+            Ok(LayerGrad {
+                layer,
+                grad_norm,
+                weight_norm: l2(&w)?,
+            })
         })
         .collect()
 }
@@ -205,16 +236,24 @@ pub fn gaussian_batch(n: usize, size: usize, classes: usize, seed: u64, device: 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x9a55);
     let x: Vec<f32> = (0..n * 3 * size * size).map(|_| normal(&mut rng)).collect();
     let y: Vec<u32> = (0..n).map(|i| (i % classes.max(1)) as u32).collect();
-    Ok((Tensor::from_vec(x, (n, 3, size, size), device)?, Tensor::from_vec(y, n, device)?))
+    Ok((
+        Tensor::from_vec(x, (n, 3, size, size), device)?,
+        Tensor::from_vec(y, n, device)?,
+    ))
 }
 
 /// Knobs of [`train_pair`].
 #[derive(Debug, Clone, Copy)]
 pub struct TrainSpec {
+    /// SGD steps.
     pub steps: usize,
+    /// Images per step.
     pub batch_size: usize,
+    /// Learning rate.
     pub lr: f64,
+    /// SGD momentum.
     pub momentum: f64,
+    /// L2 weight decay.
     pub weight_decay: f64,
     /// Record the mean training loss every `every` steps.
     pub every: usize,
@@ -222,19 +261,29 @@ pub struct TrainSpec {
 
 impl Default for TrainSpec {
     fn default() -> Self {
-        Self { steps: 300, batch_size: 32, lr: 0.05, momentum: 0.9, weight_decay: 1e-4, every: 10 }
+        Self {
+            steps: 300,
+            batch_size: 32,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            every: 10,
+        }
     }
 }
 
 /// The loss curve of one network.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Curve {
+    /// Weighted layers.
     pub depth: usize,
+    /// `plain` or `residual`.
     pub wiring: &'static str,
     /// `(step, mean training loss over the last `every` steps)`.
     pub points: Vec<(usize, f32)>,
     /// Accuracy on the task's held-out set after training (eval-mode BatchNorm).
     pub test_acc: f32,
+    /// Loss of the last step.
     pub final_train_loss: f32,
 }
 
@@ -248,15 +297,30 @@ impl Curve {
 
 /// Trains a fresh network of `spec` wired as `wiring` on `task` with SGD + momentum. Both wirings of one
 /// spec start from the same weights and see the same batches.
-pub fn train_one(spec: &NetSpec, wiring: Wiring, task: &Task, ts: &TrainSpec, progress: &mut dyn FnMut(usize)) -> Result<Curve> {
+pub fn train_one(
+    spec: &NetSpec,
+    wiring: Wiring,
+    task: &Task,
+    ts: &TrainSpec,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Curve> {
     use candle_nn::Optimizer;
     use rand::seq::SliceRandom;
     let device = task.x_train.device().clone();
     let net = build(spec, &device)?;
-    let vars = net.trainable_vars(crate::train::Scope::All).into_iter().map(|(_, v)| v).collect();
+    let vars = net
+        .trainable_vars(crate::train::Scope::All)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     let mut opt = SgdMomentum::new(
         vars,
-        ParamsSgd { lr: ts.lr, momentum: ts.momentum, weight_decay: ts.weight_decay, nesterov: false },
+        ParamsSgd {
+            lr: ts.lr,
+            momentum: ts.momentum,
+            weight_decay: ts.weight_decay,
+            nesterov: false,
+        },
     )?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed ^ 0xba7c);
     let n = task.x_train.dim(0)?;
@@ -289,12 +353,28 @@ pub fn train_one(spec: &NetSpec, wiring: Wiring, task: &Task, ts: &TrainSpec, pr
         progress(step);
     }
     let logits = forward(&net.model, &task.x_test, wiring, false)?;
-    let hits = logits.argmax(1)?.eq(&task.y_test)?.to_dtype(DType::F32)?.mean_all()?.to_scalar::<f32>()?;
-    Ok(Curve { depth: spec.depth, wiring: wiring.name(), points, test_acc: hits, final_train_loss: last })
+    let hits = logits
+        .argmax(1)?
+        .eq(&task.y_test)?
+        .to_dtype(DType::F32)?
+        .mean_all()?
+        .to_scalar::<f32>()?;
+    Ok(Curve {
+        depth: spec.depth,
+        wiring: wiring.name(),
+        points,
+        test_acc: hits,
+        final_train_loss: last,
+    })
 }
 
 /// Trains both twins of `spec` (plain first) on `task`.
-pub fn train_pair(spec: &NetSpec, task: &Task, ts: &TrainSpec, progress: &mut dyn FnMut(Wiring, usize)) -> Result<[Curve; 2]> {
+pub fn train_pair(
+    spec: &NetSpec,
+    task: &Task,
+    ts: &TrainSpec,
+    progress: &mut dyn FnMut(Wiring, usize),
+) -> Result<[Curve; 2]> {
     let plain = train_one(spec, Wiring::Plain, task, ts, &mut |s| progress(Wiring::Plain, s))?;
     let residual = train_one(spec, Wiring::Residual, task, ts, &mut |s| progress(Wiring::Residual, s))?;
     Ok([plain, residual])

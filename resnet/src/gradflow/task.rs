@@ -14,11 +14,17 @@ use crate::train::{Result, TrainError};
 /// Inputs (N, 3, S, S), normalised, and their u32 labels; a held-out test split.
 #[derive(Debug, Clone)]
 pub struct Task {
+    /// What the task is, for reports.
     pub description: String,
+    /// Class names.
     pub classes: Vec<String>,
+    /// Training inputs (N, 3, S, S).
     pub x_train: Tensor,
+    /// Training labels (N,) u32.
     pub y_train: Tensor,
+    /// Held-out inputs.
     pub x_test: Tensor,
+    /// Held-out labels.
     pub y_test: Tensor,
 }
 
@@ -76,7 +82,11 @@ pub fn photo_task(
             push_chw(&mut xte, &random_crop(&img, split, img.width(), s, &mut rng));
             yte.push(label as u32);
         }
-        classes.push(path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+        classes.push(
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
     }
     let (ntr, nte) = (ytr.len(), yte.len());
     Ok(Task {
@@ -95,7 +105,14 @@ pub fn photo_task(
 
 /// A synthetic stand-in when no photos are at hand: `classes` orientations of a noisy sinusoidal grating
 /// (random phase, frequency and colour), `size` x `size`.
-pub fn synthetic_task(classes: usize, train_per_class: usize, test_per_class: usize, size: usize, seed: u64, device: &Device) -> Result<Task> {
+pub fn synthetic_task(
+    classes: usize,
+    train_per_class: usize,
+    test_per_class: usize,
+    size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<Task> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5a5a);
     let mut make = |count: usize, xs: &mut Vec<f32>, ys: &mut Vec<u32>| {
         for c in 0..classes {
@@ -103,7 +120,11 @@ pub fn synthetic_task(classes: usize, train_per_class: usize, test_per_class: us
                 let theta = std::f32::consts::PI * (c as f32 + rng.random_range(-0.25..0.25)) / classes as f32;
                 let freq = rng.random_range(0.4..0.9);
                 let phase = rng.random_range(0.0..std::f32::consts::TAU);
-                let colour: [f32; 3] = [rng.random_range(0.3..1.0), rng.random_range(0.3..1.0), rng.random_range(0.3..1.0)];
+                let colour: [f32; 3] = [
+                    rng.random_range(0.3..1.0),
+                    rng.random_range(0.3..1.0),
+                    rng.random_range(0.3..1.0),
+                ];
                 for ch in colour {
                     for i in 0..size {
                         for j in 0..size {
@@ -121,7 +142,9 @@ pub fn synthetic_task(classes: usize, train_per_class: usize, test_per_class: us
     make(test_per_class, &mut xte, &mut yte);
     let (ntr, nte) = (ytr.len(), yte.len());
     Ok(Task {
-        description: format!("synthetic: {classes} grating orientations in noise, {size}x{size}; {ntr} training, {nte} held-out"),
+        description: format!(
+            "synthetic: {classes} grating orientations in noise, {size}x{size}; {ntr} training, {nte} held-out"
+        ),
         classes: (0..classes).map(|c| format!("orientation{c}")).collect(),
         x_train: Tensor::from_vec(xtr, (ntr, 3, size, size), device)?,
         y_train: Tensor::from_vec(ytr, ntr, device)?,

@@ -9,11 +9,17 @@ use super::cpu_conv::PackedConv;
 /// Shape and stride of one convolution, as read from the architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvSpec {
+    /// Input channels.
     pub in_channels: usize,
+    /// Output channels (filters).
     pub out_channels: usize,
+    /// Side of the square kernel.
     pub kernel: usize,
+    /// Step between output pixels, in input pixels.
     pub stride: usize,
+    /// Zero padding on each side.
     pub padding: usize,
+    /// Channel groups (ResNeXt's cardinality; 1 = dense).
     pub groups: usize,
     /// Spacing between kernel taps (1 = a plain convolution). Greater than 1 where a stage trades its
     /// stride for dilation (timm's `output_stride`, torchvision's `replace_stride_with_dilation`).
@@ -23,7 +29,15 @@ pub struct ConvSpec {
 impl ConvSpec {
     /// A `kernel x kernel` convolution with "same" padding.
     pub fn new(in_channels: usize, out_channels: usize, kernel: usize, stride: usize) -> Self {
-        Self { in_channels, out_channels, kernel, stride, padding: kernel / 2, groups: 1, dilation: 1 }
+        Self {
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding: kernel / 2,
+            groups: 1,
+            dilation: 1,
+        }
     }
 
     /// Spaces the kernel taps `dilation` pixels apart, with the "same" padding that keeps the output size
@@ -34,6 +48,7 @@ impl ConvSpec {
         self
     }
 
+    /// Splits the channels into `groups` independent convolutions (ResNeXt's grouped 3x3).
     pub fn with_groups(mut self, groups: usize) -> Self {
         self.groups = groups;
         self
@@ -41,7 +56,12 @@ impl ConvSpec {
 
     /// Shape of the weight tensor: (out, in / groups, k, k), PyTorch's OIHW.
     pub fn weight_shape(&self) -> (usize, usize, usize, usize) {
-        (self.out_channels, self.in_channels / self.groups, self.kernel, self.kernel)
+        (
+            self.out_channels,
+            self.in_channels / self.groups,
+            self.kernel,
+            self.kernel,
+        )
     }
 
     /// Spatial output size for an input of `size` pixels.
@@ -67,7 +87,12 @@ pub struct Conv {
 impl Conv {
     /// A trainable convolution on Candle's generic ops.
     pub fn new(weight: Tensor, bias: Option<Tensor>, spec: ConvSpec) -> Self {
-        Self { weight, bias, spec, packed: None }
+        Self {
+            weight,
+            bias,
+            spec,
+            packed: None,
+        }
     }
 
     /// An inference-only convolution: on the CPU with f32 weights, packs them for the fast kernel (the
@@ -80,7 +105,12 @@ impl Conv {
             }
             _ => None,
         };
-        Ok(Self { weight, bias, spec, packed })
+        Ok(Self {
+            weight,
+            bias,
+            spec,
+            packed,
+        })
     }
 
     /// True when f32 CPU inputs take the packed CPU kernel.
@@ -110,14 +140,17 @@ impl Conv {
         }
     }
 
+    /// The weight, (out, in / groups, k, k).
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
 
+    /// The bias, (out,), where the convolution has one (always after BatchNorm folding).
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
 
+    /// Shape, stride, padding, groups and dilation.
     pub fn spec(&self) -> &ConvSpec {
         &self.spec
     }

@@ -19,8 +19,11 @@ pub enum BnMode {
 /// Options shared by every conv+BN pair of a network.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ConvBnOptions {
+    /// Fold BatchNorm into the conv (inference) or keep it (training).
     pub bn_mode: BnMode,
+    /// Whether the checkpoint's convolutions carry a bias of their own (Keras' do, PyTorch's do not).
     pub conv_bias: bool,
+    /// BatchNorm's epsilon.
     pub bn_eps: f64,
 }
 
@@ -28,8 +31,19 @@ pub struct ConvBnOptions {
 #[derive(Debug, Clone)]
 pub enum ConvBn {
     /// `conv'(x) = BN(conv(x))` with the BN baked into the weights and bias.
-    Folded { conv: Conv, checkpoint_params: usize },
-    Separate { conv: Conv, bn: BatchNorm },
+    Folded {
+        /// The convolution with the BatchNorm folded in.
+        conv: Conv,
+        /// Parameters the checkpoint stored for the pair (conv, BN weight and bias).
+        checkpoint_params: usize,
+    },
+    /// The convolution and a BatchNorm that still normalizes (and, in training, learns).
+    Separate {
+        /// The convolution.
+        conv: Conv,
+        /// Its BatchNorm.
+        bn: BatchNorm,
+    },
 }
 
 impl ConvBn {
@@ -47,11 +61,15 @@ impl ConvBn {
             BnMode::Keep => Ok(ConvBn::Separate { conv, bn }),
             BnMode::Fold => {
                 let checkpoint_params = conv_params(&conv) + 2 * spec.out_channels;
-                Ok(ConvBn::Folded { conv: fold(&conv, &bn)?, checkpoint_params })
+                Ok(ConvBn::Folded {
+                    conv: fold(&conv, &bn)?,
+                    checkpoint_params,
+                })
             }
         }
     }
 
+    /// The convolution (folded or not).
     pub fn conv(&self) -> &Conv {
         match self {
             ConvBn::Folded { conv, .. } | ConvBn::Separate { conv, .. } => conv,
@@ -62,7 +80,9 @@ impl ConvBn {
     pub fn num_params(&self) -> usize {
         match self {
             ConvBn::Folded { checkpoint_params, .. } => *checkpoint_params,
-            ConvBn::Separate { conv, bn } => conv_params(conv) + bn.weight_and_bias().map_or(0, |(w, b)| w.elem_count() + b.elem_count()),
+            ConvBn::Separate { conv, bn } => {
+                conv_params(conv) + bn.weight_and_bias().map_or(0, |(w, b)| w.elem_count() + b.elem_count())
+            }
         }
     }
 }
@@ -90,12 +110,17 @@ fn fold(conv: &Conv, bn: &BatchNorm) -> Result<Conv> {
         None => vec![0.0; out],
     };
     let scale: Vec<f64> = gamma.iter().zip(&var).map(|(g, v)| g / (v + bn.eps()).sqrt()).collect();
-    let bias: Vec<f64> = (0..out).map(|o| beta[o] + (conv_bias[o] - mean[o]) * scale[o]).collect();
+    let bias: Vec<f64> = (0..out)
+        .map(|o| beta[o] + (conv_bias[o] - mean[o]) * scale[o])
+        .collect();
     // f32 holds f16/bf16 weights exactly, so going through it loses nothing for those dtypes either.
     let mut folded = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    folded.par_chunks_mut(weight.elem_count() / out).zip(&scale).for_each(|(row, &s)| {
-        row.iter_mut().for_each(|w| *w = (f64::from(*w) * s) as f32);
-    });
+    folded
+        .par_chunks_mut(weight.elem_count() / out)
+        .zip(&scale)
+        .for_each(|(row, &s)| {
+            row.iter_mut().for_each(|w| *w = (f64::from(*w) * s) as f32);
+        });
     let folded = Tensor::from_vec(folded, weight.shape(), device)?.to_dtype(dtype)?;
     let bias = Tensor::from_vec(bias, out, device)?.to_dtype(dtype)?;
     Conv::new_inference(folded, Some(bias), *conv.spec())

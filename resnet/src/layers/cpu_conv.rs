@@ -48,8 +48,7 @@ impl PackedConv {
             Some(b) => b.flatten_all()?.to_vec1::<f32>()?,
             None => vec![0.0; spec.out_channels],
         };
-        if weight.elem_count()
-            != spec.out_channels * spec.in_channels / spec.groups * spec.kernel * spec.kernel
+        if weight.elem_count() != spec.out_channels * spec.in_channels / spec.groups * spec.kernel * spec.kernel
             || bias.len() != spec.out_channels
         {
             bail!("packed conv: weight/bias do not match {spec:?}")
@@ -57,17 +56,8 @@ impl PackedConv {
         Ok(Self { spec, weight, bias })
     }
 
-    pub fn spec(&self) -> &ConvSpec {
-        &self.spec
-    }
-
     /// `relu?(conv(x) + bias + residual?)` for a contiguous-or-not f32 CPU tensor `x` (N, C, H, W).
-    pub fn forward(
-        self: &Arc<Self>,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        relu: bool,
-    ) -> Result<Tensor> {
+    pub fn forward(self: &Arc<Self>, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         let op = ConvOp {
             packed: self.clone(),
             relu,
@@ -101,8 +91,7 @@ impl PackedConv {
         relu: bool,
     ) -> Result<Vec<f32>> {
         let (storage, layout) = self.weight.storage_and_layout();
-        let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) = (&*storage, layout.contiguous_offsets())
-        else {
+        let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
             bail!("packed conv: the weight is not a contiguous f32 CPU tensor")
         };
         let weight = &data[start..end];
@@ -128,12 +117,10 @@ impl PackedConv {
                 self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, relu, true);
             }
         } else {
-            out.par_chunks_mut(out_img)
-                .enumerate()
-                .for_each(|(i, dst)| {
-                    let (src, res) = image(i);
-                    self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, relu, false);
-                });
+            out.par_chunks_mut(out_img).enumerate().for_each(|(i, dst)| {
+                let (src, res) = image(i);
+                self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, relu, false);
+            });
         }
         Ok(out)
     }
@@ -165,25 +152,49 @@ impl PackedConv {
         }
         let out = OutPtr(dst.as_mut_ptr());
         let dispatch = |rhs: &[f32]| {
-            let rhs = Rhs { data: rhs, stride: p, first_col: 0 };
+            let rhs = Rhs {
+                data: rhs,
+                stride: p,
+                first_col: 0,
+            };
             let tile = |t: Tile| {
                 // SAFETY: tiles cover disjoint (row, column) blocks of `dst`.
                 unsafe { self.tile(weight, rhs, out, p, residual, relu, t) }
             };
             if threads == 1 {
-                (0..g).for_each(|gi| tile(Tile { group: gi, rows: (0, og), cols: (0, p) }));
+                (0..g).for_each(|gi| {
+                    tile(Tile {
+                        group: gi,
+                        rows: (0, og),
+                        cols: (0, p),
+                    })
+                });
             } else if g > 1 {
-                (0..g).into_par_iter().for_each(|gi| tile(Tile { group: gi, rows: (0, og), cols: (0, p) }));
+                (0..g).into_par_iter().for_each(|gi| {
+                    tile(Tile {
+                        group: gi,
+                        rows: (0, og),
+                        cols: (0, p),
+                    })
+                });
             } else if p >= 96 * threads {
                 // Column blocks, a multiple of the micro-kernel's 16-float vector width.
                 let step = (p.div_ceil(threads)).div_ceil(16) * 16;
                 (0..p.div_ceil(step)).into_par_iter().for_each(|b| {
-                    tile(Tile { group: 0, rows: (0, og), cols: (b * step, ((b + 1) * step).min(p)) })
+                    tile(Tile {
+                        group: 0,
+                        rows: (0, og),
+                        cols: (b * step, ((b + 1) * step).min(p)),
+                    })
                 });
             } else {
                 let step = (og.div_ceil(threads)).div_ceil(8) * 8;
                 (0..og.div_ceil(step)).into_par_iter().for_each(|b| {
-                    tile(Tile { group: 0, rows: (b * step, ((b + 1) * step).min(og)), cols: (0, p) })
+                    tile(Tile {
+                        group: 0,
+                        rows: (b * step, ((b + 1) * step).min(og)),
+                        cols: (0, p),
+                    })
                 });
             }
         };
@@ -221,8 +232,16 @@ impl PackedConv {
             let (c0, c1) = (b * band, ((b + 1) * band).min(p));
             with_cols(k * (c1 - c0), |cols| {
                 im2col(x, (c, h, w), s, ow, (c0, c1), cols, false);
-                let rhs = Rhs { data: cols, stride: c1 - c0, first_col: c0 };
-                let t = Tile { group: 0, rows: (0, s.out_channels), cols: (c0, c1) };
+                let rhs = Rhs {
+                    data: cols,
+                    stride: c1 - c0,
+                    first_col: c0,
+                };
+                let t = Tile {
+                    group: 0,
+                    rows: (0, s.out_channels),
+                    cols: (c0, c1),
+                };
                 // SAFETY: bands cover disjoint column ranges of `dst`.
                 unsafe { self.tile(weight, rhs, out, p, residual, relu, t) }
             })
@@ -282,8 +301,14 @@ impl PackedConv {
             let row = std::slice::from_raw_parts_mut(out.0.add(o * p + c0), c1 - c0);
             let b = self.bias[o];
             match (residual, relu) {
-                (Some(r), true) => row.iter_mut().zip(&r[o * p + c0..o * p + c1]).for_each(|(d, r)| *d = (*d + b + r).max(0.0)),
-                (Some(r), false) => row.iter_mut().zip(&r[o * p + c0..o * p + c1]).for_each(|(d, r)| *d += b + r),
+                (Some(r), true) => row
+                    .iter_mut()
+                    .zip(&r[o * p + c0..o * p + c1])
+                    .for_each(|(d, r)| *d = (*d + b + r).max(0.0)),
+                (Some(r), false) => row
+                    .iter_mut()
+                    .zip(&r[o * p + c0..o * p + c1])
+                    .for_each(|(d, r)| *d += b + r),
                 (None, true) => row.iter_mut().for_each(|d| *d = (*d + b).max(0.0)),
                 (None, false) => row.iter_mut().for_each(|d| *d += b),
             }
@@ -379,7 +404,12 @@ fn im2col(
         let src = &x[ci * h * w..(ci + 1) * h * w];
         // Output columns ox whose input column ox*st + j - pad lies inside [0, w).
         let x0 = (pad.saturating_sub(j)).div_ceil(st).min(ow);
-        let x1 = if w + pad > j { ((w + pad - j - 1) / st + 1).min(ow) } else { 0 }.max(x0);
+        let x1 = if w + pad > j {
+            ((w + pad - j - 1) / st + 1).min(ow)
+        } else {
+            0
+        }
+        .max(x0);
         // The range crosses output rows: one segment [xs, xe) of row oy at a time.
         let mut q = c0;
         while q < c1 {
@@ -403,7 +433,11 @@ fn im2col(
     };
     match parallel {
         false => cols.chunks_exact_mut(p).enumerate().for_each(|(r, row)| fill(r, row)),
-        true => cols.par_chunks_mut(p).with_min_len(8).enumerate().for_each(|(r, row)| fill(r, row)),
+        true => cols
+            .par_chunks_mut(p)
+            .with_min_len(8)
+            .enumerate()
+            .for_each(|(r, row)| fill(r, row)),
     }
     debug_assert_eq!(cols.len(), c * k * k * p);
 }
@@ -419,7 +453,10 @@ fn gather(dst: &mut [f32], src: &[f32], stride: usize) {
             dst[..n - 1].iter_mut().zip(pairs).for_each(|(d, pair)| *d = pair[0]);
             dst[n - 1] = src[2 * (n - 1)];
         }
-        _ => dst.iter_mut().zip(src.iter().step_by(stride)).for_each(|(d, v)| *d = *v),
+        _ => dst
+            .iter_mut()
+            .zip(src.iter().step_by(stride))
+            .for_each(|(d, v)| *d = *v),
     }
 }
 
@@ -448,9 +485,7 @@ impl CustomOp1 for ConvOp {
         let x = contiguous_f32(s, l)?;
         let dims = self.packed.out_shape(l.dims())?;
         let d = l.dims();
-        let out = self
-            .packed
-            .run(x, (d[0], d[1], d[2], d[3]), None, self.relu)?;
+        let out = self.packed.run(x, (d[0], d[1], d[2], d[3]), None, self.relu)?;
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
@@ -460,13 +495,7 @@ impl CustomOp2 for ConvOp {
         "zoo-conv2d-add"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1)?;
         let r = contiguous_f32(s2, l2)?;
         let dims = self.packed.out_shape(l1.dims())?;
@@ -477,9 +506,7 @@ impl CustomOp2 for ConvOp {
             )
         }
         let d = l1.dims();
-        let out = self
-            .packed
-            .run(x, (d[0], d[1], d[2], d[3]), Some(r), self.relu)?;
+        let out = self.packed.run(x, (d[0], d[1], d[2], d[3]), Some(r), self.relu)?;
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
@@ -513,7 +540,9 @@ mod tests {
             let weight = Tensor::randn(0f32, 0.1, spec.weight_shape(), &dev)?;
             let bias = Tensor::randn(0f32, 1., o, &dev)?;
             let x = Tensor::randn(0f32, 1., (n, c, size, size), &dev)?;
-            let expected = x.conv2d(&weight, spec.padding, stride, 1, groups)?.broadcast_add(&bias.reshape((1, o, 1, 1))?)?;
+            let expected = x
+                .conv2d(&weight, spec.padding, stride, 1, groups)?
+                .broadcast_add(&bias.reshape((1, o, 1, 1))?)?;
             let residual = Tensor::randn(0f32, 1., expected.shape(), &dev)?;
             let packed = Arc::new(PackedConv::new(&weight, Some(&bias), spec)?);
             for (res, relu) in [(None, false), (Some(&residual), true)] {
@@ -526,7 +555,11 @@ mod tests {
                     want = want.relu()?;
                 }
                 let diff = (ours - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-                assert!(diff < 1e-3, "n{n} c{c} o{o} k{k} s{stride} g{groups} {size}x{size} residual {}: {diff}", res.is_some());
+                assert!(
+                    diff < 1e-3,
+                    "n{n} c{c} o{o} k{k} s{stride} g{groups} {size}x{size} residual {}: {diff}",
+                    res.is_some()
+                );
             }
         }
         Ok(())
@@ -543,7 +576,10 @@ mod tests {
             let packed = Arc::new(PackedConv::new(&weight, None, spec)?);
             let x = Tensor::randn(0f32, 1., (1, 64, size, size), &dev)?;
             let expected = x.conv2d(&weight, spec.padding, 1, 1, 1)?;
-            let outs: Vec<Tensor> = (0..64).into_par_iter().map(|_| packed.forward(&x, None, false)).collect::<Result<_>>()?;
+            let outs: Vec<Tensor> = (0..64)
+                .into_par_iter()
+                .map(|_| packed.forward(&x, None, false))
+                .collect::<Result<_>>()?;
             for out in outs {
                 let diff = (out - &expected)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
                 assert!(diff < 1e-3, "k{k} {size}x{size}: {diff}");

@@ -2,7 +2,7 @@
 
 pub mod conv;
 pub mod conv_bn;
-pub mod cpu_conv;
+pub(crate) mod cpu_conv;
 pub mod pool;
 
 pub use conv::{Conv, ConvSpec};

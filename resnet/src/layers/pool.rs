@@ -114,7 +114,10 @@ impl CustomOp1 for MaxPool3x3S2 {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (CpuStorage::F32(data), Some((start, end)), &[n, c, h, w]) = (s, l.contiguous_offsets(), l.dims()) else {
-            bail!("max-pool kernel: expected a contiguous 4-D f32 tensor of shape (N, C, H, W), got {:?}", l.dims())
+            bail!(
+                "max-pool kernel: expected a contiguous 4-D f32 tensor of shape (N, C, H, W), got {:?}",
+                l.dims()
+            )
         };
         if h == 0 || w == 0 {
             bail!("max-pool kernel: empty {h}x{w} input")
@@ -178,7 +181,11 @@ mod tests {
             // pad with -inf: a negative input keeps its maximum at the border.
             let var = candle_core::Var::from_tensor(&x)?;
             let tracked = max_pool_3x3_s2(var.as_tensor())?;
-            let diff = (tracked.detach() - &reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            let diff = (tracked.detach() - &reference)?
+                .abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f32>()?;
             assert_eq!(diff, 0.0, "{h}x{w} differentiable");
             let grads = tracked.sum_all()?.backward()?;
             assert!(grads.get(var.as_tensor()).is_some());

@@ -31,7 +31,10 @@ struct Recorder(Mutex<BTreeMap<String, Vec<usize>>>);
 
 impl SimpleBackend for &Recorder {
     fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), s.dims().to_vec());
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), s.dims().to_vec());
         Tensor::zeros((), dtype, dev)?.broadcast_as(s)
     }
 
@@ -46,7 +49,11 @@ impl SimpleBackend for &Recorder {
 
 /// Name, shape and dtype of a tensor in memory, for [`check_tensors`].
 pub fn tensor_info(name: &str, t: &Tensor) -> TensorInfo {
-    TensorInfo { name: name.to_string(), shape: t.dims().to_vec(), dtype: t.dtype() }
+    TensorInfo {
+        name: name.to_string(),
+        shape: t.dims().to_vec(),
+        dtype: t.dtype(),
+    }
 }
 
 /// The problems of `stored` (canonical names) against `expected`: missing, unexpected, misshapen and
@@ -56,41 +63,67 @@ pub fn tensor_problems(expected: &BTreeMap<String, Vec<usize>>, stored: &[Tensor
     let found: BTreeMap<&str, &TensorInfo> = stored.iter().map(|t| (t.name.as_str(), t)).collect();
     for (name, shape) in expected {
         match found.get(name.as_str()) {
-            None => problems.push(TensorProblem::Missing { name: name.clone(), expected: shape.clone() }),
+            None => problems.push(TensorProblem::Missing {
+                name: name.clone(),
+                expected: shape.clone(),
+            }),
             Some(t) if &t.shape != shape => problems.push(TensorProblem::Shape {
                 name: name.clone(),
                 expected: shape.clone(),
                 found: t.shape.clone(),
             }),
-            Some(t) if !t.dtype.is_float() => problems.push(TensorProblem::DType { name: name.clone(), found: t.dtype }),
+            Some(t) if !t.dtype.is_float() => problems.push(TensorProblem::DType {
+                name: name.clone(),
+                found: t.dtype,
+            }),
             Some(_) => {}
         }
     }
     for t in stored.iter().filter(|t| !expected.contains_key(&t.name)) {
-        problems.push(TensorProblem::Unexpected { name: t.name.clone(), found: t.shape.clone() });
+        problems.push(TensorProblem::Unexpected {
+            name: t.name.clone(),
+            found: t.shape.clone(),
+        });
     }
     problems
 }
 
 /// Compares stored tensors (canonical names) with what the architecture `arch` expects; any difference is
 /// an [`Error::Mismatch`] listing them all.
-pub fn check_tensors(path: &Path, arch: &str, expected: &BTreeMap<String, Vec<usize>>, stored: &[TensorInfo]) -> Result<()> {
+pub fn check_tensors(
+    path: &Path,
+    arch: &str,
+    expected: &BTreeMap<String, Vec<usize>>,
+    stored: &[TensorInfo],
+) -> Result<()> {
     let problems = tensor_problems(expected, stored);
     match problems.is_empty() {
         true => Ok(()),
-        false => Err(Error::Mismatch { path: path.to_path_buf(), arch: arch.to_string(), problems }),
+        false => Err(Error::Mismatch {
+            path: path.to_path_buf(),
+            arch: arch.to_string(),
+            problems,
+        }),
     }
 }
 
 /// The named variants whose tensors `stored` fits exactly (the head size taken from `fc.weight`), for a
 /// helpful error when a file names no architecture.
 pub fn fitting_variants(stored: &[TensorInfo]) -> Vec<String> {
-    let classes = stored.iter().find(|t| t.name == "fc.weight").and_then(|t| t.shape.first().copied()).unwrap_or(0);
+    let classes = stored
+        .iter()
+        .find(|t| t.name == "fc.weight")
+        .and_then(|t| t.shape.first().copied())
+        .unwrap_or(0);
     crate::variants::NAMES
         .iter()
         .filter(|name| {
-            let Ok(cfg) = crate::variants::by_name(name) else { return false };
-            let Ok(expected) = expected_tensors(&cfg.with_num_classes(classes)) else { return false };
+            let Ok(cfg) = crate::variants::by_name(name) else {
+                return false;
+            };
+            let Ok(expected) = expected_tensors(&cfg.with_num_classes(classes)) else {
+                return false;
+            };
             expected.len() == stored.len() && tensor_problems(&expected, stored).is_empty()
         })
         .map(|n| n.to_string())
@@ -114,24 +147,43 @@ mod tests {
     #[test]
     fn problems_name_tensor_and_shapes() {
         let expected = BTreeMap::from([("a".to_string(), vec![2, 3]), ("b".to_string(), vec![4])]);
-        let info = |name: &str, shape: Vec<usize>, dtype| TensorInfo { name: name.into(), shape, dtype };
+        let info = |name: &str, shape: Vec<usize>, dtype| TensorInfo {
+            name: name.into(),
+            shape,
+            dtype,
+        };
         let stored = [info("a", vec![3, 2], DType::F32), info("c", vec![1], DType::F32)];
-        let err = check_tensors(Path::new("x.safetensors"), "net", &expected, &stored).unwrap_err().to_string();
+        let err = check_tensors(Path::new("x.safetensors"), "net", &expected, &stored)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`a` has shape [3, 2], expected [2, 3]"), "{err}");
-        assert!(err.contains("missing tensor `b`") && err.contains("unexpected tensor `c`"), "{err}");
+        assert!(
+            err.contains("missing tensor `b`") && err.contains("unexpected tensor `c`"),
+            "{err}"
+        );
         let stored = [info("a", vec![2, 3], DType::I64), info("b", vec![4], DType::F16)];
-        let err = check_tensors(Path::new("x"), "net", &expected, &stored).unwrap_err().to_string();
+        let err = check_tensors(Path::new("x"), "net", &expected, &stored)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`a` has dtype I64") && !err.contains("`b`"), "{err}");
     }
 
     #[test]
     fn a_deeper_networks_tensors_fit_only_it() {
         let e = expected_tensors(&crate::variants::resnet32()).unwrap();
-        let stored: Vec<TensorInfo> =
-            e.iter().map(|(n, s)| TensorInfo { name: n.clone(), shape: s.clone(), dtype: DType::F32 }).collect();
+        let stored: Vec<TensorInfo> = e
+            .iter()
+            .map(|(n, s)| TensorInfo {
+                name: n.clone(),
+                shape: s.clone(),
+                dtype: DType::F32,
+            })
+            .collect();
         assert_eq!(fitting_variants(&stored), ["resnet32"]);
         let shallower = expected_tensors(&crate::variants::resnet20()).unwrap();
         let problems = tensor_problems(&shallower, &stored);
-        assert!(problems.iter().any(|p| matches!(p, TensorProblem::Unexpected { name, .. } if name.starts_with("layer1.3"))));
+        assert!(problems
+            .iter()
+            .any(|p| matches!(p, TensorProblem::Unexpected { name, .. } if name.starts_with("layer1.3"))));
     }
 }

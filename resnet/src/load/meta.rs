@@ -36,7 +36,11 @@ impl StoredMetadata {
     /// Reads and validates the zoo entries of `metadata` (other keys are ignored); `path` names the file in
     /// errors.
     pub fn read(path: &Path, metadata: &HashMap<String, String>) -> Result<Self> {
-        let bad = |key: &str, reason: String| Error::BadMetadata { path: path.to_path_buf(), key: key.to_string(), reason };
+        let bad = |key: &str, reason: String| Error::BadMetadata {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        };
         let json = |key: &str| -> Option<&String> { metadata.get(key) };
         let arch = match json(META_ARCH) {
             Some(a) if a.is_empty() || a.len() > MAX_NAME => return Err(bad(META_ARCH, "empty or too long".into())),
@@ -53,7 +57,8 @@ impl StoredMetadata {
         };
         let preprocess = match json(META_PREPROCESS) {
             Some(text) => {
-                let p: PreprocessConfig = serde_json::from_str(text).map_err(|e| bad(META_PREPROCESS, e.to_string()))?;
+                let p: PreprocessConfig =
+                    serde_json::from_str(text).map_err(|e| bad(META_PREPROCESS, e.to_string()))?;
                 p.validate().map_err(|e| bad(META_PREPROCESS, e))?;
                 Some(p)
             }
@@ -63,7 +68,10 @@ impl StoredMetadata {
             Some(text) => {
                 let l: Vec<String> = serde_json::from_str(text).map_err(|e| bad(META_LABELS, e.to_string()))?;
                 if l.len() > crate::config::limits::MAX_CLASSES || l.iter().any(|n| n.len() > MAX_NAME) {
-                    return Err(bad(META_LABELS, format!("{} names, or a name over {MAX_NAME} bytes", l.len())));
+                    return Err(bad(
+                        META_LABELS,
+                        format!("{} names, or a name over {MAX_NAME} bytes", l.len()),
+                    ));
                 }
                 Some(l)
             }
@@ -73,13 +81,22 @@ impl StoredMetadata {
             Some(set) if weights::labels::label_set(set).is_none() => {
                 return Err(bad(
                     META_LABEL_SET,
-                    format!("`{set}` is not a label set zoo knows ({})", weights::labels::SETS.join(", ")),
+                    format!(
+                        "`{set}` is not a label set zoo knows ({})",
+                        weights::labels::SETS.join(", ")
+                    ),
                 ))
             }
             Some(set) => Some(set.clone()),
             None => None,
         };
-        Ok(Self { arch, config, preprocess, labels, label_set })
+        Ok(Self {
+            arch,
+            config,
+            preprocess,
+            labels,
+            label_set,
+        })
     }
 
     /// The class names for a head of `num_classes` outputs: the stored list, else the named set, else the
@@ -174,9 +191,18 @@ mod tests {
             (META_CONFIG, huge_depth.as_str()),
             (META_CONFIG, huge_head.as_str()),
             (META_CONFIG, "{not json"),
-            (META_PREPROCESS, r#"{"input_size":[3,100000,100000],"crop_pct":0.875,"interpolation":"bilinear","mean":[0,0,0],"std":[1,1,1]}"#),
-            (META_PREPROCESS, r#"{"input_size":[3,224,224],"crop_pct":0.0,"interpolation":"bilinear","mean":[0,0,0],"std":[1,1,1]}"#),
-            (META_PREPROCESS, r#"{"input_size":[3,224,224],"crop_pct":0.875,"interpolation":"bilinear","mean":[0,0,0],"std":[1,0,1]}"#),
+            (
+                META_PREPROCESS,
+                r#"{"input_size":[3,100000,100000],"crop_pct":0.875,"interpolation":"bilinear","mean":[0,0,0],"std":[1,1,1]}"#,
+            ),
+            (
+                META_PREPROCESS,
+                r#"{"input_size":[3,224,224],"crop_pct":0.0,"interpolation":"bilinear","mean":[0,0,0],"std":[1,1,1]}"#,
+            ),
+            (
+                META_PREPROCESS,
+                r#"{"input_size":[3,224,224],"crop_pct":0.875,"interpolation":"bilinear","mean":[0,0,0],"std":[1,0,1]}"#,
+            ),
             (META_LABEL_SET, "imagenet-22k-made-up"),
             (META_LABELS, "[1, 2]"),
         ];

@@ -63,14 +63,24 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { config: None, arch: None, fallback_arch: None, output_stride: None, bn_mode: BnMode::Fold, dtype: DType::F32 }
+        Self {
+            config: None,
+            arch: None,
+            fallback_arch: None,
+            output_stride: None,
+            bn_mode: BnMode::Fold,
+            dtype: DType::F32,
+        }
     }
 }
 
 impl LoadOptions {
     /// Options naming the architecture, everything else default.
     pub fn arch(name: impl Into<String>) -> Self {
-        Self { arch: Some(name.into()), ..Self::default() }
+        Self {
+            arch: Some(name.into()),
+            ..Self::default()
+        }
     }
 }
 
@@ -87,7 +97,10 @@ impl WeightsFormat {
     /// The format of the file at `path`, from its first bytes: a zip archive is PyTorch's format, anything
     /// else is read as safetensors (whose parser then reports what is wrong).
     pub fn detect(path: &Path) -> Result<Self> {
-        let io = |source| weights::checkpoint::CheckpointError::Io { path: path.to_path_buf(), source };
+        let io = |source| weights::checkpoint::CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut head = [0u8; 4];
         let mut file = std::fs::File::open(path).map_err(io)?;
         let n = file.read(&mut head).map_err(io)?;
@@ -138,7 +151,9 @@ pub struct CheckpointInfo {
 impl CheckpointInfo {
     /// The stored preprocessing, else the default for the architecture ([`default_preprocess`]).
     pub fn preprocess_or_default(&self) -> PreprocessConfig {
-        self.preprocess.clone().unwrap_or_else(|| default_preprocess(&self.config))
+        self.preprocess
+            .clone()
+            .unwrap_or_else(|| default_preprocess(&self.config))
     }
 }
 
@@ -161,7 +176,11 @@ pub fn load(path: impl AsRef<Path>, opts: &LoadOptions, device: &Device) -> Resu
 
 /// The checked tensors of a checkpoint under their canonical names (in [`LoadOptions::dtype`], all finite)
 /// and what the file says: the loader's work without building the network (training builds its own).
-pub fn load_tensors(path: &Path, opts: &LoadOptions, device: &Device) -> Result<(HashMap<String, Tensor>, CheckpointInfo)> {
+pub fn load_tensors(
+    path: &Path,
+    opts: &LoadOptions,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, CheckpointInfo)> {
     let (source, info) = open(path, opts)?;
     let raw = match source {
         Source::Safetensors(ck) => ck.load(device)?,
@@ -169,7 +188,9 @@ pub fn load_tensors(path: &Path, opts: &LoadOptions, device: &Device) -> Result<
     };
     let mut tensors = HashMap::with_capacity(raw.len());
     for (stored, t) in raw {
-        let Some(name) = canonical_name(info.key_scheme, &stored) else { continue };
+        let Some(name) = canonical_name(info.key_scheme, &stored) else {
+            continue;
+        };
         crate::finite::ensure_finite(&t, || format!("tensor `{stored}` of {}", path.display()))?;
         tensors.insert(name, t.to_device(device)?.to_dtype(opts.dtype)?);
     }
@@ -231,7 +252,11 @@ fn open(path: &Path, opts: &LoadOptions) -> Result<(Source, CheckpointInfo)> {
 
 /// The size of the classifier the stored tensors hold (0 for a headless checkpoint).
 fn stored_classes(stored: &[TensorInfo]) -> usize {
-    stored.iter().find(|t| t.name == "fc.weight").and_then(|t| t.shape.first().copied()).unwrap_or(0)
+    stored
+        .iter()
+        .find(|t| t.name == "fc.weight")
+        .and_then(|t| t.shape.first().copied())
+        .unwrap_or(0)
 }
 
 /// The architecture by the precedence of the module docs, with its name and source.
@@ -246,7 +271,11 @@ fn resolve_config(
     };
     // What the file itself says it is.
     let file = match (&meta.config, &meta.arch) {
-        (Some(cfg), arch) => Some((arch.clone().unwrap_or_else(|| "custom".into()), cfg.clone(), ConfigSource::FileConfig)),
+        (Some(cfg), arch) => Some((
+            arch.clone().unwrap_or_else(|| "custom".into()),
+            cfg.clone(),
+            ConfigSource::FileConfig,
+        )),
         (None, Some(arch)) => {
             let cfg = by_name(arch).map_err(|e| Error::BadMetadata {
                 path: path.to_path_buf(),
@@ -265,7 +294,11 @@ fn resolve_config(
     match (asked, file) {
         (Some((name, cfg, explicit)), Some((stored_name, stored_cfg, _))) => {
             if !same_network(&cfg, &stored_cfg) {
-                return Err(Error::ArchitectureConflict { path: path.to_path_buf(), asked: name, stored: stored_name });
+                return Err(Error::ArchitectureConflict {
+                    path: path.to_path_buf(),
+                    asked: name,
+                    stored: stored_name,
+                });
             }
             // A name stands for the family member; the file's config has its exact details (BN eps, head).
             Ok((name, if explicit { cfg } else { stored_cfg }, ConfigSource::Caller))
@@ -274,7 +307,10 @@ fn resolve_config(
         (None, Some(file)) => Ok(file),
         (None, None) => match &opts.fallback_arch {
             Some(name) => Ok((name.clone(), by_name(name)?, ConfigSource::Fallback)),
-            None => Err(Error::NoArchitecture { path: path.to_path_buf(), candidates: check::fitting_variants(stored) }),
+            None => Err(Error::NoArchitecture {
+                path: path.to_path_buf(),
+                candidates: check::fitting_variants(stored),
+            }),
         },
     }
 }
@@ -282,7 +318,12 @@ fn resolve_config(
 /// Whether two configs describe the same network up to the classifier's size, BatchNorm's epsilon and the
 /// output stride (which change no weight's shape or meaning).
 fn same_network(a: &ResNetConfig, b: &ResNetConfig) -> bool {
-    let norm = |c: &ResNetConfig| ResNetConfig { num_classes: 0, bn_eps: 1e-5, output_stride: None, ..c.clone() };
+    let norm = |c: &ResNetConfig| ResNetConfig {
+        num_classes: 0,
+        bn_eps: 1e-5,
+        output_stride: None,
+        ..c.clone()
+    };
     norm(a) == norm(b)
 }
 
@@ -325,21 +366,43 @@ mod tests {
         let cfg = crate::variants::resnet20();
         let t = random_tensors(&cfg);
         let plain = save(dir.path(), "plain.safetensors", &t, HashMap::new());
-        let described =
-            save(dir.path(), "described.safetensors", &t, write_metadata("resnet20", &cfg, &PreprocessConfig::cifar(), None));
+        let described = save(
+            dir.path(),
+            "described.safetensors",
+            &t,
+            write_metadata("resnet20", &cfg, &PreprocessConfig::cifar(), None),
+        );
 
         // A plain file needs a name; the error says which variants fit.
-        let err = load(&plain, &LoadOptions::default(), &Device::Cpu).unwrap_err().to_string();
-        assert!(err.contains("does not say which architecture") && err.contains("resnet20"), "{err}");
+        let err = load(&plain, &LoadOptions::default(), &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not say which architecture") && err.contains("resnet20"),
+            "{err}"
+        );
         let l = load(&plain, &LoadOptions::arch("resnet20"), &Device::Cpu).unwrap();
-        assert_eq!((l.info.config_source, l.info.labels.as_ref().map(Vec::len)), (ConfigSource::Caller, Some(10)));
-        let l = load(&plain, &LoadOptions { fallback_arch: Some("resnet20".into()), ..Default::default() }, &Device::Cpu)
-            .unwrap();
+        assert_eq!(
+            (l.info.config_source, l.info.labels.as_ref().map(Vec::len)),
+            (ConfigSource::Caller, Some(10))
+        );
+        let l = load(
+            &plain,
+            &LoadOptions {
+                fallback_arch: Some("resnet20".into()),
+                ..Default::default()
+            },
+            &Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(l.info.config_source, ConfigSource::Fallback);
 
         // The file's own config; the same name agrees with it; another architecture conflicts.
         let l = load(&described, &LoadOptions::default(), &Device::Cpu).unwrap();
-        assert_eq!((l.info.arch.as_str(), l.info.config_source), ("resnet20", ConfigSource::FileConfig));
+        assert_eq!(
+            (l.info.arch.as_str(), l.info.config_source),
+            ("resnet20", ConfigSource::FileConfig)
+        );
         assert!(load(&described, &LoadOptions::arch("resnet20"), &Device::Cpu).is_ok());
         let err = load(&described, &LoadOptions::arch("resnet32"), &Device::Cpu).unwrap_err();
         assert!(matches!(err, Error::ArchitectureConflict { .. }), "{err}");
@@ -347,7 +410,9 @@ mod tests {
         // A deeper network's weights under a shallower name: extra tensors are an error, not ignored.
         let t32 = random_tensors(&crate::variants::resnet32());
         let deeper = save(dir.path(), "r32.safetensors", &t32, HashMap::new());
-        let err = load(&deeper, &LoadOptions::arch("resnet20"), &Device::Cpu).unwrap_err().to_string();
+        let err = load(&deeper, &LoadOptions::arch("resnet20"), &Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unexpected tensor `layer1.3"), "{err}");
     }
 
@@ -361,6 +426,9 @@ mod tests {
         t.insert("layer2.1.conv1.weight".into(), nan);
         let path = save(dir.path(), "nan.safetensors", &t, HashMap::new());
         let err = load(&path, &LoadOptions::arch("resnet20"), &Device::Cpu).unwrap_err();
-        assert!(matches!(&err, Error::NonFinite { what, .. } if what.contains("layer2.1.conv1.weight")), "{err}");
+        assert!(
+            matches!(&err, Error::NonFinite { what, .. } if what.contains("layer2.1.conv1.weight")),
+            "{err}"
+        );
     }
 }

@@ -17,7 +17,9 @@ pub use crate::data::walk::IMAGE_EXTENSIONS;
 /// One image of a folder and its class index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
+    /// The image file.
     pub path: PathBuf,
+    /// Its class index.
     pub label: usize,
 }
 
@@ -36,7 +38,10 @@ impl ImageFolder {
     /// listed in [`ImageFolder::warnings`].
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref();
-        let io = |path: &Path, source| TrainError::Io { path: path.to_path_buf(), source };
+        let io = |path: &Path, source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut dirs: Vec<(String, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(root).map_err(|e| io(root, e))? {
             let entry = entry.map_err(|e| io(root, e))?;
@@ -51,7 +56,9 @@ impl ImageFolder {
             for item in crate::data::walk::walk(dir) {
                 match item {
                     Ok(path) => samples.push(Sample { path, label }),
-                    Err(w) if w.input_missing() => return Err(TrainError::Data(format!("image folder incomplete: {w}"))),
+                    Err(w) if w.input_missing() => {
+                        return Err(TrainError::Data(format!("image folder incomplete: {w}")))
+                    }
                     Err(w) => warnings.push(w.to_string()),
                 }
             }
@@ -66,15 +73,26 @@ impl ImageFolder {
         }
         for (label, class) in classes.iter().enumerate() {
             if !samples.iter().any(|s| s.label == label) {
-                return Err(TrainError::Data(format!("{}: class `{class}` has no images", root.display())));
+                return Err(TrainError::Data(format!(
+                    "{}: class `{class}` has no images",
+                    root.display()
+                )));
             }
         }
-        Ok(Self { classes, samples, warnings })
+        Ok(Self {
+            classes,
+            samples,
+            warnings,
+        })
     }
 
     /// A folder from explicit samples (labels index `classes`).
     pub fn from_samples(classes: Vec<String>, samples: Vec<Sample>) -> Self {
-        Self { classes, samples, warnings: Vec::new() }
+        Self {
+            classes,
+            samples,
+            warnings: Vec::new(),
+        }
     }
 
     /// What [`ImageFolder::open`] skipped (a second link to a directory, a FIFO named like an image).
@@ -82,18 +100,22 @@ impl ImageFolder {
         &self.warnings
     }
 
+    /// Class names, sorted (index = label).
     pub fn classes(&self) -> &[String] {
         &self.classes
     }
 
+    /// Every image with its label.
     pub fn samples(&self) -> &[Sample] {
         &self.samples
     }
 
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.samples.len()
     }
 
+    /// Whether there are no images.
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
     }
@@ -112,16 +134,26 @@ impl ImageFolder {
             }
             n_val = n_val.min(of_class.len().saturating_sub(1));
             for (i, s) in of_class.into_iter().enumerate() {
-                if i < n_val { val.push(s.clone()) } else { train.push(s.clone()) }
+                if i < n_val {
+                    val.push(s.clone())
+                } else {
+                    train.push(s.clone())
+                }
             }
         }
-        (Self::from_samples(self.classes.clone(), train), Self::from_samples(self.classes.clone(), val))
+        (
+            Self::from_samples(self.classes.clone(), train),
+            Self::from_samples(self.classes.clone(), val),
+        )
     }
 }
 
 /// Decodes an image file to RGB exactly as `zoo run` does ([`crate::data::load_image`], PIL's rules).
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    crate::data::load_image(path).map_err(|e| TrainError::Image { path: path.to_path_buf(), reason: e.to_string() })
+    crate::data::load_image(path).map_err(|e| TrainError::Image {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Train-time augmentation: torchvision's `RandomResizedCrop` and `RandomHorizontalFlip`.
@@ -137,7 +169,11 @@ pub struct Augment {
 
 impl Default for Augment {
     fn default() -> Self {
-        Self { scale: (0.08, 1.0), ratio: (3.0 / 4.0, 4.0 / 3.0), hflip: true }
+        Self {
+            scale: (0.08, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+            hflip: true,
+        }
     }
 }
 
@@ -210,7 +246,11 @@ fn push_chw(out: &mut Vec<f32>, img: &RgbImage, pre: &PreprocessConfig) {
 pub fn to_tensor(img: &RgbImage, pre: &PreprocessConfig, device: &Device) -> Result<Tensor> {
     let mut v = Vec::with_capacity(3 * img.width() as usize * img.height() as usize);
     push_chw(&mut v, img, pre);
-    Ok(Tensor::from_vec(v, (3, img.height() as usize, img.width() as usize), device)?)
+    Ok(Tensor::from_vec(
+        v,
+        (3, img.height() as usize, img.width() as usize),
+        device,
+    )?)
 }
 
 /// A folder decoded into memory, ready to batch.
@@ -242,7 +282,10 @@ impl Dataset {
                 let short = img.width().min(img.height());
                 if short > cap {
                     let k = cap as f64 / short as f64;
-                    let (w, h) = ((img.width() as f64 * k).round() as u32, (img.height() as f64 * k).round() as u32);
+                    let (w, h) = (
+                        (img.width() as f64 * k).round() as u32,
+                        (img.height() as f64 * k).round() as u32,
+                    );
                     crate::data::resize(&img, w.max(1), h.max(1), weights::Interpolation::Bilinear)
                 } else {
                     img
@@ -300,7 +343,11 @@ impl Dataset {
             push_chw(&mut data, &img, pre);
         }
         let x = Tensor::from_vec(data, (indices.len(), 3, h, w), device)?;
-        let y = Tensor::from_vec(indices.iter().map(|&i| self.labels[i]).collect::<Vec<u32>>(), indices.len(), device)?;
+        let y = Tensor::from_vec(
+            indices.iter().map(|&i| self.labels[i]).collect::<Vec<u32>>(),
+            indices.len(),
+            device,
+        )?;
         Ok((x, y))
     }
 }

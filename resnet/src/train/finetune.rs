@@ -9,9 +9,9 @@ use rand::SeedableRng;
 
 use super::dataset::{Augment, Dataset};
 use super::freeze::Scope;
-use crate::model::ResNet;
 use super::optim::{ParamsSgd, SgdMomentum};
 use super::{Result, TrainError, TrainableResNet};
+use crate::model::ResNet;
 
 /// Which candle-nn optimizer updates the weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,18 +114,42 @@ pub struct EpochStats {
     pub epoch: usize,
     /// Mean training loss over the epoch's batches (with augmentation, weights changing as it goes).
     pub train_loss: f32,
+    /// Training accuracy over the epoch.
     pub train_acc: f32,
+    /// Held-out loss after the epoch.
     pub val_loss: Option<f32>,
+    /// Held-out accuracy after the epoch.
     pub val_acc: Option<f32>,
+    /// Wall time of the epoch.
     pub seconds: f32,
 }
 
 /// Progress reports, for a progress bar or a log.
 #[derive(Debug)]
 pub enum Event<'a> {
-    EpochStart { epoch: usize, epochs: usize, steps: usize },
+    /// An epoch begins.
+    EpochStart {
+        /// 1-based.
+        epoch: usize,
+        /// Epochs in all.
+        epochs: usize,
+        /// Optimizer steps per epoch.
+        steps: usize,
+    },
     /// After each optimizer step: this batch's loss, and the running accuracy of the epoch so far.
-    Step { epoch: usize, step: usize, steps: usize, loss: f32, acc: f32 },
+    Step {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+        /// Steps per epoch.
+        steps: usize,
+        /// This batch's loss.
+        loss: f32,
+        /// The epoch's running accuracy.
+        acc: f32,
+    },
+    /// An epoch ended.
     EpochEnd(&'a EpochStats),
 }
 
@@ -169,7 +193,12 @@ fn logits_of(net: &TrainableResNet, frozen: Option<&ResNet>, x: &Tensor, scope: 
 }
 
 /// [`evaluate`], the features from `frozen` when given.
-fn evaluate_with(net: &TrainableResNet, frozen: Option<&ResNet>, data: &Dataset, batch_size: usize) -> Result<(f32, f32)> {
+fn evaluate_with(
+    net: &TrainableResNet,
+    frozen: Option<&ResNet>,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<(f32, f32)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let (mut loss_sum, mut hits) = (0f64, 0usize);
     let idx: Vec<usize> = (0..data.len()).collect();
@@ -218,11 +247,20 @@ pub fn finetune(
     let mut opt = match cfg.optimizer {
         OptimizerKind::AdamW => Opt::AdamW(AdamW::new(
             vars,
-            ParamsAdamW { lr: peak, weight_decay: cfg.weight_decay, ..Default::default() },
+            ParamsAdamW {
+                lr: peak,
+                weight_decay: cfg.weight_decay,
+                ..Default::default()
+            },
         )?),
         OptimizerKind::Sgd => Opt::Sgd(SgdMomentum::new(
             vars,
-            ParamsSgd { lr: peak, momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: false },
+            ParamsSgd {
+                lr: peak,
+                momentum: cfg.momentum,
+                weight_decay: cfg.weight_decay,
+                nesterov: false,
+            },
         )?),
     };
     // Head only: the backbone is constant, so its features come from a folded inference copy.
@@ -253,14 +291,24 @@ pub fn finetune(
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             let l = loss.to_scalar::<f32>()?;
             if !l.is_finite() {
-                return Err(TrainError::Diverged { epoch, step: step + 1, lr: peak });
+                return Err(TrainError::Diverged {
+                    epoch,
+                    step: step + 1,
+                    lr: peak,
+                });
             }
             opt.step(&loss, scheduled_lr(peak, global_step, total_steps))?;
             global_step += 1;
             loss_sum += l as f64 * chunk.len() as f64;
             hits += correct(&logits, &y)?;
             seen += chunk.len();
-            on_event(Event::Step { epoch, step: step + 1, steps, loss: l, acc: hits as f32 / seen as f32 });
+            on_event(Event::Step {
+                epoch,
+                step: step + 1,
+                steps,
+                loss: l,
+                acc: hits as f32 / seen as f32,
+            });
         }
         let (val_loss, val_acc) = match val {
             Some(v) if !v.is_empty() => {

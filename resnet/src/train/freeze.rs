@@ -65,8 +65,11 @@ impl TrainableResNet {
     /// The variables the optimizer updates under `scope`, sorted by name.
     pub fn trainable_vars(&self, scope: Scope) -> Vec<(String, Var)> {
         let data = self.varmap.data().lock().expect("varmap lock");
-        let mut vars: Vec<(String, Var)> =
-            data.iter().filter(|(k, _)| scope.trains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut vars: Vec<(String, Var)> = data
+            .iter()
+            .filter(|(k, _)| scope.trains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         vars
     }

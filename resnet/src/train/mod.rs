@@ -43,23 +43,41 @@ use crate::layers::BnMode;
 use crate::model::ResNet;
 
 pub use dataset::{Augment, Dataset, ImageFolder, Sample};
-pub use finetune::{evaluate, finetune, recommended_lr, scheduled_lr, Event, EpochStats, FinetuneConfig, OptimizerKind};
+pub use finetune::{
+    evaluate, finetune, recommended_lr, scheduled_lr, EpochStats, Event, FinetuneConfig, OptimizerKind,
+};
 pub use freeze::Scope;
 
 /// Why fine-tuning could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
+    /// Building or loading the network failed.
     Model(#[from] crate::Error),
     #[error(transparent)]
+    /// A tensor operation failed.
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
+    /// A checkpoint could not be read or written.
     Checkpoint(#[from] CheckpointError),
+    /// A file or directory could not be read.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     #[error("cannot decode image {path}: {reason}")]
-    Image { path: PathBuf, reason: String },
+    /// An image could not be decoded.
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong, in the decoder's words.
+        reason: String,
+    },
     #[error("{0}")]
+    /// The data or the settings are unusable (the message says why).
     Data(String),
     /// The loss became NaN or infinite: the weights are no longer usable and nothing is saved.
     #[error("training diverged: the loss is not finite at epoch {epoch}, step {step} (peak learning rate {lr}); a smaller learning rate may train")]
@@ -73,6 +91,7 @@ pub enum TrainError {
     },
 }
 
+/// The result type of training.
 pub type Result<T> = std::result::Result<T, TrainError>;
 
 /// A ResNet whose weights are `candle_nn::Var`s, with what is needed to save it self-describing.
@@ -81,10 +100,13 @@ pub type Result<T> = std::result::Result<T, TrainError>;
 /// under its canonical name. The model's layers share those variables' storage, so optimizer steps and
 /// BatchNorm's running-statistic updates show up in the map, and [`TrainableResNet::save`] writes them.
 pub struct TrainableResNet {
+    /// The network (BatchNorm kept apart, weights shared with `varmap`).
     pub model: ResNet,
+    /// Every tensor of the network as a variable, by canonical name.
     pub varmap: VarMap,
     /// Architecture name for the checkpoint's `zoo.arch` (e.g. `resnet20`).
     pub arch: String,
+    /// The eval preprocessing the weights expect (training crops follow its size and normalization).
     pub preprocess: PreprocessConfig,
     /// Class names, one per output of the head (empty when unknown).
     pub labels: Vec<String>,
@@ -112,13 +134,30 @@ impl TrainableResNet {
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let model = ResNet::load(config, vb, BnMode::Keep)?;
         // A VarMap invents any variable it is asked for and lacks: refuse instead of training from noise.
-        let mut missing: Vec<String> =
-            varmap.data().lock().expect("varmap lock").keys().filter(|k| !given.contains(*k)).cloned().collect();
+        let mut missing: Vec<String> = varmap
+            .data()
+            .lock()
+            .expect("varmap lock")
+            .keys()
+            .filter(|k| !given.contains(*k))
+            .cloned()
+            .collect();
         if !missing.is_empty() {
             missing.sort();
-            return Err(TrainError::Data(format!("the weights lack {} tensors: {}", missing.len(), missing.join(", "))));
+            return Err(TrainError::Data(format!(
+                "the weights lack {} tensors: {}",
+                missing.len(),
+                missing.join(", ")
+            )));
         }
-        Ok(Self { model, varmap, arch: arch.to_string(), preprocess, labels: vec![], device: device.clone() })
+        Ok(Self {
+            model,
+            varmap,
+            arch: arch.to_string(),
+            preprocess,
+            labels: vec![],
+            device: device.clone(),
+        })
     }
 
     /// Loads a checkpoint through the crate's one loader ([`crate::load`]): any format it reads, the
@@ -126,14 +165,25 @@ impl TrainableResNet {
     /// every tensor checked. Preprocessing and class names come from the file's metadata, else the
     /// architecture's defaults.
     pub fn from_checkpoint(path: impl AsRef<Path>, arch: Option<&str>, device: &Device) -> Result<Self> {
-        let opts = crate::load::LoadOptions { arch: arch.map(str::to_string), ..Default::default() };
+        let opts = crate::load::LoadOptions {
+            arch: arch.map(str::to_string),
+            ..Default::default()
+        };
         Self::from_checkpoint_with(path, &opts, device)
     }
 
     /// [`TrainableResNet::from_checkpoint`] with every loader option (the BatchNorm mode and dtype are the
     /// trainer's own: kept, f32).
-    pub fn from_checkpoint_with(path: impl AsRef<Path>, opts: &crate::load::LoadOptions, device: &Device) -> Result<Self> {
-        let opts = crate::load::LoadOptions { bn_mode: BnMode::Keep, dtype: DType::F32, ..opts.clone() };
+    pub fn from_checkpoint_with(
+        path: impl AsRef<Path>,
+        opts: &crate::load::LoadOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        let opts = crate::load::LoadOptions {
+            bn_mode: BnMode::Keep,
+            dtype: DType::F32,
+            ..opts.clone()
+        };
         let (tensors, info) = crate::load::load_tensors(path.as_ref(), &opts, device)?;
         let preprocess = info.preprocess_or_default();
         let mut net = Self::from_tensors(&info.arch, &info.config, tensors, preprocess, device)?;
@@ -141,10 +191,12 @@ impl TrainableResNet {
         Ok(net)
     }
 
+    /// The network's config.
     pub fn config(&self) -> &ResNetConfig {
         self.model.config()
     }
 
+    /// The device the variables live on.
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -177,7 +229,9 @@ impl TrainableResNet {
     /// The tensors are copies: optimizer steps update variables in place, and must not change a snapshot.
     pub fn tensors(&self) -> HashMap<String, Tensor> {
         let data = self.varmap.data().lock().expect("varmap lock");
-        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach().copy().expect("copy of a variable"))).collect()
+        data.iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach().copy().expect("copy of a variable")))
+            .collect()
     }
 
     /// The checkpoint metadata that makes the file self-describing: arch, config, preprocessing, labels

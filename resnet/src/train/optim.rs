@@ -8,15 +8,24 @@ use candle_nn::Optimizer;
 /// Hyper-parameters of [`SgdMomentum`].
 #[derive(Debug, Clone, Copy)]
 pub struct ParamsSgd {
+    /// Learning rate.
     pub lr: f64,
+    /// Momentum (0 = plain SGD).
     pub momentum: f64,
+    /// L2 weight decay added to the gradient.
     pub weight_decay: f64,
+    /// Nesterov momentum.
     pub nesterov: bool,
 }
 
 impl Default for ParamsSgd {
     fn default() -> Self {
-        Self { lr: 0.01, momentum: 0.9, weight_decay: 0.0, nesterov: false }
+        Self {
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
     }
 }
 
@@ -31,7 +40,11 @@ impl Optimizer for SgdMomentum {
     type Config = ParamsSgd;
 
     fn new(vars: Vec<Var>, params: ParamsSgd) -> Result<Self> {
-        let vars = vars.into_iter().filter(|v| v.dtype().is_float()).map(|v| (v, None)).collect();
+        let vars = vars
+            .into_iter()
+            .filter(|v| v.dtype().is_float())
+            .map(|v| (v, None))
+            .collect();
         Ok(Self { vars, params })
     }
 
@@ -48,7 +61,11 @@ impl Optimizer for SgdMomentum {
                     Some(b) => ((b * p.momentum)? + &g)?,
                     None => g.clone(),
                 };
-                let u = if p.nesterov { (&g + (&b * p.momentum)?)? } else { b.clone() };
+                let u = if p.nesterov {
+                    (&g + (&b * p.momentum)?)?
+                } else {
+                    b.clone()
+                };
                 *buf = Some(b);
                 u
             } else {

@@ -69,10 +69,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
     times.sort();
     let median = times[times.len() / 2];
     let p90 = times[(times.len() * 9 / 10).min(times.len() - 1)];
-    let ops = profile(model, &x, &Timing { repeats: if args.layers { args.iters.max(1) } else { 1 }, sync: &sync })?;
+    let ops = profile(
+        model,
+        &x,
+        &Timing {
+            repeats: if args.layers { args.iters.max(1) } else { 1 },
+            sync: &sync,
+        },
+    )?;
     let flops = 2 * ops.iter().map(|o| o.macs).sum::<u64>();
     let weight_bytes = (model.num_params() * dtype.size_in_bytes()) as u64;
-    let report = Report { model: &args.model, batch: args.batch, median, p90, flops, load, weight_bytes, memory };
+    let report = Report {
+        model: &args.model,
+        batch: args.batch,
+        median,
+        p90,
+        flops,
+        load,
+        weight_bytes,
+        memory,
+    };
     if args.json {
         crate::outln!("{}", report.json(args.layers.then_some(&ops[..])))?;
     } else {
@@ -94,7 +110,10 @@ struct PassMemory {
 fn first_pass_memory(pass: impl FnOnce() -> candle_core::Result<()>) -> Result<Option<PassMemory>> {
     let before = crate::memory::reset_peak().then(crate::memory::resident).flatten();
     pass()?;
-    Ok(before.zip(crate::memory::resident()).map(|(b, a)| PassMemory { before: b.now, peak: a.peak }))
+    Ok(before.zip(crate::memory::resident()).map(|(b, a)| PassMemory {
+        before: b.now,
+        peak: a.peak,
+    }))
 }
 
 struct Report<'a> {
@@ -125,7 +144,9 @@ impl Report<'_> {
             .iter()
             .map(|o| json!({"name": o.name, "shape": o.shape, "params": o.params, "flops": 2 * o.macs, "median_ms": ms(o.median)}))
             .collect();
-        let memory = self.memory.map(|m| json!({"before_forward_bytes": m.before, "peak_forward_bytes": m.peak}));
+        let memory = self
+            .memory
+            .map(|m| json!({"before_forward_bytes": m.before, "peak_forward_bytes": m.peak}));
         json!({"model": self.model, "batch": self.batch, "median_ms": ms(self.median), "p90_ms": ms(self.p90),
                "images_per_s": self.images_per_s(), "gflops": self.gflops(), "load_ms": ms(self.load),
                "weight_bytes": self.weight_bytes, "memory": memory, "layers": layers})
@@ -134,7 +155,13 @@ impl Report<'_> {
     fn print(&self, device: &Device) -> Result<()> {
         crate::outln!(
             "{} batch {} on {:?}: median {:.2} ms, p90 {:.2} ms, {:.1} images/s, {:.1} GFLOP/s ({:.2} GFLOP per pass)",
-            self.model, self.batch, device.location(), ms(self.median), ms(self.p90), self.images_per_s(), self.gflops(),
+            self.model,
+            self.batch,
+            device.location(),
+            ms(self.median),
+            ms(self.p90),
+            self.images_per_s(),
+            self.gflops(),
             self.flops as f64 / 1e9
         )?;
         let mb = |b: u64| b as f64 / 1e6;
@@ -142,7 +169,9 @@ impl Report<'_> {
         match self.memory {
             Some(m) => crate::outln!(
                 "{load}; resident before the first forward {:.1} MB, peak during it {:.1} MB (+{:.1} MB)",
-                mb(m.before), mb(m.peak), mb(m.peak.saturating_sub(m.before))
+                mb(m.before),
+                mb(m.peak),
+                mb(m.peak.saturating_sub(m.before))
             ),
             None => crate::outln!("{load}"),
         }
@@ -162,24 +191,60 @@ fn block_of(name: &str) -> Option<&str> {
 
 fn print_layers(ops: &[OpRecord]) -> Result<()> {
     let total: f64 = ops.iter().map(|o| ms(o.median)).sum();
-    crate::outln!("\n{:<24} {:>20} {:>10} {:>9} {:>9} {:>6} {:>8}", "layer", "output", "params", "MFLOP", "ms", "share", "GFLOP/s")?;
+    crate::outln!(
+        "\n{:<24} {:>20} {:>10} {:>9} {:>9} {:>6} {:>8}",
+        "layer",
+        "output",
+        "params",
+        "MFLOP",
+        "ms",
+        "share",
+        "GFLOP/s"
+    )?;
     let row = |name: &str, shape: &[usize], params: usize, flops: u64, t: f64| {
-        let gf = if t > 0.0 && flops > 0 { format!("{:.1}", flops as f64 / t / 1e6) } else { "-".into() };
-        crate::outln!("{name:<24} {:>20} {params:>10} {:>9.1} {t:>9.3} {:>5.1}% {gf:>8}", format!("{shape:?}"), flops as f64 / 1e6, 100.0 * t / total)
+        let gf = if t > 0.0 && flops > 0 {
+            format!("{:.1}", flops as f64 / t / 1e6)
+        } else {
+            "-".into()
+        };
+        crate::outln!(
+            "{name:<24} {:>20} {params:>10} {:>9.1} {t:>9.3} {:>5.1}% {gf:>8}",
+            format!("{shape:?}"),
+            flops as f64 / 1e6,
+            100.0 * t / total
+        )
     };
     let mut i = 0;
     while i < ops.len() {
         let Some(block) = block_of(&ops[i].name) else {
-            row(&ops[i].name, &ops[i].shape, ops[i].params, 2 * ops[i].macs, ms(ops[i].median))?;
+            row(
+                &ops[i].name,
+                &ops[i].shape,
+                ops[i].params,
+                2 * ops[i].macs,
+                ms(ops[i].median),
+            )?;
             i += 1;
             continue;
         };
         let end = i + ops[i..].iter().take_while(|o| block_of(&o.name) == Some(block)).count();
         let inner = &ops[i..end];
         let sum = |f: &dyn Fn(&OpRecord) -> f64| inner.iter().map(f).sum::<f64>();
-        row(block, &inner[inner.len() - 1].shape, inner.iter().map(|o| o.params).sum(), 2 * inner.iter().map(|o| o.macs).sum::<u64>(), sum(&|o| ms(o.median)))?;
+        row(
+            block,
+            &inner[inner.len() - 1].shape,
+            inner.iter().map(|o| o.params).sum(),
+            2 * inner.iter().map(|o| o.macs).sum::<u64>(),
+            sum(&|o| ms(o.median)),
+        )?;
         for o in inner {
-            row(&format!("  {}", &o.name[block.len() + 1..]), &o.shape, o.params, 2 * o.macs, ms(o.median))?;
+            row(
+                &format!("  {}", &o.name[block.len() + 1..]),
+                &o.shape,
+                o.params,
+                2 * o.macs,
+                ms(o.median),
+            )?;
         }
         i = end;
     }

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use resnet::load::LoadOptions;
-use resnet::train::{self, Augment, Dataset, Event, FinetuneConfig, ImageFolder, OptimizerKind, Scope, TrainableResNet};
+use resnet::train::{
+    self, Augment, Dataset, Event, FinetuneConfig, ImageFolder, OptimizerKind, Scope, TrainableResNet,
+};
 
 use crate::device::parse_device;
 
@@ -81,7 +83,13 @@ fn locate_checkpoint(model: &str, weights: Option<&Path>) -> Result<(LoadOptions
     let target = resnet::pretrained::target(model)?;
     let fetched = resnet::pretrained::fetch(&hub, &target)?;
     let fallback_arch = target.entry.as_ref().map(|e| e.arch.clone());
-    Ok((LoadOptions { fallback_arch, ..LoadOptions::default() }, fetched.weights))
+    Ok((
+        LoadOptions {
+            fallback_arch,
+            ..LoadOptions::default()
+        },
+        fetched.weights,
+    ))
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -101,7 +109,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let val = ImageFolder::open(dir)?;
             val.warnings().iter().for_each(|w| eprintln!("warning: {w}"));
             if val.classes() != folder.classes() {
-                bail!("{} has classes {:?} but {} has {:?}", dir.display(), val.classes(), args.data.display(), folder.classes());
+                bail!(
+                    "{} has classes {:?} but {} has {:?}",
+                    dir.display(),
+                    val.classes(),
+                    args.data.display(),
+                    folder.classes()
+                );
             }
             (folder.clone(), val)
         }
@@ -131,7 +145,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         optimizer: args.optimizer,
         weight_decay: args.weight_decay,
         seed: args.seed,
-        augment: (!args.no_augment).then_some(Augment { scale: (args.min_scale, 1.0), ..Augment::default() }),
+        augment: (!args.no_augment).then_some(Augment {
+            scale: (args.min_scale, 1.0),
+            ..Augment::default()
+        }),
         ..FinetuneConfig::default()
     };
     let mut bar: Option<indicatif::ProgressBar> = None;
@@ -171,7 +188,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         net.arch,
         classes.len(),
         classes.join(", "),
-        last.and_then(|s| s.val_acc).map(|a| format!("; validation accuracy {a:.3}")).unwrap_or_default()
+        last.and_then(|s| s.val_acc)
+            .map(|a| format!("; validation accuracy {a:.3}"))
+            .unwrap_or_default()
     )?;
     Ok(ExitCode::SUCCESS)
 }

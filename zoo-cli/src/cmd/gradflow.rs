@@ -103,9 +103,21 @@ fn probe(args: &Args, device: &Device) -> Result<ExitCode> {
 }
 
 fn print_table(r: &GradReport) -> Result<()> {
-    crate::outln!("{:<18} {:>11} {:>11} {:>15}", "layer", "plain", "residual", "plain/residual")?;
+    crate::outln!(
+        "{:<18} {:>11} {:>11} {:>15}",
+        "layer",
+        "plain",
+        "residual",
+        "plain/residual"
+    )?;
     for (p, q) in r.plain.iter().zip(&r.residual) {
-        crate::outln!("{:<18} {:>11.3e} {:>11.3e} {:>15.3}", p.layer, p.grad_norm, q.grad_norm, p.grad_norm / q.grad_norm)?;
+        crate::outln!(
+            "{:<18} {:>11.3e} {:>11.3e} {:>15.3}",
+            p.layer,
+            p.grad_norm,
+            q.grad_norm,
+            p.grad_norm / q.grad_norm
+        )?;
     }
     crate::outln!("{:<18} {:>11.4} {:>11.4}", "loss", r.plain_loss, r.residual_loss)
 }
@@ -120,9 +132,16 @@ fn print_chart(r: &GradReport) -> Result<()> {
         .map(|l| (l.grad_norm as f64).max(1e-30).log10())
         .collect();
     let lo = logs.iter().cloned().fold(f64::INFINITY, f64::min).floor();
-    let hi = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max).ceil().max(lo + 1.0);
+    let hi = logs
+        .iter()
+        .cloned()
+        .fold(f64::NEG_INFINITY, f64::max)
+        .ceil()
+        .max(lo + 1.0);
     let bar = |v: f32| -> String {
-        let n = (((v as f64).max(1e-30).log10() - lo) / (hi - lo) * COLS as f64).round().clamp(1.0, COLS as f64) as usize;
+        let n = (((v as f64).max(1e-30).log10() - lo) / (hi - lo) * COLS as f64)
+            .round()
+            .clamp(1.0, COLS as f64) as usize;
         "█".repeat(n)
     };
     let mut axis = String::new();
@@ -144,7 +163,11 @@ fn print_chart(r: &GradReport) -> Result<()> {
 
 /// The photos of `args.photos` (files, or images in directories), or those in `.data/`.
 fn photo_paths(args: &Args) -> Vec<PathBuf> {
-    let sources = if args.photos.is_empty() { vec![PathBuf::from(".data")] } else { args.photos.clone() };
+    let sources = if args.photos.is_empty() {
+        vec![PathBuf::from(".data")]
+    } else {
+        args.photos.clone()
+    };
     let mut out = Vec::new();
     for s in sources {
         if s.is_dir() {
@@ -162,7 +185,10 @@ fn photo_paths(args: &Args) -> Vec<PathBuf> {
 }
 
 fn is_image(p: &Path) -> bool {
-    let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let ext = p
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     resnet::train::dataset::IMAGE_EXTENSIONS.contains(&ext.as_str())
 }
 
@@ -177,7 +203,12 @@ fn train(args: &Args, steps: usize, device: &Device) -> Result<ExitCode> {
         eprintln!("no photos found (run scripts/fetch_test_data.sh or pass --photos): using a synthetic task");
         gradflow::synthetic_task(4, 200, 50, args.size, args.seed, device)?
     };
-    let ts = TrainSpec { steps, batch_size: args.batch_size, lr: args.lr, ..TrainSpec::default() };
+    let ts = TrainSpec {
+        steps,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        ..TrainSpec::default()
+    };
     eprintln!("task: {}", task.description);
     let mut curves: Vec<Curve> = Vec::new();
     for &depth in &args.depths {
@@ -207,23 +238,48 @@ fn train(args: &Args, steps: usize, device: &Device) -> Result<ExitCode> {
     }
     let font = plot(&args.plot, &curves, &task, args)?;
     if args.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&json!({"task": task.description, "steps": steps, "curves": curves}))?)?;
+        crate::outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"task": task.description, "steps": steps, "curves": curves}))?
+        )?;
     } else {
         crate::outln!("{:<14} {:>12} {:>10}", "network", "train loss", "held-out")?;
         for c in &curves {
-            crate::outln!("{:<14} {:>12.4} {:>10.3}", format!("{}-{}", c.wiring, c.depth), c.tail_loss(3), c.test_acc)?;
+            crate::outln!(
+                "{:<14} {:>12.4} {:>10.3}",
+                format!("{}-{}", c.wiring, c.depth),
+                c.tail_loss(3),
+                c.test_acc
+            )?;
         }
         if let (Some(&d0), Some(&d1)) = (args.depths.iter().min(), args.depths.iter().max()) {
-            let get = |w: &str, d: usize| curves.iter().find(|c| c.wiring == w && c.depth == d).map(|c| c.tail_loss(3));
+            let get = |w: &str, d: usize| {
+                curves
+                    .iter()
+                    .find(|c| c.wiring == w && c.depth == d)
+                    .map(|c| c.tail_loss(3))
+            };
             if let (Some(p0), Some(p1), Some(r1)) = (get("plain", d0), get("plain", d1), get("residual", d1)) {
-                let verdict = if p1 > p0 && p1 > r1 { "the degradation problem shows" } else { "no degradation at this budget" };
+                let verdict = if p1 > p0 && p1 > r1 {
+                    "the degradation problem shows"
+                } else {
+                    "no degradation at this budget"
+                };
                 crate::outln!(
                     "deeper plain-{d1} ends at training loss {p1:.4} vs plain-{d0} {p0:.4} and residual-{d1} {r1:.4}: {verdict}"
                 )?;
             }
         }
     }
-    eprintln!("wrote {}{}", args.plot.display(), if font { "" } else { " (no system font found: curves without text)" });
+    eprintln!(
+        "wrote {}{}",
+        args.plot.display(),
+        if font {
+            ""
+        } else {
+            " (no system font found: curves without text)"
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -258,7 +314,11 @@ fn plot(path: &Path, curves: &[Curve], task: &Task, args: &Args) -> Result<bool>
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let max_step = curves.iter().flat_map(|c| c.points.last().map(|p| p.0)).max().unwrap_or(1) as f32;
+        let max_step = curves
+            .iter()
+            .flat_map(|c| c.points.last().map(|p| p.0))
+            .max()
+            .unwrap_or(1) as f32;
         let max_loss = curves
             .iter()
             .flat_map(|c| c.points.iter().map(|p| p.1))
@@ -266,7 +326,10 @@ fn plot(path: &Path, curves: &[Curve], task: &Task, args: &Args) -> Result<bool>
             .fold(0f32, f32::max)
             .min(2.5 * (task.classes.len() as f32).ln().max(1.0));
         let mut builder = ChartBuilder::on(&root);
-        builder.margin(20).x_label_area_size(if font { 40 } else { 5 }).y_label_area_size(if font { 60 } else { 5 });
+        builder
+            .margin(20)
+            .x_label_area_size(if font { 40 } else { 5 })
+            .y_label_area_size(if font { 60 } else { 5 });
         if font {
             builder.caption(
                 format!(
@@ -278,8 +341,9 @@ fn plot(path: &Path, curves: &[Curve], task: &Task, args: &Args) -> Result<bool>
                 ("sans-serif", 22),
             );
         }
-        let mut chart =
-            builder.build_cartesian_2d(0f32..max_step, 0f32..max_loss * 1.05).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut chart = builder
+            .build_cartesian_2d(0f32..max_step, 0f32..max_loss * 1.05)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut mesh = chart.configure_mesh();
         if font {
             mesh.x_desc("SGD step").y_desc("training loss (cross-entropy)");
@@ -303,9 +367,23 @@ fn plot(path: &Path, curves: &[Curve], task: &Task, args: &Args) -> Result<bool>
                 (_, false) => RGBColor(140, 170, 245),
             };
             let style = color.stroke_width(if deep { 3 } else { 2 });
-            let pts: Vec<(f32, f32)> =
-                c.points.iter().map(|&(s, l)| (s as f32, if l.is_finite() { l.min(max_loss * 1.05) } else { max_loss })).collect();
-            let series = chart.draw_series(LineSeries::new(pts, style)).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let pts: Vec<(f32, f32)> = c
+                .points
+                .iter()
+                .map(|&(s, l)| {
+                    (
+                        s as f32,
+                        if l.is_finite() {
+                            l.min(max_loss * 1.05)
+                        } else {
+                            max_loss
+                        },
+                    )
+                })
+                .collect();
+            let series = chart
+                .draw_series(LineSeries::new(pts, style))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             if font {
                 series
                     .label(format!("{}-{}", c.wiring, c.depth))
@@ -323,6 +401,7 @@ fn plot(path: &Path, curves: &[Curve], task: &Task, args: &Args) -> Result<bool>
         root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let img = image::RgbImage::from_raw(w, h, buf).expect("buffer size");
-    img.save(path).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    img.save(path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     Ok(font)
 }

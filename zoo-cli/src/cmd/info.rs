@@ -30,12 +30,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let vb = candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu);
     let model = resnet::ResNet::new(&cfg, vb)?;
     let x = Tensor::zeros((1, cfg.in_channels, args.size, args.size), DType::F32, &Device::Cpu)?;
-    let ops = profile(&model, &x, &Timing { repeats: 1, sync: &|| Ok(()) })?;
+    let ops = profile(
+        &model,
+        &x,
+        &Timing {
+            repeats: 1,
+            sync: &|| Ok(()),
+        },
+    )?;
     let macs: u64 = ops.iter().map(|o| o.macs).sum();
     let stages = model.forward_stages(&x)?;
-    let stem_shape = ops.iter().take_while(|o| !o.name.starts_with("layer")).last().map(|o| o.shape.clone());
+    let stem_shape = ops
+        .iter()
+        .take_while(|o| !o.name.starts_with("layer"))
+        .last()
+        .map(|o| o.shape.clone());
     let mut rows: Vec<(String, Vec<usize>)> = vec![("stem".into(), stem_shape.unwrap_or_default())];
-    rows.extend(stages.iter().enumerate().map(|(i, s)| (format!("layer{}", i + 1), s.dims().to_vec())));
+    rows.extend(
+        stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("layer{}", i + 1), s.dims().to_vec())),
+    );
     if args.json {
         let stages: Vec<_> = rows.iter().map(|(n, s)| json!({"name": n, "shape": s})).collect();
         let v = json!({"model": args.model, "params": model.num_params(), "macs": macs,
@@ -44,7 +60,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         crate::outln!("{v}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    crate::outln!("{}: {} parameters, {:.2} G multiply-adds at {}x{}", args.model, group(model.num_params() as u64), macs as f64 / 1e9, args.size, args.size)?;
+    crate::outln!(
+        "{}: {} parameters, {:.2} G multiply-adds at {}x{}",
+        args.model,
+        group(model.num_params() as u64),
+        macs as f64 / 1e9,
+        args.size,
+        args.size
+    )?;
     crate::outln!("{:<8} output shape", "stage")?;
     for (name, shape) in rows {
         crate::outln!("{name:<8} {shape:?}")?;

@@ -28,8 +28,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
             continue;
         }
         let mark = if cached { "cached" } else { "" };
-        let default = if e.default { format!("(= {})", e.arch) } else { String::new() };
-        crate::outln!("  {:<36} {:<14} {:>4}px {:<8} {:<6}", e.name, default, e.input_size[1], e.interpolation, mark)?;
+        let default = if e.default {
+            format!("(= {})", e.arch)
+        } else {
+            String::new()
+        };
+        crate::outln!(
+            "  {:<36} {:<14} {:>4}px {:<8} {:<6}",
+            e.name,
+            default,
+            e.input_size[1],
+            e.interpolation,
+            mark
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -120,7 +120,12 @@ fn read_input(path: &Path, model: &Pretrained) -> Result<Vec<Item>> {
     let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     if !is_npy {
         let t = model.preprocess_file(path)?;
-        return Ok(vec![Item { input: path.to_path_buf(), index: 0, npy: false, tensor: t }]);
+        return Ok(vec![Item {
+            input: path.to_path_buf(),
+            index: 0,
+            npy: false,
+            tensor: t,
+        }]);
     }
     let t = crate::npy::read_f32(path)?;
     let t = match t.rank() {
@@ -134,10 +139,19 @@ fn read_input(path: &Path, model: &Pretrained) -> Result<Vec<Item>> {
         .map(|i| {
             let tensor = t.get(i)?;
             if tensor.dims()[0] != expected[0] {
-                anyhow::bail!("item {i} has {} channels, the model takes {}", tensor.dims()[0], expected[0]);
+                anyhow::bail!(
+                    "item {i} has {} channels, the model takes {}",
+                    tensor.dims()[0],
+                    expected[0]
+                );
             }
             resnet::finite::ensure_finite(&tensor, || format!("item {i}"))?;
-            Ok(Item { input: path.to_path_buf(), index: i, npy: true, tensor })
+            Ok(Item {
+                input: path.to_path_buf(),
+                index: i,
+                npy: true,
+                tensor,
+            })
         })
         .collect()
 }
@@ -151,16 +165,28 @@ fn classify(model: &Pretrained, items: &[Item], args: &Args) -> Result<()> {
         let batch = &items[start..end];
         let tensors: Vec<Tensor> = batch.iter().map(|i| i.tensor.clone()).collect();
         let x = Tensor::stack(&tensors, 0).context("stacking a batch")?;
-        let logits = model.logits(&x).with_context(|| format!("classifying {}", describe(batch)))?;
+        let logits = model
+            .logits(&x)
+            .with_context(|| format!("classifying {}", describe(batch)))?;
         let probs = candle_nn::ops::softmax(&logits, candle_core::D::Minus1)?.to_vec2::<f32>()?;
         let logits = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         for ((item, p), l) in batch.iter().zip(&probs).zip(&logits) {
             let top = model.top_k(p, args.top);
             if args.json {
-                let top: Vec<_> = top.iter().map(|t| json!({"class": t.class, "label": t.label, "prob": t.prob})).collect();
-                outln!("{}", json!({"input": item.input.display().to_string(), "index": item.index, "top": top, "logits": l}))?;
+                let top: Vec<_> = top
+                    .iter()
+                    .map(|t| json!({"class": t.class, "label": t.label, "prob": t.prob}))
+                    .collect();
+                outln!(
+                    "{}",
+                    json!({"input": item.input.display().to_string(), "index": item.index, "top": top, "logits": l})
+                )?;
             } else {
-                let suffix = if item.npy { format!(" [{}]", item.index) } else { String::new() };
+                let suffix = if item.npy {
+                    format!(" [{}]", item.index)
+                } else {
+                    String::new()
+                };
                 outln!("{}{suffix}", item.input.display())?;
                 for t in top {
                     outln!("  {:>6.2}%  {:>4}  {}", 100.0 * t.prob, t.class, t.label)?;

@@ -24,8 +24,13 @@ pub fn root() -> PathBuf {
 }
 
 pub fn cifar20() -> String {
-    let shared = std::env::var_os("ZOO_SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("../shared"));
-    shared.join("fixtures/cifar10-resnet/resnet20.safetensors").display().to_string()
+    let shared = std::env::var_os("ZOO_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"));
+    shared
+        .join("fixtures/cifar10-resnet/resnet20.safetensors")
+        .display()
+        .to_string()
 }
 
 /// Real test data fetched by scripts/fetch_test_data.sh; missing data fails in CI and is skipped loudly
@@ -35,7 +40,11 @@ pub fn data(rel: &str) -> Option<PathBuf> {
     if p.exists() {
         return Some(p);
     }
-    assert!(std::env::var_os("CI").is_none(), "{} is missing: run scripts/fetch_test_data.sh", p.display());
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing: run scripts/fetch_test_data.sh",
+        p.display()
+    );
     eprintln!("SKIPPED: {} is missing; run scripts/fetch_test_data.sh", p.display());
     None
 }
@@ -55,13 +64,17 @@ pub fn stderr(out: &Output) -> String {
 }
 
 pub fn json_lines(out: &Output) -> Vec<Value> {
-    stdout(out).lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect()
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
 }
-
 
 /// A shared CIFAR ResNet (`resnet20`, `resnet32`, ...) of `../shared`.
 pub fn cifar(name: &str) -> PathBuf {
-    let shared = std::env::var_os("ZOO_SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("../shared"));
+    let shared = std::env::var_os("ZOO_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"));
     shared.join(format!("fixtures/cifar10-resnet/{name}.safetensors"))
 }
 
@@ -97,7 +110,11 @@ pub fn run_within(cmd: &mut Command, secs: u64) -> Output {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let out = Output { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() };
+    let out = Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    };
     eprintln!("stderr: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
