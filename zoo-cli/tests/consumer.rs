@@ -1,6 +1,7 @@
-//! `resnet` used from outside the workspace, as a crates.io user would: `examples/consumer` classifies a photo
-//! from a (fake-hub-served) timm-layout repo with the crate's three-line path, and gets exactly `zoo run`'s
-//! logits. (The lean build, `default-features = false`, is checked by `scripts/check_lean.sh`.)
+//! `resnet` used as a user's crate would: `examples/consumer` (its own package, `resnet` by path with default
+//! features) classifies a photo from a (fake-hub-served) timm-layout repo with the crate's three-line path,
+//! and gets exactly `zoo run`'s logits. (The lean build, `default-features = false`, resolved on its own, is
+//! checked by `scripts/check_lean.sh`.)
 
 mod common;
 
@@ -44,25 +45,7 @@ fn three_lines_of_a_users_crate_give_zoo_runs_logits() {
     )]);
     let hf_home = tmp.path().join("hf");
 
-    // Build the user's crate with the workspace's compiled dependencies.
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let manifest = root.join("examples/consumer/Cargo.toml");
-    let lock = root.join("examples/consumer/Cargo.lock");
-    if !lock.exists() {
-        std::fs::copy(root.join("Cargo.lock"), &lock).unwrap();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let build = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "--manifest-path"])
-        .arg(&manifest)
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .unwrap();
-    assert!(build.status.success(), "building examples/consumer: {}", stderr(&build));
-    let bin = target.join("debug/zoo-consumer");
+    let bin = consumer_binary();
 
     let consumer = std::process::Command::new(&bin)
         .arg(repo)
@@ -99,4 +82,21 @@ fn three_lines_of_a_users_crate_give_zoo_runs_logits() {
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
     assert_eq!(a, b, "the user's crate and `zoo run` must compute the same logits");
+}
+
+/// The `zoo-consumer` binary: built beside this test by `cargo test --workspace`; otherwise built here.
+fn consumer_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf();
+    let bin = profile_dir.join("zoo-consumer");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let build = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "zoo-consumer"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(build.status.success(), "building examples/consumer: {}", stderr(&build));
+    }
+    bin
 }
