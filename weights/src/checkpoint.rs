@@ -171,14 +171,73 @@ pub fn save(
     } else {
         Some(metadata.clone())
     };
-    let bytes =
+    let mut bytes =
         safetensors::serialize(views.iter().map(|(n, t)| (n.as_str(), t)), meta).map_err(|e| err(e.to_string()))?;
+    sort_metadata(&mut bytes, metadata).map_err(err)?;
     crate::fsutil::write_atomic(path, |w| w.write_all(&bytes)).map_err(|e| err(e.to_string()))
+}
+
+/// Rewrites the `__metadata__` object of a serialized safetensors file in key order, so that the same
+/// tensors and metadata always give the same bytes (`safetensors::serialize` writes a `HashMap` in its
+/// iteration order, which differs from run to run). The entries keep their lengths, so the header keeps its
+/// size and padding; the result is checked by parsing it back.
+fn sort_metadata(bytes: &mut [u8], metadata: &HashMap<String, String>) -> Result<(), String> {
+    if metadata.is_empty() {
+        return Ok(());
+    }
+    let mut entries = Vec::with_capacity(metadata.len());
+    for (k, v) in metadata {
+        let k = serde_json::to_string(k).map_err(|e| e.to_string())?;
+        let v = serde_json::to_string(v).map_err(|e| e.to_string())?;
+        entries.push(format!("{k}:{v}"));
+    }
+    entries.sort();
+    let sorted = entries.join(",");
+    let header_len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or("serialized checkpoint shorter than its header length")?;
+    let header = bytes
+        .get_mut(8..8 + header_len)
+        .ok_or("serialized checkpoint shorter than its header")?;
+    const KEY: &[u8] = b"{\"__metadata__\":{";
+    if !header.starts_with(KEY) || header.len() < KEY.len() + sorted.len() {
+        return Err("serialized header does not start with its metadata".into());
+    }
+    let region = KEY.len()..KEY.len() + sorted.len();
+    let before: HashMap<String, String> = serde_json::from_slice(&[b"{", &header[region.clone()], b"}"].concat())
+        .map_err(|e| format!("serialized metadata is not where it was expected: {e}"))?;
+    if &before != metadata {
+        return Err("serialized metadata differs from the metadata given".into());
+    }
+    header[region].copy_from_slice(sorted.as_bytes());
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_checkpoint_is_always_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tensor::arange(0f32, 6., &Device::Cpu).unwrap();
+        let tensors = HashMap::from([("b".to_string(), t.clone()), ("a".to_string(), t)]);
+        let mut first = None;
+        // A fresh HashMap each time: each has its own random iteration order.
+        for i in 0..8 {
+            let meta: HashMap<String, String> =
+                (0..12).map(|k| (format!("zoo.key{k}"), format!("value \"{k}\" é"))).collect();
+            let path = dir.path().join(format!("{i}.safetensors"));
+            save(&path, &tensors, &meta).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(Checkpoint::open(&path).unwrap().metadata(), &meta);
+            match &first {
+                None => first = Some(bytes),
+                Some(f) => assert_eq!(f, &bytes, "run {i} wrote different bytes"),
+            }
+        }
+    }
 
     #[test]
     fn roundtrip_keeps_tensors_and_metadata() {
