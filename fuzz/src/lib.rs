@@ -14,8 +14,11 @@
 pub mod mutate;
 pub mod targets;
 
+/// A fuzz target: runs one input through a reader, panicking only on a bug.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name (also their corpus directory under `corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("image", targets::image),
     ("safetensors", targets::safetensors),
     ("pth", targets::pth),

@@ -93,10 +93,11 @@ pub enum Error {
         /// How many values are not finite.
         count: usize,
     },
-    /// A download from the Hugging Face Hub failed.
+    /// A download from the Hugging Face Hub failed. (Boxed: the hub's errors carry the endpoint, repository,
+    /// file and what happened, and would otherwise make every `Result` of this crate that large.)
     #[cfg(feature = "hub")]
     #[error(transparent)]
-    Hub(#[from] weights::hub::HubError),
+    Hub(#[from] Box<weights::hub::HubError>),
     /// An image could not be read or prepared.
     #[cfg(feature = "image")]
     #[error(transparent)]
@@ -104,6 +105,13 @@ pub enum Error {
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+#[cfg(feature = "hub")]
+impl From<weights::hub::HubError> for Error {
+    fn from(e: weights::hub::HubError) -> Self {
+        Self::Hub(Box::new(e))
+    }
 }
 
 /// The crate's result type.

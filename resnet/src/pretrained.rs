@@ -347,7 +347,7 @@ mod hub {
         let t = target(name)?;
         let hub = Hub::new(opts.hub.clone())?;
         let cfg = match fetch_config(&hub, &t) {
-            Err(Error::Hub(HubError::OfflineNotCached { .. })) if t.entry.is_some() => None,
+            Err(Error::Hub(e)) if matches!(*e, HubError::OfflineNotCached { .. }) && t.entry.is_some() => None,
             other => other?,
         };
         // A self-describing weights file already in the cache says it best.

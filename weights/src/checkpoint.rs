@@ -226,8 +226,9 @@ mod tests {
         let mut first = None;
         // A fresh HashMap each time: each has its own random iteration order.
         for i in 0..8 {
-            let meta: HashMap<String, String> =
-                (0..12).map(|k| (format!("zoo.key{k}"), format!("value \"{k}\" é"))).collect();
+            let meta: HashMap<String, String> = (0..12)
+                .map(|k| (format!("zoo.key{k}"), format!("value \"{k}\" é")))
+                .collect();
             let path = dir.path().join(format!("{i}.safetensors"));
             save(&path, &tensors, &meta).unwrap();
             let bytes = std::fs::read(&path).unwrap();

@@ -224,8 +224,8 @@ pub enum HubError {
         fmt_secs(*limit)
     )]
     Timeout {
-        /// `timed out`, `stalled` or `too slow`.
-        what: &'static str,
+        /// Timed out, stalled or too slow.
+        what: TimeoutKind,
         /// The hub's base URL.
         endpoint: String,
         /// `owner/name`.
@@ -234,8 +234,8 @@ pub enum HubError {
         filename: Option<String>,
         /// What happened, with the bytes received when a body had started.
         detail: String,
-        /// The environment variable that sets the limit that was hit.
-        variable: &'static str,
+        /// The limit that was hit (its environment variable in the message).
+        variable: TimeoutLimit,
         /// The limit.
         limit: Duration,
     },
@@ -278,6 +278,46 @@ pub enum HubError {
     /// The options are not usable (e.g. an endpoint that is not a URL) or the client failed otherwise.
     #[error("hub client error: {0}")]
     Client(String),
+}
+
+/// How an operation broke a [timeout rule](self#timeouts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// No complete answer within the limit.
+    TimedOut,
+    /// No byte arrived for the limit.
+    Stalled,
+    /// Bytes arrive, but slower than the minimum rate.
+    TooSlow,
+}
+
+impl std::fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::TimedOut => "timed out",
+            Self::Stalled => "stalled",
+            Self::TooSlow => "too slow",
+        })
+    }
+}
+
+/// Which limit of [`HubOptions`] a [`HubError::Timeout`] hit; it displays as the environment variable that
+/// sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutLimit {
+    /// `HF_HUB_ETAG_TIMEOUT`: metadata requests ([`HubOptions::etag_timeout`]).
+    Etag,
+    /// `HF_HUB_DOWNLOAD_TIMEOUT`: downloads ([`HubOptions::download_timeout`]).
+    Download,
+}
+
+impl std::fmt::Display for TimeoutLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Etag => "HF_HUB_ETAG_TIMEOUT",
+            Self::Download => "HF_HUB_DOWNLOAD_TIMEOUT",
+        })
+    }
 }
 
 /// Where and how to reach the hub. Build it with [`HubOptions::from_env`] or fill it in.
@@ -1069,9 +1109,9 @@ enum Stop {
 
 /// A broken timeout rule, in words for [`HubError::Timeout`].
 struct Stall {
-    what: &'static str,
+    what: TimeoutKind,
     detail: String,
-    variable: &'static str,
+    variable: TimeoutLimit,
     limit: Duration,
 }
 
@@ -1164,14 +1204,14 @@ impl Watch {
         let download = |what, detail| Stall {
             what,
             detail,
-            variable: "HF_HUB_DOWNLOAD_TIMEOUT",
+            variable: TimeoutLimit::Download,
             limit: n,
         };
         match s.phase {
             Phase::Metadata if now.duration_since(s.since) >= m => Some(Stall {
-                what: "timed out",
+                what: TimeoutKind::TimedOut,
                 detail: format!("the metadata request got no complete answer within {}", fmt_secs(m)),
-                variable: "HF_HUB_ETAG_TIMEOUT",
+                variable: TimeoutLimit::Etag,
                 limit: m,
             }),
             Phase::Request if now.duration_since(s.since) >= n => {
@@ -1180,12 +1220,12 @@ impl Watch {
                     return None;
                 }
                 Some(download(
-                    "timed out",
+                    TimeoutKind::TimedOut,
                     format!("the download request got no answer within {}", fmt_secs(n)),
                 ))
             }
             Phase::Body if now.duration_since(s.last_byte) >= n => Some(download(
-                "stalled",
+                TimeoutKind::Stalled,
                 format!(
                     "no data arrived for {} after {}",
                     fmt_secs(n),
@@ -1201,7 +1241,7 @@ impl Watch {
                 };
                 if got < MIN_BYTES_PER_WINDOW.min(left) {
                     return Some(download(
-                        "too slow",
+                        TimeoutKind::TooSlow,
                         format!(
                             "only {got} bytes arrived in the last {} (the minimum is {MIN_BYTES_PER_WINDOW} \
                              bytes per {}), after {}",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use weights::hub::{Hub, HubError, HubOptions};
+use weights::hub::{Hub, HubError, HubOptions, TimeoutKind, TimeoutLimit};
 use zoo_testkit::{etag_of, FakeHub, FakeRepo, Fault, FaultKind, FaultTarget};
 
 const REPO: &str = "timm/resnet18.slow";
@@ -115,7 +115,7 @@ fn head_that_never_answers_times_out() {
         matches!(
             err,
             HubError::Timeout {
-                variable: "HF_HUB_ETAG_TIMEOUT",
+                variable: TimeoutLimit::Etag,
                 ..
             }
         ),
@@ -135,7 +135,7 @@ fn download_that_never_answers_times_out() {
         matches!(
             err,
             HubError::Timeout {
-                variable: "HF_HUB_DOWNLOAD_TIMEOUT",
+                variable: TimeoutLimit::Download,
                 ..
             }
         ),
@@ -148,7 +148,16 @@ fn download_that_never_answers_times_out() {
 fn body_trickled_at_a_few_bytes_per_second_is_too_slow() {
     // 10 B/s: a byte every 100 ms, so never silent for the 1 s limit, but far below 1 KiB per second.
     let (msg, err) = timeout_case(FaultTarget::Get, FaultKind::Trickle(10));
-    assert!(matches!(err, HubError::Timeout { what: "too slow", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            HubError::Timeout {
+                what: TimeoutKind::TooSlow,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(
         msg.contains("the minimum is 1024 bytes per 1 s") && msg.contains("of 40000 bytes"),
         "{msg}"
@@ -160,7 +169,7 @@ fn body_trickled_at_a_few_bytes_per_second_is_too_slow() {
         matches!(
             err,
             HubError::Timeout {
-                what: "too slow" | "stalled",
+                what: TimeoutKind::TooSlow | TimeoutKind::Stalled,
                 ..
             }
         ),
@@ -171,7 +180,16 @@ fn body_trickled_at_a_few_bytes_per_second_is_too_slow() {
 #[test]
 fn body_that_stalls_half_way_is_reported_with_its_progress() {
     let (msg, err) = timeout_case(FaultTarget::Get, FaultKind::StallAfter(20_000));
-    assert!(matches!(err, HubError::Timeout { what: "stalled", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            HubError::Timeout {
+                what: TimeoutKind::Stalled,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(
         msg.contains("no data arrived for 1 s after 20000 of 40000 bytes"),
         "{msg}"
@@ -208,7 +226,7 @@ fn file_list_that_never_answers_times_out() {
             err,
             HubError::Timeout {
                 filename: None,
-                variable: "HF_HUB_ETAG_TIMEOUT",
+                variable: TimeoutLimit::Etag,
                 ..
             }
         ),

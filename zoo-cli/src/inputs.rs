@@ -28,7 +28,7 @@ impl Inputs {
     /// The walk over `inputs`, in order.
     pub fn new(inputs: &[PathBuf]) -> Self {
         Self {
-            pending: inputs.to_vec().into_iter(),
+            pending: Vec::from(inputs).into_iter(),
             current: None,
         }
     }

@@ -95,9 +95,12 @@ fn advice(e: &anyhow::Error) -> Option<String> {
         }
         Error::UnknownModel { .. } => "`zoo list` shows the architectures and pretrained names".to_string(),
         Error::Mismatch { .. } => "the weights belong to another architecture: check the MODEL name".to_string(),
-        Error::Hub(weights::hub::HubError::OfflineNotCached { repo_id, .. }) => {
-            format!("fetch it while online with `zoo download {repo_id}`, or unset HF_HUB_OFFLINE")
-        }
+        Error::Hub(e) => match &**e {
+            weights::hub::HubError::OfflineNotCached { repo_id, .. } => {
+                format!("fetch it while online with `zoo download {repo_id}`, or unset HF_HUB_OFFLINE")
+            }
+            _ => return None,
+        },
         _ => return None,
     })
 }

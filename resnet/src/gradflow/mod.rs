@@ -47,7 +47,7 @@ pub struct NetSpec {
 impl NetSpec {
     /// Blocks per stage, `n = (depth - 2) / 6`.
     pub fn blocks_per_stage(&self) -> Result<usize> {
-        if self.depth < 8 || (self.depth - 2) % 6 != 0 {
+        if self.depth < 8 || !(self.depth - 2).is_multiple_of(6) {
             return Err(TrainError::Data(format!(
                 "depth must be 6n + 2 with n >= 1 (8, 14, 20, 26, 32, 44, 56, 110), got {}",
                 self.depth

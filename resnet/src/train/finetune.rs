@@ -237,7 +237,9 @@ pub fn finetune(
         return Err(TrainError::Data("no training images".into()));
     }
     let peak = cfg.lr.unwrap_or_else(|| recommended_lr(cfg.scope, cfg.optimizer));
-    if !(peak.is_finite() && peak > 0.0) || !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
+    let lr_ok = peak.is_finite() && peak > 0.0;
+    let decay_ok = cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0;
+    if !lr_ok || !decay_ok {
         return Err(TrainError::Data(format!(
             "the learning rate ({peak}) must be positive and the weight decay ({}) non-negative, both finite",
             cfg.weight_decay
