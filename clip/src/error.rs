@@ -29,6 +29,21 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A checkpoint could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] weights::checkpoint::CheckpointError),
+    /// A checkpoint's tensors do not fit the model: every difference is listed.
+    #[error("{} does not fit the CLIP model ({} problem(s)):\n  {}", path.display(), problems.len(), problems.join("\n  "))]
+    Mismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Each missing, misshapen or unused tensor.
+        problems: Vec<String>,
+    },
+    /// A download from the Hugging Face Hub failed.
+    #[cfg(feature = "hub")]
+    #[error(transparent)]
+    Hub(Box<weights::hub::HubError>),
     /// The image tower could not be built.
     #[error(transparent)]
     ResNet(#[from] resnet::Error),

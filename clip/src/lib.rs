@@ -39,6 +39,7 @@ pub mod config;
 pub mod error;
 pub mod html;
 pub mod keys;
+pub mod load;
 pub mod model;
 pub mod profile;
 pub mod text;
@@ -48,6 +49,9 @@ pub mod zero_shot;
 
 pub use config::{Activation, ClipConfig, TextConfig};
 pub use error::{Error, Result};
+#[cfg(feature = "hub")]
+pub use load::pretrained;
+pub use load::{ClipLoadOptions, PretrainedClip};
 pub use model::Clip;
 pub use tokenizer::ClipTokenizer;
 pub use zero_shot::{openai_imagenet_templates, simple_imagenet_templates, ZeroShotClassifier, SINGLE_TEMPLATE};
