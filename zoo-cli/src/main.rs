@@ -1,6 +1,8 @@
 //! `zoo`: classify images with ResNets, inspect models, fetch checkpoints, time every layer.
 
 mod args;
+mod batches;
+mod classifier;
 mod cmd;
 mod device;
 mod files;
@@ -25,6 +27,8 @@ struct Cli {
 enum Command {
     /// Classify images (or preprocessed .npy tensors) and print the top classes.
     Run(cmd::run::Args),
+    /// Write one embedding per image (pooled features; CLIP's image embedding) or text (CLIP), as JSON lines.
+    Embed(cmd::embed::Args),
     /// Write the exact float32 tensor `run` would feed the model for one image.
     Preprocess(cmd::preprocess::Args),
     /// List architectures and pretrained checkpoints, and which are cached.
@@ -57,6 +61,7 @@ fn main() -> std::process::ExitCode {
     }
     let result = match cli.command {
         Command::Run(a) => cmd::run::run(a),
+        Command::Embed(a) => cmd::embed::run(a),
         Command::Preprocess(a) => cmd::preprocess::run(a),
         Command::List(a) => cmd::list::run(a),
         Command::Info(a) => cmd::info::run(a),

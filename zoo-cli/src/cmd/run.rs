@@ -2,23 +2,23 @@
 //! a bounded number ahead of the model), classified and printed batch by batch, so memory stays flat in the
 //! number of inputs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Tensor};
-use rayon::prelude::*;
-use resnet::Pretrained;
+use candle_core::DType;
 use serde_json::json;
 
+use crate::batches::{describe, for_each_stack, Item};
+use crate::classifier::{Classifier, ZeroShotArgs};
 use crate::device::{parse_device, parse_dtype};
-use crate::inputs::{InputEvent, Inputs};
 use crate::outln;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A pretrained name (`resnet50`, `resnet50.tv2_in1k`), a Hub repo (`timm/resnet50.a1_in1k`),
-    /// a self-describing .safetensors file, or an architecture name used with --weights.
+    /// A pretrained name (`resnet50`, `resnet50.tv2_in1k`, `resnet50_clip`), a Hub repo
+    /// (`timm/resnet50.a1_in1k`), a self-describing .safetensors file (or an OpenCLIP one with its
+    /// open_clip_config.json beside it), or an architecture name used with --weights.
     model: String,
     /// Image files (JPEG, PNG, WebP, BMP, GIF, TIFF), directories (searched recursively), or .npy
     /// float32 tensors of shape (C,H,W) or (N,C,H,W) that are already preprocessed.
@@ -42,131 +42,29 @@ pub struct Args {
     /// One JSON object per line and per image: input, index, top classes and all logits.
     #[arg(long)]
     json: bool,
-}
-
-/// One thing to classify: an image, or one item of a .npy batch.
-struct Item {
-    input: PathBuf,
-    index: usize,
-    npy: bool,
-    tensor: Tensor,
+    #[command(flatten)]
+    zero_shot: ZeroShotArgs,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype)?;
-    let model = crate::resolve::load_model(&args.model, args.weights.as_deref(), &device, dtype, false)?;
-    let mut inputs = Inputs::new(&args.inputs);
+    let model = crate::classifier::load(&args.model, args.weights.as_deref(), &args.zero_shot, &device, dtype)?;
     let progress = crate::progress::spinner("classifying");
-    let mut failed = false;
-    let mut pending: Vec<Item> = Vec::new();
-    // Decode a few batches ahead, in parallel, and never more: memory is bounded by this window.
-    let window = args.batch_size * 4;
-    loop {
-        let mut paths = Vec::with_capacity(window);
-        while paths.len() < window {
-            match inputs.next() {
-                Some(InputEvent::File(p)) => paths.push(p),
-                Some(InputEvent::Problem(msg)) => {
-                    eprintln!("error: {msg}");
-                    failed = true;
-                }
-                Some(InputEvent::Note(msg)) => eprintln!("warning: {msg}"),
-                None => break,
-            }
-        }
-        if paths.is_empty() {
-            break;
-        }
-        let decoded: Vec<_> = paths.par_iter().map(|p| read_input(p, &model)).collect();
-        for (path, result) in paths.iter().zip(decoded) {
-            match result {
-                Ok(items) => {
-                    for item in items {
-                        pending.push(item);
-                        if pending.len() == args.batch_size {
-                            classify(&model, &std::mem::take(&mut pending), &args)?;
-                            progress.inc(args.batch_size as u64);
-                        }
-                    }
-                }
-                Err(e) => {
-                    report_bad_input(path, &e);
-                    failed = true;
-                }
-            }
-        }
-    }
-    if !pending.is_empty() {
-        classify(&model, &pending, &args)?;
-    }
+    let failed = crate::batches::stream(&args.inputs, model.preprocess(), args.batch_size, |batch| {
+        classify(&model, batch, &args)?;
+        progress.inc(batch.len() as u64);
+        Ok(())
+    })?;
     progress.finish_and_clear();
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-/// Prints why an input failed, naming it once (decoder errors already carry the path).
-fn report_bad_input(path: &Path, e: &anyhow::Error) {
-    let msg = format!("{e:#}");
-    let shown = path.display().to_string();
-    if msg.contains(&shown) {
-        eprintln!("error: {msg}");
-    } else {
-        eprintln!("error: {shown}: {msg}");
-    }
-}
-
-/// Decodes and preprocesses an image, or reads a .npy tensor as it is (each item checked to be finite).
-fn read_input(path: &Path, model: &Pretrained) -> Result<Vec<Item>> {
-    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-    if !is_npy {
-        let t = model.preprocess_file(path)?;
-        return Ok(vec![Item {
-            input: path.to_path_buf(),
-            index: 0,
-            npy: false,
-            tensor: t,
-        }]);
-    }
-    let t = crate::npy::read_f32(path)?;
-    let t = match t.rank() {
-        3 => t.unsqueeze(0)?,
-        4 => t,
-        r => anyhow::bail!("a .npy input must have shape (C,H,W) or (N,C,H,W), this one has {r} dimensions"),
-    };
-    let expected = model.preprocess.input_size;
-    let n = t.dim(0)?;
-    (0..n)
-        .map(|i| {
-            let tensor = t.get(i)?;
-            if tensor.dims()[0] != expected[0] {
-                anyhow::bail!(
-                    "item {i} has {} channels, the model takes {}",
-                    tensor.dims()[0],
-                    expected[0]
-                );
-            }
-            resnet::finite::ensure_finite(&tensor, || format!("item {i}"))?;
-            Ok(Item {
-                input: path.to_path_buf(),
-                index: i,
-                npy: true,
-                tensor,
-            })
-        })
-        .collect()
-}
-
 /// Classifies a run of items, in batches of equal shape, and prints each result.
-fn classify(model: &Pretrained, items: &[Item], args: &Args) -> Result<()> {
-    let mut start = 0;
-    while start < items.len() {
-        let shape = items[start].tensor.dims();
-        let end = start + items[start..].iter().take_while(|i| i.tensor.dims() == shape).count();
-        let batch = &items[start..end];
-        let tensors: Vec<Tensor> = batch.iter().map(|i| i.tensor.clone()).collect();
-        let x = Tensor::stack(&tensors, 0).context("stacking a batch")?;
+fn classify(model: &Classifier, items: &[Item], args: &Args) -> Result<()> {
+    for_each_stack(items, |batch, x| {
         let logits = model
-            .logits(&x)
+            .logits(x)
             .with_context(|| format!("classifying {}", describe(batch)))?;
         let probs = candle_nn::ops::softmax(&logits, candle_core::D::Minus1)?.to_vec2::<f32>()?;
         let logits = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
@@ -193,16 +91,6 @@ fn classify(model: &Pretrained, items: &[Item], args: &Args) -> Result<()> {
                 }
             }
         }
-        start = end;
-    }
-    Ok(())
-}
-
-/// The inputs of a batch, for an error message.
-fn describe(batch: &[Item]) -> String {
-    let names: Vec<String> = batch.iter().take(3).map(|i| i.input.display().to_string()).collect();
-    match batch.len() > 3 {
-        true => format!("{} and {} more", names.join(", "), batch.len() - 3),
-        false => names.join(", "),
-    }
+        Ok(())
+    })
 }
