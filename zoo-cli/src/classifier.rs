@@ -58,8 +58,14 @@ impl ZeroShotArgs {
     /// The templates: `--template`s, a named set, or CLIP's single prompt.
     pub fn templates(&self) -> Result<Vec<String>> {
         let t: Vec<String> = match self.templates.as_deref() {
-            Some("openai-imagenet") => clip::openai_imagenet_templates().into_iter().map(String::from).collect(),
-            Some("simple-imagenet") => clip::simple_imagenet_templates().into_iter().map(String::from).collect(),
+            Some("openai-imagenet") => clip::openai_imagenet_templates()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            Some("simple-imagenet") => clip::simple_imagenet_templates()
+                .into_iter()
+                .map(String::from)
+                .collect(),
             Some(other) => bail!("--templates: unknown set `{other}`"),
             None if self.template.is_empty() => vec![clip::SINGLE_TEMPLATE.to_string()],
             None => self.template.clone(),
@@ -106,7 +112,6 @@ impl Classifier {
             Self::ZeroShot { clip, .. } => &clip.preprocess,
         }
     }
-
 
     /// Finite logits (N, classes) of a batch (N, 3, H, W).
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {

@@ -73,7 +73,11 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 #[test]
@@ -105,8 +109,12 @@ fn zero_shot_run_online_then_offline_equals_the_library() {
     assert_eq!(stdout(&online), stdout(&offline));
 
     // The library, on the files the CLI cached.
-    let p = clip::load::pretrained_with("resnet50_clip", &ClipLoadOptions::new(&Device::Cpu), &offline_opts(home.path()))
-        .unwrap();
+    let p = clip::load::pretrained_with(
+        "resnet50_clip",
+        &ClipLoadOptions::new(&Device::Cpu),
+        &offline_opts(home.path()),
+    )
+    .unwrap();
     let x = resnet::data::preprocess_file(&img, &p.preprocess, &Device::Cpu)
         .unwrap()
         .unsqueeze(0)
@@ -180,7 +188,10 @@ fn zero_shot_from_a_local_checkpoint_with_templates_and_a_labels_file() {
     assert!(max_abs_diff(&single, &lib(&[clip::SINGLE_TEMPLATE])) <= 1e-5);
     assert!(max_abs_diff(&two, &lib(&["a photo of a {}.", "a drawing of a {}."])) <= 1e-5);
     assert!(max_abs_diff(&ensemble, &lib(&clip::openai_imagenet_templates())) <= 1e-5);
-    assert!(max_abs_diff(&single, &two) > 1e-6, "the templates change the classifier");
+    assert!(
+        max_abs_diff(&single, &two) > 1e-6,
+        "the templates change the classifier"
+    );
 }
 
 #[test]
@@ -195,18 +206,33 @@ fn zero_shot_usage_errors_are_clean() {
         (vec!["resnet50_clip".into()], &["--labels"]),
         (vec![file.display().to_string()], &["--labels"]),
         (
-            vec!["resnet20".into(), "--weights".into(), cifar.clone(), "--labels".into(), "a,b".into()],
+            vec![
+                "resnet20".into(),
+                "--weights".into(),
+                cifar.clone(),
+                "--labels".into(),
+                "a,b".into(),
+            ],
             &["CLIP model"],
         ),
         (
-            vec!["resnet20".into(), "--weights".into(), cifar, "--template".into(), "a {}".into()],
+            vec![
+                "resnet20".into(),
+                "--weights".into(),
+                cifar,
+                "--template".into(),
+                "a {}".into(),
+            ],
             &["--labels"],
         ),
         (
             vec![file.display().to_string(), "--labels".into(), "a,b,a".into()],
             &["`a` is given twice"],
         ),
-        (vec![file.display().to_string(), "--labels".into(), " , ".into()], &["no labels"]),
+        (
+            vec![file.display().to_string(), "--labels".into(), " , ".into()],
+            &["no labels"],
+        ),
         (
             vec![
                 file.display().to_string(),
@@ -218,7 +244,13 @@ fn zero_shot_usage_errors_are_clean() {
             &["--template", "exactly once"],
         ),
         (
-            vec![file.display().to_string(), "--labels".into(), "a".into(), "--dtype".into(), "f16".into()],
+            vec![
+                file.display().to_string(),
+                "--labels".into(),
+                "a".into(),
+                "--dtype".into(),
+                "f16".into(),
+            ],
             &["f32"],
         ),
     ];
@@ -235,10 +267,7 @@ fn embed_equals_the_libraries() {
     };
     // A ResNet: pooled last-stage features (the classifier's input), for two images in one batch.
     let cifar = common::cifar20();
-    let out = run(zoo()
-        .args(["embed", "resnet20", "--weights", &cifar])
-        .arg(&a)
-        .arg(&b));
+    let out = run(zoo().args(["embed", "resnet20", "--weights", &cifar]).arg(&a).arg(&b));
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 2);
@@ -251,7 +280,13 @@ fn embed_equals_the_libraries() {
         assert_eq!(line["input"], img.display().to_string());
         let x = p.preprocess_file(img).unwrap().unsqueeze(0).unwrap();
         let features = p.model.forward_features(&x).unwrap();
-        let want = features.mean((2, 3)).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+        let want = features
+            .mean((2, 3))
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let got = floats(&line["embedding"]);
         assert_eq!(got.len(), 64);
         assert!(max_abs_diff(&got, &want) <= 1e-5);
@@ -271,11 +306,12 @@ fn embed_equals_the_libraries() {
     // CLIP: image and text embeddings, normalized.
     let dir = tempfile::tempdir().unwrap();
     let file = publish(dir.path());
-    let out = run(zoo()
-        .arg("embed")
-        .arg(&file)
-        .arg(&a)
-        .args(["--text", "a photo of a cat.", "--text", "", "--normalize"]));
+    let out =
+        run(zoo()
+            .arg("embed")
+            .arg(&file)
+            .arg(&a)
+            .args(["--text", "a photo of a cat.", "--text", "", "--normalize"]));
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 3);
@@ -296,4 +332,42 @@ fn embed_equals_the_libraries() {
 
     assert_clean_error(&run(zoo().args(["embed", "resnet20", "--text", "x"])), &["CLIP"]);
     assert_clean_error(&run(zoo().args(["embed", "resnet20"])), &["nothing to embed"]);
+}
+
+#[test]
+fn bench_times_the_attention_pool_and_the_text_tower() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = publish(dir.path());
+    let out = run(zoo().arg("bench").arg(&file).args([
+        "--layers", "--json", "--iters", "2", "--warmup", "0", "--size", "64", "--batch", "2",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let names = |layers: &Value| -> Vec<String> {
+        layers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(names(&j["layers"]).contains(&"attnpool".to_string()), "{j}");
+    let text = &j["text_tower"];
+    assert_eq!(text["batch"], 2);
+    // The fixture's text tower: 2 blocks of attention and MLP, between the embedding and the projection.
+    assert_eq!(
+        names(&text["layers"]),
+        [
+            "token_embedding",
+            "transformer.resblocks.0.attn",
+            "transformer.resblocks.0.mlp",
+            "transformer.resblocks.1.attn",
+            "transformer.resblocks.1.mlp",
+            "ln_final",
+            "text_projection"
+        ]
+    );
+    // "a photo of a cat." is 6 tokens between the start and end tokens.
+    assert_eq!(text["tokens"], 8);
+    assert!(text["median_ms"].as_f64().unwrap() > 0.0);
 }

@@ -46,9 +46,24 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype)?;
     let started = Instant::now();
-    let loaded = crate::resolve::load_model(&args.model, args.weights.as_deref(), &device, dtype, true)?;
+    // A CLIP model: its image tower is timed like any ResNet, then its text tower.
+    let (image_tower, clip) = if crate::classifier::is_clip(&args.model) {
+        let file = std::path::Path::new(&args.model).is_file();
+        let clip = match &args.weights {
+            Some(_) => crate::classifier::load_clip(&args.model, args.weights.as_deref(), &device, dtype)?.model,
+            None if file => crate::classifier::load_clip(&args.model, None, &device, dtype)?.model,
+            None => {
+                let config = clip::ClipConfig::by_name(&args.model)?;
+                clip::Clip::new(&config, candle_nn::VarBuilder::zeros(dtype, &device))?
+            }
+        };
+        (clip.visual.clone(), Some(clip))
+    } else {
+        let loaded = crate::resolve::load_model(&args.model, args.weights.as_deref(), &device, dtype, true)?;
+        (loaded.model, None)
+    };
     let load = started.elapsed();
-    let model = &loaded.model;
+    let model = &image_tower;
     let x = Tensor::randn(0f32, 1., (args.batch, 3, args.size, args.size), &device)?.to_dtype(dtype)?;
     let sync = || device.synchronize();
     let memory = first_pass_memory(|| {
@@ -89,15 +104,103 @@ pub fn run(args: Args) -> Result<ExitCode> {
         weight_bytes,
         memory,
     };
+    let text = clip.as_ref().map(|c| bench_text(c, &args)).transpose()?;
     if args.json {
-        crate::outln!("{}", report.json(args.layers.then_some(&ops[..])))?;
+        let mut j = report.json(args.layers.then_some(&ops[..]));
+        if let Some(t) = &text {
+            j["text_tower"] = t.json(args.layers);
+        }
+        crate::outln!("{j}")?;
     } else {
         report.print(&device)?;
         if args.layers {
             print_layers(&ops)?;
         }
+        if let Some(t) = &text {
+            t.print(args.layers)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A CLIP text tower's timing: `--batch` prompts of [`TEXT_PROMPT`]'s length.
+struct TextReport {
+    batch: usize,
+    tokens: usize,
+    median: Duration,
+    ops: Vec<OpRecord>,
+}
+
+/// The prompt the text tower is timed on (the tower stops at the batch's last end token, so the length of the
+/// prompt sets the work).
+const TEXT_PROMPT: &str = "a photo of a cat.";
+
+fn bench_text(clip: &clip::Clip, args: &Args) -> Result<TextReport> {
+    let tokenizer = clip::ClipTokenizer::openai()?.with_context_length(clip.config().text.context_length)?;
+    let prompts = vec![TEXT_PROMPT; args.batch];
+    let tokens = tokenizer.tokenize(&prompts, clip.device())?;
+    let sync = || clip.device().synchronize();
+    for _ in 0..args.warmup.max(1) {
+        clip.encode_text(&tokens)?;
+    }
+    sync()?;
+    let mut times = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters.max(1) {
+        let start = Instant::now();
+        clip.encode_text(&tokens)?;
+        sync()?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let timing = Timing {
+        repeats: if args.layers { args.iters.max(1) } else { 1 },
+        sync: &sync,
+    };
+    let ops = clip::profile::profile_text(&clip.text, &tokens, &timing)?;
+    Ok(TextReport {
+        batch: args.batch,
+        tokens: tokenizer.encode(TEXT_PROMPT)?.len(),
+        median: times[times.len() / 2],
+        ops,
+    })
+}
+
+impl TextReport {
+    fn flops(&self) -> u64 {
+        2 * self.ops.iter().map(|o| o.macs).sum::<u64>()
+    }
+
+    fn json(&self, layers: bool) -> serde_json::Value {
+        let ops: Vec<_> = if layers {
+            self.ops.iter().map(op_json).collect()
+        } else {
+            Vec::new()
+        };
+        json!({"batch": self.batch, "tokens": self.tokens, "median_ms": ms(self.median),
+               "texts_per_s": self.batch as f64 / self.median.as_secs_f64(),
+               "gflops": self.flops() as f64 / self.median.as_secs_f64() / 1e9, "layers": ops})
+    }
+
+    fn print(&self, layers: bool) -> Result<()> {
+        crate::outln!(
+            "\ntext tower batch {} ({} tokens per text with start and end): median {:.2} ms, {:.1} texts/s, {:.1} \
+             GFLOP/s ({:.3} GFLOP per pass)",
+            self.batch,
+            self.tokens,
+            ms(self.median),
+            self.batch as f64 / self.median.as_secs_f64(),
+            self.flops() as f64 / self.median.as_secs_f64() / 1e9,
+            self.flops() as f64 / 1e9
+        )?;
+        if layers {
+            print_layers(&self.ops)?;
+        }
+        Ok(())
+    }
+}
+
+fn op_json(o: &OpRecord) -> serde_json::Value {
+    json!({"name": o.name, "shape": o.shape, "params": o.params, "flops": 2 * o.macs, "median_ms": ms(o.median)})
 }
 
 /// Resident memory around the first forward pass: before it, and its peak (None off Linux).
@@ -139,11 +242,7 @@ impl Report<'_> {
     }
 
     fn json(&self, layers: Option<&[OpRecord]>) -> serde_json::Value {
-        let layers: Vec<_> = layers
-            .unwrap_or(&[])
-            .iter()
-            .map(|o| json!({"name": o.name, "shape": o.shape, "params": o.params, "flops": 2 * o.macs, "median_ms": ms(o.median)}))
-            .collect();
+        let layers: Vec<_> = layers.unwrap_or(&[]).iter().map(op_json).collect();
         let memory = self
             .memory
             .map(|m| json!({"before_forward_bytes": m.before, "peak_forward_bytes": m.peak}));

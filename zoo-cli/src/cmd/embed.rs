@@ -141,7 +141,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Embedder::Clip(c) = &model {
         for chunk in texts.chunks(clip::model::TEXT_BATCH) {
             let e = c.model.encode_texts(&c.tokenizer, chunk)?;
-            for (text, row) in chunk.iter().zip(rows(&e, args.normalize, || format!("{:?}", chunk[0]))?) {
+            for (text, row) in chunk
+                .iter()
+                .zip(rows(&e, args.normalize, || format!("{:?}", chunk[0]))?)
+            {
                 let line = TextLine { text, embedding: &row };
                 outln!("{}", serde_json::to_string(&line)?)?;
             }
