@@ -2,14 +2,14 @@
 //!
 //! ```sh
 //! cargo run --release -p clip --example zero_shot -- [--weights open_clip_model.safetensors] [--model resnet50_clip]
-//!     [--labels "a cat,a dog,a car"] [--ensemble] IMAGE...
+//!     [--labels "a cat,a dog,a car"] [--ensemble] [--save DIR] IMAGE...
 //! ```
 //!
 //! `--weights` takes an OpenCLIP (or timm image tower + text tower) checkpoint in safetensors; without it the
 //! model gets seeded random weights, which run every op but classify nothing (the output says so).
-//! `--ensemble` uses OpenCLIP's 80 ImageNet templates instead of "a photo of a {}.".
-
-use std::collections::HashMap;
+//! `--ensemble` uses OpenCLIP's 80 ImageNet templates instead of "a photo of a {}.". `--save DIR` writes the
+//! random model as OpenCLIP publishes one (`open_clip_model.safetensors`, `open_clip_config.json`), for `zoo`:
+//! `zoo run DIR/open_clip_model.safetensors IMAGE --labels ...`.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -27,35 +27,33 @@ fn main() -> Result<()> {
         false,
         Vec::new(),
     );
+    let mut save: Option<std::path::PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--weights" => weights = Some(args.next().context("--weights needs a path")?),
             "--model" => model_name = args.next().context("--model needs a name")?,
             "--labels" => labels = args.next().context("--labels needs a comma-separated list")?,
             "--ensemble" => ensemble = true,
+            "--save" => save = Some(args.next().context("--save needs a directory")?.into()),
             _ => images.push(a),
         }
     }
-    if images.is_empty() {
-        bail!("usage: zero_shot [--weights F] [--model NAME] [--labels a,b,c] [--ensemble] IMAGE...")
+    if images.is_empty() && save.is_none() {
+        bail!("usage: zero_shot [--weights F] [--model NAME] [--labels a,b,c] [--ensemble] [--save DIR] IMAGE...")
     }
     let device = Device::Cpu;
     let config = ClipConfig::by_name(&model_name)?;
     let (model, source) = match &weights {
+        // The library's loader: OpenCLIP's (or timm's, OpenAI's) names, every tensor checked.
         Some(path) => {
-            // Checkpoint names mapped to OpenCLIP's layout (timm's image tower names, `module.`, ...).
-            let stored = candle_core::safetensors::load(path, &device)?;
-            let tensors: HashMap<String, Tensor> = stored
-                .into_iter()
-                .filter_map(|(k, v)| clip::keys::canonical_name(&k).map(|k| (k, v)))
-                .collect();
-            (
-                Clip::new(&config, VarBuilder::from_tensors(tensors, DType::F32, &device))?,
-                path.clone(),
-            )
+            let opts = clip::ClipLoadOptions {
+                config: Some(config.clone()),
+                device: device.clone(),
+            };
+            (clip::PretrainedClip::from_file(path, &opts)?.model, path.clone())
         }
         None => (
-            random_model(&config, &device)?,
+            random_model(&config, &device, save.as_deref())?,
             "random weights (seed 0): the probabilities mean nothing".into(),
         ),
     };
@@ -88,7 +86,8 @@ fn main() -> Result<()> {
 
 /// The model with seeded random weights: every tensor the model asks for, registered in a `VarMap`, then
 /// redrawn (BatchNorm statistics positive, LayerNorm and BatchNorm scales near 1, the rest scaled by fan-in).
-fn random_model(config: &ClipConfig, device: &Device) -> Result<Clip> {
+/// With `save`, also written there in OpenCLIP's layout.
+fn random_model(config: &ClipConfig, device: &Device, save: Option<&std::path::Path>) -> Result<Clip> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let varmap = VarMap::new();
     Clip::load(
@@ -125,6 +124,20 @@ fn random_model(config: &ClipConfig, device: &Device) -> Result<Clip> {
             uniform(-half, half)
         };
         var.set(&Tensor::from_vec(values, &shape, device)?)?;
+    }
+    if let Some(dir) = save {
+        std::fs::create_dir_all(dir)?;
+        varmap.save(dir.join(clip::load::OPEN_CLIP_WEIGHTS))?;
+        let json = config.to_open_clip_json(&config.preprocess())?;
+        std::fs::write(
+            dir.join(clip::load::OPEN_CLIP_CONFIG),
+            serde_json::to_string_pretty(&json)?,
+        )?;
+        eprintln!(
+            "wrote {} and {}",
+            clip::load::OPEN_CLIP_WEIGHTS,
+            clip::load::OPEN_CLIP_CONFIG
+        );
     }
     Ok(Clip::new(config, VarBuilder::from_varmap(&varmap, DType::F32, device))?)
 }

@@ -244,6 +244,49 @@ impl ClipConfig {
         Ok(config)
     }
 
+    /// The config as OpenCLIP writes it into a repo's `open_clip_config.json` (`{"model_cfg": ...,
+    /// "preprocess_cfg": ...}`), the inverse of [`ClipConfig::from_open_clip_json`]. Only CLIP's own ResNet
+    /// shape (three-conv stem, widths doubling from the stem's, attention pool) can be written.
+    pub fn to_open_clip_json(&self, preprocess: &PreprocessConfig) -> Result<Value> {
+        let v = &self.vision;
+        let expected = match (v.stem, v.head, <[usize; 4]>::try_from(v.depths.as_slice())) {
+            (
+                resnet::config::StemKind::Clip { width },
+                resnet::config::HeadKind::AttentionPool { num_heads, grid },
+                Ok(layers),
+            ) => {
+                let c = ResNetConfig::clip(layers, width, self.embed_dim, num_heads, grid * 32);
+                (c == *v && num_heads > 0 && (width * 32).is_multiple_of(num_heads))
+                    .then_some((layers, width, num_heads, grid))
+            }
+            _ => None,
+        };
+        let Some((layers, width, num_heads, grid)) = expected else {
+            return Err(invalid(
+                "only CLIP's own ResNet image towers can be written as an OpenCLIP config",
+            ));
+        };
+        let t = &self.text;
+        Ok(serde_json::json!({
+            "model_cfg": {
+                "embed_dim": self.embed_dim,
+                "quick_gelu": t.activation == Activation::QuickGelu,
+                "vision_cfg": {"image_size": grid * 32, "layers": layers, "width": width, "head_width": width * 32 / num_heads},
+                "text_cfg": {"context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
+                             "heads": t.heads, "layers": t.layers, "mlp_ratio": t.mlp_ratio},
+            },
+            "preprocess_cfg": {
+                "mean": preprocess.mean,
+                "std": preprocess.std,
+                "interpolation": match preprocess.interpolation {
+                    Interpolation::Bilinear => "bilinear",
+                    _ => "bicubic",
+                },
+                "resize_mode": "shortest",
+            },
+        }))
+    }
+
     /// Checks both towers and that they meet in one embedding size.
     pub fn validate(&self) -> Result<()> {
         self.vision
@@ -300,6 +343,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("resnet50_clip"));
+    }
+
+    #[test]
+    fn open_clip_json_round_trips() {
+        for name in NAMES {
+            let c = ClipConfig::by_name(name).unwrap();
+            let json = c.to_open_clip_json(&c.preprocess()).unwrap();
+            assert_eq!(ClipConfig::from_open_clip_json(&json.to_string()).unwrap(), c, "{name}");
+        }
+        let mut not_clip = ClipConfig::by_name("resnet50_clip").unwrap();
+        not_clip.vision = resnet::variants::by_name("resnet50").unwrap();
+        assert!(not_clip.to_open_clip_json(&not_clip.preprocess()).is_err());
     }
 
     #[test]

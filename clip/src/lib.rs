@@ -32,7 +32,8 @@
 //!
 //! Where things live: the text tower in [`text`] and [`transformer`]; the tokenizer in [`tokenizer`], its
 //! text cleaning in [`clean`] and [`html`]; templates and the classifier in [`zero_shot`]; configs (and
-//! OpenAI's preprocessing) in [`config`]; checkpoint layouts in [`keys`]; per-op timing in [`profile`].
+//! OpenAI's preprocessing) in [`config`]; checkpoint layouts in [`keys`], loading them (from files and the Hub) in
+//! [`load`]; per-op timing in [`profile`].
 
 pub mod clean;
 pub mod config;
