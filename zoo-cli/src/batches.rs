@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use weights::PreprocessConfig;
 
 use crate::inputs::{InputEvent, Inputs};
+use crate::results::Selection;
 
 /// One input to the model: an image, or one item of a .npy batch.
 pub struct Item {
@@ -23,16 +24,16 @@ pub struct Item {
     pub tensor: Tensor,
 }
 
-/// Walks `inputs`, preprocesses each with `preprocess`, and calls `on_batch` with runs of up to `batch_size`
-/// items. Inputs that cannot be read are reported on stderr and skipped; the result says whether any was.
-/// An error of `on_batch` ends the walk.
+/// Walks `inputs`, takes those `selection` takes (others are never opened), preprocesses each with
+/// `preprocess`, and calls `on_batch` with runs of up to `batch_size` items. Inputs that cannot be read are
+/// reported on stderr and skipped; the result says whether any was. An error of `on_batch` ends the walk.
 pub fn stream(
-    inputs: &[PathBuf],
+    mut inputs: Inputs,
+    selection: &Selection,
     preprocess: &PreprocessConfig,
     batch_size: usize,
     mut on_batch: impl FnMut(&[Item]) -> Result<()>,
 ) -> Result<bool> {
-    let mut inputs = Inputs::new(inputs);
     let mut failed = false;
     let mut pending: Vec<Item> = Vec::new();
     // Decode a few batches ahead, in parallel, and never more: memory is bounded by this window.
@@ -41,7 +42,12 @@ pub fn stream(
         let mut paths = Vec::with_capacity(window);
         while paths.len() < window {
             match inputs.next() {
-                Some(InputEvent::File(p)) => paths.push(p),
+                Some(InputEvent::File(p)) => {
+                    let npy = is_npy(&p);
+                    if selection.takes_file(&p) && (npy || selection.takes_item(&p, 0)) {
+                        paths.push(p);
+                    }
+                }
                 Some(InputEvent::Problem(msg)) => {
                     eprintln!("error: {msg}");
                     failed = true;
@@ -57,7 +63,7 @@ pub fn stream(
         for (path, result) in paths.iter().zip(decoded) {
             match result {
                 Ok(items) => {
-                    for item in items {
+                    for item in items.into_iter().filter(|i| selection.takes_item(&i.input, i.index)) {
                         pending.push(item);
                         if pending.len() == batch_size {
                             on_batch(&std::mem::take(&mut pending))?;
@@ -106,8 +112,7 @@ fn report_bad_input(path: &Path, e: &anyhow::Error) {
 
 /// Decodes and preprocesses an image, or reads a .npy tensor as it is (each item checked to be finite).
 fn read_input(path: &Path, preprocess: &PreprocessConfig) -> Result<Vec<Item>> {
-    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-    if !is_npy {
+    if !is_npy(path) {
         let t = resnet::data::preprocess_file(path, preprocess, &candle_core::Device::Cpu)?;
         return Ok(vec![Item {
             input: path.to_path_buf(),
@@ -143,6 +148,11 @@ fn read_input(path: &Path, preprocess: &PreprocessConfig) -> Result<Vec<Item>> {
             })
         })
         .collect()
+}
+
+/// Whether `path` names a .npy tensor file (anything else is read as an image).
+fn is_npy(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"))
 }
 
 /// The inputs of a batch, for an error message.

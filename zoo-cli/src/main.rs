@@ -12,6 +12,7 @@ mod npy;
 mod output;
 mod progress;
 mod resolve;
+mod results;
 
 use clap::{Parser, Subcommand};
 

@@ -19,14 +19,27 @@ fn prob_sum(logits: &[f64], classes: std::ops::RangeInclusive<usize>) -> f64 {
 fn cifar_resnet20_calls_the_cat_a_cat() {
     let Some(cat) = data("chelsea.png") else { return };
     let out = run(zoo()
-        .args(["run", "resnet20", "--weights", &cifar20(), "--json", "--device", "cpu"])
+        .args([
+            "run",
+            "resnet20",
+            "--weights",
+            &cifar20(),
+            "--json",
+            "--logits",
+            "--device",
+            "cpu",
+        ])
         .arg(&cat));
     assert!(out.status.success());
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 1);
     let v = &lines[0];
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, ["input", "index", "top", "logits"], "key order of the JSON line");
+    assert_eq!(
+        keys,
+        ["input", "index", "top", "logits"],
+        "key order of the JSON line (logits with --logits)"
+    );
     assert_eq!(v["top"][0]["label"], "cat");
     assert_eq!(v["top"][0]["class"], 3);
     assert!(v["top"][0]["prob"].as_f64().unwrap() > 0.99, "{v}");
@@ -56,10 +69,10 @@ fn preprocess_writes_what_run_feeds_the_model() {
         .arg(&cat));
     assert!(out.status.success());
     let from_image = json_lines(&run(zoo()
-        .args(["run", "resnet20", "--weights", &cifar20(), "--json"])
+        .args(["run", "resnet20", "--weights", &cifar20(), "--json", "--logits"])
         .arg(&cat)));
     let from_npy = json_lines(&run(zoo()
-        .args(["run", "resnet20", "--weights", &cifar20(), "--json"])
+        .args(["run", "resnet20", "--weights", &cifar20(), "--json", "--logits"])
         .arg(&npy)));
     assert_eq!(from_image[0]["logits"], from_npy[0]["logits"]);
 }
@@ -81,6 +94,7 @@ fn a_directory_of_images_and_a_bad_one_among_them() {
             "--weights",
             &cifar20(),
             "--json",
+            "--logits",
             "--batch-size",
             "2",
         ])
@@ -249,7 +263,7 @@ fn keras_resnet50_through_the_hub_and_then_offline() {
             cmd.env("HF_HUB_OFFLINE", "1");
         }
         let out = run(cmd
-            .args(["run", repo, "--json", "--device", "cpu", "--top", "5"])
+            .args(["run", repo, "--json", "--logits", "--device", "cpu", "--top", "5"])
             .arg(&cat));
         assert!(out.status.success(), "{}", stderr(&out));
         let line = json_lines(&out).remove(0);
@@ -404,7 +418,7 @@ fn finetune_then_run_labels_held_out_crops_with_the_new_classes() {
         .arg("run")
         .arg(&out_file)
         .arg(&val)
-        .args(["--json", "--device", "cpu"]));
+        .args(["--json", "--logits", "--device", "cpu"]));
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 30);
@@ -451,12 +465,12 @@ fn run_takes_a_pth_state_dict() {
     let pth = dir.path().join("resnet20.pth");
     std::fs::write(&pth, zoo_testkit::pth::state_dict(&entries)).unwrap();
     let from_pth = run(zoo()
-        .args(["run", "resnet20", "--json", "--weights"])
+        .args(["run", "resnet20", "--json", "--logits", "--weights"])
         .arg(&pth)
         .arg(&cat));
     assert!(from_pth.status.success(), "{}", stderr(&from_pth));
     let from_st = run(zoo()
-        .args(["run", "resnet20", "--json", "--weights", &cifar20()])
+        .args(["run", "resnet20", "--json", "--logits", "--weights", &cifar20()])
         .arg(&cat));
     assert_eq!(json_lines(&from_pth)[0]["logits"], json_lines(&from_st)[0]["logits"]);
     assert_eq!(json_lines(&from_pth)[0]["top"][0]["label"], "cat");
@@ -486,7 +500,7 @@ fn an_architecture_conflict_stops_instead_of_building_the_wrong_network() {
     );
     assert!(stdout(&out).is_empty());
     let out = run(zoo()
-        .args(["run", "resnet50_v1", "--json", "--weights"])
+        .args(["run", "resnet50_v1", "--json", "--logits", "--weights"])
         .arg(&file)
         .arg(&cat));
     assert!(out.status.success(), "the file's own name agrees: {}", stderr(&out));

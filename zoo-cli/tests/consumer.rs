@@ -65,7 +65,7 @@ fn three_lines_of_a_users_crate_give_zoo_runs_logits() {
     let ours = run(zoo()
         .env("HF_HOME", &hf_home)
         .env("HF_ENDPOINT", hub.endpoint())
-        .args(["run", repo, "--json"])
+        .args(["run", repo, "--json", "--logits"])
         .arg(&cat));
     assert!(ours.status.success(), "{}", stderr(&ours));
     let ours = json_lines(&ours).remove(0);

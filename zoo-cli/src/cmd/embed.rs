@@ -121,22 +121,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let mut failed = false;
     if !args.inputs.is_empty() {
-        failed = crate::batches::stream(&args.inputs, model.preprocess(), args.batch_size, |items| {
-            for_each_stack(items, |batch, x| {
-                let e = model
-                    .images(x)
-                    .with_context(|| format!("embedding {}", describe(batch)))?;
-                for (item, row) in batch.iter().zip(rows(&e, args.normalize, || describe(batch))?) {
-                    let line = ImageLine {
-                        input: item.input.display().to_string(),
-                        index: item.index,
-                        embedding: &row,
-                    };
-                    outln!("{}", serde_json::to_string(&line)?)?;
-                }
-                Ok(())
-            })
-        })?;
+        failed = crate::batches::stream(
+            crate::inputs::Inputs::new(&args.inputs, None),
+            &crate::results::Selection::default(),
+            model.preprocess(),
+            args.batch_size,
+            |items| {
+                for_each_stack(items, |batch, x| {
+                    let e = model
+                        .images(x)
+                        .with_context(|| format!("embedding {}", describe(batch)))?;
+                    for (item, row) in batch.iter().zip(rows(&e, args.normalize, || describe(batch))?) {
+                        let line = ImageLine {
+                            input: item.input.display().to_string(),
+                            index: item.index,
+                            embedding: &row,
+                        };
+                        outln!("{}", serde_json::to_string(&line)?)?;
+                    }
+                    Ok(())
+                })
+            },
+        )?;
     }
     if let Embedder::Clip(c) = &model {
         for chunk in texts.chunks(clip::model::TEXT_BATCH) {
