@@ -55,12 +55,12 @@ fn parse(text: &str) -> Results {
     out
 }
 
-/// The same inputs with the same classes, probabilities within 1e-5 (batches may group differently).
+/// The same inputs with the same classes, probabilities within 1e-5 (batches may group differently), over the
+/// ranks both show.
 fn assert_same(a: &Results, b: &Results) {
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (k, ta) in a {
         let tb = &b[k];
-        assert_eq!(ta.len(), tb.len(), "{k}");
         // Classes may swap places only in a near-tie; the probabilities by rank must agree.
         for ((_, pa), (_, pb)) in ta.iter().zip(tb) {
             assert!((pa - pb).abs() <= 1e-5, "{k}: {pa} vs {pb}");
@@ -283,4 +283,58 @@ fn bulk_usage_errors_are_clean_and_touch_nothing() {
         .arg("--files-from")
         .arg(&list));
     assert_clean_error(&out, &["--json or --csv"]);
+}
+
+/// The Slurm example as a job array would run it (each task's environment set as Slurm sets it), and
+/// `--shard auto` under a Kubernetes Indexed Job's environment: the tasks' files together hold every input
+/// once.
+#[cfg(unix)]
+#[test]
+fn scheduler_shards_cover_the_inputs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, list) = images(dir.path(), 40);
+    // A self-describing ResNet-20, so that the script's `zoo run "$MODEL"` needs no --weights.
+    let model = dir.path().join("r20.safetensors");
+    let tensors = candle_core::safetensors::load(cifar20(), &candle_core::Device::Cpu).unwrap();
+    let cfg = resnet::variants::resnet20();
+    let pre = resnet::load::default_preprocess(&cfg);
+    let meta = resnet::load::write_metadata("resnet20", &cfg, &pre, None);
+    weights::checkpoint::save(&model, &tensors, &meta).unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_zoo")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let script = common::root().join("examples/sharding/slurm-array.sh");
+    for task in 1..=3 {
+        let out = run(std::process::Command::new("bash")
+            .arg(&script)
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .env("ZOO_MODEL", &model)
+            .env("SLURM_ARRAY_TASK_ID", task.to_string())
+            .env("SLURM_ARRAY_TASK_MIN", "1")
+            .env("SLURM_ARRAY_TASK_COUNT", "3"));
+        assert!(out.status.success(), "task {task}: {}", stderr(&out));
+    }
+    let mut union = Results::new();
+    for task in 1..=3 {
+        let text = std::fs::read_to_string(dir.path().join(format!("results/shard-{task}.jsonl"))).unwrap();
+        for (k, v) in parse(&text) {
+            assert!(union.insert(k.clone(), v).is_none(), "{k} in two tasks");
+        }
+    }
+    assert_eq!(union.len(), paths.len());
+
+    let mut k8s = Results::new();
+    for index in 0..2 {
+        let out = run(classify()
+            .arg("--files-from")
+            .arg(&list)
+            .args(["--shard", "auto"])
+            .env("JOB_COMPLETION_INDEX", index.to_string())
+            .env("ZOO_SHARDS", "2"));
+        assert!(out.status.success(), "{}", stderr(&out));
+        for (k, v) in parse(&stdout(&out)) {
+            assert!(k8s.insert(k.clone(), v).is_none(), "{k} in two pods");
+        }
+    }
+    assert_same(&k8s, &union);
 }
