@@ -10,6 +10,7 @@ mod inputs;
 mod memory;
 mod npy;
 mod output;
+mod plot;
 mod progress;
 mod resolve;
 mod results;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Classify images (or preprocessed .npy tensors) and print the top classes.
     Run(cmd::run::Args),
+    /// Accuracy on a labelled set (class directories or a CSV): top-1, top-5, per class, confusion matrix.
+    Eval(cmd::eval::Args),
     /// Write one embedding per image (pooled features; CLIP's image embedding) or text (CLIP), as JSON lines.
     Embed(cmd::embed::Args),
     /// Write the exact float32 tensor `run` would feed the model for one image.
@@ -63,6 +66,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(a) => cmd::run::run(a),
         Command::Embed(a) => cmd::embed::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
         Command::Preprocess(a) => cmd::preprocess::run(a),
         Command::List(a) => cmd::list::run(a),
         Command::Info(a) => cmd::info::run(a),

@@ -283,32 +283,11 @@ fn train(args: &Args, steps: usize, device: &Device) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Registers a system sans-serif font for plotters' text (pure-Rust rendering, no font library needed).
-fn load_font() -> bool {
-    const CANDIDATES: &[&str] = &[
-        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-        "/usr/share/fonts/TTF/DejaVuSans.ttf",
-        "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-        "/System/Library/Fonts/Supplemental/Arial.ttf",
-        "C:\\Windows\\Fonts\\arial.ttf",
-    ];
-    for path in CANDIDATES {
-        if let Ok(bytes) = std::fs::read(path) {
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            if plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, bytes).is_ok() {
-                return true;
-            }
-        }
-    }
-    false
-}
-
 /// Loss curves to a PNG: plain in reds, residual in blues, deeper networks darker and thicker.
 /// Returns whether text could be drawn.
 fn plot(path: &Path, curves: &[Curve], task: &Task, args: &Args) -> Result<bool> {
     use plotters::prelude::*;
-    let font = load_font();
+    let font = crate::plot::load_font();
     let (w, h) = (960u32, 600u32);
     let mut buf = vec![0u8; (w * h * 3) as usize];
     {
@@ -400,8 +379,6 @@ fn plot(path: &Path, curves: &[Curve], task: &Task, args: &Args) -> Result<bool>
         }
         root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    let img = image::RgbImage::from_raw(w, h, buf).expect("buffer size");
-    img.save(path)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    crate::plot::save_png(path, w, h, buf)?;
     Ok(font)
 }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod convert;
 pub mod download;
 pub mod embed;
+pub mod eval;
 pub mod finetune;
 pub mod gradflow;
 pub mod info;
