@@ -515,29 +515,46 @@ pub fn read_npy(path: impl AsRef<Path>, device: &Device) -> Result<Tensor, NpyEr
 /// The bytes of a version-1.0 `.npy` file holding `values` (little-endian f32, C order) of `shape`, as
 /// NumPy writes it (header padded with spaces and a newline to a multiple of 64 bytes).
 pub fn encode_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + 4 * values.len());
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
+    let mut out = header_f32(shape, 0);
+    out.reserve(4 * values.len());
     for v in values {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out
 }
 
+/// The header (magic, version 1.0, dict) of a little-endian f32 C-order `.npy` file of `shape`, padded to a
+/// multiple of 64 bytes and to at least `min_len`: a writer that streams rows reserves the header with a
+/// placeholder shape and `min_len`, then rewrites it with the final shape at the same length.
+pub fn header_f32(shape: &[usize], min_len: usize) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    while !(10 + header.len() + 1).is_multiple_of(64) || 10 + header.len() + 1 < min_len {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_headers_keep_their_length() {
+        let a = header_f32(&[0, 0], 128);
+        let b = header_f32(&[123_456_789, 1024], 128);
+        assert_eq!((a.len(), b.len()), (128, 128));
+        assert_eq!(header_f32(&[2, 3], 0).len(), 64);
+    }
 
     #[test]
     fn encoded_files_read_back() {

@@ -338,3 +338,60 @@ fn scheduler_shards_cover_the_inputs_once() {
     }
     assert_same(&k8s, &union);
 }
+
+/// `zoo embed --out F.npy` writes what the JSON lines hold, and `--index` ranks its rows by cosine as a naive
+/// computation over the file does.
+#[test]
+fn embeddings_to_npy_and_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, _) = images(dir.path(), 6);
+    let embed = || {
+        let mut c = zoo();
+        c.args(["embed", "resnet20", "--weights", &cifar20(), "--device", "cpu"]);
+        c
+    };
+    let lines = run(embed().args(&paths));
+    assert!(lines.status.success(), "{}", stderr(&lines));
+    let npy = dir.path().join("emb.npy");
+    let out = run(embed().args(&paths).arg("--out").arg(&npy));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = weights::npy::read_npy(&npy, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(table.dims(), [6, 64]);
+    let table = table.to_vec2::<f32>().unwrap();
+    let list = std::fs::read_to_string(dir.path().join("emb.inputs.jsonl")).unwrap();
+    for ((line, row), (name, p)) in stdout(&lines).lines().zip(&table).zip(list.lines().zip(&paths)) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let want: Vec<f32> = v["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(&want, row);
+        let name: Value = serde_json::from_str(name).unwrap();
+        assert_eq!(name["input"], p.display().to_string());
+    }
+
+    let out = run(embed().arg(&paths[2]).arg("--index").arg(&npy).args(["--top", "3"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let cos = |a: &[f32], b: &[f32]| {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let n = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>().sqrt();
+        dot / (n(a) * n(b))
+    };
+    let mut naive: Vec<(usize, f32)> = (0..6).map(|i| (i, cos(&table[2], &table[i]))).collect();
+    naive.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let matches = v["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 3);
+    assert_eq!(matches[0]["input"], paths[2].display().to_string());
+    for (m, (row, score)) in matches.iter().zip(&naive) {
+        assert_eq!(m["row"], *row);
+        assert!((m["score"].as_f64().unwrap() as f32 - score).abs() < 1e-5);
+    }
+    assert_clean_error(
+        &run(embed().arg(&paths[0]).arg("--out").arg(dir.path().join("e.bin"))),
+        &[".npy"],
+    );
+    assert!(!dir.path().join("e.bin").exists());
+}
