@@ -23,6 +23,13 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads for the model's computation (one pool for the whole process; default: all cores, or
+    /// RAYON_NUM_THREADS).
+    #[arg(long, global = true, value_parser = |s: &str| crate::args::in_range(s, 1, 4096))]
+    threads: Option<usize>,
+    /// No progress bars and no notes on stderr (warnings and errors are still printed).
+    #[arg(long, short, global = true)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -59,6 +66,11 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // Before any thread pool starts: rayon's global pool and Candle's kernels read it at their start.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    progress::set_quiet(cli.quiet);
     // Interrupted downloads and writes leave nothing behind (SIGINT/SIGTERM; SIGKILL is cleaned next time).
     if let Err(e) = weights::cleanup::install() {
         eprintln!("warning: cannot install the signal handlers that clean up interrupted writes: {e}");

@@ -613,3 +613,52 @@ fn convert_pth_with_a_bare_architecture_stamps_the_default_preprocessing() {
         Some(weights::registry::find("resnet50.a1_in1k").unwrap().preprocess())
     );
 }
+
+/// One spelling per concept: `info` and `list` agree on a tag's input size; `--batch-size` everywhere (bench's
+/// older `--batch` still works); `--out` and `--output` both name an output; `--threads` and `--quiet` go
+/// anywhere on the line.
+#[test]
+fn the_command_line_is_consistent() {
+    let list = stdout(&run(zoo().arg("list")));
+    let listed = list
+        .lines()
+        .find(|l| l.trim_start().starts_with("resnet50.tv2_in1k "))
+        .expect("resnet50.tv2_in1k in zoo list");
+    assert!(listed.contains("176px"), "{listed}");
+    let info = stdout(&run(zoo().args(["info", "resnet50.tv2_in1k", "--json"])));
+    let v: Value = serde_json::from_str(info.trim()).unwrap();
+    assert_eq!(v["input"], serde_json::json!([1, 3, 176, 176]));
+    let info = stdout(&run(zoo().args(["info", "resnet50", "--json"])));
+    let v: Value = serde_json::from_str(info.trim()).unwrap();
+    assert_eq!(v["input"], serde_json::json!([1, 3, 224, 224]));
+
+    for flag in ["--batch-size", "--batch"] {
+        let out = run(zoo().args([
+            "bench", "resnet20", "--size", "32", "--iters", "1", "--warmup", "0", "--json", flag, "2",
+        ]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(v["batch"], 2);
+    }
+    let Some(cat) = data("chelsea.png") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for (i, flag) in ["--out", "--output"].iter().enumerate() {
+        let f = dir.path().join(format!("x{i}.npy"));
+        let out = run(zoo()
+            .args(["--quiet", "preprocess", "resnet20", "--weights", &cifar20()])
+            .arg(&cat)
+            .arg(flag)
+            .arg(&f));
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(f.exists());
+        assert!(stderr(&out).is_empty(), "--quiet: {}", stderr(&out));
+        let f = dir.path().join(format!("r{i}.jsonl"));
+        let out = run(zoo()
+            .args(["run", "resnet20", "--weights", &cifar20(), "--json", "--threads", "1"])
+            .arg(&cat)
+            .arg(flag)
+            .arg(&f));
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&f).unwrap().lines().count(), 1);
+    }
+}

@@ -17,7 +17,9 @@ pub struct Args {
     /// A checkpoint to time instead of random weights.
     #[arg(long)]
     weights: Option<String>,
-    #[arg(long, default_value = "1", value_parser = |s: &str| crate::args::in_range(s, 1, 256))]
+    /// Images per forward pass (`--batch` is an older spelling).
+    #[arg(long = "batch-size", alias = "batch", default_value = "1",
+          value_parser = |s: &str| crate::args::in_range(s, 1, 256))]
     batch: usize,
     /// Input height and width.
     #[arg(long, default_value = "224", value_parser = crate::args::image_side)]
@@ -32,7 +34,7 @@ pub struct Args {
     #[arg(long)]
     layers: bool,
     /// auto, cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "auto")]
     device: String,
     /// f32, f16 or bf16.
     #[arg(long, default_value = "f32")]

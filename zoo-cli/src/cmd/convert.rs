@@ -22,7 +22,7 @@ enum Format {
         /// The model's `model.json`; the shards are read from the same directory.
         model_json: PathBuf,
         /// Where to write the safetensors file.
-        #[arg(long)]
+        #[arg(long, visible_alias = "output")]
         out: PathBuf,
     },
     /// A PyTorch state dict (`.pth`, `.pt`, `.bin`), read without running any of its code.
@@ -32,7 +32,7 @@ enum Format {
         #[arg(long)]
         arch: String,
         /// Where to write the safetensors file.
-        #[arg(long)]
+        #[arg(long, visible_alias = "output")]
         out: PathBuf,
     },
 }
@@ -42,7 +42,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Format::Keras { model_json, out } => {
             crate::files::refuse_overwriting_input(&model_json, &out)?;
             let s = keras::convert_tfjs(&model_json, &out)?;
-            eprintln!(
+            crate::note!(
                 "wrote {} ({}: {} tensors, {} values; {} conv biases folded into BatchNorm)",
                 s.out.display(),
                 s.arch,
@@ -71,6 +71,6 @@ fn convert_pth(file: &Path, arch: &str, out: &Path) -> Result<()> {
     let name = arch.split_once('.').map_or(arch, |(a, _)| a);
     let meta = write_metadata(name, &info.config, &preprocess, info.labels.as_deref());
     checkpoint::save(out, &tensors, &meta).with_context(|| format!("writing {}", out.display()))?;
-    eprintln!("wrote {} ({arch}: {} tensors)", out.display(), tensors.len());
+    crate::note!("wrote {} ({arch}: {} tensors)", out.display(), tensors.len());
     Ok(())
 }

@@ -45,7 +45,7 @@ pub struct Args {
     batch_size: usize,
     /// Write the embeddings to F.npy, an (N, D) float32 array, and name its rows in F.inputs.jsonl (instead of
     /// JSON lines on standard output).
-    #[arg(long, value_name = "F.npy", conflicts_with = "index")]
+    #[arg(long, visible_alias = "output", value_name = "F.npy", conflicts_with = "index")]
     out: Option<PathBuf>,
     /// Search: for each input (and --text), the --top most similar rows of an index written by --out, by
     /// cosine similarity.
@@ -256,7 +256,7 @@ fn write_npy(model: &Embedder, args: &Args, texts: &[String], out: &Path) -> Res
             Ok(())
         })
     })?;
-    eprintln!(
+    crate::note!(
         "wrote {} ({} x {} float32) and {}",
         out.display(),
         shape.0,

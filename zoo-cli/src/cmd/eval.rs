@@ -155,7 +155,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     if let Some(path) = &args.plot {
         plot_confusion(path, &data.classes, &tally)?;
-        eprintln!("wrote {}", path.display());
+        crate::note!("wrote {}", path.display());
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

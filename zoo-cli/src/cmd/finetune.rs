@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long)]
     data: PathBuf,
     /// Where to write the fine-tuned, self-describing .safetensors checkpoint.
-    #[arg(long)]
+    #[arg(long, visible_alias = "output")]
     out: PathBuf,
     /// Weights to start from: a .safetensors/.pth file (keys may carry `module.` or a `linear` head).
     #[arg(long)]

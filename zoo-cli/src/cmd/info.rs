@@ -11,25 +11,38 @@ use serde_json::json;
 pub struct Args {
     /// Architecture or pretrained name (`resnet50`, `resnext50_32x4d`, `resnet50.tv_in1k`).
     model: String,
-    /// Input height and width in pixels.
-    #[arg(long, default_value = "224", value_parser = crate::args::image_side)]
-    size: usize,
+    /// Input height and width in pixels (default: the size the weights were made for, as `zoo list` shows
+    /// it; 224 for a bare architecture).
+    #[arg(long, value_parser = crate::args::image_side)]
+    size: Option<usize>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let cfg = match std::path::Path::new(&args.model).is_file() {
-        true => resnet::load::inspect(&args.model, &resnet::load::LoadOptions::default())?.config,
+    let (cfg, native) = match std::path::Path::new(&args.model).is_file() {
+        true => {
+            let info = resnet::load::inspect(&args.model, &resnet::load::LoadOptions::default())?;
+            let size = info.preprocess_or_default().input_size[1];
+            (info.config, size)
+        }
         false => match weights::registry::find(&args.model) {
-            Some(entry) => resnet::variants::by_name(&entry.arch)?.with_num_classes(entry.num_classes),
-            None => resnet::variants::by_name(&args.model)?,
+            Some(entry) => (
+                resnet::variants::by_name(&entry.arch)?.with_num_classes(entry.num_classes),
+                entry.preprocess().input_size[1],
+            ),
+            None => {
+                let cfg = resnet::variants::by_name(&args.model)?;
+                let size = cfg.fixed_input_size().unwrap_or(224);
+                (cfg, size)
+            }
         },
     };
+    let size = args.size.unwrap_or(native);
     let vb = candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu);
     let model = resnet::ResNet::new(&cfg, vb)?;
-    let x = Tensor::zeros((1, cfg.in_channels, args.size, args.size), DType::F32, &Device::Cpu)?;
+    let x = Tensor::zeros((1, cfg.in_channels, size, size), DType::F32, &Device::Cpu)?;
     let ops = profile(
         &model,
         &x,
@@ -55,7 +68,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.json {
         let stages: Vec<_> = rows.iter().map(|(n, s)| json!({"name": n, "shape": s})).collect();
         let v = json!({"model": args.model, "params": model.num_params(), "macs": macs,
-                       "input": [1, cfg.in_channels, args.size, args.size], "stages": stages,
+                       "input": [1, cfg.in_channels, size, size], "stages": stages,
                        "config": cfg});
         crate::outln!("{v}")?;
         return Ok(ExitCode::SUCCESS);
@@ -65,8 +78,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.model,
         group(model.num_params() as u64),
         macs as f64 / 1e9,
-        args.size,
-        args.size
+        size,
+        size
     )?;
     crate::outln!("{:<8} output shape", "stage")?;
     for (name, shape) in rows {

@@ -13,7 +13,7 @@ pub struct Args {
     /// The image to preprocess.
     image: PathBuf,
     /// Where to write the float32 (C,H,W) tensor.
-    #[arg(long)]
+    #[arg(long, visible_alias = "output")]
     out: PathBuf,
     /// Weights whose metadata gives the preprocessing (as for `zoo run`).
     #[arg(long)]
@@ -27,7 +27,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .with_context(|| format!("cannot preprocess {}", args.image.display()))?;
     let values = t.flatten_all()?.to_vec1::<f32>()?;
     crate::files::write_bytes(&args.out, &weights::npy::encode_f32(t.dims(), &values))?;
-    eprintln!(
+    crate::note!(
         "wrote {} {:?}: resize to {:?} ({:?}), crop {}x{}, mean {:?}, std {:?}",
         args.out.display(),
         t.dims(),

@@ -54,7 +54,7 @@ pub struct Args {
     csv: bool,
     /// Write the results to FILE (as they come, flushed after each batch) instead of standard output. An
     /// existing FILE is never overwritten: see --resume.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, visible_alias = "out", value_name = "FILE")]
     output: Option<PathBuf>,
     /// Continue the results in --output FILE: inputs already there are skipped, an unfinished last line (a
     /// killed run) is cut off, new results are appended. Needs --json or --csv.
@@ -84,7 +84,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         done: sink.take_done(),
     };
     if selection.resumed() > 0 {
-        eprintln!("resuming: {} inputs already done", selection.resumed());
+        crate::note!("resuming: {} inputs already done", selection.resumed());
     }
     let list = args.files_from.as_deref().map(ListFile::open).transpose()?;
     let device = parse_device(&args.device)?;
