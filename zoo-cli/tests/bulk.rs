@@ -372,7 +372,12 @@ fn embeddings_to_npy_and_search() {
         assert_eq!(name["input"], p.display().to_string());
     }
 
-    let out = run(embed().arg(&paths[2]).arg("--index").arg(&npy).args(["--top", "3"]));
+    let out = run(embed()
+        .arg("--query")
+        .arg(&paths[2])
+        .arg("--index")
+        .arg(&npy)
+        .args(["--top", "3"]));
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     let cos = |a: &[f32], b: &[f32]| {

@@ -303,6 +303,30 @@ fn embed_equals_the_libraries() {
         assert!(max_abs_diff(&from_embedding, &logits) <= 1e-4);
     }
 
+    // A chosen stage, pooled: ResNet-20's second stage has 32 channels.
+    let out = run(zoo()
+        .args(["embed", "resnet20", "--weights", &cifar, "--stage", "2"])
+        .arg(&a));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = floats(&json_lines(&out)[0]["embedding"]);
+    let x = p.preprocess_file(&a).unwrap().unsqueeze(0).unwrap();
+    let stage2 = p.model.forward_intermediates(&x, &[2]).unwrap().pop().unwrap();
+    let want = stage2
+        .mean((2, 3))
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(got.len(), 32);
+    assert!(max_abs_diff(&got, &want) <= 1e-5);
+    assert_clean_error(
+        &run(zoo()
+            .args(["embed", "resnet20", "--weights", &cifar, "--stage", "4"])
+            .arg(&a)),
+        &["3 stages"],
+    );
+
     // CLIP: image and text embeddings, normalized.
     let dir = tempfile::tempdir().unwrap();
     let file = publish(dir.path());

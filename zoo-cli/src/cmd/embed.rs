@@ -51,6 +51,12 @@ pub struct Args {
     /// cosine similarity.
     #[arg(long, value_name = "F.npy")]
     index: Option<PathBuf>,
+    /// With --index: a query image (repeatable; the INPUTS are queries too).
+    #[arg(long, requires = "index")]
+    query: Vec<PathBuf>,
+    /// ResNets: pool the output of stage N (1 to the number of stages) instead of the last one.
+    #[arg(long, value_parser = |s: &str| crate::args::in_range(s, 1, 64))]
+    stage: Option<usize>,
     /// With --index: how many matches per query.
     #[arg(long, default_value = "5", value_parser = |s: &str| crate::args::in_range(s, 1, 1 << 20))]
     top: usize,
@@ -86,11 +92,20 @@ enum Embedder {
 }
 
 impl Embedder {
-    fn images(&self, x: &Tensor) -> Result<Tensor> {
+    /// Embeddings of a batch; `stage` (ResNets) pools that stage's output (1-based) instead of the last.
+    fn images(&self, x: &Tensor, stage: Option<usize>) -> Result<Tensor> {
         let e = match self {
             Self::ResNet(p) => {
                 let x = x.to_device(p.device())?.to_dtype(p.model.dtype())?;
-                resnet::layers::pool::global_avg_pool(&p.model.forward_features(&x)?)?
+                let features = match stage {
+                    None => p.model.forward_features(&x)?,
+                    Some(s) => p
+                        .model
+                        .forward_intermediates(&x, &[s])?
+                        .pop()
+                        .ok_or_else(|| anyhow::anyhow!("stage {s} gave no output"))?,
+                };
+                resnet::layers::pool::global_avg_pool(&features)?
             }
             Self::Clip(c) => c.model.encode_image(&x.to_device(c.model.device())?)?,
         };
@@ -107,6 +122,8 @@ impl Embedder {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let texts = texts(&args)?;
+    let mut args = args;
+    args.inputs.extend(std::mem::take(&mut args.query));
     if args.inputs.is_empty() && texts.is_empty() {
         bail!("nothing to embed: give images (INPUTS), --text or --texts-file");
     }
@@ -134,6 +151,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             false,
         )?))
     };
+    if let Some(s) = args.stage {
+        match &model {
+            Embedder::ResNet(p) if s <= p.model.stages().len() => {}
+            Embedder::ResNet(p) => bail!("--stage {s}: the model has {} stages", p.model.stages().len()),
+            Embedder::Clip(_) => bail!("--stage is for ResNets; a CLIP model's embedding is its attention pool's"),
+        }
+    }
     if let Some(index) = &args.index {
         return query(&model, &args, &texts, index);
     }
@@ -190,7 +214,7 @@ fn embed_all(
             |items| {
                 for_each_stack(items, |batch, x| {
                     let e = model
-                        .images(x)
+                        .images(x, args.stage)
                         .with_context(|| format!("embedding {}", describe(batch)))?;
                     for (item, row) in batch.iter().zip(rows(&e, args.normalize, || describe(batch))?) {
                         emit(
