@@ -351,7 +351,7 @@ mod hub {
     /// when the repo has one). A name without a tag means OpenAI's weights (`.openai`, in timm's repos).
     ///
     /// ```no_run
-    /// # fn main() -> clip::Result<()> {
+    /// # fn main() -> anyhow::Result<()> {
     /// let clip = clip::pretrained("resnet50_clip", &clip::ClipLoadOptions::new(&candle_core::Device::Cpu))?;
     /// let image = resnet::data::preprocess_file("cat.jpg".as_ref(), &clip.preprocess, clip.model.device())?;
     /// let probs = clip.model.zero_shot(&clip.tokenizer, &image.unsqueeze(0)?, &["cat", "dog"], &[clip::SINGLE_TEMPLATE])?;

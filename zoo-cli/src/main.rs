@@ -40,6 +40,9 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Write one embedding per image (pooled features; CLIP's image embedding) or text (CLIP), as JSON lines.
     Embed(cmd::embed::Args),
+    /// Serve models over HTTP (Open Inference Protocol / KServe v2, and an image endpoint), with dynamic
+    /// batching.
+    Serve(cmd::serve::Args),
     /// Write the exact float32 tensor `run` would feed the model for one image.
     Preprocess(cmd::preprocess::Args),
     /// List architectures and pretrained checkpoints, and which are cached.
@@ -72,13 +75,16 @@ fn main() -> std::process::ExitCode {
     }
     progress::set_quiet(cli.quiet);
     // Interrupted downloads and writes leave nothing behind (SIGINT/SIGTERM; SIGKILL is cleaned next time).
-    if let Err(e) = weights::cleanup::install() {
+    // `zoo serve` handles SIGTERM itself: it drains requests in flight, and writes no files.
+    let serving = matches!(cli.command, Command::Serve(_));
+    if let Err(e) = (!serving).then(weights::cleanup::install).transpose() {
         eprintln!("warning: cannot install the signal handlers that clean up interrupted writes: {e}");
     }
     let result = match cli.command {
         Command::Run(a) => cmd::run::run(a),
         Command::Embed(a) => cmd::embed::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Preprocess(a) => cmd::preprocess::run(a),
         Command::List(a) => cmd::list::run(a),
         Command::Info(a) => cmd::info::run(a),

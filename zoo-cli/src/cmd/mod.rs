@@ -11,3 +11,4 @@ pub mod info;
 pub mod list;
 pub mod preprocess;
 pub mod run;
+pub mod serve;
