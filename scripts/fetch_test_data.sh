@@ -60,3 +60,13 @@ fi
 if [ -n "${ZOO_REF_PYTHON:-}" ] && [ ! -f .data/clip_rn50/reference.safetensors ]; then
     "$ZOO_REF_PYTHON" scripts/gen_clip_fixtures.py --only-rn50 --rn50 .data/clip_rn50
 fi
+
+# Triton's own Python HTTP client, for zoo-cli/tests/serve.rs (an Open Inference Protocol client talking to
+# `zoo serve` unmodified). Installed into its own virtual environment; the install is retried once.
+if [ ! -x .data/oip-venv/bin/python ] || ! .data/oip-venv/bin/python -c "import tritonclient.http, numpy" 2>/dev/null; then
+    rm -rf .data/oip-venv
+    python3 -m venv .data/oip-venv
+    .data/oip-venv/bin/python -m pip install --quiet --disable-pip-version-check "tritonclient[http]==2.*" numpy \
+        || .data/oip-venv/bin/python -m pip install --quiet --disable-pip-version-check "tritonclient[http]==2.*" numpy
+    echo "installed tritonclient[http] into .data/oip-venv"
+fi

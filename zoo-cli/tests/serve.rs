@@ -422,3 +422,45 @@ fn sigterm_finishes_requests_in_flight_then_exits_0() {
     let addr = server.base.trim_start_matches("http://").to_string();
     assert!(std::net::TcpStream::connect(&addr).is_err());
 }
+
+/// Triton's Python HTTP client (`tritonclient[http]`, installed by `scripts/fetch_test_data.sh` into
+/// `.data/oip-venv`) talks to the server unmodified and gets `zoo run`'s logits.
+#[test]
+fn tritons_own_client_talks_to_it() {
+    let Some(cat) = data("chelsea.png") else { return };
+    let Some(python) = data("oip-venv/bin/python") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let server = start(&model, &[]);
+    let npy = dir.path().join("cat.npy");
+    assert!(
+        run(zoo().arg("preprocess").arg(&model).arg(&cat).arg("--out").arg(&npy))
+            .status
+            .success()
+    );
+    let out = run(zoo()
+        .arg("run")
+        .arg(&model)
+        .arg(&npy)
+        .args(["--json", "--logits", "--device", "cpu"]));
+    let want: Vec<f64> = serde_json::from_str::<Value>(stdout(&out).trim()).unwrap()["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let out = run(std::process::Command::new(python)
+        .arg(common::root().join("scripts/oip_client.py"))
+        .arg(server.base.trim_start_matches("http://"))
+        .arg("r20")
+        .arg(&npy));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["id"], "triton-client");
+    assert_eq!(v["shape"], json!([1, 10]));
+    for (a, b) in v["logits"].as_array().unwrap().iter().zip(&want) {
+        assert!((a.as_f64().unwrap() - b).abs() <= 1e-4, "{a} vs {b}");
+    }
+}
