@@ -399,7 +399,8 @@ fn read_done(f: &mut File, format: Format, path: &Path) -> Result<(usize, HashSe
                 let (input, index) = csv_first_two(&line).ok_or_else(bad)?;
                 (input, index.parse().map_err(|_| bad())?)
             }
-            Format::Table => unreachable!("checked by Sink::file"),
+            // `Sink::file` refuses --resume with the table before reading anything.
+            Format::Table => return Err(bad()),
         };
         records += 1;
         done.insert(key(Path::new(&input), index));

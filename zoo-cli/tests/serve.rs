@@ -110,6 +110,22 @@ fn run_reference(model: &Path, img: &Path) -> Vec<(u64, f64)> {
     top_of(&serde_json::from_str(stdout(&out).trim()).unwrap())
 }
 
+/// The logits `zoo run` gives a preprocessed tensor.
+fn run_logits(model: &Path, npy: &Path) -> Vec<f64> {
+    let out = run(zoo()
+        .arg("run")
+        .arg(model)
+        .arg(npy)
+        .args(["--json", "--logits", "--device", "cpu"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str::<Value>(stdout(&out).trim()).unwrap()["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
 fn top_of(v: &Value) -> Vec<(u64, f64)> {
     v["top"]
         .as_array()
@@ -179,17 +195,7 @@ fn answers_equal_zoo_run_on_both_protocols() {
     let npy = dir.path().join("cat.npy");
     let out = run(zoo().arg("preprocess").arg(&model).arg(&cat).arg("--out").arg(&npy));
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = run(zoo()
-        .arg("run")
-        .arg(&model)
-        .arg(&npy)
-        .args(["--json", "--logits", "--device", "cpu"]));
-    let want: Vec<f64> = serde_json::from_str::<Value>(stdout(&out).trim()).unwrap()["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
+    let want = run_logits(&model, &npy);
     let (status, _, body) = send(
         ureq::post(&format!("{base}/v2/models/r20/infer")).set("Content-Type", "application/json"),
         &infer_body(&npy),
@@ -440,17 +446,7 @@ fn tritons_own_client_talks_to_it() {
             .status
             .success()
     );
-    let out = run(zoo()
-        .arg("run")
-        .arg(&model)
-        .arg(&npy)
-        .args(["--json", "--logits", "--device", "cpu"]));
-    let want: Vec<f64> = serde_json::from_str::<Value>(stdout(&out).trim()).unwrap()["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
+    let want = run_logits(&model, &npy);
     let out = run(std::process::Command::new(python)
         .arg(common::root().join("scripts/oip_client.py"))
         .arg(server.base.trim_start_matches("http://"))

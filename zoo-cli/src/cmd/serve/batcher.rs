@@ -69,7 +69,7 @@ pub struct BatchPolicy {
 }
 
 /// Starts the worker of `model` and returns its queue.
-pub fn start(name: String, model: Classifier, policy: BatchPolicy, metrics: Arc<Metrics>) -> Queue {
+pub fn start(name: String, model: Classifier, policy: BatchPolicy, metrics: Arc<Metrics>) -> std::io::Result<Queue> {
     let (tx, rx) = sync_channel(policy.capacity);
     let depth = Arc::new(AtomicI64::new(0));
     let queue = Queue {
@@ -78,9 +78,8 @@ pub fn start(name: String, model: Classifier, policy: BatchPolicy, metrics: Arc<
     };
     std::thread::Builder::new()
         .name(format!("zoo-model-{name}"))
-        .spawn(move || work(&model, &rx, policy, &depth, &metrics))
-        .expect("spawning a model worker");
-    queue
+        .spawn(move || work(&model, &rx, policy, &depth, &metrics))?;
+    Ok(queue)
 }
 
 fn work(model: &Classifier, rx: &Receiver<Job>, policy: BatchPolicy, depth: &AtomicI64, metrics: &Metrics) {

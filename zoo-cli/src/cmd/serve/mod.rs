@@ -209,7 +209,8 @@ async fn serve(args: Args, specs: Vec<(String, String)>, device: Device) -> Resu
                 let num_classes = p.model.config().num_classes;
                 let labels = (0..num_classes).map(|i| p.label(i)).collect();
                 let preprocess = p.preprocess.clone();
-                let queue = batcher::start(name.clone(), model, policy, state.metrics.clone());
+                let queue = batcher::start(name.clone(), model, policy, state.metrics.clone())
+                    .with_context(|| format!("starting the worker of {name}"))?;
                 models.insert(
                     name,
                     Served {
