@@ -67,6 +67,14 @@ fn offline_opts(home: &Path) -> HubOptions {
     }
 }
 
+/// One image preprocessed as `cfg` says, as a batch of one.
+fn batch_of(img: &Path, cfg: &weights::PreprocessConfig) -> Tensor {
+    resnet::data::preprocess_file(img, cfg, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap()
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
@@ -115,10 +123,7 @@ fn zero_shot_run_online_then_offline_equals_the_library() {
         &offline_opts(home.path()),
     )
     .unwrap();
-    let x = resnet::data::preprocess_file(&img, &p.preprocess, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
+    let x = batch_of(&img, &p.preprocess);
     let want = p
         .model
         .zero_shot(&p.tokenizer, &x, &labels, &[clip::SINGLE_TEMPLATE])
@@ -171,10 +176,7 @@ fn zero_shot_from_a_local_checkpoint_with_templates_and_a_labels_file() {
     let ensemble = probs(&["--templates", "openai-imagenet"]);
 
     let p = clip::PretrainedClip::from_file(&file, &ClipLoadOptions::new(&Device::Cpu)).unwrap();
-    let x = resnet::data::preprocess_file(&img, &p.preprocess, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
+    let x = batch_of(&img, &p.preprocess);
     let labels = ["cat", "dog", "cup of coffee"];
     let lib = |templates: &[&str]| {
         p.model
@@ -340,10 +342,7 @@ fn embed_equals_the_libraries() {
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 3);
     let c = clip::PretrainedClip::from_file(&file, &ClipLoadOptions::new(&Device::Cpu)).unwrap();
-    let x = resnet::data::preprocess_file(&a, &c.preprocess, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
+    let x = batch_of(&a, &c.preprocess);
     let img = clip::model::normalize(&c.model.encode_image(&x).unwrap()).unwrap();
     let txt = clip::model::normalize(&c.model.encode_texts(&c.tokenizer, &["a photo of a cat.", ""]).unwrap()).unwrap();
     let img = img.squeeze(0).unwrap().to_vec1::<f32>().unwrap();

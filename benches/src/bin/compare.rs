@@ -21,9 +21,16 @@ fn main() -> Result<()> {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    let iters: usize = opt("--iters").map_or(5, |s| s.parse().unwrap());
-    let batches: Vec<usize> =
-        opt("--batches").map_or(vec![1, 8], |s| s.split(',').map(|b| b.parse().unwrap()).collect());
+    let number = |flag: &str, s: &str| -> Result<usize> {
+        s.trim()
+            .parse()
+            .map_err(|_| candle_core::Error::Msg(format!("{flag}: `{s}` is not a whole number")))
+    };
+    let iters: usize = opt("--iters").map_or(Ok(5), |s| number("--iters", &s))?;
+    let batches: Vec<usize> = match opt("--batches") {
+        None => vec![1, 8],
+        Some(s) => s.split(',').map(|b| number("--batches", b)).collect::<Result<_>>()?,
+    };
     let archs: Vec<Arch> = match opt("--archs") {
         None => Arch::ALL.to_vec(),
         Some(s) => Arch::ALL
