@@ -9,6 +9,8 @@ timed runs after 3 warm-up runs, reported in ms/img.
     .venv/bin/python scripts/bench_peers.py                  # PyTorch eager (+ ONNX Runtime if installed)
     .venv/bin/python scripts/bench_peers.py --install-ort    # pip-installs onnxruntime into this venv first
     .venv/bin/python scripts/bench_peers.py --ours target/release/zoo   # + ours (`zoo bench`), interleaved
+    .venv/bin/python scripts/bench_peers.py --ours target/release/zoo --engines avx512,portable --rounds 3
+                                                             # each of our conv engines, three rounds
 
 With --ours, each (model, batch) row also runs `zoo bench` right after PyTorch and ONNX Runtime, so the
 three share the machine's state of that moment (timings here drift by up to 2x over minutes).
@@ -35,9 +37,10 @@ def median_ms(fn, warmup=3, iters=10):
     return statistics.median(times)
 
 
-def ours_ms(zoo, name, batch, iters):
+def ours_ms(zoo, name, batch, iters, engine="auto"):
     """ms/img of our network from `zoo bench --json` (3 warm-ups, median of `iters`, same threads)."""
-    out = subprocess.run([zoo, "bench", name, "--batch", str(batch), "--iters", str(iters), "--warmup", "3", "--json"],
+    out = subprocess.run([zoo, "bench", name, "--batch", str(batch), "--iters", str(iters), "--warmup", "3", "--json",
+                          "--threads", "2", "--engine", engine],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)["median_ms"] / batch
 
@@ -66,6 +69,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--ours", metavar="ZOO", help="path of a release `zoo` binary to time alongside")
+    ap.add_argument("--engines", default="auto",
+                    help="comma-separated `zoo bench --engine` values to time (auto, avx512, avx2, portable)")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds over every row; ratios are per round")
+    ap.add_argument("--models", default="resnet18,resnet50")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--json", metavar="FILE", help="also write every measurement to FILE")
     args = ap.parse_args()
     if args.setup:
         setup_and_reexec()
@@ -83,28 +92,47 @@ def main():
         print("onnxruntime not installed (use --install-ort); skipping it", file=sys.stderr)
 
     print(f"torch {torch.__version__}, threads {args.threads}" + (f", onnxruntime {ort.__version__}" if ort else ""))
-    print(f"{'model':<9} {'batch':>5} {'torch ms/img':>13} {'ort ms/img':>11} {'ours ms/img':>12} {'torch/ours':>11}")
-    for name in ["resnet18", "resnet50"]:
+    engines = [e for e in args.engines.split(",") if e] if args.ours else []
+    rows = []
+    for name in args.models.split(","):
         model = getattr(torchvision.models, name)(weights=None).eval()
-        for batch in [1, 8]:
+        for batch in [int(b) for b in args.batches.split(",")]:
             x = torch.randn(batch, 3, 224, 224)
+            sess = None
+            tmp = tempfile.TemporaryDirectory()
+            if ort is not None:
+                path = os.path.join(tmp.name, f"{name}.onnx")
+                torch.onnx.export(model, x, path, input_names=["x"], output_names=["y"], dynamo=False)
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = args.threads
+                so.inter_op_num_threads = 1
+                sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            rows.append((name, batch, model, x, sess, tmp))
+    header = f"{'round':>5} {'model':<9} {'batch':>5} {'torch ms/img':>13} {'ort ms/img':>11}"
+    for e in engines:
+        header += f" {'zoo ' + e:>15} {'ort/zoo':>8} {'torch/zoo':>9}"
+    print(header)
+    results = []
+    for rnd in range(1, args.rounds + 1):
+        for name, batch, model, x, sess, _ in rows:
             with torch.inference_mode():
                 t_torch = median_ms(lambda: model(x), iters=args.iters) / batch
             t_ort = float("nan")
-            if ort is not None:
-                with tempfile.TemporaryDirectory() as d:
-                    path = os.path.join(d, f"{name}.onnx")
-                    torch.onnx.export(model, x, path, input_names=["x"], output_names=["y"], dynamo=False)
-                    so = ort.SessionOptions()
-                    so.intra_op_num_threads = args.threads
-                    so.inter_op_num_threads = 1
-                    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-                    xn = x.numpy()
-                    t_ort = median_ms(lambda: sess.run(None, {"x": xn}), iters=args.iters) / batch
-            t_ours = ours_ms(args.ours, name, batch, args.iters) if args.ours else float("nan")
-            ratio = f"{t_torch / t_ours:>10.2f}x" if args.ours else f"{'-':>11}"
-            print(f"{name:<9} {batch:>5} {t_torch:>13.1f} {t_ort:>11.1f} {t_ours:>12.1f} {ratio}", flush=True)
-
+            if sess is not None:
+                xn = x.numpy()
+                t_ort = median_ms(lambda: sess.run(None, {"x": xn}), iters=args.iters) / batch
+            line = f"{rnd:>5} {name:<9} {batch:>5} {t_torch:>13.1f} {t_ort:>11.1f}"
+            ours = {}
+            for e in engines:
+                t = ours_ms(args.ours, name, batch, args.iters, e)
+                ours[e] = t
+                line += f" {t:>15.1f} {t_ort / t:>7.2f}x {t_torch / t:>8.2f}x"
+            print(line, flush=True)
+            results.append({"round": rnd, "model": name, "batch": batch, "torch_ms_per_img": t_torch,
+                            "ort_ms_per_img": t_ort, "zoo_ms_per_img": ours})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
 
 if __name__ == "__main__":
     main()

@@ -62,7 +62,9 @@
 //! - gradients reaching early layers through the identity path: `gradflow` (feature `train`);
 //! - transfer learning by replacing the head: [`ResNet::replace_head`], `train` (feature `train`);
 //! - data preparation (decode, resize, crop, normalize, batch): `data` (feature `image`);
-//! - BatchNorm folding for inference: [`layers::conv_bn`].
+//! - BatchNorm folding for inference: [`layers::conv_bn`];
+//! - the CPU convolution's engines (our AVX-512 and AVX2 micro-kernels, the portable `gemm` path, the
+//!   choice as an explicit enum): [`layers::engine`].
 //!
 //! CLIP's ResNets (`resnet50_clip` .. `resnet50x64_clip`, Radford et al. 2021) are members too: a three-conv stem
 //! with an average pool ([`StemKind::Clip`]), anti-aliased strides (an average pool takes the stride in the

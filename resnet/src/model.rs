@@ -95,7 +95,7 @@ impl ResNet {
         self.stem
             .convs
             .first()
-            .map_or(candle_core::DType::F32, |(_, c)| c.conv().weight().dtype())
+            .map_or(candle_core::DType::F32, |(_, c)| c.conv().dtype())
     }
 
     /// The device the weights live on.
@@ -103,7 +103,7 @@ impl ResNet {
         self.stem
             .convs
             .first()
-            .map_or(&candle_core::Device::Cpu, |(_, c)| c.conv().weight().device())
+            .map_or(&candle_core::Device::Cpu, |(_, c)| c.conv().device())
     }
 
     /// The stem (the layers before `layer1`).

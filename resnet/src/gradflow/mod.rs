@@ -125,7 +125,7 @@ pub fn weight_layers(net: &ResNet) -> Vec<(String, Tensor)> {
     let mut out: Vec<(String, Tensor)> = net
         .conv_layers()
         .into_iter()
-        .map(|(name, conv)| (name, conv.conv().weight().clone()))
+        .filter_map(|(name, conv)| Some((name, conv.conv().weight().ok()?.into_owned())))
         .collect();
     if let Some(head) = net.classifier() {
         out.push(("fc".to_string(), head.fc.weight().clone()));

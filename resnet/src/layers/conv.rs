@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
+use std::borrow::Cow;
 
 use super::cpu_conv::PackedConv;
 
@@ -64,6 +65,11 @@ impl ConvSpec {
         )
     }
 
+    /// Multiply-adds per output value: `in / groups * k * k` (the GEMM's depth).
+    pub fn depth(&self) -> usize {
+        self.in_channels / self.groups * self.kernel * self.kernel
+    }
+
     /// Spatial output size for an input of `size` pixels.
     pub fn output_size(&self, size: usize) -> usize {
         (size + 2 * self.padding - self.dilation * (self.kernel - 1) - 1) / self.stride + 1
@@ -73,22 +79,28 @@ impl ConvSpec {
 /// A convolution with an optional per-channel bias.
 ///
 /// Built with [`Conv::new`] it runs on Candle's generic ops (any device, autograd through the weights).
-/// Built with [`Conv::new_inference`] from f32 weights on the CPU, it also holds the weights packed once
-/// for the CPU kernel of [`super::cpu_conv`], which then serves every f32 CPU forward pass, with the bias,
+/// Built with [`Conv::new_inference`] from f32 weights on the CPU, it holds the weights packed once for
+/// the CPU kernel of [`super::cpu_conv`] (in the layout its [`super::Engine`] reads, which replaces the
+/// OIHW tensor for the micro-kernel engines), which then serves every f32 CPU forward pass, with the bias,
 /// a residual add and a ReLU fused in ([`Conv::forward_fused`]); gradients do not flow into such weights.
 #[derive(Debug, Clone)]
 pub struct Conv {
-    weight: Tensor,
+    /// OIHW; `None` when the packed copy is the only one.
+    weight: Option<Tensor>,
     bias: Option<Tensor>,
     spec: ConvSpec,
     packed: Option<Arc<PackedConv>>,
+    dtype: DType,
+    device: Device,
 }
 
 impl Conv {
     /// A trainable convolution on Candle's generic ops.
     pub fn new(weight: Tensor, bias: Option<Tensor>, spec: ConvSpec) -> Self {
         Self {
-            weight,
+            dtype: weight.dtype(),
+            device: weight.device().clone(),
+            weight: Some(weight),
             bias,
             spec,
             packed: None,
@@ -105,11 +117,47 @@ impl Conv {
             }
             _ => None,
         };
+        let (dtype, device) = (weight.dtype(), weight.device().clone());
+        // A micro-kernel engine's panels are the weights' only copy.
+        let weight = match &packed {
+            Some(p) if p.owns_weights() => None,
+            _ => Some(weight),
+        };
         Ok(Self {
             weight,
             bias,
             spec,
             packed,
+            dtype,
+            device,
+        })
+    }
+
+    /// [`Conv::new_inference`] from an OIHW f32 CPU buffer of `spec.weight_shape()`, which the conv takes
+    /// over: the CPU kernel lays it out in place, so the weights are never held twice, even while loading.
+    pub fn new_inference_cpu(weight: Vec<f32>, bias: Option<Tensor>, spec: ConvSpec) -> Result<Self> {
+        if spec.dilation != 1 {
+            let weight = Tensor::from_vec(weight, spec.weight_shape(), &Device::Cpu)?;
+            return Self::new_inference(weight, bias, spec);
+        }
+        let packed = Arc::new(PackedConv::from_vec(
+            weight,
+            bias.as_ref(),
+            spec,
+            super::Engine::current(),
+        )?);
+        let weight = match packed.owns_weights() {
+            true => None,
+            // The portable engine's OIHW tensor is the model's weight tensor too.
+            false => Some(packed.weight()?),
+        };
+        Ok(Self {
+            weight,
+            bias,
+            spec,
+            packed: Some(packed),
+            dtype: DType::F32,
+            device: Device::Cpu,
         })
     }
 
@@ -140,9 +188,29 @@ impl Conv {
         }
     }
 
-    /// The weight, (out, in / groups, k, k).
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+    /// The weight, (out, in / groups, k, k): the tensor itself, or (for weights packed for a CPU
+    /// micro-kernel, which keep no OIHW copy) a new tensor unpacked from the panels.
+    pub fn weight(&self) -> Result<Cow<'_, Tensor>> {
+        match (&self.weight, &self.packed) {
+            (Some(w), _) => Ok(Cow::Borrowed(w)),
+            (None, Some(p)) => Ok(Cow::Owned(p.weight()?)),
+            (None, None) => candle_core::bail!("conv without weights"),
+        }
+    }
+
+    /// The weights' dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Number of weight values (without the bias).
+    pub fn weight_count(&self) -> usize {
+        self.spec.out_channels * self.spec.depth()
     }
 
     /// The bias, (out,), where the convolution has one (always after BatchNorm folding).
@@ -167,7 +235,7 @@ impl Conv {
         let k = cg * s.kernel * s.kernel;
         let cols = cols.reshape((n, s.groups, k, oh * ow))?;
         let og = s.out_channels / s.groups;
-        let w = self.weight.reshape((1, s.groups, og, k))?;
+        let w = self.weight()?.reshape((1, s.groups, og, k))?;
         w.broadcast_matmul(&cols)?.reshape((n, s.out_channels, oh, ow))
     }
 }
@@ -211,7 +279,7 @@ impl Module for Conv {
         }
         let s = self.spec;
         let y = if s.groups == 1 {
-            x.conv2d(&self.weight, s.padding, s.stride, s.dilation, 1)?
+            x.conv2d(&*self.weight()?, s.padding, s.stride, s.dilation, 1)?
         } else {
             self.forward_grouped(x)?
         };

@@ -88,7 +88,7 @@ impl ConvBn {
 }
 
 fn conv_params(conv: &Conv) -> usize {
-    conv.weight().elem_count() + conv.bias().map_or(0, Tensor::elem_count)
+    conv.weight_count() + conv.bias().map_or(0, Tensor::elem_count)
 }
 
 /// BN(conv(x)) = gamma * (W*x + b - mean) / sqrt(var + eps) + beta
@@ -96,7 +96,7 @@ fn conv_params(conv: &Conv) -> usize {
 /// Computed in f64 so each folded weight rounds once, not at every step; on the host, as plain loops,
 /// because Candle's tensor ops would make several f64 copies of every weight (most of the load time).
 fn fold(conv: &Conv, bn: &BatchNorm) -> Result<Conv> {
-    let weight = conv.weight();
+    let weight = conv.weight()?;
     let (device, dtype) = (weight.device(), weight.dtype());
     let out = conv.spec().out_channels;
     let host = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
@@ -121,8 +121,12 @@ fn fold(conv: &Conv, bn: &BatchNorm) -> Result<Conv> {
         .for_each(|(row, &s)| {
             row.iter_mut().for_each(|w| *w = (f64::from(*w) * s) as f32);
         });
-    let folded = Tensor::from_vec(folded, weight.shape(), device)?.to_dtype(dtype)?;
     let bias = Tensor::from_vec(bias, out, device)?.to_dtype(dtype)?;
+    if device.is_cpu() && dtype == DType::F32 {
+        // The CPU kernel takes the buffer over and lays it out in place.
+        return Conv::new_inference_cpu(folded, Some(bias), *conv.spec());
+    }
+    let folded = Tensor::from_vec(folded, weight.shape(), device)?.to_dtype(dtype)?;
     Conv::new_inference(folded, Some(bias), *conv.spec())
 }
 

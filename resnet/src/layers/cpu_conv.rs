@@ -1,13 +1,20 @@
-//! The CPU inference convolution: im2col (only where needed) + `gemm` calls over tiles of each image's
-//! output, with the bias, the residual add and the ReLU fused around them, as a Candle custom op.
+//! The CPU inference convolution: im2col (only where needed) + a matrix product per tile of each image's
+//! output ([`super::engine`]: our AVX-512/AVX2 micro-kernels, or `gemm` on other CPUs), with the bias, the
+//! residual add and the ReLU fused in, as a Candle custom op.
 //!
 //! Candle's own CPU `conv2d` repacks the input to NHWC single-threaded and re-lays the weights on every
 //! call, and the bias, residual add and ReLU that follow are each a full pass with a fresh allocation.
 //! Here the OIHW weight is already the (out, in/groups * k * k) row-major GEMM operand the kernel wants
 //! (read in place, BatchNorm folded in at load); activations stay NCHW, so a 1x1 stride-1 convolution
 //! reads the input in place as the right-hand GEMM operand, and 3x3 / 7x7 / strided convolutions unfold it
-//! band by band into a reused per-thread buffer small enough to stay in L2. The GEMM writes each output
-//! tile, then one pass over the tile adds the bias (and residual) and applies the ReLU.
+//! band by band into a reused per-thread buffer small enough to stay in L2. The engine applies the bias,
+//! residual and ReLU as it stores each tile.
+//!
+//! Threads: the work of one pass is cut into tasks on rayon's pool (the process's one pool, sized by
+//! `zoo --threads N` or `RAYON_NUM_THREADS`, or the pool a caller runs the model in with
+//! `ThreadPool::install`): images at batch > 1; at batch 1, bands of output pixels, or blocks of output
+//! channels for maps too small to band. Several models run from a caller's own threads share that pool,
+//! so they never put more threads on the cores than it has.
 //!
 //! Only used for f32 tensors on the CPU in inference (folded BatchNorm); every other case goes through
 //! Candle's generic ops, which keep autograd and the CUDA/Metal backends.
@@ -16,44 +23,143 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::conv::ConvSpec;
+use super::engine::{Engine, Epilogue, Gemm};
 
-/// Weights and bias of one convolution, laid out once for [`gemm`].
+/// Weights and bias of one convolution, laid out once, at load, for its [`Engine`].
 pub struct PackedConv {
     spec: ConvSpec,
-    /// OIHW f32, contiguous: read in place as the (out, in/groups * k * k) row-major left GEMM operand,
-    /// whose column order (c, i, j) is im2col's row order. Shares its buffer with the model's weight
-    /// tensor, so the weights are held in memory once.
-    weight: Tensor,
+    weights: Weights,
     /// One per output channel (zeros when the conv has none).
     bias: Vec<f32>,
+    /// Who multiplies: [`Engine::current`] when built, unless given to [`PackedConv::with_engine`].
+    engine: Engine,
+}
+
+/// The weights in the layout the engine reads.
+enum Weights {
+    /// OIHW f32, contiguous (the portable engine): read in place as the (out, in/groups * k * k)
+    /// row-major left GEMM operand, whose column order (c, i, j) is im2col's row order. Shares its buffer
+    /// with the model's weight tensor, so the weights are held in memory once.
+    Oihw(Tensor),
+    /// The micro-kernels' layout: per group, panels of `rows` output channels over the whole depth, step
+    /// `k` of row `i` at `k * rows + i` (zero past the group's last channel). Replaces the OIHW copy (the
+    /// model keeps none), so the weights are held once here too.
+    Panels { data: Vec<f32>, rows: usize },
 }
 
 impl std::fmt::Debug for PackedConv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PackedConv")
             .field("spec", &self.spec)
+            .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
 }
 
 impl PackedConv {
-    /// Takes an OIHW f32 CPU weight and an optional bias.
+    /// Takes an OIHW f32 CPU weight and an optional bias, for [`Engine::current`].
     pub fn new(weight: &Tensor, bias: Option<&Tensor>, spec: ConvSpec) -> Result<Self> {
-        let weight = weight.contiguous()?.detach();
+        Self::with_engine(weight, bias, spec, Engine::current())
+    }
+
+    /// The same for `engine` (one this CPU supports; else the portable one).
+    pub fn with_engine(weight: &Tensor, bias: Option<&Tensor>, spec: ConvSpec, engine: Engine) -> Result<Self> {
+        let engine = Self::engine_for(&spec, engine);
+        if engine.panel_rows().is_none() {
+            return Self::build(Weights::Oihw(weight.contiguous()?.detach()), bias, spec, engine);
+        }
+        Self::from_vec(weight.flatten_all()?.to_vec1::<f32>()?, bias, spec, engine)
+    }
+
+    /// From an OIHW f32 buffer the conv takes over: the micro-kernel engines rearrange it into their
+    /// panels in place (one panel's worth of scratch), so loading never holds two copies of a weight.
+    pub fn from_vec(mut oihw: Vec<f32>, bias: Option<&Tensor>, spec: ConvSpec, engine: Engine) -> Result<Self> {
+        let engine = Self::engine_for(&spec, engine);
+        if oihw.len() != spec.out_channels * spec.depth() {
+            bail!("packed conv: {} weight values do not match {spec:?}", oihw.len())
+        }
+        let weights = match engine.panel_rows() {
+            None => {
+                let t = Tensor::from_vec(oihw, spec.weight_shape(), &candle_core::Device::Cpu)?;
+                Weights::Oihw(t)
+            }
+            Some(rows) => {
+                // `engine_for` keeps panels whole within groups, so the panels are consecutive blocks of
+                // `rows` output channels: each block's (rows, depth) matrix is transposed in place.
+                let kk = spec.depth();
+                let mut scratch = vec![0f32; rows * kk];
+                for block in oihw.chunks_exact_mut(rows * kk) {
+                    scratch.copy_from_slice(block);
+                    for (i, row) in scratch.chunks_exact(kk).enumerate() {
+                        for (k, &w) in row.iter().enumerate() {
+                            block[k * rows + i] = w;
+                        }
+                    }
+                }
+                Weights::Panels { data: oihw, rows }
+            }
+        };
+        Self::build(weights, bias, spec, engine)
+    }
+
+    /// `engine`, unless this CPU cannot run it or the conv's groups do not fill whole weight panels (ResNeXt's
+    /// 4-channel groups would be half zeros: twice the memory and work); then the portable engine, whose
+    /// `gemm` takes any shape.
+    fn engine_for(spec: &ConvSpec, engine: Engine) -> Engine {
+        let og = spec.out_channels / spec.groups.max(1);
+        let whole = engine.panel_rows().is_none_or(|rows| og.is_multiple_of(rows));
+        if engine.is_supported() && whole {
+            engine
+        } else {
+            Engine::Portable
+        }
+    }
+
+    fn build(weights: Weights, bias: Option<&Tensor>, spec: ConvSpec, engine: Engine) -> Result<Self> {
         let bias = match bias {
             Some(b) => b.flatten_all()?.to_vec1::<f32>()?,
             None => vec![0.0; spec.out_channels],
         };
-        if weight.elem_count() != spec.out_channels * spec.in_channels / spec.groups * spec.kernel * spec.kernel
-            || bias.len() != spec.out_channels
-        {
+        let count = match &weights {
+            Weights::Oihw(t) => t.elem_count(),
+            Weights::Panels { data, .. } => data.len(),
+        };
+        if count != spec.out_channels * spec.depth() || bias.len() != spec.out_channels {
             bail!("packed conv: weight/bias do not match {spec:?}")
         }
-        Ok(Self { spec, weight, bias })
+        Ok(Self {
+            spec,
+            weights,
+            bias,
+            engine,
+        })
+    }
+
+    /// True when the weights live only here (packed for a micro-kernel), not in an OIHW tensor too.
+    pub fn owns_weights(&self) -> bool {
+        matches!(self.weights, Weights::Panels { .. })
+    }
+
+    /// The weights as an OIHW f32 tensor (the shared one, or unpacked from the panels).
+    pub fn weight(&self) -> Result<Tensor> {
+        match &self.weights {
+            Weights::Oihw(t) => Ok(t.clone()),
+            Weights::Panels { data, rows } => {
+                let s = &self.spec;
+                let kk = s.depth();
+                let mut oihw = vec![0f32; s.out_channels * kk];
+                for o in 0..s.out_channels {
+                    let panel = &data[(o / rows) * rows * kk..];
+                    for (k, w) in oihw[o * kk..(o + 1) * kk].iter_mut().enumerate() {
+                        *w = panel[k * rows + o % rows];
+                    }
+                }
+                Tensor::from_vec(oihw, s.weight_shape(), &candle_core::Device::Cpu)
+            }
+        }
     }
 
     /// `relu?(conv(x) + bias + residual?)` for a contiguous-or-not f32 CPU tensor `x` (N, C, H, W).
@@ -90,11 +196,20 @@ impl PackedConv {
         residual: Option<&[f32]>,
         relu: bool,
     ) -> Result<Vec<f32>> {
-        let (storage, layout) = self.weight.storage_and_layout();
-        let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
-            bail!("packed conv: the weight is not a contiguous f32 CPU tensor")
+        let guard;
+        let weight: &[f32] = match &self.weights {
+            Weights::Oihw(t) => {
+                guard = t.storage_and_layout();
+                let (storage, layout) = (&guard.0, guard.1);
+                let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) =
+                    (&**storage, layout.contiguous_offsets())
+                else {
+                    bail!("packed conv: the weight is not a contiguous f32 CPU tensor")
+                };
+                &data[start..end]
+            }
+            Weights::Panels { data, .. } => data,
         };
-        let weight = &data[start..end];
         let s = &self.spec;
         let (oh, ow) = (s.output_size(h), s.output_size(w));
         let (in_img, out_img) = (c * h * w, s.out_channels * oh * ow);
@@ -146,7 +261,7 @@ impl PackedConv {
         let direct = s.kernel == 1 && s.stride == 1 && s.padding == 0;
         let threads = if parallel { rayon::current_num_threads() } else { 1 };
         if !direct && g == 1 {
-            if let Some(band) = band_cols(c * s.kernel * s.kernel, oh * ow, threads) {
+            if let Some(band) = band_cols(c * s.kernel * s.kernel, oh * ow, threads, self.engine.strip_cols()) {
                 return self.run_banded(weight, x, (c, h, w), (oh, ow), band, dst, residual, relu, parallel);
             }
         }
@@ -188,7 +303,9 @@ impl PackedConv {
                     })
                 });
             } else {
-                let step = (og.div_ceil(threads)).div_ceil(8) * 8;
+                // Row blocks start on whole weight panels.
+                let rows = self.engine.panel_rows().unwrap_or(8);
+                let step = (og.div_ceil(threads)).div_ceil(rows) * rows;
                 (0..og.div_ceil(step)).into_par_iter().for_each(|b| {
                     tile(Tile {
                         group: 0,
@@ -254,8 +371,8 @@ impl PackedConv {
         }
     }
 
-    /// Output rows `t.rows` of group `t.group`, columns `t.cols`: the GEMM writes them (without reading the
-    /// uninitialised output), then one pass adds bias (+ residual) and applies the ReLU. Single-threaded.
+    /// Output rows `t.rows` of group `t.group`, columns `t.cols`, computed by the conv's [`Engine`] with
+    /// the bias, residual and ReLU applied as the tile is stored. Single-threaded.
     ///
     /// # Safety
     /// `out` points at this image's (out_channels, p) output, and no other thread touches this tile.
@@ -276,65 +393,51 @@ impl PackedConv {
         let (r0, r1) = t.rows;
         let (c0, c1) = t.cols;
         let first = t.group * og + r0;
-        gemm::gemm(
-            r1 - r0,
-            c1 - c0,
-            kk,
-            out.0.add(first * p + c0),
-            1,
-            p as isize,
-            false,
-            weight.as_ptr().add(first * kk),
-            1,
-            kk as isize,
-            rhs.data.as_ptr().add(t.group * kk * rhs.stride + c0 - rhs.first_col),
-            1,
-            rhs.stride as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-        for o in first..first + (r1 - r0) {
-            let row = std::slice::from_raw_parts_mut(out.0.add(o * p + c0), c1 - c0);
-            let b = self.bias[o];
-            match (residual, relu) {
-                (Some(r), true) => row
-                    .iter_mut()
-                    .zip(&r[o * p + c0..o * p + c1])
-                    .for_each(|(d, r)| *d = (*d + b + r).max(0.0)),
-                (Some(r), false) => row
-                    .iter_mut()
-                    .zip(&r[o * p + c0..o * p + c1])
-                    .for_each(|(d, r)| *d += b + r),
-                (None, true) => row.iter_mut().for_each(|d| *d = (*d + b).max(0.0)),
-                (None, false) => row.iter_mut().for_each(|d| *d += b),
+        let (a, a_panels) = match &self.weights {
+            Weights::Oihw(_) => (weight.as_ptr().add(first * kk), None),
+            Weights::Panels { rows, .. } => {
+                debug_assert_eq!(r0 % rows, 0, "row tiles start on whole panels");
+                (weight.as_ptr().add(first * kk), Some(*rows))
             }
-        }
+        };
+        self.engine.gemm(&Gemm {
+            m: r1 - r0,
+            n: c1 - c0,
+            k: kk,
+            a,
+            lda: kk,
+            a_panels,
+            b: rhs.data.as_ptr().add(t.group * kk * rhs.stride + c0 - rhs.first_col),
+            ldb: rhs.stride,
+            c: out.0.add(first * p + c0),
+            ldc: p,
+            epilogue: Epilogue {
+                bias: self.bias.as_ptr().add(first),
+                residual: residual.map(|r| (r.as_ptr().add(first * p + c0), p)),
+                relu,
+            },
+        });
     }
 }
 
 /// Target size of one band's unfolded panel: a quarter of this machine's 2 MiB L2 left room for the
 /// weights and the output tile.
 const BAND_BYTES: usize = 512 * 1024;
-/// Bands are cut at multiples of the `gemm` micro-kernel's tile width (4 x 16 floats), so that only an
-/// image's last band runs the slower edge kernels.
-const BAND_STEP: usize = 64;
 /// Narrower bands make the GEMM's loops too short to pay for its setup.
-const MIN_BAND_COLS: usize = 2 * BAND_STEP;
+const MIN_BAND_COLS: usize = 128;
 
 /// Output columns per im2col band for an unfolded depth of `k` and `p` output pixels (see
-/// [`PackedConv::run_banded`]); `None` when the bands would be too few to go around `threads` (small
+/// [`PackedConv::run_banded`]), a multiple of the engine's strip width `step` so that only an image's last
+/// band has a partial strip; `None` when the bands would be too few to go around `threads` (small
 /// late-stage maps at batch 1, which split the output channels over the threads instead).
-fn band_cols(k: usize, p: usize, threads: usize) -> Option<usize> {
-    let fit = (BAND_BYTES / (4 * k) / BAND_STEP * BAND_STEP).max(MIN_BAND_COLS);
+fn band_cols(k: usize, p: usize, threads: usize, step: usize) -> Option<usize> {
+    let min = MIN_BAND_COLS.div_ceil(step) * step;
+    let fit = (BAND_BYTES / (4 * k) / step * step).max(min);
     if threads == 1 {
         return Some(fit.min(p));
     }
-    let cols = fit.min(p / threads / BAND_STEP * BAND_STEP);
-    (cols >= MIN_BAND_COLS).then_some(cols)
+    let cols = fit.min(p / threads / step * step);
+    (cols >= min).then_some(cols)
 }
 
 /// The right GEMM operand a tile reads: (in/groups * k * k per group, columns), row-major with `stride`,

@@ -3,7 +3,9 @@
 pub mod conv;
 pub mod conv_bn;
 pub(crate) mod cpu_conv;
+pub mod engine;
 pub mod pool;
 
 pub use conv::{Conv, ConvSpec};
 pub use conv_bn::{BnMode, ConvBn, ConvBnOptions};
+pub use engine::Engine;

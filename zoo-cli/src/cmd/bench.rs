@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
+use resnet::layers::Engine;
 use resnet::profile::{profile, OpRecord, Timing};
 use serde_json::json;
 
@@ -42,11 +43,30 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// The CPU convolution engine: auto (the fastest this CPU runs), avx512, avx2 or portable (the `gemm`
+    /// crate). `ZOO_CONV_ENGINE` sets the same for every command.
+    #[arg(long, default_value = "auto", value_parser = |s: &str| parse_engine(s).map(|_| s.to_string()))]
+    engine: String,
+}
+
+fn parse_engine(s: &str) -> Result<Option<Engine>, String> {
+    if s == "auto" {
+        return Ok(None);
+    }
+    let e = Engine::from_name(s).ok_or_else(|| format!("unknown engine {s:?}: auto, avx512, avx2 or portable"))?;
+    if !e.is_supported() {
+        return Err(format!("this CPU cannot run the {} engine", e.name()));
+    }
+    Ok(Some(e))
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype)?;
+    let wanted = parse_engine(&args.engine).map_err(anyhow::Error::msg)?;
+    if wanted.is_some() {
+        Engine::set_default(wanted).map_err(anyhow::Error::msg)?;
+    }
     let started = Instant::now();
     // A CLIP model: its image tower is timed like any ResNet, then its text tower.
     let (image_tower, clip) = if crate::classifier::is_clip(&args.model) {
@@ -95,8 +115,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         },
     )?;
     let flops = 2 * ops.iter().map(|o| o.macs).sum::<u64>();
+    // The custom CPU engines serve f32 on the CPU; judge their layers against the FMA peak of the moment.
+    let cpu_f32 = device.is_cpu() && dtype == candle_core::DType::F32;
+    let engine = cpu_f32.then(Engine::current);
+    let peak = if args.layers && cpu_f32 {
+        resnet::layers::engine::fma_peak(rayon::current_num_threads(), 300)
+    } else {
+        None
+    };
     let weight_bytes = (model.num_params() * dtype.size_in_bytes()) as u64;
     let report = Report {
+        engine,
+        peak,
         model: &args.model,
         batch: args.batch,
         median,
@@ -116,7 +146,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         report.print(&device)?;
         if args.layers {
-            print_layers(&ops)?;
+            print_layers(&ops, peak)?;
         }
         if let Some(t) = &text {
             t.print(args.layers)?;
@@ -174,7 +204,7 @@ impl TextReport {
 
     fn json(&self, layers: bool) -> serde_json::Value {
         let ops: Vec<_> = if layers {
-            self.ops.iter().map(op_json).collect()
+            self.ops.iter().map(|o| op_json(o, None)).collect()
         } else {
             Vec::new()
         };
@@ -195,14 +225,19 @@ impl TextReport {
             self.flops() as f64 / 1e9
         )?;
         if layers {
-            print_layers(&self.ops)?;
+            print_layers(&self.ops, None)?;
         }
         Ok(())
     }
 }
 
-fn op_json(o: &OpRecord) -> serde_json::Value {
-    json!({"name": o.name, "shape": o.shape, "params": o.params, "flops": 2 * o.macs, "median_ms": ms(o.median)})
+fn op_json(o: &OpRecord, peak: Option<f64>) -> serde_json::Value {
+    let t = o.median.as_secs_f64();
+    let share = peak
+        .filter(|_| o.macs > 0 && t > 0.0)
+        .map(|p| 2.0 * o.macs as f64 / t / 1e9 / p);
+    json!({"name": o.name, "shape": o.shape, "params": o.params, "flops": 2 * o.macs, "median_ms": ms(o.median),
+           "peak_share": share})
 }
 
 /// Resident memory around the first forward pass: before it, and its peak (None off Linux).
@@ -222,6 +257,10 @@ fn first_pass_memory(pass: impl FnOnce() -> candle_core::Result<()>) -> Result<O
 }
 
 struct Report<'a> {
+    /// The CPU convolution engine (f32 on the CPU only).
+    engine: Option<Engine>,
+    /// The FMA peak measured right after the run (with `--layers` on the CPU), GFLOP/s.
+    peak: Option<f64>,
     model: &'a str,
     batch: usize,
     median: Duration,
@@ -244,13 +283,14 @@ impl Report<'_> {
     }
 
     fn json(&self, layers: Option<&[OpRecord]>) -> serde_json::Value {
-        let layers: Vec<_> = layers.unwrap_or(&[]).iter().map(op_json).collect();
+        let layers: Vec<_> = layers.unwrap_or(&[]).iter().map(|o| op_json(o, self.peak)).collect();
         let memory = self
             .memory
             .map(|m| json!({"before_forward_bytes": m.before, "peak_forward_bytes": m.peak}));
         json!({"model": self.model, "batch": self.batch, "median_ms": ms(self.median), "p90_ms": ms(self.p90),
                "images_per_s": self.images_per_s(), "gflops": self.gflops(), "load_ms": ms(self.load),
-               "weight_bytes": self.weight_bytes, "memory": memory, "layers": layers})
+               "weight_bytes": self.weight_bytes, "memory": memory, "layers": layers,
+               "engine": self.engine.map(Engine::name), "fma_peak_gflops": self.peak})
     }
 
     fn print(&self, device: &Device) -> Result<()> {
@@ -265,6 +305,16 @@ impl Report<'_> {
             self.gflops(),
             self.flops as f64 / 1e9
         )?;
+        if let Some(e) = self.engine {
+            match self.peak {
+                Some(p) => crate::outln!(
+                    "conv engine {}; FMA peak of the moment {p:.1} GFLOP/s on {} threads",
+                    e.name(),
+                    rayon::current_num_threads()
+                )?,
+                None => crate::outln!("conv engine {}", e.name())?,
+            }
+        }
         let mb = |b: u64| b as f64 / 1e6;
         let load = format!("load {:.0} ms, weights {:.1} MB", ms(self.load), mb(self.weight_bytes));
         match self.memory {
@@ -290,26 +340,28 @@ fn block_of(name: &str) -> Option<&str> {
     name.starts_with("layer").then(|| &name[..second])
 }
 
-fn print_layers(ops: &[OpRecord]) -> Result<()> {
+/// The per-op table; with the FMA peak of the moment, each op's GFLOP/s as a share of it ("peak").
+fn print_layers(ops: &[OpRecord], peak: Option<f64>) -> Result<()> {
     let total: f64 = ops.iter().map(|o| ms(o.median)).sum();
     crate::outln!(
-        "\n{:<24} {:>20} {:>10} {:>9} {:>9} {:>6} {:>8}",
+        "\n{:<24} {:>20} {:>10} {:>9} {:>9} {:>6} {:>8} {:>6}",
         "layer",
         "output",
         "params",
         "MFLOP",
         "ms",
         "share",
-        "GFLOP/s"
+        "GFLOP/s",
+        "peak"
     )?;
     let row = |name: &str, shape: &[usize], params: usize, flops: u64, t: f64| {
-        let gf = if t > 0.0 && flops > 0 {
-            format!("{:.1}", flops as f64 / t / 1e6)
-        } else {
-            "-".into()
-        };
+        let rate = (t > 0.0 && flops > 0).then(|| flops as f64 / t / 1e6);
+        let gf = rate.map_or("-".into(), |r| format!("{r:.1}"));
+        let share = rate
+            .zip(peak)
+            .map_or("-".into(), |(r, p)| format!("{:.0}%", 100.0 * r / p));
         crate::outln!(
-            "{name:<24} {:>20} {params:>10} {:>9.1} {t:>9.3} {:>5.1}% {gf:>8}",
+            "{name:<24} {:>20} {params:>10} {:>9.1} {t:>9.3} {:>5.1}% {gf:>8} {share:>6}",
             format!("{shape:?}"),
             flops as f64 / 1e6,
             100.0 * t / total

@@ -1,0 +1,84 @@
+//! The machine's f32 FMA peak of the moment: the yardstick for a convolution's GFLOP/s. Each thread runs 12
+//! independent chains of fused multiply-adds on registers (no memory traffic), so only the FMA units
+//! limit it; 12 chains cover two FMA ports of 4-6 cycles' latency.
+
+use std::time::Instant;
+
+const CHAINS: usize = 12;
+
+/// f32 GFLOP/s of `threads` threads each running FMA chains for about `millis` ms, with the widest FMA
+/// this CPU has (AVX-512F, else AVX2+FMA); `None` on CPUs with neither (whose engine is the portable one).
+pub fn fma_peak(threads: usize, millis: u64) -> Option<f64> {
+    let (lanes, kernel) = chains()?;
+    // Calibrate one thread's rounds per millisecond, then time all threads together.
+    let probe = 100_000;
+    let start = Instant::now();
+    std::hint::black_box(kernel(probe));
+    let per_ms = probe as f64 / (start.elapsed().as_secs_f64() * 1e3).max(1e-3);
+    let rounds = ((per_ms * millis as f64) as usize).max(probe);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1)).map(|_| s.spawn(move || kernel(rounds))).collect();
+        handles.into_iter().for_each(|h| {
+            std::hint::black_box(h.join().unwrap_or(0.0));
+        });
+    });
+    let flops = (threads.max(1) * rounds * CHAINS * lanes * 2) as f64;
+    Some(flops / start.elapsed().as_secs_f64() / 1e9)
+}
+
+type Chains = fn(usize) -> f32;
+
+fn chains() -> Option<(usize, Chains)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return Some((16, |n| unsafe { x86::avx512(n) }));
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return Some((8, |n| unsafe { x86::avx2(n) }));
+        }
+    }
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+    use std::hint::black_box;
+
+    use super::CHAINS;
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn avx512(rounds: usize) -> f32 {
+        // Values the compiler cannot see, or it would fold the loop away.
+        let (m, c) = (_mm512_set1_ps(black_box(0.999_9)), _mm512_set1_ps(black_box(1e-4)));
+        let mut acc = [_mm512_set1_ps(black_box(1.0)); CHAINS];
+        for _ in 0..rounds {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, m, c);
+            }
+        }
+        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2(rounds: usize) -> f32 {
+        let (m, c) = (_mm256_set1_ps(black_box(0.999_9)), _mm256_set1_ps(black_box(1e-4)));
+        let mut acc = [_mm256_set1_ps(black_box(1.0)); CHAINS];
+        for _ in 0..rounds {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, m, c);
+            }
+        }
+        let mut lanes = [0f32; 8];
+        let mut sum = 0.0;
+        for a in acc {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), a);
+            sum += lanes.iter().sum::<f32>();
+        }
+        sum
+    }
+}

@@ -1,0 +1,173 @@
+//! Every engine this CPU runs against a naive convolution (f64 sums, straight from the definition), over
+//! random shapes: channels, sizes, kernels, strides, padding, groups, batch, with and without the fused
+//! residual and ReLU.
+
+use std::sync::Arc;
+
+use candle_core::{Device, Result, Tensor};
+use proptest::prelude::*;
+
+use super::Engine;
+use crate::layers::conv::ConvSpec;
+use crate::layers::cpu_conv::PackedConv;
+
+/// `relu?(conv(x) + bias + residual?)` by the definition, NCHW / OIHW, in f64.
+#[allow(clippy::too_many_arguments)]
+fn naive(
+    x: &[f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+    weight: &[f32],
+    bias: &[f32],
+    s: &ConvSpec,
+    residual: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let (oh, ow) = (s.output_size(h), s.output_size(w));
+    let (o, g, k) = (s.out_channels, s.groups, s.kernel);
+    let (cg, og) = (c / g, o / g);
+    let mut out = vec![0f32; n * o * oh * ow];
+    for b in 0..n {
+        for oc in 0..o {
+            let gi = oc / og;
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let mut acc = f64::from(bias[oc]);
+                    for ci in 0..cg {
+                        for i in 0..k {
+                            for j in 0..k {
+                                let iy = (y * s.stride + i) as isize - s.padding as isize;
+                                let ix = (xx * s.stride + j) as isize - s.padding as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xv = x[((b * c + gi * cg + ci) * h + iy as usize) * w + ix as usize];
+                                let wv = weight[((oc * cg + ci) * k + i) * k + j];
+                                acc += f64::from(xv) * f64::from(wv);
+                            }
+                        }
+                    }
+                    let at = ((b * o + oc) * oh + y) * ow + xx;
+                    if let Some(r) = residual {
+                        acc += f64::from(r[at]);
+                    }
+                    out[at] = if relu { acc.max(0.0) as f32 } else { acc as f32 };
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs one case on every engine this CPU supports; the error is the largest difference to the naive
+/// result relative to the size of the terms summed.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    n: usize,
+    c: usize,
+    o: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+    (h, w): (usize, usize),
+    residual: bool,
+    relu: bool,
+    seed: u64,
+) -> Result<()> {
+    let dev = Device::Cpu;
+    let mut spec = ConvSpec::new(c, o, k, stride).with_groups(groups);
+    spec.padding = padding;
+    let mut rng = seed;
+    let mut next = move || {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((rng >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    let (oh, ow) = (spec.output_size(h), spec.output_size(w));
+    let x: Vec<f32> = (0..n * c * h * w).map(|_| next()).collect();
+    let weight: Vec<f32> = (0..o * c / groups * k * k).map(|_| next()).collect();
+    let bias: Vec<f32> = (0..o).map(|_| next()).collect();
+    let res: Vec<f32> = (0..n * o * oh * ow).map(|_| next()).collect();
+    let want = naive(
+        &x,
+        (n, c, h, w),
+        &weight,
+        &bias,
+        &spec,
+        residual.then_some(&res[..]),
+        relu,
+    );
+    let xt = Tensor::from_vec(x, (n, c, h, w), &dev)?;
+    let wt = Tensor::from_vec(weight, spec.weight_shape(), &dev)?;
+    let bt = Tensor::from_vec(bias, o, &dev)?;
+    let rt = Tensor::from_vec(res, (n, o, oh, ow), &dev)?;
+    // Each output sums c / groups * k * k products of values in [-1, 1].
+    let tol = 1e-5 * (c / groups * k * k) as f32 + 1e-5;
+    for engine in Engine::ALL.into_iter().filter(|e| e.is_supported()) {
+        let packed = Arc::new(PackedConv::with_engine(&wt, Some(&bt), spec, engine)?);
+        // The packed weights unpack to the very OIHW values they were built from.
+        let back = packed.weight()?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(
+            back,
+            wt.flatten_all()?.to_vec1::<f32>()?,
+            "{engine:?}: unpacked weights differ"
+        );
+        let got = packed
+            .forward(&xt, residual.then_some(&rt), relu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(
+            err <= tol,
+            "{engine:?}: n{n} c{c} o{o} k{k} s{stride} p{padding} g{groups} {h}x{w} residual {residual} relu {relu}: {err} > {tol}"
+        );
+    }
+    Ok(())
+}
+
+/// Shapes that cross every blocking boundary of the micro-kernel engines: depth over several `KC`
+/// blocks, columns over several `NC` blocks and partial strips, output channels not a multiple of
+/// either kernel's rows, the 7x7 stem, ResNet's late 7x7 maps, batch 1 (threads split one image) and
+/// batch 3 (threads take images).
+#[test]
+fn blocking_boundaries_match_the_definition() -> Result<()> {
+    let cases = [
+        // (n, c, o, k, stride, padding, groups, (h, w))
+        (1, 64, 64, 3, 1, 1, 1, (21, 23)),
+        (1, 300, 20, 1, 1, 0, 1, (17, 25)),
+        (2, 3, 64, 7, 2, 3, 1, (45, 37)),
+        (1, 96, 13, 3, 2, 1, 1, (30, 30)),
+        (3, 128, 40, 3, 1, 1, 1, (7, 7)),
+        (1, 16, 72, 1, 2, 0, 1, (33, 33)),
+        (2, 32, 32, 3, 1, 1, 8, (12, 9)),
+    ];
+    for (i, (n, c, o, k, s, p, g, hw)) in cases.into_iter().enumerate() {
+        for (residual, relu) in [(false, false), (true, true), (false, true)] {
+            check(n, c, o, k, s, p, g, hw, residual, relu, i as u64)?;
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Random shapes: every engine equals the definition.
+    #[test]
+    fn random_shapes_match_the_definition(
+        n in 1usize..4,
+        cg in 1usize..24,
+        og in 1usize..30,
+        groups in prop::sample::select(vec![1usize, 1, 1, 2, 3]),
+        k in prop::sample::select(vec![1usize, 1, 3, 3, 5, 7]),
+        stride in 1usize..4,
+        h in 1usize..26,
+        w in 1usize..26,
+        pad_frac in 0usize..3,
+        residual: bool,
+        relu: bool,
+        seed: u64,
+    ) {
+        let padding = (k / 2) * pad_frac / 2;
+        prop_assume!(h + 2 * padding >= k && w + 2 * padding >= k);
+        check(n, cg * groups, og * groups, k, stride, padding, groups, (h, w), residual, relu, seed).unwrap();
+    }
+}
