@@ -1,7 +1,7 @@
 //! Builds a ResNet-18 from its config with zero weights, runs one forward pass and prints the logits'
 //! shape: the lean build works, not just compiles.
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dev = Device::Cpu;
