@@ -20,8 +20,11 @@ use std::time::{Duration, Instant};
 /// The most bytes a worker may hold at once.
 const CAP: usize = 1 << 30;
 /// An input that runs longer than this is a hang (a debug build on a busy 2-core machine is slow; a real
-/// hang never ends).
+/// hang never ends). Counted in the worker's own CPU time where Linux reports it (see [`still_working`]):
+/// a worker that other processes starved of CPU, or that was paused, is not hung.
 const PER_INPUT: Duration = Duration::from_secs(60);
+/// However starved, a worker that reports nothing for this long is a hang.
+const WALL_LIMIT: Duration = Duration::from_secs(600);
 const WORKER: &str = "ZOO_FUZZ_WORKER";
 
 struct Capped;
@@ -202,14 +205,30 @@ fn run_worker(target: &str, seed: u64, from: u64, to: u64) -> Result<(), (u64, S
     });
     let mut current = from;
     let mut done = false;
+    // Since the last report: when it came, and the worker's CPU seconds at the first timeout after it.
+    let mut quiet_since = std::time::Instant::now();
+    let mut cpu_mark: Option<f64> = None;
     loop {
         match rx.recv_timeout(PER_INPUT) {
-            Ok(line) if line == "done" => done = true,
-            Ok(line) => current = line.trim().parse().unwrap_or(current),
+            Ok(line) => {
+                if line == "done" {
+                    done = true;
+                } else {
+                    current = line.trim().parse().unwrap_or(current);
+                }
+                quiet_since = std::time::Instant::now();
+                cpu_mark = None;
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                if quiet_since.elapsed() < WALL_LIMIT && still_working(child.id(), &mut cpu_mark) {
+                    continue;
+                }
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err((current, format!("no result within {} s (a hang)", PER_INPUT.as_secs())));
+                return Err((
+                    current,
+                    format!("no result within {} s of its CPU time (a hang)", PER_INPUT.as_secs()),
+                ));
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -229,6 +248,35 @@ fn run_worker(target: &str, seed: u64, from: u64, to: u64) -> Result<(), (u64, S
         .collect::<Vec<_>>()
         .join("\n");
     Err((current, format!("the worker died ({status}):\n{tail}")))
+}
+
+/// After a `PER_INPUT` without a report: true while the worker has not yet spent `PER_INPUT` of CPU time
+/// on it (it was starved or paused: wait on), false for a hang (or where `/proc` cannot tell). The first
+/// call after a report marks the worker's CPU time; later ones measure from that mark, so a worker that
+/// spins is reported after two periods and one that blocks (asleep, not runnable) after one.
+fn still_working(pid: u32, cpu_mark: &mut Option<f64>) -> bool {
+    let Some((cpu, state)) = cpu_seconds(pid) else {
+        return false;
+    };
+    match *cpu_mark {
+        None => {
+            *cpu_mark = Some(cpu);
+            // Runnable but waiting for a core, or stopped (SIGSTOP): not hung yet. Asleep: blocked, a hang.
+            matches!(state, 'R' | 'T' | 't')
+        }
+        Some(mark) => cpu - mark < PER_INPUT.as_secs_f64() && matches!(state, 'R' | 'T' | 't'),
+    }
+}
+
+/// A process's CPU seconds (user + system) and state letter, from Linux's `/proc/PID/stat` (fields 3, 14
+/// and 15; clock ticks of 1/100 s, the value every Linux architecture reports for `CLK_TCK`).
+fn cpu_seconds(pid: u32) -> Option<(f64, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count fields after its last ')'.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((ticks / 100.0, state))
 }
 
 fn worker(target: &str) {
