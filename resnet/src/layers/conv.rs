@@ -110,27 +110,14 @@ impl Conv {
     /// An inference-only convolution: on the CPU with f32 weights, packs them for the fast kernel (the
     /// packed copy is detached from any autograd graph); elsewhere the same as [`Conv::new`].
     pub fn new_inference(weight: Tensor, bias: Option<Tensor>, spec: ConvSpec) -> Result<Self> {
-        let packed = match (weight.device(), weight.dtype()) {
+        match (weight.device(), weight.dtype()) {
             // The CPU kernel has no dilated path yet: dilated convs stay on Candle's conv2d.
             (Device::Cpu, DType::F32) if spec.dilation == 1 => {
-                Some(Arc::new(PackedConv::new(&weight, bias.as_ref(), spec)?))
+                let packed = PackedConv::new(&weight, bias.as_ref(), spec)?;
+                Self::from_packed(packed, bias, spec)
             }
-            _ => None,
-        };
-        let (dtype, device) = (weight.dtype(), weight.device().clone());
-        // A micro-kernel engine's panels are the weights' only copy.
-        let weight = match &packed {
-            Some(p) if p.owns_weights() => None,
-            _ => Some(weight),
-        };
-        Ok(Self {
-            weight,
-            bias,
-            spec,
-            packed,
-            dtype,
-            device,
-        })
+            _ => Ok(Self::new(weight, bias, spec)),
+        }
     }
 
     /// [`Conv::new_inference`] from an OIHW f32 CPU buffer of `spec.weight_shape()`, which the conv takes
@@ -140,22 +127,22 @@ impl Conv {
             let weight = Tensor::from_vec(weight, spec.weight_shape(), &Device::Cpu)?;
             return Self::new_inference(weight, bias, spec);
         }
-        let packed = Arc::new(PackedConv::from_vec(
-            weight,
-            bias.as_ref(),
-            spec,
-            super::Engine::current(),
-        )?);
+        let packed = PackedConv::from_vec(weight, bias.as_ref(), spec, super::Engine::current())?;
+        Self::from_packed(packed, bias, spec)
+    }
+
+    /// A CPU f32 conv around its packed weights: a micro-kernel engine's panels are the weights' only copy;
+    /// the portable engine's OIHW tensor is the model's weight tensor too.
+    fn from_packed(packed: PackedConv, bias: Option<Tensor>, spec: ConvSpec) -> Result<Self> {
         let weight = match packed.owns_weights() {
             true => None,
-            // The portable engine's OIHW tensor is the model's weight tensor too.
             false => Some(packed.weight()?),
         };
         Ok(Self {
             weight,
             bias,
             spec,
-            packed: Some(packed),
+            packed: Some(Arc::new(packed)),
             dtype: DType::F32,
             device: Device::Cpu,
         })

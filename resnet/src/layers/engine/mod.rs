@@ -126,9 +126,11 @@ impl Engine {
     /// tile for the portable engine), so that only an image's last tile has a partial strip.
     pub(crate) fn strip_cols(self) -> usize {
         match self {
-            Engine::Avx512 => 48,
-            Engine::Avx2Fma => 16,
-            Engine::Portable => 64,
+            #[cfg(target_arch = "x86_64")]
+            Engine::Avx512 => avx512::NR,
+            #[cfg(target_arch = "x86_64")]
+            Engine::Avx2Fma => avx2::NR,
+            _ => 64,
         }
     }
 
@@ -249,7 +251,12 @@ unsafe fn blocked(g: &Gemm, mr: usize, nr: usize, kernel: impl Fn(&MicroTile)) {
     }
     let nc = NC / nr * nr;
     let b_len = KC * nc.max(nr);
-    let packed = g.a_panels == Some(mr);
+    // Weights packed at load are always in this engine's panels (`PackedConv` packs with its `MR`).
+    debug_assert!(
+        g.a_panels.is_none_or(|rows| rows == mr),
+        "weights packed for another micro-kernel"
+    );
+    let packed = g.a_panels.is_some();
     let a_len = if packed { 0 } else { g.m.div_ceil(mr) * mr * KC };
     with_panel(b_len + a_len, |panel| {
         let (bp, ap) = panel.split_at_mut(b_len);
