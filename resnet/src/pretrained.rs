@@ -79,7 +79,7 @@ impl Pretrained {
             3 => x.unsqueeze(0)?,
             _ => x.clone(),
         };
-        let x = x.to_device(self.model.device())?.to_dtype(self.model.dtype())?;
+        let x = x.to_device(self.model.device())?.to_dtype(self.model.compute_dtype())?;
         let logits = self.model.forward(&x)?.to_dtype(DType::F32)?;
         crate::finite::ensure_finite(&logits, || format!("the logits of {}", self.source))?;
         Ok(logits)

@@ -123,11 +123,32 @@ impl Conv {
     /// [`Conv::new_inference`] from an OIHW f32 CPU buffer of `spec.weight_shape()`, which the conv takes
     /// over: the CPU kernel lays it out in place, so the weights are never held twice, even while loading.
     pub fn new_inference_cpu(weight: Vec<f32>, bias: Option<Tensor>, spec: ConvSpec) -> Result<Self> {
+        Self::new_inference_cpu_as(weight, bias, spec, DType::F32)
+    }
+
+    /// [`Conv::new_inference_cpu`] with the weights held in `dtype`: f32, or bf16 / f16 (half the memory,
+    /// rounded once from the f32 values given; products and sums in f32, on AVX512-BF16 dot products where
+    /// the CPU has them, see [`super::Engine::bf16_dot`]). Inputs of any float dtype are taken; outputs are
+    /// f32. Where the CPU kernel has no reduced-precision path (a CPU without AVX2, thin groups, dilation)
+    /// the weights stay f32: [`Conv::dtype`] tells.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Module, Tensor};
+    /// use resnet::layers::{Conv, ConvSpec};
+    /// let spec = ConvSpec::new(16, 32, 3, 1);
+    /// let w: Vec<f32> = (0..32 * 16 * 9).map(|i| (i as f32 * 0.1).sin() * 0.1).collect();
+    /// let conv = Conv::new_inference_cpu_as(w, None, spec, DType::BF16)?;
+    /// let y = conv.forward(&Tensor::ones((1, 16, 8, 8), DType::F32, &Device::Cpu)?)?;
+    /// assert_eq!((y.dims(), y.dtype()), (&[1, 32, 8, 8][..], DType::F32));
+    /// # Ok::<(), candle_core::Error>(())
+    /// ```
+    pub fn new_inference_cpu_as(weight: Vec<f32>, bias: Option<Tensor>, spec: ConvSpec, dtype: DType) -> Result<Self> {
+        let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
         if spec.dilation != 1 {
             let weight = Tensor::from_vec(weight, spec.weight_shape(), &Device::Cpu)?;
             return Self::new_inference(weight, bias, spec);
         }
-        let packed = PackedConv::from_vec(weight, bias.as_ref(), spec, super::Engine::current())?;
+        let packed = PackedConv::from_vec_as(weight, bias.as_ref(), spec, super::Engine::current(), dtype)?;
         Self::from_packed(packed, bias, spec)
     }
 
@@ -142,21 +163,38 @@ impl Conv {
             weight,
             bias,
             spec,
+            dtype: packed.dtype(),
             packed: Some(Arc::new(packed)),
-            dtype: DType::F32,
             device: Device::Cpu,
         })
     }
 
-    /// True when f32 CPU inputs take the packed CPU kernel.
+    /// True when CPU inputs take the packed CPU kernel (which computes in f32 whatever the weights'
+    /// dtype, and takes inputs of any float dtype).
     pub fn is_packed(&self) -> bool {
         self.packed.is_some()
+    }
+
+    /// The kernel that multiplies bf16 weights held by the CPU kernel (`None`: not bf16, or not packed).
+    pub fn bf16_kernel(&self) -> Option<super::Bf16Kernel> {
+        self.packed.as_ref().and_then(|p| p.bf16_kernel())
+    }
+
+    /// The dtype activations flow in: f32 for a packed CPU conv (whatever its weights' dtype), else the
+    /// weights' dtype.
+    pub fn compute_dtype(&self) -> DType {
+        match self.packed {
+            Some(_) => DType::F32,
+            None => self.dtype,
+        }
     }
 
     /// `relu?(conv(x) + bias + residual?)`, in one pass over the output on the CPU kernel.
     pub fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         if let Some(p) = self.fast_path(x) {
-            return p.forward(x, residual, relu);
+            let x = x.to_dtype(DType::F32)?;
+            let residual = residual.map(|r| r.to_dtype(DType::F32)).transpose()?;
+            return p.forward(&x, residual.as_ref(), relu);
         }
         let mut y = self.forward(x)?;
         if let Some(r) = residual {
@@ -170,7 +208,7 @@ impl Conv {
 
     fn fast_path(&self, x: &Tensor) -> Option<&Arc<PackedConv>> {
         match (&self.packed, x.device(), x.dtype()) {
-            (Some(p), Device::Cpu, DType::F32) => Some(p),
+            (Some(p), Device::Cpu, DType::F32 | DType::BF16 | DType::F16) => Some(p),
             _ => None,
         }
     }
@@ -185,7 +223,8 @@ impl Conv {
         }
     }
 
-    /// The weights' dtype.
+    /// The dtype the weights are held in (for a packed CPU conv, see [`Conv::compute_dtype`] for the
+    /// activations').
     pub fn dtype(&self) -> DType {
         self.dtype
     }
@@ -262,7 +301,7 @@ pub fn take_strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: 
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(p) = self.fast_path(x) {
-            return p.forward(x, None, false);
+            return p.forward(&x.to_dtype(DType::F32)?, None, false);
         }
         let s = self.spec;
         let y = if s.groups == 1 {

@@ -25,6 +25,10 @@ pub struct ConvBnOptions {
     pub conv_bias: bool,
     /// BatchNorm's epsilon.
     pub bn_eps: f64,
+    /// On the CPU, the dtype folded convolution weights are held in (`None`: the `VarBuilder`'s): bf16 or
+    /// f16 halve their memory while the CPU kernel still sums in f32 (see [`Conv::new_inference_cpu_as`]).
+    /// Folding then happens in f32 and rounds each weight once.
+    pub weight_dtype: Option<DType>,
 }
 
 /// A convolution and its BatchNorm, either folded together or kept apart.
@@ -62,7 +66,7 @@ impl ConvBn {
             BnMode::Fold => {
                 let checkpoint_params = conv_params(&conv) + 2 * spec.out_channels;
                 Ok(ConvBn::Folded {
-                    conv: fold(&conv, &bn)?,
+                    conv: fold(&conv, &bn, opts.weight_dtype)?,
                     checkpoint_params,
                 })
             }
@@ -95,7 +99,7 @@ fn conv_params(conv: &Conv) -> usize {
 ///             = (W * s) * x + (beta + (b - mean) * s)    with s = gamma / sqrt(var + eps).
 /// Computed in f64 so each folded weight rounds once, not at every step; on the host, as plain loops,
 /// because Candle's tensor ops would make several f64 copies of every weight (most of the load time).
-fn fold(conv: &Conv, bn: &BatchNorm) -> Result<Conv> {
+fn fold(conv: &Conv, bn: &BatchNorm, weight_dtype: Option<DType>) -> Result<Conv> {
     let weight = conv.weight()?;
     let (device, dtype) = (weight.device(), weight.dtype());
     let out = conv.spec().out_channels;
@@ -121,11 +125,14 @@ fn fold(conv: &Conv, bn: &BatchNorm) -> Result<Conv> {
         .for_each(|(row, &s)| {
             row.iter_mut().for_each(|w| *w = (f64::from(*w) * s) as f32);
         });
-    let bias = Tensor::from_vec(bias, out, device)?.to_dtype(dtype)?;
-    if device.is_cpu() && dtype == DType::F32 {
-        // The CPU kernel takes the buffer over and lays it out in place.
-        return Conv::new_inference_cpu(folded, Some(bias), *conv.spec());
+    let held = weight_dtype.unwrap_or(dtype);
+    if device.is_cpu() && matches!(held, DType::F32 | DType::BF16 | DType::F16) {
+        // The CPU kernel takes the buffer over and lays it out in place (f32), or rounds it once into its
+        // bf16/f16 panels; its bias is f32 and it computes in f32.
+        let bias = Tensor::from_vec(bias, out, device)?.to_dtype(DType::F32)?;
+        return Conv::new_inference_cpu_as(folded, Some(bias), *conv.spec(), held);
     }
+    let bias = Tensor::from_vec(bias, out, device)?.to_dtype(dtype)?;
     let folded = Tensor::from_vec(folded, weight.shape(), device)?.to_dtype(dtype)?;
     Conv::new_inference(folded, Some(bias), *conv.spec())
 }

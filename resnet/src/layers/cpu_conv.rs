@@ -22,11 +22,11 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::conv::ConvSpec;
-use super::engine::{Engine, Epilogue, Gemm};
+use super::engine::{reduced, Bf16Kernel, Engine, Epilogue, Gemm, Lhs};
 
 /// Weights and bias of one convolution, laid out once, at load, for its [`Engine`].
 pub struct PackedConv {
@@ -48,6 +48,13 @@ enum Weights {
     /// `k` of row `i` at `k * rows + i` (zero past the group's last channel). Replaces the OIHW copy (the
     /// model keeps none), so the weights are held once here too.
     Panels { data: Vec<f32>, rows: usize },
+    /// The same panels in bf16, depth steps in pairs ([`super::engine::reduced::bf16_panels`]): half the
+    /// memory; multiplied by AVX512-BF16 dot products where the CPU has them, else widened to f32.
+    Bf16 { data: Vec<u32>, rows: usize, dot: bool },
+    /// bf16 OIHW rows padded to `kpad` steps, for the AMX kernel (channels per group a multiple of 16).
+    Bf16Rows { data: Vec<u16>, kpad: usize },
+    /// The f32 panels' layout in f16, widened to f32 block by block as the kernel goes.
+    F16 { data: Vec<u16>, rows: usize },
 }
 
 impl std::fmt::Debug for PackedConv {
@@ -105,6 +112,93 @@ impl PackedConv {
         Self::build(weights, bias, spec, engine)
     }
 
+    /// [`PackedConv::from_vec`] with the weights held in `dtype`: f32, or bf16 / f16 (rounded to nearest, half
+    /// the memory; products and sums in f32, see [`Engine::bf16_dot`]). Reduced precision needs a
+    /// micro-kernel engine's panels: where the conv gets the portable engine (a CPU without AVX2, thin
+    /// groups) its weights stay f32 ([`PackedConv::dtype`] says which).
+    pub fn from_vec_as(
+        oihw: Vec<f32>,
+        bias: Option<&Tensor>,
+        spec: ConvSpec,
+        engine: Engine,
+        dtype: DType,
+    ) -> Result<Self> {
+        Self::from_vec_with(oihw, bias, spec, engine, dtype, Bf16Kernel::detect())
+    }
+
+    /// [`PackedConv::from_vec_as`] with bf16 weights multiplied by `kernel` (where it applies: AMX needs
+    /// output channels per group in multiples of 16 and the AVX-512 engine, dot products the AVX-512
+    /// engine; otherwise the weights are widened).
+    pub fn from_vec_with(
+        oihw: Vec<f32>,
+        bias: Option<&Tensor>,
+        spec: ConvSpec,
+        engine: Engine,
+        dtype: DType,
+        kernel: Bf16Kernel,
+    ) -> Result<Self> {
+        let engine = Self::engine_for(&spec, engine);
+        let rows = match (dtype, engine.panel_rows()) {
+            (DType::BF16 | DType::F16, Some(rows)) => rows,
+            (DType::F32 | DType::BF16 | DType::F16, _) => return Self::from_vec(oihw, bias, spec, engine),
+            (other, _) => bail!("packed conv: weights cannot be held in {other:?} (f32, bf16 or f16)"),
+        };
+        let k = spec.depth();
+        if oihw.len() != spec.out_channels * k {
+            bail!("packed conv: {} weight values do not match {spec:?}", oihw.len())
+        }
+        let og = spec.out_channels / spec.groups.max(1);
+        let avx512 = engine == Engine::Avx512;
+        let weights = match dtype {
+            #[cfg(target_arch = "x86_64")]
+            DType::BF16 if kernel == Bf16Kernel::Amx && kernel.is_supported() && avx512 && og.is_multiple_of(16) => {
+                let kpad = k.div_ceil(32) * 32;
+                Weights::Bf16Rows {
+                    data: reduced::bf16_rows(&oihw, k, kpad),
+                    kpad,
+                }
+            }
+            DType::BF16 => Weights::Bf16 {
+                data: reduced::bf16_panels(&oihw, k, rows),
+                rows,
+                dot: kernel == Bf16Kernel::Dot && kernel.is_supported() && avx512,
+            },
+            _ => Weights::F16 {
+                data: reduced::f16_panels(&oihw, k, rows),
+                rows,
+            },
+        };
+        drop(oihw);
+        Self::build(weights, bias, spec, engine)
+    }
+
+    /// The kernel that multiplies this conv's bf16 weights (`None`: they are not bf16).
+    pub fn bf16_kernel(&self) -> Option<Bf16Kernel> {
+        match self.weights {
+            Weights::Bf16Rows { .. } => Some(Bf16Kernel::Amx),
+            Weights::Bf16 { dot: true, .. } => Some(Bf16Kernel::Dot),
+            Weights::Bf16 { dot: false, .. } => Some(Bf16Kernel::Widen),
+            _ => None,
+        }
+    }
+
+    /// Output channels a row tile starts on a multiple of: the A tile (16) or the weight panel.
+    fn row_step(&self) -> usize {
+        match self.weights {
+            Weights::Bf16Rows { .. } => 16,
+            _ => self.engine.panel_rows().unwrap_or(8),
+        }
+    }
+
+    /// The dtype the weights are held in.
+    pub fn dtype(&self) -> DType {
+        match self.weights {
+            Weights::Oihw(_) | Weights::Panels { .. } => DType::F32,
+            Weights::Bf16 { .. } | Weights::Bf16Rows { .. } => DType::BF16,
+            Weights::F16 { .. } => DType::F16,
+        }
+    }
+
     /// `engine`, unless this CPU cannot run it or the conv's groups do not fill whole weight panels (ResNeXt's
     /// 4-channel groups would be half zeros: twice the memory and work); then the portable engine, whose
     /// `gemm` takes any shape.
@@ -126,6 +220,9 @@ impl PackedConv {
         let count = match &weights {
             Weights::Oihw(t) => t.elem_count(),
             Weights::Panels { data, .. } => data.len(),
+            Weights::F16 { data, .. } => data.len(),
+            Weights::Bf16 { .. } => spec.out_channels * spec.depth(),
+            Weights::Bf16Rows { data, kpad } => data.len() / kpad.max(&1) * spec.depth(),
         };
         if count != spec.out_channels * spec.depth() || bias.len() != spec.out_channels {
             bail!("packed conv: weight/bias do not match {spec:?}")
@@ -140,13 +237,21 @@ impl PackedConv {
 
     /// True when the weights live only here (packed for a micro-kernel), not in an OIHW tensor too.
     pub fn owns_weights(&self) -> bool {
-        matches!(self.weights, Weights::Panels { .. })
+        !matches!(self.weights, Weights::Oihw(_))
     }
 
-    /// The weights as an OIHW f32 tensor (the shared one, or unpacked from the panels).
+    /// The weights as an OIHW tensor in [`PackedConv::dtype`] (the shared one, or unpacked from the panels).
     pub fn weight(&self) -> Result<Tensor> {
+        let s = &self.spec;
+        let (m, k) = (s.out_channels, s.depth());
+        let reduced = |oihw: Vec<f32>| {
+            Tensor::from_vec(oihw, s.weight_shape(), &candle_core::Device::Cpu)?.to_dtype(self.dtype())
+        };
         match &self.weights {
             Weights::Oihw(t) => Ok(t.clone()),
+            Weights::Bf16 { data, rows, .. } => reduced(reduced::bf16_unpanel(data, m, k, *rows)),
+            Weights::Bf16Rows { data, kpad } => reduced(reduced::bf16_unrows(data, m, k, *kpad)),
+            Weights::F16 { data, rows } => reduced(reduced::f16_unpanel(data, m, k, *rows)),
             Weights::Panels { data, rows } => {
                 let s = &self.spec;
                 let kk = s.depth();
@@ -209,6 +314,8 @@ impl PackedConv {
                 &data[start..end]
             }
             Weights::Panels { data, .. } => data,
+            // Read by `tile` straight from `self.weights`.
+            Weights::Bf16 { .. } | Weights::Bf16Rows { .. } | Weights::F16 { .. } => &[],
         };
         let s = &self.spec;
         let (oh, ow) = (s.output_size(h), s.output_size(w));
@@ -304,7 +411,7 @@ impl PackedConv {
                 });
             } else {
                 // Row blocks start on whole weight panels.
-                let rows = self.engine.panel_rows().unwrap_or(8);
+                let rows = self.row_step();
                 let step = (og.div_ceil(threads)).div_ceil(rows) * rows;
                 (0..og.div_ceil(step)).into_par_iter().for_each(|b| {
                     tile(Tile {
@@ -393,11 +500,39 @@ impl PackedConv {
         let (r0, r1) = t.rows;
         let (c0, c1) = t.cols;
         let first = t.group * og + r0;
-        let (a, a_panels) = match &self.weights {
-            Weights::Oihw(_) => (weight.as_ptr().add(first * kk), None),
+        let a = match &self.weights {
+            Weights::Oihw(_) => Lhs::Rows {
+                a: weight.as_ptr().add(first * kk),
+                lda: kk,
+            },
             Weights::Panels { rows, .. } => {
                 debug_assert_eq!(r0 % rows, 0, "row tiles start on whole panels");
-                (weight.as_ptr().add(first * kk), Some(*rows))
+                Lhs::Panels {
+                    a: weight.as_ptr().add(first * kk),
+                    rows: *rows,
+                }
+            }
+            Weights::Bf16 { data, rows, dot } => {
+                debug_assert_eq!(first % rows, 0, "row tiles start on whole panels");
+                Lhs::Bf16 {
+                    a: data.as_ptr().add(first * kk.div_ceil(2)),
+                    rows: *rows,
+                    dot: *dot,
+                }
+            }
+            Weights::Bf16Rows { data, kpad } => {
+                debug_assert_eq!(first % 16, 0, "row tiles start on whole A tiles");
+                Lhs::Bf16Rows {
+                    a: data.as_ptr().add(first * kpad),
+                    kpad: *kpad,
+                }
+            }
+            Weights::F16 { data, rows } => {
+                debug_assert_eq!(first % rows, 0, "row tiles start on whole panels");
+                Lhs::F16 {
+                    a: data.as_ptr().add(first * kk),
+                    rows: *rows,
+                }
             }
         };
         self.engine.gemm(&Gemm {
@@ -405,8 +540,6 @@ impl PackedConv {
             n: c1 - c0,
             k: kk,
             a,
-            lda: kk,
-            a_panels,
             b: rhs.data.as_ptr().add(t.group * kk * rhs.stride + c0 - rhs.first_col),
             ldb: rhs.stride,
             c: out.0.add(first * p + c0),

@@ -8,4 +8,4 @@ pub mod pool;
 
 pub use conv::{Conv, ConvSpec};
 pub use conv_bn::{BnMode, ConvBn, ConvBnOptions};
-pub use engine::Engine;
+pub use engine::{Bf16Kernel, Engine};

@@ -167,7 +167,21 @@ pub struct Loaded {
 }
 
 /// Loads the checkpoint at `path` into a checked [`ResNet`] on `device` (see the module docs).
+///
+/// On the CPU, a bf16 or f16 [`LoadOptions::dtype`] with BatchNorm folded reads the tensors as f32, folds,
+/// and rounds only the convolution weights, once ([`ResNet::load_with_weight_dtype`]).
 pub fn load(path: impl AsRef<Path>, opts: &LoadOptions, device: &Device) -> Result<Loaded> {
+    let reduced_cpu = device.is_cpu() && opts.bn_mode == BnMode::Fold && matches!(opts.dtype, DType::BF16 | DType::F16);
+    if reduced_cpu {
+        let f32_opts = LoadOptions {
+            dtype: DType::F32,
+            ..opts.clone()
+        };
+        let (tensors, info) = load_tensors(path.as_ref(), &f32_opts, device)?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let model = ResNet::load_with_weight_dtype(&info.config, vb, opts.dtype)?;
+        return Ok(Loaded { model, info });
+    }
     let (tensors, info) = load_tensors(path.as_ref(), opts, device)?;
     let vb = VarBuilder::from_tensors(tensors, opts.dtype, device);
     let model = ResNet::load(&info.config, vb, opts.bn_mode)?;

@@ -96,7 +96,7 @@ impl Embedder {
     fn images(&self, x: &Tensor, stage: Option<usize>) -> Result<Tensor> {
         let e = match self {
             Self::ResNet(p) => {
-                let x = x.to_device(p.device())?.to_dtype(p.model.dtype())?;
+                let x = x.to_device(p.device())?.to_dtype(p.model.compute_dtype())?;
                 let features = match stage {
                     None => p.model.forward_features(&x)?,
                     Some(s) => p

@@ -43,6 +43,17 @@ unsafe fn kernel<const NV: usize>(t: &MicroTile) {
         }
         b = b.add(NR);
     }
+    store::<NV>(t, &acc);
+}
+
+/// Stores a finished register tile: adds what C holds (after the first depth block), then on the last
+/// block the bias, the residual and the ReLU, masking the partial last vector and the rows past `t.rows`.
+/// Shared with the bf16 kernel.
+///
+/// # Safety
+/// AVX-512F; the tile's pointers cover what [`MicroTile`] describes.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn store<const NV: usize>(t: &MicroTile, acc: &[[__m512; NV]; MR]) {
     let tail = t.cols - 16 * (NV - 1);
     let last: __mmask16 = if tail >= 16 { 0xffff } else { (1u16 << tail) - 1 };
     // One row at a time, with constant row indices (a macro, not a loop over a runtime row count, which

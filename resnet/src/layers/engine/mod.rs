@@ -33,12 +33,17 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512_bf16;
 pub(crate) mod pack;
 mod peak;
 pub(crate) mod portable;
+pub(crate) mod reduced;
 
 pub use peak::fma_peak;
 
@@ -165,6 +170,92 @@ impl Engine {
 /// [`Engine::set_default`]'s choice: 0 for none, else 1 + its index in [`Engine::ALL`].
 static DEFAULT: AtomicU8 = AtomicU8::new(0);
 
+/// How convolutions holding bf16 weights multiply (see `Conv::new_inference_cpu_as`), an explicit choice
+/// like [`Engine`]'s: [`Bf16Kernel::detect`] picks the fastest the CPU has unless `ZOO_BF16_KERNEL`
+/// (`amx`, `dot` or `widen`) names one.
+///
+/// ```
+/// use resnet::layers::Bf16Kernel;
+/// assert!(Bf16Kernel::Widen.is_supported());
+/// assert!(Bf16Kernel::detect().is_supported());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bf16Kernel {
+    /// AMX-BF16 tiles (Intel Sapphire Rapids and later, on Linux): 16 x 32 by 32 x 16 per instruction.
+    /// Activations are rounded to bf16 as they are packed; sums are f32.
+    Amx,
+    /// AVX512-BF16 `vdpbf16ps` in the AVX-512 micro-kernel: pairs of bf16 per f32 lane. Activations are
+    /// rounded to bf16; sums are f32. Where the instruction runs at half the FMA rate (as measured on
+    /// Sapphire Rapids) it is slower than [`Bf16Kernel::Widen`], so it is never the default.
+    Dot,
+    /// bf16 storage only: each block of weights is widened to f32 (exact) and the f32 kernel multiplies
+    /// f32 activations. Every engine with weight panels (AVX-512, AVX2).
+    Widen,
+}
+
+impl Bf16Kernel {
+    /// Every kernel, fastest first.
+    pub const ALL: [Bf16Kernel; 3] = [Bf16Kernel::Amx, Bf16Kernel::Dot, Bf16Kernel::Widen];
+
+    /// `ZOO_BF16_KERNEL` when it names a kernel this CPU runs, else AMX where present, else widening.
+    pub fn detect() -> Bf16Kernel {
+        static CHOSEN: OnceLock<Bf16Kernel> = OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let best = match Bf16Kernel::Amx.is_supported() {
+                true => Bf16Kernel::Amx,
+                false => Bf16Kernel::Widen,
+            };
+            let wanted = std::env::var("ZOO_BF16_KERNEL").ok();
+            match wanted.as_deref().map(Bf16Kernel::from_name) {
+                Some(Some(k)) if k.is_supported() => k,
+                Some(_) => {
+                    eprintln!(
+                        "warning: ZOO_BF16_KERNEL={} is not a bf16 kernel this CPU runs (amx, dot, widen); using {}",
+                        wanted.unwrap_or_default(),
+                        best.name()
+                    );
+                    best
+                }
+                None => best,
+            }
+        })
+    }
+
+    /// True when the running CPU (and, for AMX, the OS) supports this kernel.
+    pub fn is_supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Amx => Engine::Avx512.is_supported() && amx::is_supported(),
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Dot => Engine::Avx512.is_supported() && avx512_bf16::is_supported(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Bf16Kernel::Amx | Bf16Kernel::Dot => false,
+            Bf16Kernel::Widen => true,
+        }
+    }
+
+    /// True when activations are rounded to bf16 before they are multiplied (AMX and dot products).
+    pub fn rounds_inputs(self) -> bool {
+        self != Bf16Kernel::Widen
+    }
+
+    /// The name `ZOO_BF16_KERNEL` and `zoo bench` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Kernel::Amx => "amx",
+            Bf16Kernel::Dot => "dot",
+            Bf16Kernel::Widen => "widen",
+        }
+    }
+
+    /// The kernel called `name` (see [`Bf16Kernel::name`]).
+    pub fn from_name(name: &str) -> Option<Bf16Kernel> {
+        Bf16Kernel::ALL
+            .into_iter()
+            .find(|k| k.name() == name.trim().to_ascii_lowercase())
+    }
+}
+
 /// What happens to a finished tile before it is stored: `relu?(acc + bias[o] + residual[o, q]?)`.
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue {
@@ -175,18 +266,31 @@ pub(crate) struct Epilogue {
     pub relu: bool,
 }
 
-/// One output tile: `m` x `n` of C (row stride `ldc`), the sum over `k` of A (`m` x `k`, row stride
-/// `lda`) times B (`k` x `n`, row stride `ldb`), then the epilogue.
+/// The weights a tile multiplies by: rows `0..m` of its output channels, in one of the layouts a conv holds.
+#[derive(Clone, Copy)]
+pub(crate) enum Lhs {
+    /// OIHW rows, `lda` floats apart (the portable engine's; also what the kernels pack per block).
+    Rows { a: *const f32, lda: usize },
+    /// f32 panels of `rows` output channels over the whole depth, as packed at load: panel `p` at
+    /// `a + p * k * rows`, step `kk` of row `i` at `kk * rows + i`.
+    Panels { a: *const f32, rows: usize },
+    /// bf16 pair panels ([`reduced::bf16_panels`]): panel `p` at `a + p * ceil(k / 2) * rows`; `dot`:
+    /// multiplied by the AVX512-BF16 kernel, else widened to f32.
+    Bf16 { a: *const u32, rows: usize, dot: bool },
+    /// bf16 OIHW rows padded to `kpad` steps ([`reduced::bf16_rows`]), for the AMX kernel.
+    Bf16Rows { a: *const u16, kpad: usize },
+    /// f16 panels in the f32 layout ([`reduced::f16_panels`]).
+    F16 { a: *const u16, rows: usize },
+}
+
+/// One output tile: `m` x `n` of C (row stride `ldc`), the sum over `k` of A (`m` x `k`, see [`Lhs`]) times
+/// B (`k` x `n`, row stride `ldb`), then the epilogue.
 #[derive(Clone, Copy)]
 pub(crate) struct Gemm {
     pub m: usize,
     pub n: usize,
     pub k: usize,
-    pub a: *const f32,
-    pub lda: usize,
-    /// `Some(mr)`: A is already in panels of `mr` rows over the whole depth `k` (`lda == k`; panel `p` at
-    /// `a + p * k * mr`, step `kk` of row `i` at `kk * mr + i`), as packed at load.
-    pub a_panels: Option<usize>,
+    pub a: Lhs,
     pub b: *const f32,
     pub ldb: usize,
     pub c: *mut f32,
@@ -226,51 +330,89 @@ impl Engine {
     /// The pointers cover the extents `g` describes, C does not overlap A, B or the residual, and no
     /// other thread writes this tile.
     pub(crate) unsafe fn gemm(self, g: &Gemm) {
+        #[cfg(target_arch = "x86_64")]
+        if let Lhs::Bf16Rows { a, kpad } = g.a {
+            debug_assert!(amx::is_supported(), "AMX weights on a CPU without AMX");
+            return amx::gemm(g, a, kpad);
+        }
         match self {
             #[cfg(target_arch = "x86_64")]
-            Engine::Avx512 if self.is_supported() => blocked(g, avx512::MR, avx512::NR, |t| avx512::tile(t)),
-            #[cfg(target_arch = "x86_64")]
-            Engine::Avx2Fma if self.is_supported() => blocked(g, avx2::MR, avx2::NR, |t| avx2::tile(t)),
-            _ => {
-                debug_assert!(g.a_panels.is_none(), "the portable engine reads OIHW rows");
-                portable::gemm(g)
+            Engine::Avx512 if self.is_supported() => {
+                let dot = avx512_bf16::is_supported().then_some(avx512_bf16::tile as unsafe fn(&MicroTile));
+                blocked(g, avx512::MR, avx512::NR, |t| avx512::tile(t), dot)
             }
+            #[cfg(target_arch = "x86_64")]
+            Engine::Avx2Fma if self.is_supported() => blocked(g, avx2::MR, avx2::NR, |t| avx2::tile(t), None),
+            _ => match g.a {
+                Lhs::Rows { a, lda } => portable::gemm(g, a, lda),
+                _ => unreachable!("the portable engine reads OIHW rows (packed weights go with their kernel)"),
+            },
         }
     }
 }
 
 /// The blocking around a micro-kernel: columns in blocks of `NC`; depth in blocks of `KC`, for which B is
-/// packed into strips of `nr` columns and A into panels of `mr` rows; per strip every panel of rows.
-unsafe fn blocked(g: &Gemm, mr: usize, nr: usize, kernel: impl Fn(&MicroTile)) {
+/// packed into strips of `nr` columns and A, unless packed at load in this kernel's layout, into panels of
+/// `mr` rows (f32: copied; bf16/f16: widened); per strip every panel of rows. bf16 weights with a `dot`
+/// kernel instead go to it as they are, with B packed into bf16 pair strips.
+unsafe fn blocked(g: &Gemm, mr: usize, nr: usize, kernel: impl Fn(&MicroTile), dot: Option<unsafe fn(&MicroTile)>) {
     if g.m == 0 || g.n == 0 {
         return;
     }
     if g.k == 0 {
         // Nothing to multiply: the tile is the epilogue applied to zero.
-        return portable::gemm(g);
+        return portable::epilogue(g);
     }
     let nc = NC / nr * nr;
     let b_len = KC * nc.max(nr);
+    let rows = match g.a {
+        Lhs::Rows { .. } | Lhs::Bf16Rows { .. } => mr,
+        Lhs::Panels { rows, .. } | Lhs::Bf16 { rows, .. } | Lhs::F16 { rows, .. } => rows,
+    };
     // Weights packed at load are always in this engine's panels (`PackedConv` packs with its `MR`).
-    debug_assert!(
-        g.a_panels.is_none_or(|rows| rows == mr),
-        "weights packed for another micro-kernel"
-    );
-    let packed = g.a_panels.is_some();
-    let a_len = if packed { 0 } else { g.m.div_ceil(mr) * mr * KC };
+    debug_assert_eq!(rows, mr, "weights packed for another micro-kernel");
+    let dot = match g.a {
+        Lhs::Bf16 { dot: true, .. } => dot,
+        _ => None,
+    };
+    let widen = !matches!(g.a, Lhs::Panels { .. }) && dot.is_none();
+    let panels = g.m.div_ceil(mr);
+    let a_len = if widen { panels * mr * KC } else { 0 };
     with_panel(b_len + a_len, |panel| {
         let (bp, ap) = panel.split_at_mut(b_len);
         for j0 in (0..g.n).step_by(nc) {
             let nb = nc.min(g.n - j0);
             for k0 in (0..g.k).step_by(KC) {
                 let kb = KC.min(g.k - k0);
-                pack::strips(g.b.add(k0 * g.ldb + j0), g.ldb, kb, nb, nr, bp);
-                if !packed {
-                    pack::panels(g.a.add(k0), g.lda, g.m, kb, mr, ap);
+                let b = g.b.add(k0 * g.ldb + j0);
+                // Depth steps of a strip row: pairs for the bf16 kernel.
+                let steps = match dot {
+                    #[cfg(target_arch = "x86_64")]
+                    Some(_) => {
+                        let lanes = std::slice::from_raw_parts_mut(bp.as_mut_ptr().cast::<u32>(), bp.len());
+                        avx512_bf16::strips(b, g.ldb, kb, nb, nr, kb.div_ceil(2), lanes);
+                        kb.div_ceil(2)
+                    }
+                    _ => {
+                        pack::strips(b, g.ldb, kb, nb, nr, bp);
+                        kb
+                    }
+                };
+                match g.a {
+                    Lhs::Rows { a, lda } => pack::panels(a.add(k0), lda, g.m, kb, mr, ap),
+                    Lhs::Bf16 { a, .. } if widen => reduced::widen_bf16(a, g.k, mr, panels, (k0, kb), ap),
+                    Lhs::F16 { a, .. } => {
+                        for p in 0..panels {
+                            let src = std::slice::from_raw_parts(a.add(p * g.k * mr + k0 * mr), kb * mr);
+                            reduced::widen_f16(src, &mut ap[p * kb * mr..(p + 1) * kb * mr]);
+                        }
+                    }
+                    Lhs::Bf16Rows { .. } => unreachable!("AMX weights go to the AMX kernel"),
+                    _ => {}
                 }
                 let last = k0 + kb == g.k;
                 for (s, j) in (0..nb).step_by(nr).enumerate() {
-                    let strip = bp.as_ptr().add(s * kb * nr);
+                    let strip = bp.as_ptr().add(s * steps * nr);
                     let cols = nr.min(nb - j);
                     for (p, i0) in (0..g.m).step_by(mr).enumerate() {
                         let epilogue = last.then(|| Epilogue {
@@ -278,21 +420,26 @@ unsafe fn blocked(g: &Gemm, mr: usize, nr: usize, kernel: impl Fn(&MicroTile)) {
                             residual: g.epilogue.residual.map(|(r, ld)| (r.add(i0 * ld + j0 + j), ld)),
                             relu: g.epilogue.relu,
                         });
-                        kernel(&MicroTile {
-                            a: if packed {
-                                g.a.add(p * g.k * mr + k0 * mr)
-                            } else {
-                                ap.as_ptr().add(p * kb * mr)
-                            },
+                        let a = match g.a {
+                            Lhs::Panels { a, .. } => a.add(p * g.k * mr + k0 * mr),
+                            Lhs::Bf16 { a, .. } if !widen => a.add(p * g.k.div_ceil(2) * mr + k0 / 2 * mr).cast(),
+                            _ => ap.as_ptr().add(p * kb * mr),
+                        };
+                        let t = MicroTile {
+                            a,
                             rows: mr.min(g.m - i0),
                             b: strip,
                             cols,
-                            k: kb,
+                            k: steps,
                             c: g.c.add(i0 * g.ldc + j0 + j),
                             ldc: g.ldc,
                             first: k0 == 0,
                             epilogue,
-                        });
+                        };
+                        match dot {
+                            Some(f) => f(&t),
+                            None => kernel(&t),
+                        }
                     }
                 }
             }

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use proptest::prelude::*;
 
-use super::Engine;
+use super::{Bf16Kernel, Engine};
 use crate::layers::conv::ConvSpec;
 use crate::layers::cpu_conv::PackedConv;
 
@@ -98,6 +98,7 @@ fn check(
     );
     let xt = Tensor::from_vec(x, (n, c, h, w), &dev)?;
     let wt = Tensor::from_vec(weight, spec.weight_shape(), &dev)?;
+    let bias32 = bias.clone();
     let bt = Tensor::from_vec(bias, o, &dev)?;
     let rt = Tensor::from_vec(res, (n, o, oh, ow), &dev)?;
     // Each output sums c / groups * k * k products of values in [-1, 1].
@@ -120,6 +121,64 @@ fn check(
             err <= tol,
             "{engine:?}: n{n} c{c} o{o} k{k} s{stride} p{padding} g{groups} {h}x{w} residual {residual} relu {relu}: {err} > {tol}"
         );
+        // Weights held in bf16 / f16: the definition on the rounded weights (and, where the engine multiplies
+        // with bf16 dot products, the rounded inputs), summed exactly; the kernel sums in f32 as above.
+        let reduced = [
+            (DType::F16, Bf16Kernel::Widen),
+            (DType::BF16, Bf16Kernel::Widen),
+            (DType::BF16, Bf16Kernel::Dot),
+            (DType::BF16, Bf16Kernel::Amx),
+        ];
+        for (dtype, kernel) in reduced.into_iter().filter(|(_, k)| k.is_supported()) {
+            let w32 = wt.flatten_all()?.to_vec1::<f32>()?;
+            let packed = Arc::new(PackedConv::from_vec_with(
+                w32.clone(),
+                Some(&bt),
+                spec,
+                engine,
+                dtype,
+                kernel,
+            )?);
+            let held = packed.dtype();
+            if kernel == Bf16Kernel::Amx && engine == Engine::Avx512 && (o / groups).is_multiple_of(16) {
+                assert_eq!(packed.bf16_kernel(), Some(Bf16Kernel::Amx), "AMX not used");
+            }
+            let round = |v: f32| match held {
+                DType::BF16 => half::bf16::from_f32(v).to_f32(),
+                DType::F16 => half::f16::from_f32(v).to_f32(),
+                _ => v,
+            };
+            let whole_panels = engine.panel_rows().is_some_and(|r| (o / groups).is_multiple_of(r));
+            assert_eq!(held == dtype, whole_panels, "{engine:?} holds {held:?}");
+            let wr: Vec<f32> = w32.iter().map(|&v| round(v)).collect();
+            let back = packed.weight()?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(back, wr, "{engine:?} {dtype:?}: unpacked weights differ");
+            let x32 = xt.flatten_all()?.to_vec1::<f32>()?;
+            let xr: Vec<f32> = match packed.bf16_kernel().is_some_and(Bf16Kernel::rounds_inputs) {
+                true => x32.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect(),
+                false => x32,
+            };
+            let res = rt.flatten_all()?.to_vec1::<f32>()?;
+            let want = naive(
+                &xr,
+                (n, c, h, w),
+                &wr,
+                &bias32,
+                &spec,
+                residual.then_some(&res[..]),
+                relu,
+            );
+            let got = packed
+                .forward(&xt, residual.then_some(&rt), relu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(
+                err <= tol,
+                "{engine:?} {dtype:?} (held {held:?}, {:?}): n{n} c{c} o{o} k{k} s{stride} p{padding} g{groups} {h}x{w} residual {residual} relu {relu}: {err} > {tol}",
+                packed.bf16_kernel()
+            );
+        }
     }
     Ok(())
 }
@@ -169,5 +228,24 @@ proptest! {
         let padding = (k / 2) * pad_frac / 2;
         prop_assume!(h + 2 * padding >= k && w + 2 * padding >= k);
         check(n, cg * groups, og * groups, k, stride, padding, groups, (h, w), residual, relu, seed).unwrap();
+    }
+
+    /// Random shapes whose output channels fill whole weight panels (multiples of 6 or 8), where convs
+    /// hold bf16 / f16 weights: every engine and dtype equals the definition.
+    #[test]
+    fn random_shapes_with_whole_panels_match_the_definition(
+        n in 1usize..3,
+        c in 1usize..40,
+        o in prop::sample::select(vec![6usize, 8, 12, 16, 24, 32, 48, 80]),
+        k in prop::sample::select(vec![1usize, 3, 3, 7]),
+        stride in 1usize..3,
+        h in 1usize..20,
+        w in 1usize..60,
+        residual: bool,
+        relu: bool,
+        seed: u64,
+    ) {
+        let padding = k / 2;
+        check(n, c, o, k, stride, padding, 1, (h, w), residual, relu, seed).unwrap();
     }
 }

