@@ -11,6 +11,8 @@ timed runs after 3 warm-up runs, reported in ms/img.
     .venv/bin/python scripts/bench_peers.py --ours target/release/zoo   # + ours (`zoo bench`), interleaved
     .venv/bin/python scripts/bench_peers.py --ours target/release/zoo --engines avx512,portable --rounds 3
                                                              # each of our conv engines, three rounds
+    .venv/bin/python scripts/bench_peers.py --ours target/release/zoo --engines auto,auto:bf16 --torch-bf16 --rounds 3
+                                                             # + PyTorch with CPU autocast to bf16, our bf16
 
 With --ours, each (model, batch) row also runs `zoo bench` right after PyTorch and ONNX Runtime, so the
 three share the machine's state of that moment (timings here drift by up to 2x over minutes).
@@ -37,10 +39,10 @@ def median_ms(fn, warmup=3, iters=10):
     return statistics.median(times)
 
 
-def ours_ms(zoo, name, batch, iters, engine="auto"):
+def ours_ms(zoo, name, batch, iters, engine="auto", dtype="f32", threads=2):
     """ms/img of our network from `zoo bench --json` (3 warm-ups, median of `iters`, same threads)."""
     out = subprocess.run([zoo, "bench", name, "--batch", str(batch), "--iters", str(iters), "--warmup", "3", "--json",
-                          "--threads", "2", "--engine", engine],
+                          "--threads", str(threads), "--engine", engine, "--dtype", dtype],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)["median_ms"] / batch
 
@@ -70,7 +72,10 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--ours", metavar="ZOO", help="path of a release `zoo` binary to time alongside")
     ap.add_argument("--engines", default="auto",
-                    help="comma-separated `zoo bench --engine` values to time (auto, avx512, avx2, portable)")
+                    help="comma-separated `zoo bench --engine` values to time (auto, avx512, avx2, portable), each "
+                         "optionally with `:DTYPE` (`auto:bf16`: `--dtype bf16`)")
+    ap.add_argument("--torch-bf16", action="store_true",
+                    help="also time PyTorch under torch.autocast('cpu', dtype=torch.bfloat16)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds over every row; ratios are per round")
     ap.add_argument("--models", default="resnet18,resnet50")
     ap.add_argument("--batches", default="1,8")
@@ -109,8 +114,12 @@ def main():
                 sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
             rows.append((name, batch, model, x, sess, tmp))
     header = f"{'round':>5} {'model':<9} {'batch':>5} {'torch ms/img':>13} {'ort ms/img':>11}"
+    if args.torch_bf16:
+        header += f" {'torch bf16':>11}"
     for e in engines:
         header += f" {'zoo ' + e:>15} {'ort/zoo':>8} {'torch/zoo':>9}"
+        if args.torch_bf16:
+            header += f" {'t-bf16/zoo':>10}"
     print(header)
     results = []
     for rnd in range(1, args.rounds + 1):
@@ -122,14 +131,22 @@ def main():
                 xn = x.numpy()
                 t_ort = median_ms(lambda: sess.run(None, {"x": xn}), iters=args.iters) / batch
             line = f"{rnd:>5} {name:<9} {batch:>5} {t_torch:>13.1f} {t_ort:>11.1f}"
+            t_bf16 = float("nan")
+            if args.torch_bf16:
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    t_bf16 = median_ms(lambda: model(x), iters=args.iters) / batch
+                line += f" {t_bf16:>11.1f}"
             ours = {}
             for e in engines:
-                t = ours_ms(args.ours, name, batch, args.iters, e)
+                engine, _, dtype = e.partition(":")
+                t = ours_ms(args.ours, name, batch, args.iters, engine, dtype or "f32", args.threads)
                 ours[e] = t
                 line += f" {t:>15.1f} {t_ort / t:>7.2f}x {t_torch / t:>8.2f}x"
+                if args.torch_bf16:
+                    line += f" {t_bf16 / t:>9.2f}x"
             print(line, flush=True)
             results.append({"round": rnd, "model": name, "batch": batch, "torch_ms_per_img": t_torch,
-                            "ort_ms_per_img": t_ort, "zoo_ms_per_img": ours})
+                            "torch_bf16_ms_per_img": t_bf16, "ort_ms_per_img": t_ort, "zoo_ms_per_img": ours})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

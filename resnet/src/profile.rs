@@ -64,30 +64,45 @@ pub struct Timing<'a> {
 
 /// Runs `model` op by op on `x`; returns one record per op (the classifier last).
 pub fn profile(model: &ResNet, x: &Tensor, timing: &Timing) -> Result<Vec<OpRecord>> {
+    profile_observed(model, x, timing, &mut |_, _| {})
+}
+
+/// [`profile`], handing each op's name and output to `observe` as it goes (how `zoo bench --layers
+/// --dtype bf16` measures each layer's error against the f32 network).
+pub fn profile_observed(
+    model: &ResNet,
+    x: &Tensor,
+    timing: &Timing,
+    observe: &mut dyn FnMut(&str, &Tensor),
+) -> Result<Vec<OpRecord>> {
     let mut out = Vec::new();
     let mut x = x.clone();
     for (name, conv) in model.stem().conv_layers() {
         x = conv_op(&mut out, name, conv, &x, true, timing)?;
+        observe(name, &x);
     }
     if model.stem().has_max_pool() {
         x = record(&mut out, "maxpool", OpKind::Pool, 0, 0, timing, || {
             pool::max_pool_3x3_s2(&x)
         })?;
+        observe("maxpool", &x);
     }
     if model.stem().has_avg_pool() {
         x = record(&mut out, "avgpool", OpKind::Pool, 0, 0, timing, || {
             pool::avg_pool(&x, 2)
         })?;
+        observe("avgpool", &x);
     }
     for (name, block) in model.blocks() {
-        x = block_ops(&mut out, &name, block, &x, timing)?;
+        x = block_ops(&mut out, &name, block, &x, timing, observe)?;
     }
     match model.head() {
         Some(Head::Linear(head)) => {
             let macs = (x.dim(0)? * x.dim(1)? * head.num_classes) as u64;
-            record(&mut out, "fc", OpKind::Head, head.num_params(), macs, timing, || {
+            let y = record(&mut out, "fc", OpKind::Head, head.num_params(), macs, timing, || {
                 head.forward(&x)
             })?;
+            observe("fc", &y);
         }
         Some(Head::AttentionPool(pool)) => {
             let macs = pool.macs(x.dim(0)?);
@@ -106,7 +121,14 @@ pub fn profile(model: &ResNet, x: &Tensor, timing: &Timing) -> Result<Vec<OpReco
     Ok(out)
 }
 
-fn block_ops(out: &mut Vec<OpRecord>, prefix: &str, block: &ResidualBlock, x: &Tensor, t: &Timing) -> Result<Tensor> {
+fn block_ops(
+    out: &mut Vec<OpRecord>,
+    prefix: &str,
+    block: &ResidualBlock,
+    x: &Tensor,
+    t: &Timing,
+    observe: &mut dyn FnMut(&str, &Tensor),
+) -> Result<Tensor> {
     let layers = block.residual.layers();
     let mut y = x.clone();
     for (i, (name, conv)) in layers.iter().enumerate() {
@@ -116,15 +138,17 @@ fn block_ops(out: &mut Vec<OpRecord>, prefix: &str, block: &ResidualBlock, x: &T
             y = record(out, &format!("{prefix}.avgpool"), OpKind::Pool, 0, 0, t, || {
                 pool::avg_pool(&y, window)
             })?;
+            observe(&format!("{prefix}.avgpool"), &y);
         }
         y = conv_op(out, &format!("{prefix}.{name}"), conv, &y, !last, t)?;
+        observe(&format!("{prefix}.{name}"), &y);
     }
     let sc = &block.shortcut;
     let short = match sc {
         Shortcut::Identity => x.clone(),
         _ => {
             let macs = shortcut_macs(sc, &y);
-            record(
+            let s = record(
                 out,
                 &format!("{prefix}.downsample"),
                 OpKind::Shortcut,
@@ -132,12 +156,16 @@ fn block_ops(out: &mut Vec<OpRecord>, prefix: &str, block: &ResidualBlock, x: &T
                 macs,
                 t,
                 || sc.forward_t(x, false),
-            )?
+            )?;
+            observe(&format!("{prefix}.downsample"), &s);
+            s
         }
     };
-    record(out, &format!("{prefix}.add"), OpKind::Add, 0, 0, t, || {
+    let y = record(out, &format!("{prefix}.add"), OpKind::Add, 0, 0, t, || {
         (&y + &short)?.relu()
-    })
+    })?;
+    observe(&format!("{prefix}.add"), &y);
+    Ok(y)
 }
 
 fn shortcut_macs(sc: &Shortcut, out: &Tensor) -> u64 {

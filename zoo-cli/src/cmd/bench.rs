@@ -1,5 +1,6 @@
 //! `zoo bench`: end-to-end latency, and with `--layers` where the time goes.
 
+use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -7,6 +8,7 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use resnet::layers::Engine;
 use resnet::profile::{profile, OpRecord, Timing};
+use resnet::ResNet;
 use serde_json::json;
 
 use crate::device::{parse_device, parse_dtype};
@@ -86,7 +88,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let load = started.elapsed();
     let model = &image_tower;
-    let x = Tensor::randn(0f32, 1., (args.batch, 3, args.size, args.size), &device)?.to_dtype(dtype)?;
+    // The dtype activations flow in: f32 on the CPU kernels even with bf16/f16 weights.
+    let x = Tensor::randn(0f32, 1., (args.batch, 3, args.size, args.size), &device)?.to_dtype(model.compute_dtype())?;
     let sync = || device.synchronize();
     let memory = first_pass_memory(|| {
         model.forward(&x)?;
@@ -115,9 +118,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         },
     )?;
     let flops = 2 * ops.iter().map(|o| o.macs).sum::<u64>();
+    // With reduced-precision weights on the CPU: each layer's error against the same network in f32.
+    let errors = match args.layers && device.is_cpu() && dtype != candle_core::DType::F32 && clip.is_none() {
+        true => Some(layer_errors(&args, &device, model, &x)?),
+        false => None,
+    };
     // The custom CPU engines serve f32 on the CPU; judge their layers against the FMA peak of the moment.
     let cpu_f32 = device.is_cpu() && dtype == candle_core::DType::F32;
-    let engine = cpu_f32.then(Engine::current);
+    let engine = device.is_cpu().then(Engine::current);
     let peak = if args.layers && cpu_f32 {
         resnet::layers::engine::fma_peak(rayon::current_num_threads(), 300)
     } else {
@@ -125,6 +133,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let weight_bytes = (model.num_params() * dtype.size_in_bytes()) as u64;
     let report = Report {
+        kernels: conv_kernels(model),
         engine,
         peak,
         model: &args.model,
@@ -138,7 +147,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let text = clip.as_ref().map(|c| bench_text(c, &args)).transpose()?;
     if args.json {
-        let mut j = report.json(args.layers.then_some(&ops[..]));
+        let mut j = report.json(args.layers.then_some(&ops[..]), errors.as_ref());
         if let Some(t) = &text {
             j["text_tower"] = t.json(args.layers);
         }
@@ -146,7 +155,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         report.print(&device)?;
         if args.layers {
-            print_layers(&ops, peak)?;
+            print_layers(&ops, peak, errors.as_ref())?;
         }
         if let Some(t) = &text {
             t.print(args.layers)?;
@@ -225,10 +234,61 @@ impl TextReport {
             self.flops() as f64 / 1e9
         )?;
         if layers {
-            print_layers(&self.ops, None)?;
+            print_layers(&self.ops, None, None)?;
         }
         Ok(())
     }
+}
+
+/// The convolutions by the dtype their weights are held in and, for bf16, the kernel that multiplies them.
+fn conv_kernels(model: &ResNet) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (_, c) in model.conv_layers() {
+        let c = c.conv();
+        let key = match c.bf16_kernel() {
+            Some(k) => format!("{:?} on {}", c.dtype(), k.name()),
+            None => format!("{:?}", c.dtype()),
+        };
+        *out.entry(key).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Each op's output error against the same network in f32 (the f32 model loaded beside it, the same input):
+/// `||y - y_f32|| / ||y_f32||` over the batch's first image, accumulated from the input on (the error a layer
+/// hands on, not only the one it adds). Ops whose f32 output is all zero (random-free zero weights) have none.
+fn layer_errors(args: &Args, device: &Device, model: &ResNet, x: &Tensor) -> Result<HashMap<String, f64>> {
+    use candle_core::DType;
+    let full = crate::resolve::load_model(&args.model, args.weights.as_deref(), device, DType::F32, true)?.model;
+    let sync = || Ok(());
+    let once = Timing {
+        repeats: 1,
+        sync: &sync,
+    };
+    let first = |y: &Tensor| -> candle_core::Result<Vec<f32>> {
+        y.narrow(0, 0, 1)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+    };
+    let mut reference = HashMap::new();
+    resnet::profile::profile_observed(&full, &x.to_dtype(DType::F32)?, &once, &mut |name, y| {
+        if let Ok(v) = first(y) {
+            reference.insert(name.to_string(), v);
+        }
+    })?;
+    let mut errors = HashMap::new();
+    resnet::profile::profile_observed(model, x, &once, &mut |name, y| {
+        if let (Some(r), Ok(v)) = (reference.get(name), first(y)) {
+            let diff: f64 = r
+                .iter()
+                .zip(&v)
+                .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
+                .sum();
+            let norm: f64 = r.iter().map(|a| f64::from(*a).powi(2)).sum();
+            if norm > 0.0 && r.len() == v.len() {
+                errors.insert(name.to_string(), (diff / norm).sqrt());
+            }
+        }
+    })?;
+    Ok(errors)
 }
 
 fn op_json(o: &OpRecord, peak: Option<f64>) -> serde_json::Value {
@@ -257,8 +317,10 @@ fn first_pass_memory(pass: impl FnOnce() -> candle_core::Result<()>) -> Result<O
 }
 
 struct Report<'a> {
-    /// The CPU convolution engine (f32 on the CPU only).
+    /// The CPU convolution engine.
     engine: Option<Engine>,
+    /// How many convolutions hold their weights in each (dtype, kernel), e.g. `bf16 on amx`: 53.
+    kernels: BTreeMap<String, usize>,
     /// The FMA peak measured right after the run (with `--layers` on the CPU), GFLOP/s.
     peak: Option<f64>,
     model: &'a str,
@@ -282,15 +344,25 @@ impl Report<'_> {
         self.flops as f64 / self.median.as_secs_f64() / 1e9
     }
 
-    fn json(&self, layers: Option<&[OpRecord]>) -> serde_json::Value {
-        let layers: Vec<_> = layers.unwrap_or(&[]).iter().map(|o| op_json(o, self.peak)).collect();
+    fn json(&self, layers: Option<&[OpRecord]>, errors: Option<&HashMap<String, f64>>) -> serde_json::Value {
+        let layers: Vec<_> = layers
+            .unwrap_or(&[])
+            .iter()
+            .map(|o| {
+                let mut j = op_json(o, self.peak);
+                if let Some(e) = errors {
+                    j["rel_error_vs_f32"] = json!(e.get(&o.name));
+                }
+                j
+            })
+            .collect();
         let memory = self
             .memory
             .map(|m| json!({"before_forward_bytes": m.before, "peak_forward_bytes": m.peak}));
         json!({"model": self.model, "batch": self.batch, "median_ms": ms(self.median), "p90_ms": ms(self.p90),
                "images_per_s": self.images_per_s(), "gflops": self.gflops(), "load_ms": ms(self.load),
                "weight_bytes": self.weight_bytes, "memory": memory, "layers": layers,
-               "engine": self.engine.map(Engine::name), "fma_peak_gflops": self.peak})
+               "engine": self.engine.map(Engine::name), "fma_peak_gflops": self.peak, "conv_weights": self.kernels})
     }
 
     fn print(&self, device: &Device) -> Result<()> {
@@ -313,6 +385,10 @@ impl Report<'_> {
                     rayon::current_num_threads()
                 )?,
                 None => crate::outln!("conv engine {}", e.name())?,
+            }
+            if !self.kernels.keys().all(|k| k.starts_with("F32")) {
+                let held: Vec<String> = self.kernels.iter().map(|(k, n)| format!("{n} {k}")).collect();
+                crate::outln!("conv weights: {}", held.join(", "))?;
             }
         }
         let mb = |b: u64| b as f64 / 1e6;
@@ -340,11 +416,17 @@ fn block_of(name: &str) -> Option<&str> {
     name.starts_with("layer").then(|| &name[..second])
 }
 
-/// The per-op table; with the FMA peak of the moment, each op's GFLOP/s as a share of it ("peak").
-fn print_layers(ops: &[OpRecord], peak: Option<f64>) -> Result<()> {
+/// The per-op table; with the FMA peak of the moment, each op's GFLOP/s as a share of it ("peak"); with
+/// reduced-precision weights, each op's output error against f32 ("vs f32", see [`layer_errors`]).
+fn print_layers(ops: &[OpRecord], peak: Option<f64>, errors: Option<&HashMap<String, f64>>) -> Result<()> {
     let total: f64 = ops.iter().map(|o| ms(o.median)).sum();
+    let err_head = if errors.is_some() {
+        format!(" {:>8}", "vs f32")
+    } else {
+        String::new()
+    };
     crate::outln!(
-        "\n{:<24} {:>20} {:>10} {:>9} {:>9} {:>6} {:>8} {:>6}",
+        "\n{:<24} {:>20} {:>10} {:>9} {:>9} {:>6} {:>8} {:>6}{err_head}",
         "layer",
         "output",
         "params",
@@ -354,14 +436,19 @@ fn print_layers(ops: &[OpRecord], peak: Option<f64>) -> Result<()> {
         "GFLOP/s",
         "peak"
     )?;
-    let row = |name: &str, shape: &[usize], params: usize, flops: u64, t: f64| {
+    // `key`: the op whose output the row's error is read at (a block's: its add).
+    let row = |name: &str, key: &str, shape: &[usize], params: usize, flops: u64, t: f64| {
         let rate = (t > 0.0 && flops > 0).then(|| flops as f64 / t / 1e6);
         let gf = rate.map_or("-".into(), |r| format!("{r:.1}"));
         let share = rate
             .zip(peak)
             .map_or("-".into(), |(r, p)| format!("{:.0}%", 100.0 * r / p));
+        let err = match errors {
+            Some(e) => format!(" {:>8}", e.get(key).map_or("-".into(), |v| format!("{v:.1e}"))),
+            None => String::new(),
+        };
         crate::outln!(
-            "{name:<24} {:>20} {params:>10} {:>9.1} {t:>9.3} {:>5.1}% {gf:>8} {share:>6}",
+            "{name:<24} {:>20} {params:>10} {:>9.1} {t:>9.3} {:>5.1}% {gf:>8} {share:>6}{err}",
             format!("{shape:?}"),
             flops as f64 / 1e6,
             100.0 * t / total
@@ -371,6 +458,7 @@ fn print_layers(ops: &[OpRecord], peak: Option<f64>) -> Result<()> {
     while i < ops.len() {
         let Some(block) = block_of(&ops[i].name) else {
             row(
+                &ops[i].name,
                 &ops[i].name,
                 &ops[i].shape,
                 ops[i].params,
@@ -385,6 +473,7 @@ fn print_layers(ops: &[OpRecord], peak: Option<f64>) -> Result<()> {
         let sum = |f: &dyn Fn(&OpRecord) -> f64| inner.iter().map(f).sum::<f64>();
         row(
             block,
+            &inner[inner.len() - 1].name,
             &inner[inner.len() - 1].shape,
             inner.iter().map(|o| o.params).sum(),
             2 * inner.iter().map(|o| o.macs).sum::<u64>(),
@@ -393,6 +482,7 @@ fn print_layers(ops: &[OpRecord], peak: Option<f64>) -> Result<()> {
         for o in inner {
             row(
                 &format!("  {}", &o.name[block.len() + 1..]),
+                &o.name,
                 &o.shape,
                 o.params,
                 2 * o.macs,
