@@ -80,10 +80,17 @@ fn case(name: &str) -> Case {
 /// Runs `name` folded and unfolded; returns the worst absolute error over logits, features and stages.
 fn check(name: &str) -> f32 {
     let c = case(name);
-    let input = &c.refs["input"];
+    // `ZOO_TEST_DEVICE=cuda:0` (a `--features cuda` build) runs the same comparison on a GPU.
+    let dev = common::device();
+    let input = &c.refs["input"].to_device(&dev).unwrap();
     let mut worst = 0f32;
     for mode in [BnMode::Fold, BnMode::Keep] {
-        let vb = VarBuilder::from_tensors(c.weights.clone(), DType::F32, &Device::Cpu);
+        let weights = c
+            .weights
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_device(&dev).unwrap()))
+            .collect();
+        let vb = VarBuilder::from_tensors(weights, DType::F32, &dev);
         let model = ResNet::load(&c.cfg, vb, mode).unwrap();
         let logits = model.forward(input).unwrap();
         let mut outputs = vec![("logits".to_string(), logits)];
@@ -109,7 +116,7 @@ fn check(name: &str) -> f32 {
         }
         for (key, got) in outputs {
             let Some(want) = c.refs.get(&key) else { continue };
-            let err = common::max_abs_diff(&got, want);
+            let err = common::max_abs_diff(&got.to_device(&Device::Cpu).unwrap(), want);
             // Absolute 1e-4 on values of order 1; scaled for the few large logits (up to ~74).
             let tol = 1e-4 * common::max_abs(want).max(1.0);
             assert!(err <= tol, "{name} {mode:?} {key}: max abs error {err:e} > {tol:e}");

@@ -20,6 +20,22 @@ pub fn load_model(
     dtype: DType,
     allow_random: bool,
 ) -> Result<Pretrained> {
+    let p = load_any(spec, weights, device, dtype, allow_random)?;
+    if device.is_cpu() && dtype != DType::F32 && p.model.dtype() == DType::F32 {
+        eprintln!(
+            "warning: this CPU has no kernel for {dtype:?} weights (it needs AVX2 and FMA): they are held and multiplied in f32"
+        );
+    }
+    Ok(p)
+}
+
+fn load_any(
+    spec: &str,
+    weights: Option<&str>,
+    device: &Device,
+    dtype: DType,
+    allow_random: bool,
+) -> Result<Pretrained> {
     let load = LoadOptions {
         dtype,
         ..LoadOptions::default()

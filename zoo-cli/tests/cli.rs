@@ -46,6 +46,68 @@ fn cifar_resnet20_calls_the_cat_a_cat() {
     assert_eq!(v["logits"].as_array().unwrap().len(), 10);
 }
 
+/// `--dtype bf16` and `f16` on the CPU (issue #17: bf16 used to fail in Candle's matmul, f16 crawled): the
+/// same answer as f32, logits within the reduced precision, no warning where the CPU has the kernels.
+#[test]
+fn bf16_and_f16_weights_call_the_cat_a_cat_like_f32() {
+    let Some(cat) = data("chelsea.png") else { return };
+    let logits = |dtype: &str| {
+        let out = run(zoo()
+            .args([
+                "run",
+                "resnet20",
+                "--weights",
+                &cifar20(),
+                "--json",
+                "--logits",
+                "--dtype",
+                dtype,
+            ])
+            .arg(&cat));
+        assert!(
+            out.status.success(),
+            "{dtype}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = json_lines(&out).remove(0);
+        assert_eq!(line["top"][0]["label"], "cat", "{dtype}: {line}");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let v: Vec<f64> = line["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        (v, stderr)
+    };
+    let (f32_logits, _) = logits("f32");
+    let scale = f32_logits.iter().fold(0f64, |m, v| m.max(v.abs()));
+    for (dtype, tol) in [("bf16", 0.05), ("f16", 0.005)] {
+        let (l, stderr) = logits(dtype);
+        let err = l.iter().zip(&f32_logits).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            err <= tol * scale,
+            "{dtype}: max logit error {err} (largest logit {scale})"
+        );
+        assert_eq!(
+            stderr.contains("no kernel"),
+            !has_reduced_kernels(),
+            "{dtype}: {stderr}"
+        );
+    }
+}
+
+/// The CPU kernels for bf16/f16 weights need AVX2 and FMA (else the weights stay f32, with a warning).
+#[cfg(target_arch = "x86_64")]
+fn has_reduced_kernels() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_reduced_kernels() -> bool {
+    false
+}
+
 #[test]
 fn human_output_is_a_table_of_labels() {
     let Some(cat) = data("chelsea.png") else { return };

@@ -107,14 +107,20 @@ impl Conv {
         }
     }
 
-    /// An inference-only convolution: on the CPU with f32 weights, packs them for the fast kernel (the
-    /// packed copy is detached from any autograd graph); elsewhere the same as [`Conv::new`].
+    /// An inference-only convolution: on the CPU with f32 (or bf16 / f16, see
+    /// [`Conv::new_inference_cpu_as`]) weights, packs them for the fast kernel (the packed copy is detached
+    /// from any autograd graph); elsewhere the same as [`Conv::new`].
     pub fn new_inference(weight: Tensor, bias: Option<Tensor>, spec: ConvSpec) -> Result<Self> {
         match (weight.device(), weight.dtype()) {
             // The CPU kernel has no dilated path yet: dilated convs stay on Candle's conv2d.
             (Device::Cpu, DType::F32) if spec.dilation == 1 => {
                 let packed = PackedConv::new(&weight, bias.as_ref(), spec)?;
                 Self::from_packed(packed, bias, spec)
+            }
+            // Candle's CPU ops have no bf16 matmul: bf16/f16 weights go to the CPU kernel, held as they are.
+            (Device::Cpu, dtype @ (DType::BF16 | DType::F16)) if spec.dilation == 1 => {
+                let w = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                Self::new_inference_cpu_as(w, bias, spec, dtype)
             }
             _ => Ok(Self::new(weight, bias, spec)),
         }
@@ -313,5 +319,33 @@ impl Module for Conv {
             Some(b) => y.broadcast_add(&b.reshape((1, s.out_channels, 1, 1))?),
             None => Ok(y),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bf16 weight tensor given to `new_inference` on the CPU goes to the CPU kernel held in bf16 (Candle's
+    /// CPU ops have no bf16 matmul), and computes what the same weights do in f32, within bf16's rounding.
+    #[test]
+    fn bf16_weights_on_the_cpu_take_the_kernel() -> Result<()> {
+        let spec = ConvSpec::new(16, 32, 3, 1);
+        let w = Tensor::randn(0f32, 0.1, spec.weight_shape(), &Device::Cpu)?;
+        let bias = Tensor::randn(0f32, 1.0, 32, &Device::Cpu)?;
+        let reduced = Conv::new_inference(w.to_dtype(DType::BF16)?, Some(bias.to_dtype(DType::BF16)?), spec)?;
+        assert!(reduced.is_packed());
+        assert_eq!((reduced.dtype(), reduced.compute_dtype()), (DType::BF16, DType::F32));
+        let exact = Conv::new_inference(w.to_dtype(DType::BF16)?.to_dtype(DType::F32)?, Some(bias), spec)?;
+        let x = Tensor::randn(0f32, 1.0, (2, 16, 9, 9), &Device::Cpu)?;
+        let y = reduced.forward(&x.to_dtype(DType::BF16)?)?;
+        let diff = (y - exact.forward(&x)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        // bf16 inputs, bias rounded to bf16 by the caller: errors of a few bf16 ulps of values ~1-5.
+        assert!(diff < 0.1, "{diff}");
+        Ok(())
     }
 }

@@ -12,6 +12,21 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// The device tests run their models on: `ZOO_TEST_DEVICE` (`cpu`, `cuda:N`, `metal`), CPU by default.
+pub fn device() -> Device {
+    match std::env::var("ZOO_TEST_DEVICE").as_deref() {
+        Err(_) | Ok("") | Ok("cpu") => Device::Cpu,
+        Ok("metal") => Device::new_metal(0).expect("ZOO_TEST_DEVICE=metal needs a --features metal build and a GPU"),
+        Ok(spec) => {
+            let ordinal = spec
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("ZOO_TEST_DEVICE={spec}: use cpu, cuda:N or metal"));
+            Device::new_cuda(ordinal).expect("ZOO_TEST_DEVICE=cuda:N needs a --features cuda build and a GPU")
+        }
+    }
+}
+
 /// `../shared` beside the repository (override with `ZOO_SHARED_DIR`).
 pub fn shared(rel: &str) -> PathBuf {
     let root = std::env::var_os("ZOO_SHARED_DIR")

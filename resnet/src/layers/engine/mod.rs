@@ -17,6 +17,11 @@
 //!   followed by one pass over the tile for bias, residual and ReLU. Used on CPUs without AVX2/FMA (ARM
 //!   included) and kept as the reference the fast kernels are tested against.
 //!
+//! Weights may also be held in bf16 or f16 (half the memory; see `reduced`): f16 and, by default off AMX,
+//! bf16 are widened to f32 block by block into the same panels; bf16 may instead be multiplied as bf16, by
+//! AMX-BF16 tiles (`amx`) or AVX512-BF16 dot products (`avx512_bf16`), with the activations rounded to bf16
+//! as B is packed. Sums are f32 on every path; [`Bf16Kernel`] is that choice.
+//!
 //! [`Engine::detect`] picks the best the running CPU supports (runtime detection), unless the environment
 //! variable `ZOO_CONV_ENGINE` (`avx512`, `avx2` or `portable`) names one; [`Engine::set_default`] changes
 //! the choice for models loaded afterwards (how `zoo bench --engine` compares engines in one process).

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The GPU path, ready for whoever is lent a GPU: one command.
+#
+#   scripts/gpu_check.sh --build-only   # compile `zoo` and the golden tests with `--features cuda` (no GPU needed)
+#   scripts/gpu_check.sh                # then, on a machine with an NVIDIA GPU: the golden tests on cuda:0 and
+#                                       # ResNet-50 at batch 1, 8 and 64 against PyTorch on the same GPU
+#
+# No system CUDA: nvcc, the runtime headers and CCCL come from NVIDIA's PyPI wheels (CUDA 13) into .venv-cuda.
+# The build has its own target dir (target/cuda). CUDA_COMPUTE_CAP picks the kernels' architecture (default 90:
+# H100/H200); our own CPU kernels (AVX-512, AMX) serve only CPU tensors, so nothing of them runs on the GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=.venv-cuda
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c "import nvidia" 2>/dev/null || [ -z "$(ls -d "$venv"/lib/python3*/site-packages/nvidia/cu13/bin/nvcc 2>/dev/null)" ]; then
+    "$venv/bin/pip" install -q nvidia-cuda-nvcc==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85
+fi
+cuda=$(ls -d "$PWD/$venv"/lib/python3*/site-packages/nvidia/cu13 | head -1)
+export PATH="$cuda/bin:$PATH" CUDA_ROOT="$cuda" CUDA_PATH="$cuda" CUDA_HOME="$cuda"
+export NVCC_PREPEND_FLAGS="${NVCC_PREPEND_FLAGS:-} -I$cuda/include -I$cuda/include/cccl"
+export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/cuda}"
+nvcc --version | tail -1
+
+cargo build --release --features cuda -p zoo-cli
+cargo test --release --features cuda -p resnet --test golden --no-run
+if [ "${1:-}" = "--build-only" ]; then
+    echo "built: $CARGO_TARGET_DIR/release/zoo (cuda)"
+    exit 0
+fi
+
+nvidia-smi -L
+export LD_LIBRARY_PATH="$cuda/lib:${LD_LIBRARY_PATH:-}"
+# The reduced networks of every family against timm's outputs, on the GPU (within 1e-4, folded and unfolded).
+ZOO_TEST_DEVICE=cuda:0 cargo test --release --features cuda -p resnet --test golden
+# ResNet-50 on the GPU: ours, then PyTorch eager (f32, random weights, same shapes).
+for b in 1 8 64; do
+    "$CARGO_TARGET_DIR/release/zoo" bench resnet50 --device cuda:0 --batch-size "$b" --iters 20 -q
+done
+python3 - <<'PY'
+import time, statistics
+try:
+    import torch, torchvision
+except ImportError:
+    raise SystemExit("PyTorch with CUDA is not installed here: pip install torch torchvision")
+m = torchvision.models.resnet50().eval().cuda()
+for b in (1, 8, 64):
+    x = torch.randn(b, 3, 224, 224, device="cuda")
+    with torch.inference_mode():
+        for _ in range(5):
+            m(x)
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(20):
+            t = time.perf_counter(); m(x); torch.cuda.synchronize(); ts.append(time.perf_counter() - t)
+    print(f"pytorch {torch.__version__} resnet50 batch {b} on cuda:0: median {statistics.median(ts) * 1e3:.2f} ms")
+PY
