@@ -13,6 +13,9 @@ timed runs after 3 warm-up runs, reported in ms/img.
                                                              # each of our conv engines, three rounds
     .venv/bin/python scripts/bench_peers.py --ours target/release/zoo --engines auto,auto:bf16 --torch-bf16 --rounds 3
                                                              # + PyTorch with CPU autocast to bf16, our bf16
+    .venv/bin/python scripts/bench_peers.py --ours target/release/zoo --engines auto,auto:int8 --int8-calib DIR
+                                                             # + ONNX Runtime int8 (quantize_static) and our int8,
+                                                             # both calibrated on DIR's images
 
 With --ours, each (model, batch) row also runs `zoo bench` right after PyTorch and ONNX Runtime, so the
 three share the machine's state of that moment (timings here drift by up to 2x over minutes).
@@ -39,10 +42,12 @@ def median_ms(fn, warmup=3, iters=10):
     return statistics.median(times)
 
 
-def ours_ms(zoo, name, batch, iters, engine="auto", dtype="f32", threads=2):
-    """ms/img of our network from `zoo bench --json` (3 warm-ups, median of `iters`, same threads)."""
+def ours_ms(zoo, name, batch, iters, engine="auto", dtype="f32", threads=2, calib=None):
+    """ms/img of our network from `zoo bench --json` (3 warm-ups, median of `iters`, same threads); dtype int8
+    quantizes with `--int8-calib calib`."""
+    precision = ["--int8-calib", calib] if dtype == "int8" else ["--dtype", dtype]
     out = subprocess.run([zoo, "bench", name, "--batch", str(batch), "--iters", str(iters), "--warmup", "3", "--json",
-                          "--threads", str(threads), "--engine", engine, "--dtype", dtype],
+                          "--threads", str(threads), "--engine", engine, *precision],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)["median_ms"] / batch
 
@@ -64,6 +69,44 @@ def setup_and_reexec():
     os.execv(python, [python, os.path.abspath(__file__), *argv])
 
 
+def ort_int8_session(ort, fp32_path, int8_path, calib_dir, batch, so):
+    """ONNX Runtime's static int8 model (QDQ, per-channel int8 weights, uint8 activations) of `fp32_path`,
+    calibrated on the images of `calib_dir` with torchvision's eval preprocessing."""
+    import numpy as np
+    from PIL import Image
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
+    exts = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+    files = sorted(f for f in os.listdir(calib_dir) if f.lower().endswith(exts))[:64]
+
+    def load(f):
+        im = Image.open(os.path.join(calib_dir, f)).convert("RGB")
+        w, h = im.size
+        s = 256 / min(w, h)
+        im = im.resize((round(w * s), round(h * s)), Image.BILINEAR)
+        w, h = im.size
+        l, t = (w - 224) // 2, (h - 224) // 2
+        a = np.asarray(im.crop((l, t, l + 224, t + 224)), dtype=np.float32).transpose(2, 0, 1) / 255.0
+        return (a - mean) / std
+
+    images = [load(f) for f in files]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([np.stack([images[(i + j) % len(images)] for j in range(batch)])
+                                 for i in range(0, len(images), batch)])
+
+        def get_next(self):
+            b = next(self.batches, None)
+            return None if b is None else {"x": b}
+
+    quantize_static(fp32_path, int8_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return ort.InferenceSession(int8_path, so, providers=["CPUExecutionProvider"])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--setup", action="store_true", help="create .venv with the peers from PyPI if needed, and run in it")
@@ -74,6 +117,9 @@ def main():
     ap.add_argument("--engines", default="auto",
                     help="comma-separated `zoo bench --engine` values to time (auto, avx512, avx2, portable), each "
                          "optionally with `:DTYPE` (`auto:bf16`: `--dtype bf16`)")
+    ap.add_argument("--int8-calib", metavar="DIR",
+                    help="also time ONNX Runtime int8 (quantize_static, QDQ, per-channel weights, calibrated on the "
+                         "images of DIR); `:int8` engines use the same folder")
     ap.add_argument("--torch-bf16", action="store_true",
                     help="also time PyTorch under torch.autocast('cpu', dtype=torch.bfloat16)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds over every row; ratios are per round")
@@ -112,10 +158,16 @@ def main():
                 so.intra_op_num_threads = args.threads
                 so.inter_op_num_threads = 1
                 sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-            rows.append((name, batch, model, x, sess, tmp))
+            sess8 = None
+            if ort is not None and args.int8_calib:
+                sess8 = ort_int8_session(ort, path, os.path.join(tmp.name, f"{name}.int8.onnx"), args.int8_calib,
+                                         batch, so)
+            rows.append((name, batch, model, x, (sess, sess8), tmp))
     header = f"{'round':>5} {'model':<9} {'batch':>5} {'torch ms/img':>13} {'ort ms/img':>11}"
     if args.torch_bf16:
         header += f" {'torch bf16':>11}"
+    if args.int8_calib:
+        header += f" {'ort int8':>9}"
     for e in engines:
         header += f" {'zoo ' + e:>15} {'ort/zoo':>8} {'torch/zoo':>9}"
         if args.torch_bf16:
@@ -123,7 +175,7 @@ def main():
     print(header)
     results = []
     for rnd in range(1, args.rounds + 1):
-        for name, batch, model, x, sess, _ in rows:
+        for name, batch, model, x, (sess, sess8), _ in rows:
             with torch.inference_mode():
                 t_torch = median_ms(lambda: model(x), iters=args.iters) / batch
             t_ort = float("nan")
@@ -136,17 +188,24 @@ def main():
                 with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
                     t_bf16 = median_ms(lambda: model(x), iters=args.iters) / batch
                 line += f" {t_bf16:>11.1f}"
+            t_ort8 = float("nan")
+            if sess8 is not None:
+                xn = x.numpy()
+                t_ort8 = median_ms(lambda: sess8.run(None, {"x": xn}), iters=args.iters) / batch
+                line += f" {t_ort8:>9.1f}"
             ours = {}
             for e in engines:
                 engine, _, dtype = e.partition(":")
-                t = ours_ms(args.ours, name, batch, args.iters, engine, dtype or "f32", args.threads)
+                t = ours_ms(args.ours, name, batch, args.iters, engine, dtype or "f32", args.threads, args.int8_calib)
                 ours[e] = t
                 line += f" {t:>15.1f} {t_ort / t:>7.2f}x {t_torch / t:>8.2f}x"
                 if args.torch_bf16:
                     line += f" {t_bf16 / t:>9.2f}x"
+                if sess8 is not None:
+                    line += f" ort8/zoo {t_ort8 / t:.2f}x"
             print(line, flush=True)
             results.append({"round": rnd, "model": name, "batch": batch, "torch_ms_per_img": t_torch,
-                            "torch_bf16_ms_per_img": t_bf16, "ort_ms_per_img": t_ort, "zoo_ms_per_img": ours})
+                            "torch_bf16_ms_per_img": t_bf16, "ort_ms_per_img": t_ort, "ort_int8_ms_per_img": t_ort8, "zoo_ms_per_img": ours})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

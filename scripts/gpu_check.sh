@@ -14,8 +14,10 @@ venv=.venv-cuda
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import nvidia" 2>/dev/null || [ -z "$(ls -d "$venv"/lib/python3*/site-packages/nvidia/cu13/bin/nvcc 2>/dev/null)" ]; then
-    "$venv/bin/pip" install -q nvidia-cuda-nvcc==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85
+if ! "$venv/bin/pip" list 2>/dev/null | grep -q "nvidia-nvvm *13.0.88"; then
+    # One CUDA release throughout: nvcc pulls nvvm (cicc) and crt, whose newer releases emit PTX its ptxas rejects.
+    "$venv/bin/pip" install -q nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 \
+        nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85
 fi
 cuda=$(ls -d "$PWD/$venv"/lib/python3*/site-packages/nvidia/cu13 | head -1)
 export PATH="$cuda/bin:$PATH" CUDA_ROOT="$cuda" CUDA_PATH="$cuda" CUDA_HOME="$cuda"

@@ -216,6 +216,94 @@ impl ResNet {
         out
     }
 
+    /// [`ResNet::conv_layers`]' layers, mutably, in the same order.
+    pub(crate) fn conv_layers_mut(&mut self) -> Vec<&mut ConvBn> {
+        let mut out: Vec<&mut ConvBn> = self.stem.convs.iter_mut().map(|(_, c)| c).collect();
+        for stage in &mut self.stages {
+            for block in &mut stage.blocks {
+                match &mut block.residual {
+                    crate::block::ResidualFn::Basic(b) => out.extend([&mut b.conv1, &mut b.conv2]),
+                    crate::block::ResidualFn::Bottleneck(b) => out.extend([&mut b.conv1, &mut b.conv2, &mut b.conv3]),
+                }
+                match &mut block.shortcut {
+                    crate::shortcut::Shortcut::Projection(p) => out.push(p),
+                    crate::shortcut::Shortcut::AvgDown(a) => out.push(&mut a.proj),
+                    crate::shortcut::Shortcut::PooledProjection(p) => out.push(&mut p.proj),
+                    crate::shortcut::Shortcut::Identity | crate::shortcut::Shortcut::ZeroPad(_) => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Post-training static int8 quantization: runs the network on `calibration` (batches of preprocessed
+    /// inputs) recording each convolution's inputs, picks each one's input range by `method`, and returns a
+    /// copy whose convolutions hold int8 weights (per output channel, symmetric) and quantize their inputs
+    /// (per tensor; zero point 0 for inputs that were never negative, 128 otherwise) on the fly, with AMX-INT8
+    /// products dequantized, biased, added to the residual and ReLU'd in the kernel's epilogue. Activations
+    /// between layers and the classifier stay f32. Needs this network folded, in f32, on the CPU. Where this
+    /// CPU has no int8 kernel, the copy computes in f32 with the int8-rounded weights (a simulation).
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use resnet::layers::Calibration;
+    /// let net = resnet::ResNet::new(&resnet::variants::resnet20(), candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu))?;
+    /// let calib = [Tensor::randn(0f32, 1., (4, 3, 32, 32), &Device::Cpu)?];
+    /// let q = net.quantize_int8(&calib, Calibration::Percentile(99.99))?;
+    /// assert_eq!(q.forward(&calib[0])?.dims(), &[4, 10]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn quantize_int8(&self, calibration: &[Tensor], method: crate::layers::Calibration) -> Result<ResNet> {
+        let layers = self.conv_layers();
+        let mut packed = Vec::with_capacity(layers.len());
+        for (name, layer) in &layers {
+            match (layer, layer.conv().packed()) {
+                (ConvBn::Folded { .. }, Some(p)) if layer.conv().dtype() == DType::F32 => packed.push(p.clone()),
+                _ => {
+                    return Err(Error::Candle(candle_core::Error::Msg(format!(
+                        "int8 quantization needs a network folded for inference, in f32, on the CPU (`{name}` is not)"
+                    ))))
+                }
+            }
+        }
+        if calibration.is_empty() {
+            return Err(Error::Candle(candle_core::Error::Msg(
+                "int8 calibration needs at least one batch".into(),
+            )));
+        }
+        let run = |hist: &dyn Fn(usize) -> Option<f32>| -> Result<Vec<crate::layers::quant::Observer>> {
+            for (i, p) in packed.iter().enumerate() {
+                p.observe(Some(hist(i)));
+            }
+            let ran = calibration.iter().try_for_each(|x| self.forward(x).map(|_| ()));
+            let seen: Vec<_> = packed.iter().map(|p| p.observe(None)).collect();
+            ran?;
+            seen.into_iter()
+                .zip(&layers)
+                .map(|(o, (name, _))| {
+                    o.ok_or_else(|| {
+                        Error::Candle(candle_core::Error::Msg(format!(
+                            "`{name}` saw no input while calibrating"
+                        )))
+                    })
+                })
+                .collect()
+        };
+        let mut observed = run(&|_| None)?;
+        if method.needs_histogram() {
+            let ranges: Vec<f32> = observed.iter().map(|o| o.abs_max()).collect();
+            observed = run(&|i| Some(ranges[i]))?;
+        }
+        let mut quantized = self.clone();
+        for (layer, o) in quantized.conv_layers_mut().into_iter().zip(&observed) {
+            let conv = layer.conv();
+            let weight = conv.weight()?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let int8 = crate::layers::Conv::new_int8(weight, conv.bias().cloned(), *conv.spec(), o.act_quant(method))?;
+            layer.set_folded_conv(int8)?;
+        }
+        Ok(quantized)
+    }
+
     /// The output of every stage, from `layer1` to the last (for feature pyramids).
     pub fn forward_stages_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Vec<Tensor>> {
         let mut x = self.stem.forward_t(x, train)?;

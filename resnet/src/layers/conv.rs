@@ -158,6 +158,29 @@ impl Conv {
         Self::from_packed(packed, bias, spec)
     }
 
+    /// An int8 convolution on the CPU from f32 OIHW weights (folded): weights quantized per output channel,
+    /// inputs as `act` says, multiplied by AMX-INT8 tiles and dequantized in the epilogue (see
+    /// [`super::quant`]). Without that kernel the dequantized weights are multiplied in f32
+    /// ([`Conv::is_int8`] tells).
+    pub fn new_int8(weight: Vec<f32>, bias: Option<Tensor>, spec: ConvSpec, act: super::ActQuant) -> Result<Self> {
+        let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
+        if spec.dilation != 1 {
+            candle_core::bail!("int8 convolutions do not support dilation")
+        }
+        let packed = PackedConv::from_vec_int8(weight, bias.as_ref(), spec, act)?;
+        Self::from_packed(packed, bias, spec)
+    }
+
+    /// True when the conv multiplies int8 weights by int8 inputs.
+    pub fn is_int8(&self) -> bool {
+        self.packed.as_ref().is_some_and(|p| p.is_int8())
+    }
+
+    /// The CPU kernel's packed conv, where there is one.
+    pub(crate) fn packed(&self) -> Option<&Arc<PackedConv>> {
+        self.packed.as_ref()
+    }
+
     /// A CPU f32 conv around its packed weights: a micro-kernel engine's panels are the weights' only copy;
     /// the portable engine's OIHW tensor is the model's weight tensor too.
     fn from_packed(packed: PackedConv, bias: Option<Tensor>, spec: ConvSpec) -> Result<Self> {

@@ -73,6 +73,18 @@ impl ConvBn {
         }
     }
 
+    /// Replaces a folded layer's convolution (quantization swaps in an int8 one); the checkpoint's
+    /// parameter count stays.
+    pub(crate) fn set_folded_conv(&mut self, new: Conv) -> Result<()> {
+        match self {
+            ConvBn::Folded { conv, .. } => {
+                *conv = new;
+                Ok(())
+            }
+            ConvBn::Separate { .. } => candle_core::bail!("only a folded conv+BN can be replaced"),
+        }
+    }
+
     /// The convolution (folded or not).
     pub fn conv(&self) -> &Conv {
         match self {

@@ -36,6 +36,8 @@ pub struct PackedConv {
     bias: Vec<f32>,
     /// Who multiplies: [`Engine::current`] when built, unless given to [`PackedConv::with_engine`].
     engine: Engine,
+    /// Statistics of the inputs, while calibrating for int8 ([`PackedConv::observe`]).
+    observer: std::sync::Mutex<Option<super::quant::Observer>>,
 }
 
 /// The weights in the layout the engine reads.
@@ -53,8 +55,23 @@ enum Weights {
     Bf16 { data: Vec<u32>, rows: usize, dot: bool },
     /// bf16 OIHW rows padded to `kpad` steps, for the AMX kernel (channels per group a multiple of 16).
     Bf16Rows { data: Vec<u16>, kpad: usize },
+    /// int8 OIHW rows padded to `kpad` bytes, per-channel scales, and how inputs are quantized (AMX-INT8).
+    Int8(Box<Int8Weights>),
     /// The f32 panels' layout in f16, widened to f32 block by block as the kernel goes.
     F16 { data: Vec<u16>, rows: usize },
+}
+
+/// A conv's int8 weights and the constants that turn its i32 sums back into f32 (see `engine::int8`).
+struct Int8Weights {
+    data: Vec<i8>,
+    kpad: usize,
+    /// Per output channel: the weights' scale `s_w`.
+    w_scale: Vec<f32>,
+    /// Per output channel: `s_x * s_w`.
+    mul: Vec<f32>,
+    /// Per output channel: `z * sum_k q_w`.
+    zw: Vec<i32>,
+    act: super::quant::ActQuant,
 }
 
 impl std::fmt::Debug for PackedConv {
@@ -185,7 +202,7 @@ impl PackedConv {
     /// Output channels a row tile starts on a multiple of: the A tile (16) or the weight panel.
     fn row_step(&self) -> usize {
         match self.weights {
-            Weights::Bf16Rows { .. } => 16,
+            Weights::Bf16Rows { .. } | Weights::Int8(_) => 16,
             _ => self.engine.panel_rows().unwrap_or(8),
         }
     }
@@ -195,6 +212,8 @@ impl PackedConv {
         match self.weights {
             Weights::Oihw(_) | Weights::Panels { .. } => DType::F32,
             Weights::Bf16 { .. } | Weights::Bf16Rows { .. } => DType::BF16,
+            // Candle has no i8: an int8 conv reports the one 8-bit dtype it has.
+            Weights::Int8(_) => DType::U8,
             Weights::F16 { .. } => DType::F16,
         }
     }
@@ -223,6 +242,7 @@ impl PackedConv {
             Weights::F16 { data, .. } => data.len(),
             Weights::Bf16 { .. } => spec.out_channels * spec.depth(),
             Weights::Bf16Rows { data, kpad } => data.len() / kpad.max(&1) * spec.depth(),
+            Weights::Int8(w) => w.data.len() / w.kpad.max(1) * spec.depth(),
         };
         if count != spec.out_channels * spec.depth() || bias.len() != spec.out_channels {
             bail!("packed conv: weight/bias do not match {spec:?}")
@@ -232,7 +252,67 @@ impl PackedConv {
             weights,
             bias,
             engine,
+            observer: std::sync::Mutex::new(None),
         })
+    }
+
+    /// An int8 conv from f32 OIHW weights: quantized per output channel, inputs quantized with `act`, on
+    /// the AMX-INT8 kernel. Where that kernel does not apply (a CPU without AMX-INT8, output channels per
+    /// group not a multiple of 16) the weights are the dequantized int8 values in f32, multiplied in f32
+    /// ([`PackedConv::is_int8`] tells which).
+    pub fn from_vec_int8(
+        oihw: Vec<f32>,
+        bias: Option<&Tensor>,
+        spec: ConvSpec,
+        act: super::quant::ActQuant,
+    ) -> Result<Self> {
+        let k = spec.depth();
+        if oihw.len() != spec.out_channels * k {
+            bail!("packed conv: {} weight values do not match {spec:?}", oihw.len())
+        }
+        let kpad = k.div_ceil(64) * 64;
+        let (data, w_scale, sums) = reduced::quantize_int8(&oihw, k, kpad);
+        let engine = Self::engine_for(&spec, Engine::current());
+        let og = spec.out_channels / spec.groups.max(1);
+        if !(super::quant::int8_kernel_supported() && engine == Engine::Avx512 && og.is_multiple_of(16)) {
+            // The values the int8 weights stand for, in f32.
+            let mut deq = oihw;
+            for (o, row) in deq.chunks_exact_mut(k.max(1)).enumerate() {
+                let q = &data[o * kpad..o * kpad + k];
+                row.iter_mut().zip(q).for_each(|(w, &q)| *w = f32::from(q) * w_scale[o]);
+            }
+            return Self::from_vec(deq, bias, spec, engine);
+        }
+        let mul = w_scale.iter().map(|s| s * act.scale).collect();
+        let zw = sums.iter().map(|s| s * i32::from(act.zero)).collect();
+        let weights = Weights::Int8(Box::new(Int8Weights {
+            data,
+            kpad,
+            w_scale,
+            mul,
+            zw,
+            act,
+        }));
+        Self::build(weights, bias, spec, engine)
+    }
+
+    /// True when the conv multiplies int8 weights by int8 activations.
+    pub fn is_int8(&self) -> bool {
+        matches!(self.weights, Weights::Int8(_))
+    }
+
+    /// Starts recording statistics of this conv's inputs (calibration for int8): their range, and with
+    /// `histogram = Some(max)` also a histogram of `|x|` over `[0, max]`. `None` stops and returns what was
+    /// recorded.
+    pub fn observe(&self, histogram: Option<Option<f32>>) -> Option<super::quant::Observer> {
+        let mut guard = self.observer.lock().unwrap_or_else(|e| e.into_inner());
+        match histogram {
+            Some(h) => {
+                *guard = Some(super::quant::Observer::new(h));
+                None
+            }
+            None => guard.take(),
+        }
     }
 
     /// True when the weights live only here (packed for a micro-kernel), not in an OIHW tensor too.
@@ -251,6 +331,17 @@ impl PackedConv {
             Weights::Oihw(t) => Ok(t.clone()),
             Weights::Bf16 { data, rows, .. } => reduced(reduced::bf16_unpanel(data, m, k, *rows)),
             Weights::Bf16Rows { data, kpad } => reduced(reduced::bf16_unrows(data, m, k, *kpad)),
+            // The values the int8 weights stand for, in f32.
+            Weights::Int8(w) => {
+                let mut oihw = vec![0f32; m * k];
+                for (o, row) in oihw.chunks_exact_mut(k.max(1)).enumerate() {
+                    let q = &w.data[o * w.kpad..o * w.kpad + k];
+                    row.iter_mut()
+                        .zip(q)
+                        .for_each(|(v, &q)| *v = f32::from(q) * w.w_scale[o]);
+                }
+                Tensor::from_vec(oihw, s.weight_shape(), &candle_core::Device::Cpu)
+            }
             Weights::F16 { data, rows } => reduced(reduced::f16_unpanel(data, m, k, *rows)),
             Weights::Panels { data, rows } => {
                 let s = &self.spec;
@@ -301,6 +392,9 @@ impl PackedConv {
         residual: Option<&[f32]>,
         relu: bool,
     ) -> Result<Vec<f32>> {
+        if let Some(o) = self.observer.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            o.record(x);
+        }
         let guard;
         let weight: &[f32] = match &self.weights {
             Weights::Oihw(t) => {
@@ -315,7 +409,7 @@ impl PackedConv {
             }
             Weights::Panels { data, .. } => data,
             // Read by `tile` straight from `self.weights`.
-            Weights::Bf16 { .. } | Weights::Bf16Rows { .. } | Weights::F16 { .. } => &[],
+            Weights::Bf16 { .. } | Weights::Bf16Rows { .. } | Weights::F16 { .. } | Weights::Int8(_) => &[],
         };
         let s = &self.spec;
         let (oh, ow) = (s.output_size(h), s.output_size(w));
@@ -527,6 +621,22 @@ impl PackedConv {
                     kpad: *kpad,
                 }
             }
+            #[cfg(target_arch = "x86_64")]
+            Weights::Int8(w) => {
+                debug_assert_eq!(first % 16, 0, "row tiles start on whole A tiles");
+                Lhs::Int8Rows {
+                    a: w.data.as_ptr().add(first * w.kpad),
+                    kpad: w.kpad,
+                    q: super::engine::int8::Requant {
+                        inv_scale: 1.0 / w.act.scale,
+                        zero: w.act.zero,
+                        mul: w.mul.as_ptr().add(first),
+                        zw: w.zw.as_ptr().add(first),
+                    },
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Weights::Int8(_) => unreachable!("int8 weights need the x86 AMX kernel"),
             Weights::F16 { data, rows } => {
                 debug_assert_eq!(first % rows, 0, "row tiles start on whole panels");
                 Lhs::F16 {

@@ -5,7 +5,9 @@ pub mod conv_bn;
 pub(crate) mod cpu_conv;
 pub mod engine;
 pub mod pool;
+pub mod quant;
 
 pub use conv::{Conv, ConvSpec};
 pub use conv_bn::{BnMode, ConvBn, ConvBnOptions};
 pub use engine::{Bf16Kernel, Engine};
+pub use quant::{ActQuant, Calibration};

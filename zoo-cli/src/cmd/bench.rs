@@ -49,6 +49,54 @@ pub struct Args {
     /// crate). `ZOO_CONV_ENGINE` sets the same for every command.
     #[arg(long, default_value = "auto", value_parser = |s: &str| parse_engine(s).map(|_| s.to_string()))]
     engine: String,
+    /// Quantize the model to int8 before timing (post-training static quantization on the CPU), calibrated on
+    /// the images of this folder (the first 64, sorted by name; the model's preprocessing).
+    #[arg(long, value_name = "DIR")]
+    int8_calib: Option<std::path::PathBuf>,
+    /// How int8 calibration picks each layer's input range: minmax, percentile (99.99), percentile:P, entropy.
+    #[arg(long, default_value = "percentile", value_parser = |s: &str| {
+        resnet::layers::Calibration::from_name(s).map(|_| s.to_string()).ok_or("minmax, percentile, percentile:P or entropy")
+    })]
+    calib_method: String,
+}
+
+/// Image files of `dir` (by extension), sorted by name, at most `max`.
+fn calibration_images(dir: &std::path::Path, max: usize) -> Result<Vec<std::path::PathBuf>> {
+    const EXT: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("--int8-calib {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| EXT.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    files.sort();
+    files.truncate(max);
+    if files.is_empty() {
+        anyhow::bail!(
+            "--int8-calib {}: no images (jpg, png, bmp, gif, tiff, webp) in it",
+            dir.display()
+        );
+    }
+    Ok(files)
+}
+
+/// `model` quantized to int8, calibrated on the images of `dir` through `p`'s preprocessing.
+fn quantize(p: &resnet::Pretrained, dir: &std::path::Path, method: &str) -> Result<ResNet> {
+    let method = resnet::layers::Calibration::from_name(method).expect("checked by clap");
+    let images = calibration_images(dir, 64)?;
+    let mut batches = Vec::new();
+    for chunk in images.chunks(16) {
+        let xs = chunk
+            .iter()
+            .map(|f| p.preprocess_file(f))
+            .collect::<resnet::Result<Vec<_>>>()?;
+        batches.push(Tensor::stack(&xs, 0)?);
+    }
+    Ok(p.model.quantize_int8(&batches, method)?)
 }
 
 fn parse_engine(s: &str) -> Result<Option<Engine>, String> {
@@ -84,7 +132,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         (clip.visual.clone(), Some(clip))
     } else {
         let loaded = crate::resolve::load_model(&args.model, args.weights.as_deref(), &device, dtype, true)?;
-        (loaded.model, None)
+        match &args.int8_calib {
+            Some(dir) => {
+                if !device.is_cpu() || dtype != candle_core::DType::F32 {
+                    anyhow::bail!("--int8-calib quantizes an f32 model on the CPU (--device cpu, --dtype f32)");
+                }
+                (quantize(&loaded, dir, &args.calib_method)?, None)
+            }
+            None => (loaded.model, None),
+        }
     };
     let load = started.elapsed();
     let model = &image_tower;
@@ -245,9 +301,10 @@ fn conv_kernels(model: &ResNet) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for (_, c) in model.conv_layers() {
         let c = c.conv();
-        let key = match c.bf16_kernel() {
-            Some(k) => format!("{:?} on {}", c.dtype(), k.name()),
-            None => format!("{:?}", c.dtype()),
+        let key = match (c.bf16_kernel(), c.is_int8()) {
+            (_, true) => "int8 on amx-int8".to_string(),
+            (Some(k), _) => format!("{:?} on {}", c.dtype(), k.name()),
+            (None, _) => format!("{:?}", c.dtype()),
         };
         *out.entry(key).or_insert(0) += 1;
     }

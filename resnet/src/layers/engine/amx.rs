@@ -91,18 +91,63 @@ impl TileConfig {
 /// # Safety
 /// [`is_supported`]; the pointers cover what `g` describes; no other thread writes this tile.
 pub(crate) unsafe fn gemm(g: &Gemm, a: *const u16, kpad: usize) {
+    debug_assert!(kpad.is_multiple_of(DEPTH) && kpad >= g.k);
+    let pack = |b: *const f32, ldb: usize, k: usize, n: usize, rows: usize, out: &mut [u32]| {
+        super::avx512_bf16::strips(b, ldb, k, n, NR, rows, out)
+    };
+    let store = |i0: usize, j: usize, rows: usize, cols: usize, scratch: &[f32]| store(g, i0, j, rows, cols, scratch);
+    drive(g, a.cast(), 2 * kpad, Dot::Bf16, &pack, &store)
+}
+
+/// Computes one tile of C whose weights are int8 rows at `a` (`kpad` bytes per row, a multiple of 64) and
+/// whose activations are quantized as `q` says while B is packed; the epilogue dequantizes.
+///
+/// # Safety
+/// [`is_int8_supported`]; the pointers cover what `g` describes; `q`'s per-row slices cover the tile's rows
+/// (row 0 of the tile first); no other thread writes this tile.
+pub(crate) unsafe fn gemm_int8(g: &Gemm, a: *const i8, kpad: usize, q: &super::int8::Requant) {
+    debug_assert!(kpad.is_multiple_of(64) && kpad >= g.k);
+    let pack = |b: *const f32, ldb: usize, k: usize, n: usize, rows: usize, out: &mut [u32]| {
+        super::int8::strips(b, ldb, k, n, NR, rows, q.inv_scale, q.zero, out)
+    };
+    let store = |i0: usize, j: usize, rows: usize, cols: usize, scratch: &[f32]| {
+        super::int8::store(g, q, i0, j, rows, cols, scratch.as_ptr().cast())
+    };
+    drive(g, a.cast(), kpad, Dot::Int8, &pack, &store)
+}
+
+/// True when the CPU has AMX-INT8 (and what the bf16 kernel needs) and the OS lets this process use tiles.
+pub(crate) fn is_int8_supported() -> bool {
+    // CPUID.(7, 0):EDX bit 25.
+    is_supported() && __cpuid_count(7, 0).edx & (1 << 25) != 0
+}
+
+/// Packs B for a column block: `(b, ldb, k, n, lane_rows, out)`, see [`super::avx512_bf16::strips`].
+type Pack<'a> = &'a dyn Fn(*const f32, usize, usize, usize, usize, &mut [u32]);
+/// Stores a finished block of tiles: `(first row, first column, rows, columns, scratch)`.
+type Store<'a> = &'a dyn Fn(usize, usize, usize, usize, &[f32]);
+
+/// Which tile product: bf16 pairs into f32, or signed int8 weights by unsigned int8 activations into i32.
+#[derive(Clone, Copy, PartialEq)]
+enum Dot {
+    Bf16,
+    Int8,
+}
+
+/// The blocking both products share: per block of columns, B packed by `pack` into strips of `NR` columns
+/// whose rows are 4-byte lanes (bf16 pairs or int8 quads) over the padded depth; per strip and pair of
+/// 16-row blocks of A, the tiles summed over the whole depth, stored to scratch and handed to `store`.
+unsafe fn drive(g: &Gemm, a: *const u8, row_bytes: usize, dot: Dot, pack: Pack, store: Store) {
     if g.m == 0 || g.n == 0 {
         return;
     }
-    debug_assert!(g.m.is_multiple_of(ROWS) && kpad.is_multiple_of(DEPTH) && kpad >= g.k);
-    if g.k == 0 {
-        return super::portable::epilogue(g);
-    }
-    let pairs = kpad / 2;
-    let strip = pairs * NR;
+    debug_assert!(g.m.is_multiple_of(ROWS) && row_bytes.is_multiple_of(64));
+    // Lane rows of a strip (16 per tile step) and its size in lanes.
+    let lane_rows = row_bytes / 4;
+    let strip = lane_rows * NR;
     let per_block = (BLOCK_BYTES / (4 * strip)).clamp(1, 8);
     let nc = per_block * NR;
-    // The strips, then a 4-tile scratch block (4 x 256 floats).
+    // The strips, then a 4-tile scratch block (4 x 256 values).
     super::with_panel(per_block * strip + 4 * 256, |panel| {
         let (bp, scratch) = panel.split_at_mut(per_block * strip);
         let lanes = std::slice::from_raw_parts_mut(bp.as_mut_ptr().cast::<u32>(), bp.len());
@@ -110,15 +155,23 @@ pub(crate) unsafe fn gemm(g: &Gemm, a: *const u16, kpad: usize) {
         asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
         for j0 in (0..g.n).step_by(nc) {
             let nb = nc.min(g.n - j0);
-            super::avx512_bf16::strips(g.b.add(j0), g.ldb, g.k, nb, NR, pairs, lanes);
+            pack(g.b.add(j0), g.ldb, g.k, nb, lane_rows, lanes);
             for (s, j) in (0..nb).step_by(NR).enumerate() {
                 let b = lanes.as_ptr().add(s * strip);
                 let cols = NR.min(nb - j);
                 for i0 in (0..g.m).step_by(2 * ROWS) {
                     let two = g.m - i0 >= 2 * ROWS;
-                    tiles(a.add(i0 * kpad), kpad, b, pairs / 16, two, scratch.as_mut_ptr());
+                    tiles(
+                        a.add(i0 * row_bytes),
+                        row_bytes,
+                        b,
+                        lane_rows / 16,
+                        two,
+                        dot,
+                        scratch.as_mut_ptr(),
+                    );
                     let rows = if two { 2 * ROWS } else { ROWS };
-                    store(g, i0, j0 + j, rows, cols, scratch);
+                    store(i0, j0 + j, rows, cols, scratch);
                 }
             }
         }
@@ -126,10 +179,50 @@ pub(crate) unsafe fn gemm(g: &Gemm, a: *const u16, kpad: usize) {
     })
 }
 
-/// Sums `steps` tile steps of 32 channels (`two`) or 16 into `tmm0-3` and stores them to `out`: tile
-/// (row block r, column block v) at `out + (2 r + v) * 256`, 16 rows of 16 floats.
-unsafe fn tiles(a: *const u16, kpad: usize, b: *const u32, steps: usize, two: bool, out: *mut f32) {
-    let (lda, ldb) = (2 * kpad, 4 * NR);
+/// One tile step's loads and products: A rows `a0` (and `a1`), B tiles `b0`, `b1`, with `$op` the
+/// product instruction.
+macro_rules! step {
+    ($op:literal, two, $a0:expr, $a1:expr, $b0:expr, $lda:expr, $ldb:expr) => {
+        asm!(
+            "tileloadd tmm6, [{b0} + {ldb} * 1]",
+            "tileloadd tmm7, [{b1} + {ldb} * 1]",
+            "tileloadd tmm4, [{a0} + {lda} * 1]",
+            concat!($op, " tmm0, tmm4, tmm6"),
+            concat!($op, " tmm1, tmm4, tmm7"),
+            "tileloadd tmm5, [{a1} + {lda} * 1]",
+            concat!($op, " tmm2, tmm5, tmm6"),
+            concat!($op, " tmm3, tmm5, tmm7"),
+            a0 = in(reg) $a0,
+            a1 = in(reg) $a1,
+            b0 = in(reg) $b0,
+            b1 = in(reg) $b0.add(16),
+            lda = in(reg) $lda,
+            ldb = in(reg) $ldb,
+            options(nostack),
+        )
+    };
+    ($op:literal, one, $a0:expr, $b0:expr, $lda:expr, $ldb:expr) => {
+        asm!(
+            "tileloadd tmm6, [{b0} + {ldb} * 1]",
+            "tileloadd tmm7, [{b1} + {ldb} * 1]",
+            "tileloadd tmm4, [{a0} + {lda} * 1]",
+            concat!($op, " tmm0, tmm4, tmm6"),
+            concat!($op, " tmm1, tmm4, tmm7"),
+            a0 = in(reg) $a0,
+            b0 = in(reg) $b0,
+            b1 = in(reg) $b0.add(16),
+            lda = in(reg) $lda,
+            ldb = in(reg) $ldb,
+            options(nostack),
+        )
+    };
+}
+
+/// Sums `steps` tile steps of 32 rows of A (`two`) or 16 into `tmm0-3` and stores them to `out`: tile
+/// (row block r, column block v) at `out + (2 r + v) * 256`, 16 rows of 16 f32 (bf16) or i32 (int8).
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiles(a: *const u8, row_bytes: usize, b: *const u32, steps: usize, two: bool, dot: Dot, out: *mut f32) {
+    let (lda, ldb) = (row_bytes, 4 * NR);
     asm!(
         "tilezero tmm0",
         "tilezero tmm1",
@@ -138,40 +231,14 @@ unsafe fn tiles(a: *const u16, kpad: usize, b: *const u32, steps: usize, two: bo
         options(nostack)
     );
     for s in 0..steps {
-        let a0 = a.add(s * DEPTH);
+        let a0 = a.add(s * 64);
+        let a1 = a0.add(ROWS * row_bytes);
         let b0 = b.add(s * 16 * NR);
-        if two {
-            asm!(
-                "tileloadd tmm6, [{b0} + {ldb} * 1]",
-                "tileloadd tmm7, [{b1} + {ldb} * 1]",
-                "tileloadd tmm4, [{a0} + {lda} * 1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{a1} + {lda} * 1]",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                a0 = in(reg) a0,
-                a1 = in(reg) a0.add(ROWS * kpad),
-                b0 = in(reg) b0,
-                b1 = in(reg) b0.add(16),
-                lda = in(reg) lda,
-                ldb = in(reg) ldb,
-                options(nostack),
-            );
-        } else {
-            asm!(
-                "tileloadd tmm6, [{b0} + {ldb} * 1]",
-                "tileloadd tmm7, [{b1} + {ldb} * 1]",
-                "tileloadd tmm4, [{a0} + {lda} * 1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                a0 = in(reg) a0,
-                b0 = in(reg) b0,
-                b1 = in(reg) b0.add(16),
-                lda = in(reg) lda,
-                ldb = in(reg) ldb,
-                options(nostack),
-            );
+        match (dot, two) {
+            (Dot::Bf16, true) => step!("tdpbf16ps", two, a0, a1, b0, lda, ldb),
+            (Dot::Bf16, false) => step!("tdpbf16ps", one, a0, b0, lda, ldb),
+            (Dot::Int8, true) => step!("tdpbsud", two, a0, a1, b0, lda, ldb),
+            (Dot::Int8, false) => step!("tdpbsud", one, a0, b0, lda, ldb),
         }
     }
     asm!(
@@ -196,7 +263,7 @@ unsafe fn tiles(a: *const u16, kpad: usize, b: *const u32, steps: usize, two: bo
 
 /// Writes `rows` x `cols` of the scratch tiles to C at (row `i0`, column `j`), through the epilogue.
 #[target_feature(enable = "avx512f")]
-unsafe fn store(g: &Gemm, i0: usize, j: usize, rows: usize, cols: usize, scratch: &[f32]) {
+pub(crate) unsafe fn store(g: &Gemm, i0: usize, j: usize, rows: usize, cols: usize, scratch: &[f32]) {
     let Epilogue { bias, residual, relu } = g.epilogue;
     for r in 0..rows {
         let o = i0 + r;

@@ -45,6 +45,8 @@ pub(crate) mod avx2;
 pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512_bf16;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod int8;
 pub(crate) mod pack;
 mod peak;
 pub(crate) mod portable;
@@ -284,6 +286,13 @@ pub(crate) enum Lhs {
     Bf16 { a: *const u32, rows: usize, dot: bool },
     /// bf16 OIHW rows padded to `kpad` steps ([`reduced::bf16_rows`]), for the AMX kernel.
     Bf16Rows { a: *const u16, kpad: usize },
+    /// int8 OIHW rows padded to `kpad` bytes, for the AMX-INT8 kernel, with the tile's requantization.
+    #[cfg(target_arch = "x86_64")]
+    Int8Rows {
+        a: *const i8,
+        kpad: usize,
+        q: int8::Requant,
+    },
     /// f16 panels in the f32 layout ([`reduced::f16_panels`]).
     F16 { a: *const u16, rows: usize },
 }
@@ -336,9 +345,16 @@ impl Engine {
     /// other thread writes this tile.
     pub(crate) unsafe fn gemm(self, g: &Gemm) {
         #[cfg(target_arch = "x86_64")]
-        if let Lhs::Bf16Rows { a, kpad } = g.a {
-            debug_assert!(amx::is_supported(), "AMX weights on a CPU without AMX");
-            return amx::gemm(g, a, kpad);
+        match g.a {
+            Lhs::Bf16Rows { a, kpad } => {
+                debug_assert!(amx::is_supported(), "AMX weights on a CPU without AMX");
+                return amx::gemm(g, a, kpad);
+            }
+            Lhs::Int8Rows { a, kpad, q } => {
+                debug_assert!(amx::is_int8_supported(), "AMX-INT8 weights on a CPU without it");
+                return amx::gemm_int8(g, a, kpad, &q);
+            }
+            _ => {}
         }
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -372,6 +388,8 @@ unsafe fn blocked(g: &Gemm, mr: usize, nr: usize, kernel: impl Fn(&MicroTile), d
     let b_len = KC * nc.max(nr);
     let rows = match g.a {
         Lhs::Rows { .. } | Lhs::Bf16Rows { .. } => mr,
+        #[cfg(target_arch = "x86_64")]
+        Lhs::Int8Rows { .. } => mr,
         Lhs::Panels { rows, .. } | Lhs::Bf16 { rows, .. } | Lhs::F16 { rows, .. } => rows,
     };
     // Weights packed at load are always in this engine's panels (`PackedConv` packs with its `MR`).
@@ -413,6 +431,8 @@ unsafe fn blocked(g: &Gemm, mr: usize, nr: usize, kernel: impl Fn(&MicroTile), d
                         }
                     }
                     Lhs::Bf16Rows { .. } => unreachable!("AMX weights go to the AMX kernel"),
+                    #[cfg(target_arch = "x86_64")]
+                    Lhs::Int8Rows { .. } => unreachable!("int8 weights go to the AMX kernel"),
                     _ => {}
                 }
                 let last = k0 + kb == g.k;

@@ -1,4 +1,5 @@
-//! Weights held in bf16 or f16 (half the memory of f32), in the panels the micro-kernels read.
+//! Weights held in bf16 or f16 (half the memory of f32), in the panels the micro-kernels read; and int8
+//! weights quantized per output channel (see `int8`).
 //!
 //! - **bf16** panels hold *pairs* of consecutive depth steps: `u32` number `kp * rows + i` of a panel is
 //!   row `i`'s weights at steps `2 kp` (low half) and `2 kp + 1` (high half), the operand layout of
@@ -77,6 +78,28 @@ pub(crate) fn bf16_unrows(rows: &[u16], m: usize, k: usize, kpad: usize) -> Vec<
         }
     }
     out
+}
+
+/// Quantizes OIHW rows (`m` x `k`) per row: int8 rows padded with zeros to `kpad`, each row's scale
+/// (`max |w| / 127`, 1 for an all-zero row) and the sum of its quantized weights.
+pub(crate) fn quantize_int8(oihw: &[f32], k: usize, kpad: usize) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
+    let m = oihw.len() / k.max(1);
+    let mut q = vec![0i8; m * kpad];
+    let mut scales = Vec::with_capacity(m);
+    let mut sums = Vec::with_capacity(m);
+    for (dst, row) in q.chunks_exact_mut(kpad.max(1)).zip(oihw.chunks_exact(k.max(1))) {
+        let max = row.iter().fold(0f32, |a, w| a.max(w.abs()));
+        let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let mut sum = 0i32;
+        for (d, &w) in dst.iter_mut().zip(row) {
+            let v = (w / s).round_ties_even().clamp(-127.0, 127.0) as i8;
+            *d = v;
+            sum += i32::from(v);
+        }
+        scales.push(s);
+        sums.push(sum);
+    }
+    (q, scales, sums)
 }
 
 /// Rearranges OIHW rows (`m` x `k`, `m` a multiple of `rows`) into f32-layout panels of f16 bits.
@@ -167,6 +190,17 @@ unsafe fn widen_f16_f16c(src: &[u16], dst: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_quantize_per_channel_with_sums() {
+        let w = [0.5f32, -1.0, 0.25, 0.0, 0.0, 0.0];
+        let (q, s, sums) = super::quantize_int8(&w, 3, 64);
+        assert_eq!(q.len(), 128);
+        assert_eq!(&q[..3], &[64, -127, 32]);
+        assert!(q[3..64].iter().all(|&v| v == 0) && q[64..].iter().all(|&v| v == 0));
+        assert_eq!(s, vec![1.0 / 127.0, 1.0]);
+        assert_eq!(sums, vec![64 - 127 + 32, 0]);
+    }
 
     #[test]
     fn bf16_rounding_matches_half() {

@@ -249,3 +249,104 @@ proptest! {
         check(n, c, o, k, stride, padding, 1, (h, w), residual, relu, seed).unwrap();
     }
 }
+
+/// Int8 convs against the definition on quantized values: `s_x * s_w[o] * sum_k q_w q_x` with the zero
+/// point removed, plus bias, residual and ReLU, in f64; where the conv falls back (no AMX-INT8, or output
+/// channels not a multiple of 16) against the f32 definition on the dequantized weights.
+#[allow(clippy::too_many_arguments)]
+fn check_int8(
+    n: usize,
+    c: usize,
+    o: usize,
+    k: usize,
+    stride: usize,
+    (h, w): (usize, usize),
+    signed: bool,
+    residual: bool,
+    seed: u64,
+) -> Result<()> {
+    use crate::layers::quant::ActQuant;
+    let spec = ConvSpec::new(c, o, k, stride);
+    let mut rng = seed;
+    let mut next = move || {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((rng >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    let (oh, ow) = (spec.output_size(h), spec.output_size(w));
+    // Post-ReLU-like inputs (>= 0) or signed ones; a few beyond the calibrated range, to clip.
+    let x: Vec<f32> = (0..n * c * h * w)
+        .map(|_| if signed { next() * 1.2 } else { next().abs() * 1.2 })
+        .collect();
+    let weight: Vec<f32> = (0..o * spec.depth()).map(|_| next() * 0.3).collect();
+    let bias: Vec<f32> = (0..o).map(|_| next()).collect();
+    let res: Vec<f32> = (0..n * o * oh * ow).map(|_| next()).collect();
+    let act = ActQuant::from_threshold(1.0, !signed);
+    let bt = Tensor::from_vec(bias.clone(), o, &Device::Cpu)?;
+    let packed = Arc::new(PackedConv::from_vec_int8(weight.clone(), Some(&bt), spec, act)?);
+    let kk = spec.depth();
+    let (q, scales, _) = super::reduced::quantize_int8(&weight, kk, kk);
+    let deq: Vec<f32> = q
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| f32::from(v) * scales[i / kk])
+        .collect();
+    let want = match packed.is_int8() {
+        true => {
+            // q_x back to the values it stands for: (q - z) * s_x, exact in f64.
+            let xq: Vec<f32> = x
+                .iter()
+                .map(|&v| {
+                    let q = ((v / act.scale).round_ties_even() + f32::from(act.zero)).clamp(0.0, 255.0);
+                    (q - f32::from(act.zero)) * act.scale
+                })
+                .collect();
+            naive(
+                &xq,
+                (n, c, h, w),
+                &deq,
+                &bias,
+                &spec,
+                residual.then_some(&res[..]),
+                true,
+            )
+        }
+        false => naive(&x, (n, c, h, w), &deq, &bias, &spec, residual.then_some(&res[..]), true),
+    };
+    let xt = Tensor::from_vec(x, (n, c, h, w), &Device::Cpu)?;
+    let rt = Tensor::from_vec(res, (n, o, oh, ow), &Device::Cpu)?;
+    let got = packed
+        .forward(&xt, residual.then_some(&rt), true)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let tol = 1e-5 * (kk as f32) + 1e-4;
+    let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(
+        err <= tol,
+        "int8 {}: n{n} c{c} o{o} k{k} s{stride} {h}x{w} signed {signed} residual {residual}: {err} > {tol}",
+        packed.is_int8()
+    );
+    if crate::layers::quant::int8_kernel_supported() && o.is_multiple_of(16) {
+        assert!(packed.is_int8(), "the AMX-INT8 kernel was not used");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Random shapes: the int8 kernel (and its fallback) equals the definition on quantized values.
+    #[test]
+    fn int8_random_shapes_match_the_definition(
+        n in 1usize..3,
+        c in 1usize..70,
+        o in prop::sample::select(vec![8usize, 16, 32, 48, 80]),
+        k in prop::sample::select(vec![1usize, 3, 7]),
+        stride in 1usize..3,
+        h in 1usize..16,
+        w in 1usize..50,
+        signed: bool,
+        residual: bool,
+        seed: u64,
+    ) {
+        check_int8(n, c, o, k, stride, (h, w), signed, residual, seed).unwrap();
+    }
+}

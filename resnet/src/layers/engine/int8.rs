@@ -1,0 +1,149 @@
+//! Int8 convolutions: weights quantized per output channel (symmetric, `q = round(w / s_w)` in
+//! [-127, 127]), activations per tensor with a zero point (`q = clamp(round(x / s_x) + z, 0, 255)`, `z` = 0
+//! for inputs calibrated non-negative, as every post-ReLU input is, else 128), multiplied by AMX-INT8 tiles
+//! (`tdpbsud`: signed weights by unsigned activations, summed in i32) and dequantized in the epilogue:
+//!
+//! `y[o] = s_x * s_w[o] * (sum_k q_w[o, k] * q_x[k] - z * sum_k q_w[o, k]) + bias[o]`
+//!
+//! then the residual add and the ReLU, in f32, before the only store. The zero-point term is exact integer
+//! arithmetic (`z * sum_k q_w` precomputed per channel), so zero padding (`x = 0`, `q = z`) costs nothing.
+//! Activations are quantized while B is packed; between layers they stay f32.
+
+use std::arch::x86_64::*;
+
+use super::Gemm;
+
+/// How one tile's products become outputs, per row from the tile's first: `mul[r] = s_x * s_w[r]`,
+/// `zw[r] = z * sum_k q_w[r, k]`; and the activations' quantization.
+#[derive(Clone, Copy)]
+pub(crate) struct Requant {
+    pub inv_scale: f32,
+    pub zero: u8,
+    pub mul: *const f32,
+    pub zw: *const i32,
+}
+
+/// Quantizes and packs `k` rows x `n` columns of f32 `b` (row stride `ldb`) into strips `nr` columns wide
+/// of `lane_rows` quads: lane `kq * nr + j` holds the quantized rows `4 kq .. 4 kq + 4` of column `j`, one
+/// byte each (low byte first). Rows past `k` are 0 (their weights are 0), columns past `n` are `zero`.
+///
+/// # Safety
+/// AVX-512F; `b` covers the block; `out` holds `ceil(n / nr) * lane_rows * nr` lanes, 64-byte aligned.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn strips(
+    b: *const f32,
+    ldb: usize,
+    k: usize,
+    n: usize,
+    nr: usize,
+    lane_rows: usize,
+    inv_scale: f32,
+    zero: u8,
+    out: &mut [u32],
+) {
+    let kq = k.div_ceil(4);
+    debug_assert!(lane_rows >= kq && nr.is_multiple_of(16) && out.len() >= n.div_ceil(nr) * lane_rows * nr);
+    let (inv, z, lo, hi) = (
+        _mm512_set1_ps(inv_scale),
+        _mm512_set1_epi32(i32::from(zero)),
+        _mm512_setzero_si512(),
+        _mm512_set1_epi32(255),
+    );
+    for (s, j0) in (0..n).step_by(nr).enumerate() {
+        let w = nr.min(n - j0);
+        let strip = out.as_mut_ptr().add(s * lane_rows * nr);
+        for q in 0..kq {
+            for v in 0..nr / 16 {
+                let cols = w.saturating_sub(16 * v).min(16);
+                let m: __mmask16 = if cols >= 16 { 0xffff } else { (1u16 << cols) - 1 };
+                let mut lane = _mm512_setzero_si512();
+                for r in 0..4 {
+                    let row = 4 * q + r;
+                    if row >= k {
+                        break;
+                    }
+                    let x = _mm512_maskz_loadu_ps(m, b.add(row * ldb + j0 + 16 * v));
+                    // Round to nearest even (the default MXCSR mode), shift by the zero point, saturate.
+                    let qv = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x, inv)), z);
+                    let qv = _mm512_min_epi32(_mm512_max_epi32(qv, lo), hi);
+                    lane = _mm512_or_si512(lane, _mm512_sllv_epi32(qv, _mm512_set1_epi32(8 * r as i32)));
+                }
+                _mm512_store_si512(strip.add(q * nr + 16 * v).cast(), lane);
+            }
+        }
+        std::ptr::write_bytes(strip.add(kq * nr), 0, (lane_rows - kq) * nr);
+    }
+}
+
+/// Writes `rows` x `cols` of the i32 scratch tiles (tile (r, v) at `scratch + (2 r + v) * 256`) to C at
+/// (row `i0`, column `j`): dequantized, plus bias and residual, ReLU.
+///
+/// # Safety
+/// AVX-512F; as [`super::amx::gemm_int8`].
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn store(g: &Gemm, q: &Requant, i0: usize, j: usize, rows: usize, cols: usize, scratch: *const i32) {
+    let e = g.epilogue;
+    for r in 0..rows {
+        let o = i0 + r;
+        let c = g.c.add(o * g.ldc + j);
+        let (mul, zw, bias) = (
+            _mm512_set1_ps(*q.mul.add(o)),
+            _mm512_set1_epi32(*q.zw.add(o)),
+            _mm512_set1_ps(*e.bias.add(o)),
+        );
+        for v in 0..2 {
+            let n = cols.saturating_sub(16 * v).min(16);
+            if n == 0 {
+                break;
+            }
+            let m: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
+            let tile = (r / 16) * 2 + v;
+            let acc = _mm512_loadu_si512(scratch.add(tile * 256 + (r % 16) * 16).cast());
+            let mut x = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, zw)), mul, bias);
+            if let Some((res, ld)) = e.residual {
+                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, res.add(o * ld + j + 16 * v)));
+            }
+            if e.relu {
+                x = _mm512_max_ps(x, _mm512_setzero_ps());
+            }
+            _mm512_mask_storeu_ps(c.add(16 * v), m, x);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strips_hold_quantized_quads() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let (k, n, ldb, nr, lane_rows) = (6usize, 40usize, 41usize, 32usize, 3usize);
+        let b: Vec<f32> = (0..k * ldb).map(|i| (i as f32 * 0.37).sin() * 4.0).collect();
+        let (inv, zero) = (20.0f32, 128u8);
+        let strips = n.div_ceil(nr);
+        let mut buf = vec![0x5555_5555u32; strips * lane_rows * nr + 16];
+        let at = buf.as_ptr().align_offset(64);
+        unsafe { super::strips(b.as_ptr(), ldb, k, n, nr, lane_rows, inv, zero, &mut buf[at..]) };
+        let out = &buf[at..];
+        let quant = |v: f32| ((v * inv).round_ties_even() + f32::from(zero)).clamp(0.0, 255.0) as u32;
+        for s in 0..strips {
+            for q in 0..lane_rows {
+                for j in 0..nr {
+                    let col = s * nr + j;
+                    let want = (0..4).fold(0u32, |acc, r| {
+                        let row = 4 * q + r;
+                        let byte = match (row < k, col < n) {
+                            (false, _) => 0,
+                            (true, true) => quant(b[row * ldb + col]),
+                            (true, false) => u32::from(zero),
+                        };
+                        acc | (byte << (8 * r))
+                    });
+                    assert_eq!(out[(s * lane_rows + q) * nr + j], want, "strip {s} quad {q} col {j}");
+                }
+            }
+        }
+    }
+}
