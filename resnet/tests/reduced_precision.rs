@@ -279,3 +279,107 @@ fn int8_quantized_nets_agree_with_f32() {
         }
     }
 }
+
+/// An int8 network written by `save_int8` and loaded back runs as the one in memory did, from a file a quarter
+/// the size of the f32 one, and a damaged int8 file is refused with the tensor named.
+#[test]
+fn int8_checkpoints_round_trip_and_refuse_damage() {
+    use resnet::layers::Calibration;
+    use weights::checkpoint::{RawCheckpoint, RawTensor};
+    let dev = Device::Cpu;
+    let cfg = resnet::variants::by_name("resnet20").unwrap();
+    let full = ResNet::new(
+        &cfg,
+        VarBuilder::from_tensors(cifar_tensors("resnet20"), DType::F32, &dev),
+    )
+    .unwrap();
+    let sine: Vec<f32> = (0..2 * 3 * 32 * 32).map(|i| (0.013 * i as f64).sin() as f32).collect();
+    let x = Tensor::from_vec(sine, (2, 3, 32, 32), &dev).unwrap();
+    let q = full
+        .quantize_int8(std::slice::from_ref(&x), Calibration::Percentile(99.99))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r20_int8.safetensors");
+    let pre = weights::PreprocessConfig::cifar();
+    resnet::load::save_int8(&q, "resnet20", &pre, None, "percentile:99.99 over 2 inputs", &path).unwrap();
+    let loaded = load(&path, &LoadOptions::default(), &dev).unwrap();
+    assert_eq!(loaded.info.arch, "resnet20");
+    assert_eq!(loaded.info.preprocess.as_ref(), Some(&pre));
+    assert_eq!(loaded.model.num_params(), full.num_params());
+    let want = q.forward(&x).unwrap();
+    let got = loaded.model.forward(&x).unwrap();
+    let diff = common::max_abs_diff(&got, &want);
+    assert!(
+        diff <= 1e-4 * common::max_abs(&want).max(1.0),
+        "reloaded int8 network differs by {diff}"
+    );
+    // The arch the caller names must be the file's.
+    let err = load(&path, &LoadOptions::arch("resnet56"), &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("resnet20") && err.contains("resnet56"), "{err}");
+    // Training needs the f32 tensors.
+    let keep = LoadOptions {
+        bn_mode: resnet::BnMode::Keep,
+        ..Default::default()
+    };
+    assert!(load(&path, &keep, &dev)
+        .unwrap_err()
+        .to_string()
+        .contains("cannot be trained"));
+    // A quarter of the f32 weights (plus scales, biases and the f32 classifier).
+    let f32_bytes = 4 * full.num_params() as u64;
+    let int8_bytes = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        int8_bytes * 10 < f32_bytes * 4,
+        "{int8_bytes} bytes against {f32_bytes} in f32"
+    );
+    // Damaged copies: each tensor named in the error.
+    let raw = RawCheckpoint::open(&path).unwrap();
+    let original: Vec<(String, RawTensor)> = raw
+        .tensors()
+        .into_iter()
+        .map(|(name, dtype, shape)| {
+            let data = raw.tensor(&name, dtype, &shape).unwrap().to_vec();
+            (name, RawTensor { dtype, shape, data })
+        })
+        .collect();
+    type Tensors = Vec<(String, RawTensor)>;
+    let damaged = |edit: &dyn Fn(&mut Tensors), want: &str| {
+        let mut tensors = original.clone();
+        edit(&mut tensors);
+        let bad = dir.path().join("bad.safetensors");
+        weights::checkpoint::save_raw(&bad, &tensors, raw.metadata()).unwrap();
+        let err = load(&bad, &LoadOptions::default(), &dev).unwrap_err().to_string();
+        assert!(err.contains(want), "{want}: {err}");
+    };
+    let find = |t: &mut Tensors, name: &str| t.iter().position(|(n, _)| n == name).unwrap();
+    damaged(
+        &|t| {
+            let i = find(t, "layer1.0.conv1.weight");
+            t[i].1.dtype = weights::checkpoint::Dtype::U8;
+        },
+        "layer1.0.conv1.weight",
+    );
+    damaged(
+        &|t| {
+            let i = find(t, "layer2.1.conv2.weight_scale");
+            t[i].1.data[..4].copy_from_slice(&(-1f32).to_le_bytes());
+        },
+        "layer2.1.conv2.weight_scale",
+    );
+    damaged(
+        &|t| {
+            let i = find(t, "conv1.input_scale");
+            t[i].1.data.copy_from_slice(&f32::NAN.to_le_bytes());
+        },
+        "conv1.input_scale",
+    );
+    damaged(
+        &|t| {
+            let i = find(t, "layer3.2.conv1.bias");
+            t.remove(i);
+        },
+        "layer3.2.conv1.bias",
+    );
+}

@@ -131,6 +131,124 @@ impl Checkpoint {
     }
 }
 
+/// Metadata key: how a checkpoint is quantized, as JSON (its presence marks an int8 checkpoint, whose int8
+/// tensors Candle has no type for: read them with [`RawCheckpoint`]).
+pub const META_QUANTIZATION: &str = "zoo.quantization";
+
+/// The safetensors dtypes [`RawTensor`] and [`RawCheckpoint`] speak.
+pub use safetensors::Dtype;
+
+/// One tensor as its safetensors dtype, shape and little-endian bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTensor {
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+impl safetensors::View for &RawTensor {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// A safetensors file whose tensors are read as raw bytes, whatever their dtype (int8 included): the header
+/// is validated (every tensor's bytes inside the file, sizes matching dtypes and shapes) when opened.
+#[derive(Debug)]
+pub struct RawCheckpoint {
+    path: PathBuf,
+    metadata: HashMap<String, String>,
+    bytes: memmap2::Mmap,
+}
+
+impl RawCheckpoint {
+    /// Maps `path` and validates its header.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        let path = path.as_ref().to_path_buf();
+        let bytes = map(&path)?;
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        Ok(Self { path, metadata, bytes })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The `__metadata__` entries.
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// Every tensor's name, dtype and shape, sorted by name.
+    pub fn tensors(&self) -> Vec<(String, safetensors::Dtype, Vec<usize>)> {
+        // Validated when opened.
+        let Ok(st) = safetensors::SafeTensors::deserialize(&self.bytes) else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| (n, v.dtype(), v.shape().to_vec()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The tensor `name`, which must have `dtype` and `shape`.
+    pub fn tensor(&self, name: &str, dtype: safetensors::Dtype, shape: &[usize]) -> Result<&[u8], CheckpointError> {
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
+        let st = safetensors::SafeTensors::deserialize(&self.bytes).map_err(|e| corrupt(e.to_string()))?;
+        let view = st
+            .tensor(name)
+            .map_err(|_| corrupt(format!("tensor `{name}` is missing")))?;
+        if view.dtype() != dtype || view.shape() != shape {
+            return Err(corrupt(format!(
+                "tensor `{name}` is {:?} {:?}, expected {dtype:?} {shape:?}",
+                view.dtype(),
+                view.shape()
+            )));
+        }
+        Ok(view.data())
+    }
+}
+
+/// Writes raw `tensors` (any dtype) and `metadata` to `path` atomically (see [`save`]).
+pub fn save_raw(
+    path: impl AsRef<Path>,
+    tensors: &[(String, RawTensor)],
+    metadata: &HashMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let path = path.as_ref();
+    let err = |reason: String| CheckpointError::Write {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = (!metadata.is_empty()).then(|| metadata.clone());
+    let mut bytes =
+        safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), meta).map_err(|e| err(e.to_string()))?;
+    sort_metadata(&mut bytes, metadata).map_err(err)?;
+    crate::fsutil::write_atomic(path, |w| w.write_all(&bytes)).map_err(|e| err(e.to_string()))
+}
+
 /// Maps `path` read-only.
 fn map(path: &Path) -> Result<memmap2::Mmap, CheckpointError> {
     let io = |source| CheckpointError::Io {

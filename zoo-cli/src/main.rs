@@ -53,6 +53,8 @@ enum Command {
     Download(cmd::download::Args),
     /// Convert checkpoints from other frameworks to self-describing safetensors.
     Convert(cmd::convert::Args),
+    /// Quantize a model to int8 (post-training, calibrated on a folder of images) into a checkpoint.
+    Quantize(cmd::quantize::Args),
     /// Time a model end to end, or layer by layer with --layers.
     Bench(cmd::bench::Args),
     /// Replace a pretrained model's classifier and train it on your own images.
@@ -90,6 +92,7 @@ fn main() -> std::process::ExitCode {
         Command::Info(a) => cmd::info::run(a),
         Command::Download(a) => cmd::download::run(a),
         Command::Convert(a) => cmd::convert::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Finetune(a) => cmd::finetune::run(a),
         Command::Gradflow(a) => cmd::gradflow::run(a),

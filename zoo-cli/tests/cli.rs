@@ -97,6 +97,56 @@ fn bf16_and_f16_weights_call_the_cat_a_cat_like_f32() {
     }
 }
 
+/// `zoo quantize` (int8, calibrated on a folder of photos) writes a checkpoint that `zoo run` loads by itself
+/// and that still calls the cat a cat; its own input is never overwritten.
+#[test]
+fn quantize_writes_an_int8_checkpoint_that_runs() {
+    let Some(cat) = data("chelsea.png") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let calib = dir.path().join("calib");
+    std::fs::create_dir(&calib).unwrap();
+    for name in ["china.jpg", "flower.jpg", "coffee.png", "astronaut.png", "rocket.jpg"] {
+        let Some(src) = data(name) else { return };
+        std::fs::copy(src, calib.join(name)).unwrap();
+    }
+    let out = dir.path().join("r20_int8.safetensors");
+    let q = run(zoo()
+        .args([
+            "quantize",
+            "resnet20",
+            "--weights",
+            &cifar20(),
+            "--method",
+            "minmax",
+            "--calib",
+        ])
+        .arg(&calib)
+        .arg("--out")
+        .arg(&out));
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    assert!(
+        String::from_utf8_lossy(&q.stderr).contains("19 convolutions quantized"),
+        "{}",
+        String::from_utf8_lossy(&q.stderr)
+    );
+    let r = run(zoo().args(["run", "--json"]).arg(&out).arg(&cat));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let line = json_lines(&r).remove(0);
+    assert_eq!(line["top"][0]["label"], "cat", "{line}");
+    assert!(line["top"][0]["prob"].as_f64().unwrap() > 0.9, "{line}");
+    // --out naming the input file is refused, and the input stays as it was.
+    let before = std::fs::read(&out).unwrap();
+    let again = run(zoo()
+        .args(["quantize"])
+        .arg(&out)
+        .arg("--calib")
+        .arg(&calib)
+        .arg("--out")
+        .arg(&out));
+    assert!(!again.status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+}
+
 /// The CPU kernels for bf16/f16 weights need AVX2 and FMA (else the weights stay f32, with a warning).
 #[cfg(target_arch = "x86_64")]
 fn has_reduced_kernels() -> bool {

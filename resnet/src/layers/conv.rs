@@ -171,6 +171,12 @@ impl Conv {
         Self::from_packed(packed, bias, spec)
     }
 
+    /// For an int8 conv ([`Conv::new_int8`], on the int8 kernel or its f32 fallback), how its inputs are
+    /// quantized.
+    pub fn int8_quant(&self) -> Option<super::ActQuant> {
+        self.packed.as_ref().and_then(|p| p.int8_quant())
+    }
+
     /// True when the conv multiplies int8 weights by int8 inputs.
     pub fn is_int8(&self) -> bool {
         self.packed.as_ref().is_some_and(|p| p.is_int8())

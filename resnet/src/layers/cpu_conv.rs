@@ -38,6 +38,8 @@ pub struct PackedConv {
     engine: Engine,
     /// Statistics of the inputs, while calibrating for int8 ([`PackedConv::observe`]).
     observer: std::sync::Mutex<Option<super::quant::Observer>>,
+    /// For an int8 conv (on the int8 kernel or its f32 fallback), how its inputs are quantized.
+    int8: Option<super::quant::ActQuant>,
 }
 
 /// The weights in the layout the engine reads.
@@ -253,6 +255,7 @@ impl PackedConv {
             bias,
             engine,
             observer: std::sync::Mutex::new(None),
+            int8: None,
         })
     }
 
@@ -281,7 +284,9 @@ impl PackedConv {
                 let q = &data[o * kpad..o * kpad + k];
                 row.iter_mut().zip(q).for_each(|(w, &q)| *w = f32::from(q) * w_scale[o]);
             }
-            return Self::from_vec(deq, bias, spec, engine);
+            let mut conv = Self::from_vec(deq, bias, spec, engine)?;
+            conv.int8 = Some(act);
+            return Ok(conv);
         }
         let mul = w_scale.iter().map(|s| s * act.scale).collect();
         let zw = sums.iter().map(|s| s * i32::from(act.zero)).collect();
@@ -293,7 +298,14 @@ impl PackedConv {
             zw,
             act,
         }));
-        Self::build(weights, bias, spec, engine)
+        let mut conv = Self::build(weights, bias, spec, engine)?;
+        conv.int8 = Some(act);
+        Ok(conv)
+    }
+
+    /// For a conv built by [`PackedConv::from_vec_int8`], how its inputs are quantized.
+    pub fn int8_quant(&self) -> Option<super::quant::ActQuant> {
+        self.int8
     }
 
     /// True when the conv multiplies int8 weights by int8 activations.

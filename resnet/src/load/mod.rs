@@ -26,6 +26,7 @@
 //! ```
 
 pub mod check;
+mod int8;
 pub mod meta;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ use crate::keys::{canonical_name, KeyScheme};
 use crate::{BnMode, ResNet, ResNetConfig};
 
 pub use check::{check_tensors, expected_tensors, tensor_info};
+pub use int8::save_int8;
 pub use meta::{write_metadata, StoredMetadata};
 
 /// What the loader should build, and how.
@@ -171,6 +173,9 @@ pub struct Loaded {
 /// On the CPU, a bf16 or f16 [`LoadOptions::dtype`] with BatchNorm folded reads the tensors as f32, folds,
 /// and rounds only the convolution weights, once ([`ResNet::load_with_weight_dtype`]).
 pub fn load(path: impl AsRef<Path>, opts: &LoadOptions, device: &Device) -> Result<Loaded> {
+    if let Some(raw) = int8::open_if_int8(path.as_ref())? {
+        return int8::load(&raw, opts, device);
+    }
     let reduced_cpu = device.is_cpu() && opts.bn_mode == BnMode::Fold && matches!(opts.dtype, DType::BF16 | DType::F16);
     if reduced_cpu {
         let f32_opts = LoadOptions {
@@ -195,6 +200,12 @@ pub fn load_tensors(
     opts: &LoadOptions,
     device: &Device,
 ) -> Result<(HashMap<String, Tensor>, CheckpointInfo)> {
+    if int8::open_if_int8(path)?.is_some() {
+        return Err(Error::Candle(candle_core::Error::Msg(format!(
+            "{} is an int8 checkpoint: it runs (`load`), but its tensors are not f32 weights to train; use the f32 one",
+            path.display()
+        ))));
+    }
     let (source, info) = open(path, opts)?;
     let raw = match source {
         Source::Safetensors(ck) => ck.load(device)?,
@@ -214,6 +225,9 @@ pub fn load_tensors(
 /// What the file at `path` holds and what it would be built as, checked tensor by tensor, reading only the
 /// header of a safetensors file (a `.pth` is read whole).
 pub fn inspect(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<CheckpointInfo> {
+    if let Some(raw) = int8::open_if_int8(path.as_ref())? {
+        return int8::info(&raw, opts);
+    }
     Ok(open(path.as_ref(), opts)?.1)
 }
 

@@ -60,45 +60,6 @@ pub struct Args {
     calib_method: String,
 }
 
-/// Image files of `dir` (by extension), sorted by name, at most `max`.
-fn calibration_images(dir: &std::path::Path, max: usize) -> Result<Vec<std::path::PathBuf>> {
-    const EXT: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| anyhow::anyhow!("--int8-calib {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| EXT.contains(&e.to_ascii_lowercase().as_str()))
-        })
-        .collect();
-    files.sort();
-    files.truncate(max);
-    if files.is_empty() {
-        anyhow::bail!(
-            "--int8-calib {}: no images (jpg, png, bmp, gif, tiff, webp) in it",
-            dir.display()
-        );
-    }
-    Ok(files)
-}
-
-/// `model` quantized to int8, calibrated on the images of `dir` through `p`'s preprocessing.
-fn quantize(p: &resnet::Pretrained, dir: &std::path::Path, method: &str) -> Result<ResNet> {
-    let method = resnet::layers::Calibration::from_name(method).expect("checked by clap");
-    let images = calibration_images(dir, 64)?;
-    let mut batches = Vec::new();
-    for chunk in images.chunks(16) {
-        let xs = chunk
-            .iter()
-            .map(|f| p.preprocess_file(f))
-            .collect::<resnet::Result<Vec<_>>>()?;
-        batches.push(Tensor::stack(&xs, 0)?);
-    }
-    Ok(p.model.quantize_int8(&batches, method)?)
-}
-
 fn parse_engine(s: &str) -> Result<Option<Engine>, String> {
     if s == "auto" {
         return Ok(None);
@@ -137,7 +98,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 if !device.is_cpu() || dtype != candle_core::DType::F32 {
                     anyhow::bail!("--int8-calib quantizes an f32 model on the CPU (--device cpu, --dtype f32)");
                 }
-                (quantize(&loaded, dir, &args.calib_method)?, None)
+                (
+                    crate::cmd::quantize::quantize(&loaded, dir, &args.calib_method, 64)?.0,
+                    None,
+                )
             }
             None => (loaded.model, None),
         }

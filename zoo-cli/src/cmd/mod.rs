@@ -10,5 +10,6 @@ pub mod gradflow;
 pub mod info;
 pub mod list;
 pub mod preprocess;
+pub mod quantize;
 pub mod run;
 pub mod serve;
