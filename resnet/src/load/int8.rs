@@ -200,11 +200,11 @@ pub(super) fn load(raw: &RawCheckpoint, opts: &LoadOptions, device: &Device) -> 
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        if v.iter().any(|x| !x.is_finite() || (positive && *x <= 0.0)) {
-            return Err(corrupt(format!(
-                "`{name}` holds values that are not finite{}",
-                if positive { " and positive" } else { "" }
-            )));
+        // A scale must be a positive normal number (its reciprocal, the quantizer's step, then stays finite).
+        let bad = |x: &f32| !x.is_finite() || (positive && (*x <= 0.0 || !x.is_normal()));
+        if v.iter().any(bad) {
+            let what = if positive { "positive normal numbers" } else { "finite" };
+            return Err(corrupt(format!("`{name}` holds values that are not {what}")));
         }
         Ok(v)
     };

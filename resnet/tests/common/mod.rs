@@ -35,6 +35,23 @@ pub fn shared(rel: &str) -> PathBuf {
     root.join(rel)
 }
 
+/// `.data/<rel>` (fetched by `scripts/fetch_test_data.sh`), or `None` with a loud warning when it is absent
+/// outside CI; under CI (env `CI` set) missing data fails.
+pub fn data(rel: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.data").join(rel);
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{} is missing: run scripts/fetch_test_data.sh", path.display());
+    }
+    eprintln!(
+        "\n*** SKIPPED: {} is missing; run scripts/fetch_test_data.sh ***\n",
+        path.display()
+    );
+    None
+}
+
 /// All tensors of a safetensors file and its `__metadata__`.
 pub fn load(path: &std::path::Path) -> (HashMap<String, Tensor>, HashMap<String, String>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));

@@ -58,6 +58,20 @@ fn naive(
     out
 }
 
+/// Uniform values in [-1, 1) from a seed (a 64-bit LCG): the same case for the same seed.
+fn uniform(seed: u64) -> impl FnMut() -> f32 {
+    let mut rng = seed;
+    move || {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((rng >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// The largest absolute difference of two equally long slices.
+fn max_err(got: &[f32], want: &[f32]) -> f32 {
+    got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
+}
+
 /// Runs one case on every engine this CPU supports; the error is the largest difference to the naive
 /// result relative to the size of the terms summed.
 #[allow(clippy::too_many_arguments)]
@@ -77,11 +91,7 @@ fn check(
     let dev = Device::Cpu;
     let mut spec = ConvSpec::new(c, o, k, stride).with_groups(groups);
     spec.padding = padding;
-    let mut rng = seed;
-    let mut next = move || {
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((rng >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    };
+    let mut next = uniform(seed);
     let (oh, ow) = (spec.output_size(h), spec.output_size(w));
     let x: Vec<f32> = (0..n * c * h * w).map(|_| next()).collect();
     let weight: Vec<f32> = (0..o * c / groups * k * k).map(|_| next()).collect();
@@ -116,7 +126,7 @@ fn check(
             .forward(&xt, residual.then_some(&rt), relu)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let err = max_err(&got, &want);
         assert!(
             err <= tol,
             "{engine:?}: n{n} c{c} o{o} k{k} s{stride} p{padding} g{groups} {h}x{w} residual {residual} relu {relu}: {err} > {tol}"
@@ -172,7 +182,7 @@ fn check(
                 .forward(&xt, residual.then_some(&rt), relu)?
                 .flatten_all()?
                 .to_vec1::<f32>()?;
-            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let err = max_err(&got, &want);
             assert!(
                 err <= tol,
                 "{engine:?} {dtype:?} (held {held:?}, {:?}): n{n} c{c} o{o} k{k} s{stride} p{padding} g{groups} {h}x{w} residual {residual} relu {relu}: {err} > {tol}",
@@ -267,11 +277,7 @@ fn check_int8(
 ) -> Result<()> {
     use crate::layers::quant::ActQuant;
     let spec = ConvSpec::new(c, o, k, stride);
-    let mut rng = seed;
-    let mut next = move || {
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((rng >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    };
+    let mut next = uniform(seed);
     let (oh, ow) = (spec.output_size(h), spec.output_size(w));
     // Post-ReLU-like inputs (>= 0) or signed ones; a few beyond the calibrated range, to clip.
     let x: Vec<f32> = (0..n * c * h * w)
@@ -319,7 +325,7 @@ fn check_int8(
         .flatten_all()?
         .to_vec1::<f32>()?;
     let tol = 1e-5 * (kk as f32) + 1e-4;
-    let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let err = max_err(&got, &want);
     assert!(
         err <= tol,
         "int8 {}: n{n} c{c} o{o} k{k} s{stride} {h}x{w} signed {signed} residual {residual}: {err} > {tol}",
