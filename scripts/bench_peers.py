@@ -16,6 +16,12 @@ timed runs after 3 warm-up runs, reported in ms/img.
     .venv/bin/python scripts/bench_peers.py --ours target/release/zoo --engines auto,auto:int8 --int8-calib DIR
                                                              # + ONNX Runtime int8 (quantize_static) and our int8,
                                                              # both calibrated on DIR's images
+    .venv/bin/python scripts/bench_peers.py --ours target/release/zoo --engines auto,auto:int8-amx,auto:int8-vnni \
+        --int8-calib DIR --rounds 3                          # each of our int8 kernels
+
+    cargo build --release --manifest-path benches/rust-peers/Cargo.toml --target-dir target/rust-peers
+    .venv/bin/python scripts/bench_peers.py --ours target/release/zoo --rust-peers target/rust-peers/release/rust-peers-bench \
+        --rounds 3                                           # + the pure-Rust runtimes rten and tract, same ONNX file
 
 With --ours, each (model, batch) row also runs `zoo bench` right after PyTorch and ONNX Runtime, so the
 three share the machine's state of that moment (timings here drift by up to 2x over minutes).
@@ -44,11 +50,21 @@ def median_ms(fn, warmup=3, iters=10):
 
 def ours_ms(zoo, name, batch, iters, engine="auto", dtype="f32", threads=2, calib=None):
     """ms/img of our network from `zoo bench --json` (3 warm-ups, median of `iters`, same threads); dtype int8
-    quantizes with `--int8-calib calib`."""
-    precision = ["--int8-calib", calib] if dtype == "int8" else ["--dtype", dtype]
+    quantizes with `--int8-calib calib`, `int8-KERNEL` (int8-amx, int8-vnni, int8-f32) also sets ZOO_INT8_KERNEL."""
+    precision = ["--int8-calib", calib] if dtype.startswith("int8") else ["--dtype", dtype]
+    env = dict(os.environ)
+    if dtype.startswith("int8-"):
+        env["ZOO_INT8_KERNEL"] = dtype[len("int8-"):]
     out = subprocess.run([zoo, "bench", name, "--batch", str(batch), "--iters", str(iters), "--warmup", "3", "--json",
                           "--threads", str(threads), "--engine", engine, *precision],
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, capture_output=True, text=True, env=env).stdout
+    return json.loads(out)["median_ms"] / batch
+
+
+def rust_peer_ms(binary, runtime, onnx_path, batch, iters, threads):
+    """ms/img of rten or tract on the exported ONNX file (benches/rust-peers: 3 warm-ups, median of `iters`)."""
+    out = subprocess.run([binary, runtime, onnx_path, str(batch), "--iters", str(iters), "--warmup", "3",
+                          "--threads", str(threads)], check=True, capture_output=True, text=True).stdout
     return json.loads(out)["median_ms"] / batch
 
 
@@ -116,10 +132,15 @@ def main():
     ap.add_argument("--ours", metavar="ZOO", help="path of a release `zoo` binary to time alongside")
     ap.add_argument("--engines", default="auto",
                     help="comma-separated `zoo bench --engine` values to time (auto, avx512, avx2, portable), each "
-                         "optionally with `:DTYPE` (`auto:bf16`: `--dtype bf16`)")
+                         "optionally with `:DTYPE` (`auto:bf16`: `--dtype bf16`; `auto:int8`, or `auto:int8-vnni` for one int8 "
+                         "kernel)")
     ap.add_argument("--int8-calib", metavar="DIR",
                     help="also time ONNX Runtime int8 (quantize_static, QDQ, per-channel weights, calibrated on the "
                          "images of DIR); `:int8` engines use the same folder")
+    ap.add_argument("--rust-peers", metavar="BIN",
+                    help="also time rten and tract on the same ONNX file with BIN, the release build of "
+                         "benches/rust-peers (cargo build --release --manifest-path benches/rust-peers/Cargo.toml "
+                         "--target-dir target/rust-peers)")
     ap.add_argument("--torch-bf16", action="store_true",
                     help="also time PyTorch under torch.autocast('cpu', dtype=torch.bfloat16)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds over every row; ratios are per round")
@@ -162,12 +183,14 @@ def main():
             if ort is not None and args.int8_calib:
                 sess8 = ort_int8_session(ort, path, os.path.join(tmp.name, f"{name}.int8.onnx"), args.int8_calib,
                                          batch, so)
-            rows.append((name, batch, model, x, (sess, sess8), tmp))
+            rows.append((name, batch, model, x, (sess, sess8), tmp, path if ort is not None else None))
     header = f"{'round':>5} {'model':<9} {'batch':>5} {'torch ms/img':>13} {'ort ms/img':>11}"
     if args.torch_bf16:
         header += f" {'torch bf16':>11}"
     if args.int8_calib:
         header += f" {'ort int8':>9}"
+    if args.rust_peers:
+        header += f" {'rten':>7} {'tract':>7}"
     for e in engines:
         header += f" {'zoo ' + e:>15} {'ort/zoo':>8} {'torch/zoo':>9}"
         if args.torch_bf16:
@@ -175,7 +198,7 @@ def main():
     print(header)
     results = []
     for rnd in range(1, args.rounds + 1):
-        for name, batch, model, x, (sess, sess8), _ in rows:
+        for name, batch, model, x, (sess, sess8), _, onnx_path in rows:
             with torch.inference_mode():
                 t_torch = median_ms(lambda: model(x), iters=args.iters) / batch
             t_ort = float("nan")
@@ -193,6 +216,11 @@ def main():
                 xn = x.numpy()
                 t_ort8 = median_ms(lambda: sess8.run(None, {"x": xn}), iters=args.iters) / batch
                 line += f" {t_ort8:>9.1f}"
+            t_rust = {}
+            if args.rust_peers and onnx_path is not None:
+                for runtime in ["rten", "tract"]:
+                    t_rust[runtime] = rust_peer_ms(args.rust_peers, runtime, onnx_path, batch, args.iters, args.threads)
+                    line += f" {t_rust[runtime]:>7.1f}"
             ours = {}
             for e in engines:
                 engine, _, dtype = e.partition(":")
@@ -203,9 +231,12 @@ def main():
                     line += f" {t_bf16 / t:>9.2f}x"
                 if sess8 is not None:
                     line += f" ort8/zoo {t_ort8 / t:.2f}x"
+                for runtime, tr in t_rust.items():
+                    line += f" {runtime}/zoo {tr / t:.2f}x"
             print(line, flush=True)
             results.append({"round": rnd, "model": name, "batch": batch, "torch_ms_per_img": t_torch,
-                            "torch_bf16_ms_per_img": t_bf16, "ort_ms_per_img": t_ort, "ort_int8_ms_per_img": t_ort8, "zoo_ms_per_img": ours})
+                            "torch_bf16_ms_per_img": t_bf16, "ort_ms_per_img": t_ort, "ort_int8_ms_per_img": t_ort8, "zoo_ms_per_img": ours,
+                            **{f"{r}_ms_per_img": v for r, v in t_rust.items()}})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

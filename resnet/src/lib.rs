@@ -66,7 +66,9 @@
 //! - the CPU convolution's engines (our AVX-512 and AVX2 micro-kernels, the portable `gemm` path, the
 //!   choice as an explicit enum): [`layers::engine`];
 //! - reduced precision on the CPU (bf16 / f16 weights, f32 sums: AMX-BF16 tiles, AVX512-BF16 dot products or
-//!   widened weights, the choice as [`layers::Bf16Kernel`]): [`ResNet::load_with_weight_dtype`].
+//!   widened weights, the choice as [`layers::Bf16Kernel`]): [`ResNet::load_with_weight_dtype`];
+//! - int8 post-training quantization (calibration [`layers::Calibration`], int8 weights by uint8 inputs on
+//!   AMX-INT8 tiles or AVX512-VNNI dot products, the choice as [`layers::Int8Kernel`]): [`ResNet::quantize_int8`].
 //!
 //! CLIP's ResNets (`resnet50_clip` .. `resnet50x64_clip`, Radford et al. 2021) are members too: a three-conv stem
 //! with an average pool ([`StemKind::Clip`]), anti-aliased strides (an average pool takes the stride in the

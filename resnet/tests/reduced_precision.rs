@@ -211,11 +211,7 @@ fn int8_quantized_nets_agree_with_f32() {
         let batch: Vec<Tensor> = calib.into_iter().map(|(_, t)| t).collect();
         (vec![Tensor::stack(&batch, 0).unwrap()], eval)
     };
-    let kernel = if resnet::layers::quant::int8_kernel_supported() {
-        "amx-int8"
-    } else {
-        "f32 simulation"
-    };
+    let kernel = resnet::layers::Int8Kernel::detect().name();
     // CIFAR: the thumbnails; the zero and sine inputs are measured too.
     let dev = Device::Cpu;
     let photos = photo_inputs(&weights::PreprocessConfig::cifar());

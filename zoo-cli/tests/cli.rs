@@ -145,6 +145,39 @@ fn quantize_writes_an_int8_checkpoint_that_runs() {
         .arg(&out));
     assert!(!again.status.success());
     assert_eq!(std::fs::read(&out).unwrap(), before);
+    // `zoo bench --int8-calib --layers`: the int8 weights' bytes, and each layer's error against f32 on a
+    // calibration photo, small where ResNet-20's own f32 outputs are not.
+    let b = run(zoo()
+        .args([
+            "bench",
+            "resnet20",
+            "--weights",
+            &cifar20(),
+            "--size",
+            "32",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+        ])
+        .args(["--layers", "--json", "--calib-method", "minmax", "--int8-calib"])
+        .arg(&calib));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let v: Value = serde_json::from_str(&stdout(&b)).unwrap();
+    // 269 722 parameters, 267 696 of them conv weights (one byte each on an int8 kernel; each output
+    // channel's two BatchNorm parameters become the int8 conv's bias and weight scale, f32).
+    let bytes = v["weight_bytes"].as_u64().unwrap();
+    let int8 = resnet::layers::quant::int8_kernel_supported();
+    assert_eq!(bytes, if int8 { 269_722 * 4 - 267_696 * 3 } else { 269_722 * 4 }, "{v}");
+    let errors: Vec<f64> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["rel_error_vs_f32"].as_f64())
+        .collect();
+    assert!(errors.len() >= 19, "{v}");
+    assert!(errors.iter().all(|e| e.is_finite() && *e < 0.2), "{errors:?}");
+    assert!(errors.iter().any(|e| *e > 1e-4), "int8 changed nothing: {errors:?}");
 }
 
 /// The CPU kernels for bf16/f16 weights need AVX2 and FMA (else the weights stay f32, with a warning).

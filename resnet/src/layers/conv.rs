@@ -182,6 +182,11 @@ impl Conv {
         self.packed.as_ref().is_some_and(|p| p.is_int8())
     }
 
+    /// For an int8 conv, the kernel that multiplies it (on the int8 kernel or, with [`super::Int8Kernel::Dequantized`], its f32 fallback).
+    pub fn int8_kernel(&self) -> Option<super::Int8Kernel> {
+        self.packed.as_ref().and_then(|p| p.int8_kernel())
+    }
+
     /// The CPU kernel's packed conv, where there is one.
     pub(crate) fn packed(&self) -> Option<&Arc<PackedConv>> {
         self.packed.as_ref()

@@ -26,7 +26,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result,
 use rayon::prelude::*;
 
 use super::conv::ConvSpec;
-use super::engine::{reduced, Bf16Kernel, Engine, Epilogue, Gemm, Lhs};
+use super::engine::{reduced, Bf16Kernel, Engine, Epilogue, Gemm, Int8Kernel, Lhs};
 
 /// Weights and bias of one convolution, laid out once, at load, for its [`Engine`].
 pub struct PackedConv {
@@ -57,7 +57,8 @@ enum Weights {
     Bf16 { data: Vec<u32>, rows: usize, dot: bool },
     /// bf16 OIHW rows padded to `kpad` steps, for the AMX kernel (channels per group a multiple of 16).
     Bf16Rows { data: Vec<u16>, kpad: usize },
-    /// int8 OIHW rows padded to `kpad` bytes, per-channel scales, and how inputs are quantized (AMX-INT8).
+    /// int8 OIHW rows padded to `kpad` bytes, per-channel scales, and how inputs are quantized (AMX-INT8 or
+    /// AVX512-VNNI).
     Int8(Box<Int8Weights>),
     /// The f32 panels' layout in f16, widened to f32 block by block as the kernel goes.
     F16 { data: Vec<u16>, rows: usize },
@@ -74,6 +75,8 @@ struct Int8Weights {
     /// Per output channel: `z * sum_k q_w`.
     zw: Vec<i32>,
     act: super::quant::ActQuant,
+    /// AMX-INT8 or AVX512-VNNI (never [`Int8Kernel::Dequantized`]: those weights are f32 panels).
+    kernel: Int8Kernel,
 }
 
 impl std::fmt::Debug for PackedConv {
@@ -260,14 +263,26 @@ impl PackedConv {
     }
 
     /// An int8 conv from f32 OIHW weights: quantized per output channel, inputs quantized with `act`, on
-    /// the AMX-INT8 kernel. Where that kernel does not apply (a CPU without AMX-INT8, output channels per
-    /// group not a multiple of 16) the weights are the dequantized int8 values in f32, multiplied in f32
-    /// ([`PackedConv::is_int8`] tells which).
+    /// [`Int8Kernel::detect`]'s kernel (see [`PackedConv::from_vec_int8_with`]).
     pub fn from_vec_int8(
         oihw: Vec<f32>,
         bias: Option<&Tensor>,
         spec: ConvSpec,
         act: super::quant::ActQuant,
+    ) -> Result<Self> {
+        Self::from_vec_int8_with(oihw, bias, spec, act, Int8Kernel::detect())
+    }
+
+    /// [`PackedConv::from_vec_int8`] on a given int8 kernel. Where it does not apply (the CPU lacks it,
+    /// it is [`Int8Kernel::Dequantized`], output channels per group are not a multiple of 16, or the
+    /// engine is not AVX-512) the weights are the dequantized int8 values in f32, multiplied in f32
+    /// ([`PackedConv::int8_kernel`] tells which).
+    pub fn from_vec_int8_with(
+        oihw: Vec<f32>,
+        bias: Option<&Tensor>,
+        spec: ConvSpec,
+        act: super::quant::ActQuant,
+        kernel: Int8Kernel,
     ) -> Result<Self> {
         let k = spec.depth();
         if oihw.len() != spec.out_channels * k {
@@ -277,7 +292,7 @@ impl PackedConv {
         let (data, w_scale, sums) = reduced::quantize_int8(&oihw, k, kpad);
         let engine = Self::engine_for(&spec, Engine::current());
         let og = spec.out_channels / spec.groups.max(1);
-        if !(super::quant::int8_kernel_supported() && engine == Engine::Avx512 && og.is_multiple_of(16)) {
+        if !(kernel.is_integer() && kernel.is_supported() && engine == Engine::Avx512 && og.is_multiple_of(16)) {
             // The values the int8 weights stand for, in f32.
             let mut deq = oihw;
             for (o, row) in deq.chunks_exact_mut(k.max(1)).enumerate() {
@@ -297,10 +312,21 @@ impl PackedConv {
             mul,
             zw,
             act,
+            kernel,
         }));
         let mut conv = Self::build(weights, bias, spec, engine)?;
         conv.int8 = Some(act);
         Ok(conv)
+    }
+
+    /// For an int8 conv, the kernel that multiplies it ([`Int8Kernel::Dequantized`] where its dequantized
+    /// weights are multiplied in f32); `None` for other convs.
+    pub fn int8_kernel(&self) -> Option<Int8Kernel> {
+        match (&self.weights, self.int8) {
+            (Weights::Int8(w), _) => Some(w.kernel),
+            (_, Some(_)) => Some(Int8Kernel::Dequantized),
+            _ => None,
+        }
     }
 
     /// For a conv built by [`PackedConv::from_vec_int8`], how its inputs are quantized.
@@ -453,6 +479,27 @@ impl PackedConv {
         Ok(out)
     }
 
+    /// Runs `f` on one image as im2col should read it: for a conv on an int8 kernel quantized once (in this
+    /// thread's buffer; by the pool if `parallel`), so that unfolding moves bytes, not floats; else as it is.
+    fn with_image<R>(&self, x: &[f32], parallel: bool, f: impl FnOnce(Image) -> R) -> R {
+        #[cfg(target_arch = "x86_64")]
+        if let Weights::Int8(w) = &self.weights {
+            let (inv, zero) = (1.0 / w.act.scale, w.act.zero);
+            return with_buffer(&IMAGE8, x.len(), |buf| {
+                // SAFETY: int8 weights exist only on the AVX-512 engine (`from_vec_int8_with`).
+                let quantize =
+                    |(src, dst): (&[f32], &mut [u8])| unsafe { super::engine::int8::quantize(src, inv, zero, dst) };
+                const CHUNK: usize = 16 * 1024;
+                match parallel {
+                    true => x.par_chunks(CHUNK).zip(buf.par_chunks_mut(CHUNK)).for_each(quantize),
+                    false => quantize((x, buf)),
+                }
+                f(Image::U8(buf, zero))
+            });
+        }
+        f(Image::F32(x))
+    }
+
     /// One image; `parallel` spreads it over the thread pool (im2col by channel, the GEMM by group, by
     /// column block or by row block).
     #[allow(clippy::too_many_arguments)]
@@ -475,11 +522,13 @@ impl PackedConv {
         let threads = if parallel { rayon::current_num_threads() } else { 1 };
         if !direct && g == 1 {
             if let Some(band) = band_cols(c * s.kernel * s.kernel, oh * ow, threads, self.engine.strip_cols()) {
-                return self.run_banded(weight, x, (c, h, w), (oh, ow), band, dst, residual, relu, parallel);
+                return self.with_image(x, parallel, |img| {
+                    self.run_banded(weight, img, (c, h, w), (oh, ow), band, dst, residual, relu, parallel)
+                });
             }
         }
         let out = OutPtr(dst.as_mut_ptr());
-        let dispatch = |rhs: &[f32]| {
+        let dispatch = |rhs: RhsData| {
             let rhs = Rhs {
                 data: rhs,
                 stride: p,
@@ -529,11 +578,10 @@ impl PackedConv {
             }
         };
         if direct {
-            dispatch(x);
+            dispatch(RhsData::F32(x));
         } else {
-            with_cols(c * s.kernel * s.kernel * p, |cols| {
-                im2col(x, (c, h, w), s, ow, (0, p), cols, parallel);
-                dispatch(cols);
+            self.with_image(x, parallel, |img| {
+                unfold(img, (c, h, w), s, ow, (0, p), parallel, dispatch)
             });
         }
     }
@@ -545,7 +593,7 @@ impl PackedConv {
     fn run_banded(
         &self,
         weight: &[f32],
-        x: &[f32],
+        x: Image,
         (c, h, w): (usize, usize, usize),
         (oh, ow): (usize, usize),
         band: usize,
@@ -555,13 +603,11 @@ impl PackedConv {
         parallel: bool,
     ) {
         let s = &self.spec;
-        let k = c * s.kernel * s.kernel;
         let p = oh * ow;
         let out = OutPtr(dst.as_mut_ptr());
         let run = |b: usize| {
             let (c0, c1) = (b * band, ((b + 1) * band).min(p));
-            with_cols(k * (c1 - c0), |cols| {
-                im2col(x, (c, h, w), s, ow, (c0, c1), cols, false);
+            unfold(x, (c, h, w), s, ow, (c0, c1), false, |cols| {
                 let rhs = Rhs {
                     data: cols,
                     stride: c1 - c0,
@@ -644,7 +690,12 @@ impl PackedConv {
                         zero: w.act.zero,
                         mul: w.mul.as_ptr().add(first),
                         zw: w.zw.as_ptr().add(first),
+                        b8: match rhs.data {
+                            RhsData::U8(d) => d.as_ptr().add(t.group * kk * rhs.stride + c0 - rhs.first_col),
+                            RhsData::F32(_) => std::ptr::null(),
+                        },
                     },
+                    vnni: w.kernel == Int8Kernel::Vnni,
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -662,7 +713,10 @@ impl PackedConv {
             n: c1 - c0,
             k: kk,
             a,
-            b: rhs.data.as_ptr().add(t.group * kk * rhs.stride + c0 - rhs.first_col),
+            b: match rhs.data {
+                RhsData::F32(d) => d.as_ptr().add(t.group * kk * rhs.stride + c0 - rhs.first_col),
+                RhsData::U8(_) => std::ptr::null(),
+            },
             ldb: rhs.stride,
             c: out.0.add(first * p + c0),
             ldc: p,
@@ -699,9 +753,24 @@ fn band_cols(k: usize, p: usize, threads: usize, step: usize) -> Option<usize> {
 /// whose column 0 is output column `first_col`.
 #[derive(Clone, Copy)]
 struct Rhs<'a> {
-    data: &'a [f32],
+    data: RhsData<'a>,
     stride: usize,
     first_col: usize,
+}
+
+/// The values of a GEMM operand: f32, or (an int8 conv's unfolded input) bytes quantized before im2col.
+#[derive(Clone, Copy)]
+enum RhsData<'a> {
+    F32(&'a [f32]),
+    U8(&'a [u8]),
+}
+
+/// One image's input before im2col: f32, or quantized once to bytes for an int8 conv, with the zero point
+/// that stands for 0 (and pads).
+#[derive(Clone, Copy)]
+enum Image<'a> {
+    F32(&'a [f32]),
+    U8(&'a [u8], u8),
 }
 
 /// A block of one image's output: rows (within the group) and columns, half-open.
@@ -722,18 +791,26 @@ unsafe impl Sync for OutPtr {}
 thread_local! {
     /// The im2col buffer, kept per thread so that steady-state inference does not allocate it.
     static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The same for int8 convs' unfolded bytes.
+    static COLS8: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// An int8 conv's input image, quantized.
+    static IMAGE8: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's im2col buffer, grown to `len`. The buffer is taken out of the thread-local
+/// Runs `f` on this thread's buffer `key`, grown to `len`. The buffer is taken out of the thread-local
 /// while `f` runs: `f` may start rayon work, and rayon may meanwhile run another task on this thread (say,
 /// another forward pass of a caller's parallel loop), which then simply gets a fresh buffer.
-fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = COLS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+fn with_buffer<T: Copy + Default + 'static, R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    let mut buf = key.with(|c| std::mem::take(&mut *c.borrow_mut()));
     if buf.len() < len {
-        buf.resize(len, 0.0);
+        buf.resize(len, T::default());
     }
     let result = f(&mut buf[..len]);
-    COLS.with(|c| {
+    key.with(|c| {
         let mut kept = c.borrow_mut();
         if kept.len() < buf.len() {
             *kept = buf;
@@ -742,22 +819,48 @@ fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     result
 }
 
+/// Unfolds output columns `cols` of one image (see [`im2col`]) into this thread's buffer of its type and
+/// hands it to `f`.
+fn unfold<R>(
+    x: Image,
+    chw: (usize, usize, usize),
+    s: &ConvSpec,
+    ow: usize,
+    cols: (usize, usize),
+    parallel: bool,
+    f: impl FnOnce(RhsData) -> R,
+) -> R {
+    let len = chw.0 * s.kernel * s.kernel * (cols.1 - cols.0);
+    match x {
+        Image::F32(x) => with_buffer(&COLS, len, |buf| {
+            im2col(x, chw, s, ow, cols, buf, 0.0, parallel);
+            f(RhsData::F32(buf))
+        }),
+        Image::U8(x, zero) => with_buffer(&COLS8, len, |buf| {
+            im2col(x, chw, s, ow, cols, buf, zero, parallel);
+            f(RhsData::U8(buf))
+        }),
+    }
+}
+
 /// Unfolds the output columns (flattened y * OW + x) `c0..c1` of one image (C, H, W) into
 /// (C * k * k, c1 - c0): row (c, i, j), column (y, x) holds the input pixel kernel tap (i, j) sees for
-/// output (y, x), zero in the padding.
-fn im2col(
-    x: &[f32],
+/// output (y, x), `zero` in the padding (0 for f32; for quantized bytes the zero point, which stands for 0).
+#[allow(clippy::too_many_arguments)]
+fn im2col<T: Copy + Send + Sync>(
+    x: &[T],
     (c, h, w): (usize, usize, usize),
     s: &ConvSpec,
     ow: usize,
     (c0, c1): (usize, usize),
-    cols: &mut [f32],
+    cols: &mut [T],
+    zero: T,
     parallel: bool,
 ) {
     let (k, st, pad) = (s.kernel, s.stride, s.padding);
     let p = c1 - c0;
     // One row per (channel, tap): enough rows to keep every thread busy even for the 3-channel stem.
-    let fill = |r: usize, row: &mut [f32]| {
+    let fill = |r: usize, row: &mut [T]| {
         let (ci, i, j) = (r / (k * k), r / k % k, r % k);
         let src = &x[ci * h * w..(ci + 1) * h * w];
         // Output columns ox whose input column ox*st + j - pad lies inside [0, w).
@@ -777,13 +880,13 @@ fn im2col(
             q += xe - xs;
             let y = (oy * st + i) as isize - pad as isize;
             if y < 0 || y >= h as isize {
-                out.fill(0.0);
+                out.fill(zero);
                 continue;
             }
             let line = &src[y as usize * w..(y as usize + 1) * w];
             let (a, b) = (x0.clamp(xs, xe), x1.clamp(xs, xe));
-            out[..a - xs].fill(0.0);
-            out[b - xs..].fill(0.0);
+            out[..a - xs].fill(zero);
+            out[b - xs..].fill(zero);
             if b > a {
                 gather(&mut out[a - xs..b - xs], &line[a * st + j - pad..], st);
             }
@@ -801,7 +904,7 @@ fn im2col(
 }
 
 /// `dst[n] = src[n * stride]`.
-fn gather(dst: &mut [f32], src: &[f32], stride: usize) {
+fn gather<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
     let n = dst.len();
     match stride {
         1 => dst.copy_from_slice(&src[..n]),

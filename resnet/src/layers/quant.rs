@@ -188,14 +188,10 @@ fn entropy(bins: &[u64], range: f32, levels: usize) -> f32 {
     best.1 as f32 * range / n as f32
 }
 
-/// True when this CPU runs the int8 kernel (AMX-INT8, on Linux with the tile state granted).
+/// True when this CPU runs an int8 kernel (AMX-INT8, on Linux with the tile state granted, or AVX512-VNNI)
+/// and it was not turned off (`ZOO_INT8_KERNEL=f32`): [`super::Int8Kernel::detect`] is not the f32 one.
 pub fn int8_kernel_supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        super::Engine::Avx512.is_supported() && super::engine::amx::is_int8_supported()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::Int8Kernel::detect().is_integer()
 }
 
 #[cfg(test)]

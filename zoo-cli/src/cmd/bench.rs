@@ -33,7 +33,8 @@ pub struct Args {
     /// Timed passes (the median and p90 are reported).
     #[arg(long, default_value = "10", value_parser = |s: &str| crate::args::in_range(s, 1, 100_000))]
     iters: usize,
-    /// Time every layer: stem ops, each block, and inside blocks each conv, the shortcut and the add.
+    /// Time every layer: stem ops, each block, and inside blocks each conv, the shortcut and the add; with
+    /// reduced precision (--dtype bf16/f16, --int8-calib) also each layer's error against f32.
     #[arg(long)]
     layers: bool,
     /// auto, cpu, cuda, cuda:N or metal.
@@ -50,7 +51,8 @@ pub struct Args {
     #[arg(long, default_value = "auto", value_parser = |s: &str| parse_engine(s).map(|_| s.to_string()))]
     engine: String,
     /// Quantize the model to int8 before timing (post-training static quantization on the CPU), calibrated on
-    /// the images of this folder (the first 64, sorted by name; the model's preprocessing).
+    /// the images of this folder (the first 64, sorted by name; the model's preprocessing). The int8 kernel
+    /// is the fastest this CPU has (AMX-INT8, AVX512-VNNI) unless `ZOO_INT8_KERNEL` (amx, vnni, f32) names one.
     #[arg(long, value_name = "DIR")]
     int8_calib: Option<std::path::PathBuf>,
     /// How int8 calibration picks each layer's input range: minmax, percentile (99.99), percentile:P, entropy.
@@ -80,6 +82,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let started = Instant::now();
     // A CLIP model: its image tower is timed like any ResNet, then its text tower.
+    // With --int8-calib: the first calibration image, the input layer errors are measured on (random noise
+    // lies outside the range the activations were calibrated on).
+    let mut photo = None;
     let (image_tower, clip) = if crate::classifier::is_clip(&args.model) {
         let file = std::path::Path::new(&args.model).is_file();
         let clip = match &args.weights {
@@ -97,6 +102,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             Some(dir) => {
                 if !device.is_cpu() || dtype != candle_core::DType::F32 {
                     anyhow::bail!("--int8-calib quantizes an f32 model on the CPU (--device cpu, --dtype f32)");
+                }
+                if let Some(first) = crate::cmd::quantize::calibration_images(dir, 1)?.first() {
+                    photo = Some(loaded.preprocess_file(first)?.unsqueeze(0)?);
                 }
                 (
                     crate::cmd::quantize::quantize(&loaded, dir, &args.calib_method, 64)?.0,
@@ -138,9 +146,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         },
     )?;
     let flops = 2 * ops.iter().map(|o| o.macs).sum::<u64>();
-    // With reduced-precision weights on the CPU: each layer's error against the same network in f32.
-    let errors = match args.layers && device.is_cpu() && dtype != candle_core::DType::F32 && clip.is_none() {
-        true => Some(layer_errors(&args, &device, model, &x)?),
+    // With reduced-precision weights on the CPU (bf16/f16, or int8 quantized here from the f32 network):
+    // each layer's error against the same network in f32.
+    let reduced = dtype != candle_core::DType::F32 || args.int8_calib.is_some();
+    let errors = match args.layers && device.is_cpu() && reduced && clip.is_none() {
+        true => Some(layer_errors(&args, &device, model, photo.as_ref().unwrap_or(&x))?),
         false => None,
     };
     // The custom CPU engines serve f32 on the CPU; judge their layers against the FMA peak of the moment.
@@ -151,7 +161,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         None
     };
-    let weight_bytes = (model.num_params() * dtype.size_in_bytes()) as u64;
+    // Held bytes: int8 convs hold one byte per weight (their scales and biases are counted as f32).
+    let int8_weights: usize = model
+        .conv_layers()
+        .iter()
+        .filter(|(_, c)| c.conv().is_int8())
+        .map(|(_, c)| c.conv().spec().out_channels * c.conv().spec().depth())
+        .sum();
+    let weight_bytes = (model.num_params() * dtype.size_in_bytes() - int8_weights * (dtype.size_in_bytes() - 1)) as u64;
     let report = Report {
         kernels: conv_kernels(model),
         engine,
@@ -265,8 +282,9 @@ fn conv_kernels(model: &ResNet) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for (_, c) in model.conv_layers() {
         let c = c.conv();
-        let key = match (c.bf16_kernel(), c.is_int8()) {
-            (_, true) => "int8 on amx-int8".to_string(),
+        let key = match (c.bf16_kernel(), c.int8_kernel()) {
+            (_, Some(k)) if k.is_integer() => format!("int8 on {}", k.name()),
+            (_, Some(_)) => "int8 dequantized to F32".to_string(),
             (Some(k), _) => format!("{:?} on {}", c.dtype(), k.name()),
             (None, _) => format!("{:?}", c.dtype()),
         };
@@ -278,6 +296,8 @@ fn conv_kernels(model: &ResNet) -> BTreeMap<String, usize> {
 /// Each op's output error against the same network in f32 (the f32 model loaded beside it, the same input):
 /// `||y - y_f32|| / ||y_f32||` over the batch's first image, accumulated from the input on (the error a layer
 /// hands on, not only the one it adds). Ops whose f32 output is all zero (random-free zero weights) have none.
+/// For an int8 model quantized here, `x` is the first calibration photo (random noise would lie outside
+/// the calibrated ranges and overstate the error).
 fn layer_errors(args: &Args, device: &Device, model: &ResNet, x: &Tensor) -> Result<HashMap<String, f64>> {
     use candle_core::DType;
     let full = crate::resolve::load_model(&args.model, args.weights.as_deref(), device, DType::F32, true)?.model;

@@ -38,7 +38,7 @@ fn parse_method(s: &str) -> Result<String, String> {
 }
 
 /// Image files of `dir` (by extension), sorted by name, at most `max`.
-fn calibration_images(dir: &Path, max: usize) -> Result<Vec<PathBuf>> {
+pub(crate) fn calibration_images(dir: &Path, max: usize) -> Result<Vec<PathBuf>> {
     const EXT: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
     let entries = std::fs::read_dir(dir).with_context(|| format!("calibration folder {}", dir.display()))?;
     let mut files: Vec<PathBuf> = entries
@@ -110,11 +110,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &args.out,
     )?;
     let on_kernel = model.conv_layers().iter().filter(|(_, c)| c.conv().is_int8()).count();
+    let kernel = resnet::layers::Int8Kernel::detect();
     let convs = model.conv_layers().len();
     let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
     if !crate::progress::quiet() {
         eprintln!(
-            "{convs} convolutions quantized ({on_kernel} on the AMX-INT8 kernel here), calibration {calibration}; wrote {} ({:.1} MB)",
+            "{convs} convolutions quantized ({on_kernel} on the int8 kernel here, {}), calibration {calibration}; wrote {} ({:.1} MB)",
+            kernel.name(),
             args.out.display(),
             size as f64 / 1e6
         );

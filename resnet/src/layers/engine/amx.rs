@@ -92,8 +92,8 @@ impl TileConfig {
 /// [`is_supported`]; the pointers cover what `g` describes; no other thread writes this tile.
 pub(crate) unsafe fn gemm(g: &Gemm, a: *const u16, kpad: usize) {
     debug_assert!(kpad.is_multiple_of(DEPTH) && kpad >= g.k);
-    let pack = |b: *const f32, ldb: usize, k: usize, n: usize, rows: usize, out: &mut [u32]| {
-        super::avx512_bf16::strips(b, ldb, k, n, NR, rows, out)
+    let pack = |j0: usize, n: usize, rows: usize, out: &mut [u32]| {
+        super::avx512_bf16::strips(g.b.add(j0), g.ldb, g.k, n, NR, rows, out)
     };
     let store = |i0: usize, j: usize, rows: usize, cols: usize, scratch: &[f32]| store(g, i0, j, rows, cols, scratch);
     drive(g, a.cast(), 2 * kpad, Dot::Bf16, &pack, &store)
@@ -107,11 +107,15 @@ pub(crate) unsafe fn gemm(g: &Gemm, a: *const u16, kpad: usize) {
 /// (row 0 of the tile first); no other thread writes this tile.
 pub(crate) unsafe fn gemm_int8(g: &Gemm, a: *const i8, kpad: usize, q: &super::int8::Requant) {
     debug_assert!(kpad.is_multiple_of(64) && kpad >= g.k);
-    let pack = |b: *const f32, ldb: usize, k: usize, n: usize, rows: usize, out: &mut [u32]| {
-        super::int8::strips(b, ldb, k, n, NR, rows, q.inv_scale, q.zero, out)
+    let pack = |j0: usize, n: usize, rows: usize, out: &mut [u32]| match q.b8.is_null() {
+        true => super::int8::strips(g.b.add(j0), g.ldb, g.k, n, NR, rows, q.inv_scale, q.zero, out),
+        false => super::int8::strips_u8(q.b8.add(j0), g.ldb, g.k, n, NR, rows, q.zero, out),
     };
     let store = |i0: usize, j: usize, rows: usize, cols: usize, scratch: &[f32]| {
-        super::int8::store(g, q, i0, j, rows, cols, scratch.as_ptr().cast())
+        let tiles = scratch.as_ptr().cast::<i32>();
+        super::int8::store(g, q, i0, j, rows, cols, |r, v| {
+            tiles.add(((r / ROWS) * 2 + v) * 256 + (r % ROWS) * 16)
+        })
     };
     drive(g, a.cast(), kpad, Dot::Int8, &pack, &store)
 }
@@ -122,8 +126,9 @@ pub(crate) fn is_int8_supported() -> bool {
     is_supported() && __cpuid_count(7, 0).edx & (1 << 25) != 0
 }
 
-/// Packs B for a column block: `(b, ldb, k, n, lane_rows, out)`, see [`super::avx512_bf16::strips`].
-type Pack<'a> = &'a dyn Fn(*const f32, usize, usize, usize, usize, &mut [u32]);
+/// Packs the whole depth of B for the column block starting at column `j0`: `(j0, n, lane_rows, out)`, see
+/// [`super::avx512_bf16::strips`].
+type Pack<'a> = &'a dyn Fn(usize, usize, usize, &mut [u32]);
 /// Stores a finished block of tiles: `(first row, first column, rows, columns, scratch)`.
 type Store<'a> = &'a dyn Fn(usize, usize, usize, usize, &[f32]);
 
@@ -155,7 +160,7 @@ unsafe fn drive(g: &Gemm, a: *const u8, row_bytes: usize, dot: Dot, pack: Pack, 
         asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
         for j0 in (0..g.n).step_by(nc) {
             let nb = nc.min(g.n - j0);
-            pack(g.b.add(j0), g.ldb, g.k, nb, lane_rows, lanes);
+            pack(j0, nb, lane_rows, lanes);
             for (s, j) in (0..nb).step_by(NR).enumerate() {
                 let b = lanes.as_ptr().add(s * strip);
                 let cols = NR.min(nb - j);

@@ -1,7 +1,9 @@
 //! Int8 convolutions: weights quantized per output channel (symmetric, `q = round(w / s_w)` in
 //! [-127, 127]), activations per tensor with a zero point (`q = clamp(round(x / s_x) + z, 0, 255)`, `z` = 0
 //! for inputs calibrated non-negative, as every post-ReLU input is, else 128), multiplied by AMX-INT8 tiles
-//! (`tdpbsud`: signed weights by unsigned activations, summed in i32) and dequantized in the epilogue:
+//! (`tdpbsud`, [`super::amx`]) or AVX512-VNNI dot products (`vpdpbusd`, [`super::vnni`]), signed weights by
+//! unsigned activations four byte products at a time, summed in i32 exactly (both kernels give the same
+//! sums), and dequantized in the epilogue:
 //!
 //! `y[o] = s_x * s_w[o] * (sum_k q_w[o, k] * q_x[k] - z * sum_k q_w[o, k]) + bias[o]`
 //!
@@ -21,6 +23,84 @@ pub(crate) struct Requant {
     pub zero: u8,
     pub mul: *const f32,
     pub zw: *const i32,
+    /// B already quantized, as bytes (`Gemm::ldb` apart, the tile's first column first): an unfolded
+    /// input is quantized once, before im2col, rather than as each block is packed. Null: B is `Gemm::b`,
+    /// f32, quantized while it is packed.
+    pub b8: *const u8,
+}
+
+/// `out[i] = clamp(round(x[i] * inv_scale) + zero, 0, 255)`, rounding to nearest even: the values
+/// [`strips`] packs for the same inputs.
+///
+/// # Safety
+/// AVX-512F; `out` is at least as long as `x`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn quantize(x: &[f32], inv_scale: f32, zero: u8, out: &mut [u8]) {
+    debug_assert!(out.len() >= x.len());
+    let (inv, z, lo, hi) = (
+        _mm512_set1_ps(inv_scale),
+        _mm512_set1_epi32(i32::from(zero)),
+        _mm512_setzero_si512(),
+        _mm512_set1_epi32(255),
+    );
+    for i in (0..x.len()).step_by(16) {
+        let n = (x.len() - i).min(16);
+        let m: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
+        let v = _mm512_maskz_loadu_ps(m, x.as_ptr().add(i));
+        let q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), z);
+        let q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+        _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(i).cast(), m, q);
+    }
+}
+
+/// [`strips`] for a B already quantized to bytes (`b`, row stride `ldb`): the same layout, by moving
+/// bytes. Columns past `n` are `zero`, rows past `k` 0.
+///
+/// # Safety
+/// AVX-512F; `b` covers the block; `out` as for [`strips`].
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn strips_u8(
+    b: *const u8,
+    ldb: usize,
+    k: usize,
+    n: usize,
+    nr: usize,
+    lane_rows: usize,
+    zero: u8,
+    out: &mut [u32],
+) {
+    let kq = k.div_ceil(4);
+    debug_assert!(lane_rows >= kq && nr.is_multiple_of(16) && out.len() >= n.div_ceil(nr) * lane_rows * nr);
+    for (s, j0) in (0..n).step_by(nr).enumerate() {
+        let w = nr.min(n - j0);
+        let strip = out.as_mut_ptr().add(s * lane_rows * nr);
+        for q in 0..kq {
+            for v in 0..nr / 16 {
+                let cols = w.saturating_sub(16 * v).min(16);
+                let mut lane = _mm512_setzero_si512();
+                for r in 0..4 {
+                    let row = 4 * q + r;
+                    if row >= k {
+                        break;
+                    }
+                    let src = b.add(row * ldb + j0 + 16 * v);
+                    let bytes = if cols == 16 {
+                        _mm_loadu_si128(src.cast())
+                    } else {
+                        // The strip's partial last vector: the columns past `n` hold the zero point.
+                        let mut part = [zero; 16];
+                        std::ptr::copy_nonoverlapping(src, part.as_mut_ptr(), cols);
+                        _mm_loadu_si128(part.as_ptr().cast())
+                    };
+                    let wide = _mm512_cvtepu8_epi32(bytes);
+                    lane = _mm512_or_si512(lane, _mm512_sllv_epi32(wide, _mm512_set1_epi32(8 * r as i32)));
+                }
+                _mm512_store_si512(strip.add(q * nr + 16 * v).cast(), lane);
+            }
+        }
+        std::ptr::write_bytes(strip.add(kq * nr), 0, (lane_rows - kq) * nr);
+    }
 }
 
 /// Quantizes and packs `k` rows x `n` columns of f32 `b` (row stride `ldb`) into strips `nr` columns wide
@@ -76,13 +156,22 @@ pub(crate) unsafe fn strips(
     }
 }
 
-/// Writes `rows` x `cols` of the i32 scratch tiles (tile (r, v) at `scratch + (2 r + v) * 256`) to C at
-/// (row `i0`, column `j`): dequantized, plus bias and residual, ReLU.
+/// Writes `rows` x `cols` of i32 sums to C at (row `i0`, column `j`): dequantized, plus bias and residual,
+/// ReLU. `at(r, v)` is where the sums of the block's row `r`, columns `16 v .. 16 v + 16` are.
 ///
 /// # Safety
-/// AVX-512F; as [`super::amx::gemm_int8`].
+/// AVX-512F; as [`super::amx::gemm_int8`]; `at` points at 16 readable i32 for every row and vector.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn store(g: &Gemm, q: &Requant, i0: usize, j: usize, rows: usize, cols: usize, scratch: *const i32) {
+pub(crate) unsafe fn store(
+    g: &Gemm,
+    q: &Requant,
+    i0: usize,
+    j: usize,
+    rows: usize,
+    cols: usize,
+    at: impl Fn(usize, usize) -> *const i32,
+) {
     let e = g.epilogue;
     for r in 0..rows {
         let o = i0 + r;
@@ -92,14 +181,10 @@ pub(crate) unsafe fn store(g: &Gemm, q: &Requant, i0: usize, j: usize, rows: usi
             _mm512_set1_epi32(*q.zw.add(o)),
             _mm512_set1_ps(*e.bias.add(o)),
         );
-        for v in 0..2 {
-            let n = cols.saturating_sub(16 * v).min(16);
-            if n == 0 {
-                break;
-            }
+        for v in 0..cols.div_ceil(16) {
+            let n = (cols - 16 * v).min(16);
             let m: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
-            let tile = (r / 16) * 2 + v;
-            let acc = _mm512_loadu_si512(scratch.add(tile * 256 + (r % 16) * 16).cast());
+            let acc = _mm512_loadu_si512(at(r, v).cast());
             let mut x = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, zw)), mul, bias);
             if let Some((res, ld)) = e.residual {
                 x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, res.add(o * ld + j + 16 * v)));
@@ -145,5 +230,16 @@ mod tests {
                 }
             }
         }
+        // Quantized first, then packed as bytes: the same strips.
+        let mut bytes = vec![0u8; b.len()];
+        unsafe { super::quantize(&b, inv, zero, &mut bytes) };
+        assert!(b.iter().zip(&bytes).all(|(&v, &q)| quant(v) == u32::from(q)));
+        let mut again = vec![0x5555_5555u32; strips * lane_rows * nr + 16];
+        let at2 = again.as_ptr().align_offset(64);
+        unsafe { super::strips_u8(bytes.as_ptr(), ldb, k, n, nr, lane_rows, zero, &mut again[at2..]) };
+        assert_eq!(
+            &again[at2..at2 + strips * lane_rows * nr],
+            &out[..strips * lane_rows * nr]
+        );
     }
 }

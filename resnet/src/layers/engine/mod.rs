@@ -51,6 +51,8 @@ pub(crate) mod pack;
 mod peak;
 pub(crate) mod portable;
 pub(crate) mod reduced;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod vnni;
 
 pub use peak::fma_peak;
 
@@ -263,6 +265,96 @@ impl Bf16Kernel {
     }
 }
 
+/// How int8 convolutions multiply (see `PackedConv::from_vec_int8`), an explicit choice like [`Engine`]'s:
+/// [`Int8Kernel::detect`] picks the fastest the CPU has unless `ZOO_INT8_KERNEL` (`amx`, `vnni` or `f32`)
+/// names one. The int8 kernels compute the same integer sums exactly, so they give the same outputs.
+///
+/// ```
+/// use resnet::layers::Int8Kernel;
+/// assert!(Int8Kernel::Dequantized.is_supported());
+/// assert!(Int8Kernel::detect().is_supported());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Int8Kernel {
+    /// AMX-INT8 tiles (`tdpbsud`, Intel Sapphire Rapids and later, on Linux): 16 x 64 by 64 x 16 bytes
+    /// into 16 x 16 i32 per instruction.
+    Amx,
+    /// AVX512-VNNI `vpdpbusd` (Intel Cascade Lake / Ice Lake and later, AMD Zen 4 and later): four
+    /// byte products summed into each i32 lane, in an 8 x 48 register tile.
+    Vnni,
+    /// No int8 instructions: the dequantized int8 weights multiplied in f32 by f32 inputs. Correct (the
+    /// weights are the quantized ones), not faster than f32.
+    Dequantized,
+}
+
+impl Int8Kernel {
+    /// Every kernel, fastest first.
+    pub const ALL: [Int8Kernel; 3] = [Int8Kernel::Amx, Int8Kernel::Vnni, Int8Kernel::Dequantized];
+
+    /// `ZOO_INT8_KERNEL` when it names a kernel this CPU runs, else the fastest this CPU runs.
+    pub fn detect() -> Int8Kernel {
+        static CHOSEN: OnceLock<Int8Kernel> = OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let best = Int8Kernel::best();
+            let wanted = std::env::var("ZOO_INT8_KERNEL").ok();
+            match wanted.as_deref().map(Int8Kernel::from_name) {
+                Some(Some(k)) if k.is_supported() => k,
+                Some(_) => {
+                    eprintln!(
+                        "warning: ZOO_INT8_KERNEL={} is not an int8 kernel this CPU runs (amx, vnni, f32); using {}",
+                        wanted.unwrap_or_default(),
+                        best.name()
+                    );
+                    best
+                }
+                None => best,
+            }
+        })
+    }
+
+    /// The fastest int8 kernel this CPU supports.
+    pub fn best() -> Int8Kernel {
+        Int8Kernel::ALL
+            .into_iter()
+            .find(|k| k.is_supported())
+            .unwrap_or(Int8Kernel::Dequantized)
+    }
+
+    /// True when the running CPU (and, for AMX, the OS) supports this kernel.
+    pub fn is_supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Amx => Engine::Avx512.is_supported() && amx::is_int8_supported(),
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Vnni => Engine::Avx512.is_supported() && vnni::is_supported(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Int8Kernel::Amx | Int8Kernel::Vnni => false,
+            Int8Kernel::Dequantized => true,
+        }
+    }
+
+    /// True for the kernels that multiply int8 by int8 (not [`Int8Kernel::Dequantized`]).
+    pub fn is_integer(self) -> bool {
+        self != Int8Kernel::Dequantized
+    }
+
+    /// The name `ZOO_INT8_KERNEL` and `zoo bench` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kernel::Amx => "amx",
+            Int8Kernel::Vnni => "vnni",
+            Int8Kernel::Dequantized => "f32",
+        }
+    }
+
+    /// The kernel called `name` (see [`Int8Kernel::name`]).
+    pub fn from_name(name: &str) -> Option<Int8Kernel> {
+        Int8Kernel::ALL
+            .into_iter()
+            .find(|k| k.name() == name.trim().to_ascii_lowercase())
+    }
+}
+
 /// What happens to a finished tile before it is stored: `relu?(acc + bias[o] + residual[o, q]?)`.
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue {
@@ -286,12 +378,14 @@ pub(crate) enum Lhs {
     Bf16 { a: *const u32, rows: usize, dot: bool },
     /// bf16 OIHW rows padded to `kpad` steps ([`reduced::bf16_rows`]), for the AMX kernel.
     Bf16Rows { a: *const u16, kpad: usize },
-    /// int8 OIHW rows padded to `kpad` bytes, for the AMX-INT8 kernel, with the tile's requantization.
+    /// int8 OIHW rows padded to `kpad` bytes, for an int8 kernel (`vnni`: AVX512-VNNI, else AMX-INT8),
+    /// with the tile's requantization.
     #[cfg(target_arch = "x86_64")]
     Int8Rows {
         a: *const i8,
         kpad: usize,
         q: int8::Requant,
+        vnni: bool,
     },
     /// f16 panels in the f32 layout ([`reduced::f16_panels`]).
     F16 { a: *const u16, rows: usize },
@@ -350,7 +444,11 @@ impl Engine {
                 debug_assert!(amx::is_supported(), "AMX weights on a CPU without AMX");
                 return amx::gemm(g, a, kpad);
             }
-            Lhs::Int8Rows { a, kpad, q } => {
+            Lhs::Int8Rows { a, kpad, q, vnni: true } => {
+                debug_assert!(Int8Kernel::Vnni.is_supported(), "VNNI weights on a CPU without it");
+                return vnni::gemm_int8(g, a, kpad, &q);
+            }
+            Lhs::Int8Rows { a, kpad, q, .. } => {
                 debug_assert!(amx::is_int8_supported(), "AMX-INT8 weights on a CPU without it");
                 return amx::gemm_int8(g, a, kpad, &q);
             }

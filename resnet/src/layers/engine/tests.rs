@@ -261,8 +261,9 @@ proptest! {
 }
 
 /// Int8 convs against the definition on quantized values: `s_x * s_w[o] * sum_k q_w q_x` with the zero
-/// point removed, plus bias, residual and ReLU, in f64; where the conv falls back (no AMX-INT8, or output
-/// channels not a multiple of 16) against the f32 definition on the dequantized weights.
+/// point removed, plus bias, residual and ReLU, in f64; on every int8 kernel this CPU runs, and where a conv
+/// falls back (the f32 kernel, or output channels not a multiple of 16) against the f32 definition on the
+/// dequantized weights.
 #[allow(clippy::too_many_arguments)]
 fn check_int8(
     n: usize,
@@ -276,6 +277,7 @@ fn check_int8(
     seed: u64,
 ) -> Result<()> {
     use crate::layers::quant::ActQuant;
+    use crate::layers::Int8Kernel;
     let spec = ConvSpec::new(c, o, k, stride);
     let mut next = uniform(seed);
     let (oh, ow) = (spec.output_size(h), spec.output_size(w));
@@ -288,7 +290,6 @@ fn check_int8(
     let res: Vec<f32> = (0..n * o * oh * ow).map(|_| next()).collect();
     let act = ActQuant::from_threshold(1.0, !signed);
     let bt = Tensor::from_vec(bias.clone(), o, &Device::Cpu)?;
-    let packed = Arc::new(PackedConv::from_vec_int8(weight.clone(), Some(&bt), spec, act)?);
     let kk = spec.depth();
     let (q, scales, _) = super::reduced::quantize_int8(&weight, kk, kk);
     let deq: Vec<f32> = q
@@ -296,50 +297,53 @@ fn check_int8(
         .enumerate()
         .map(|(i, &v)| f32::from(v) * scales[i / kk])
         .collect();
-    let want = match packed.is_int8() {
-        true => {
-            // q_x back to the values it stands for: (q - z) * s_x, exact in f64.
-            let xq: Vec<f32> = x
-                .iter()
-                .map(|&v| {
-                    let q = ((v / act.scale).round_ties_even() + f32::from(act.zero)).clamp(0.0, 255.0);
-                    (q - f32::from(act.zero)) * act.scale
-                })
-                .collect();
-            naive(
-                &xq,
-                (n, c, h, w),
-                &deq,
-                &bias,
-                &spec,
-                residual.then_some(&res[..]),
-                true,
-            )
-        }
-        false => naive(&x, (n, c, h, w), &deq, &bias, &spec, residual.then_some(&res[..]), true),
-    };
+    // q_x back to the values it stands for: (q - z) * s_x, exact in f64.
+    let xq: Vec<f32> = x
+        .iter()
+        .map(|&v| {
+            let q = ((v / act.scale).round_ties_even() + f32::from(act.zero)).clamp(0.0, 255.0);
+            (q - f32::from(act.zero)) * act.scale
+        })
+        .collect();
+    let rs = residual.then_some(&res[..]);
+    let on_ints = naive(&xq, (n, c, h, w), &deq, &bias, &spec, rs, true);
+    let on_floats = naive(&x, (n, c, h, w), &deq, &bias, &spec, rs, true);
     let xt = Tensor::from_vec(x, (n, c, h, w), &Device::Cpu)?;
     let rt = Tensor::from_vec(res, (n, o, oh, ow), &Device::Cpu)?;
-    let got = packed
-        .forward(&xt, residual.then_some(&rt), true)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
     let tol = 1e-5 * (kk as f32) + 1e-4;
-    let err = max_err(&got, &want);
-    assert!(
-        err <= tol,
-        "int8 {}: n{n} c{c} o{o} k{k} s{stride} {h}x{w} signed {signed} residual {residual}: {err} > {tol}",
-        packed.is_int8()
-    );
-    if crate::layers::quant::int8_kernel_supported() && o.is_multiple_of(16) {
-        assert!(packed.is_int8(), "the AMX-INT8 kernel was not used");
+    for kernel in Int8Kernel::ALL.into_iter().filter(|k| k.is_supported()) {
+        let packed = Arc::new(PackedConv::from_vec_int8_with(
+            weight.clone(),
+            Some(&bt),
+            spec,
+            act,
+            kernel,
+        )?);
+        let used = packed.int8_kernel().expect("an int8 conv");
+        let whole = o.is_multiple_of(16) && super::Engine::current() == super::Engine::Avx512;
+        assert_eq!(
+            used,
+            if whole { kernel } else { Int8Kernel::Dequantized },
+            "o{o}: asked for {kernel:?}"
+        );
+        assert_eq!(packed.is_int8(), used.is_integer());
+        let want = if used.is_integer() { &on_ints } else { &on_floats };
+        let got = packed
+            .forward(&xt, residual.then_some(&rt), true)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let err = max_err(&got, want);
+        assert!(
+            err <= tol,
+            "int8 on {used:?}: n{n} c{c} o{o} k{k} s{stride} {h}x{w} signed {signed} residual {residual}: {err} > {tol}"
+        );
     }
     Ok(())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
-    /// Random shapes: the int8 kernel (and its fallback) equals the definition on quantized values.
+    /// Random shapes: every int8 kernel (and the fallback) equals the definition on quantized values.
     #[test]
     fn int8_random_shapes_match_the_definition(
         n in 1usize..3,
