@@ -70,37 +70,18 @@ pub(crate) unsafe fn strips_u8(
     zero: u8,
     out: &mut [u32],
 ) {
-    let kq = k.div_ceil(4);
-    debug_assert!(lane_rows >= kq && nr.is_multiple_of(16) && out.len() >= n.div_ceil(nr) * lane_rows * nr);
-    for (s, j0) in (0..n).step_by(nr).enumerate() {
-        let w = nr.min(n - j0);
-        let strip = out.as_mut_ptr().add(s * lane_rows * nr);
-        for q in 0..kq {
-            for v in 0..nr / 16 {
-                let cols = w.saturating_sub(16 * v).min(16);
-                let mut lane = _mm512_setzero_si512();
-                for r in 0..4 {
-                    let row = 4 * q + r;
-                    if row >= k {
-                        break;
-                    }
-                    let src = b.add(row * ldb + j0 + 16 * v);
-                    let bytes = if cols == 16 {
-                        _mm_loadu_si128(src.cast())
-                    } else {
-                        // The strip's partial last vector: the columns past `n` hold the zero point.
-                        let mut part = [zero; 16];
-                        std::ptr::copy_nonoverlapping(src, part.as_mut_ptr(), cols);
-                        _mm_loadu_si128(part.as_ptr().cast())
-                    };
-                    let wide = _mm512_cvtepu8_epi32(bytes);
-                    lane = _mm512_or_si512(lane, _mm512_sllv_epi32(wide, _mm512_set1_epi32(8 * r as i32)));
-                }
-                _mm512_store_si512(strip.add(q * nr + 16 * v).cast(), lane);
-            }
-        }
-        std::ptr::write_bytes(strip.add(kq * nr), 0, (lane_rows - kq) * nr);
-    }
+    pack_quads(k, n, nr, lane_rows, out, |row, col, cols| {
+        let src = b.add(row * ldb + col);
+        let bytes = if cols == 16 {
+            _mm_loadu_si128(src.cast())
+        } else {
+            // The strip's partial last vector: the columns past `n` hold the zero point.
+            let mut part = [zero; 16];
+            std::ptr::copy_nonoverlapping(src, part.as_mut_ptr(), cols);
+            _mm_loadu_si128(part.as_ptr().cast())
+        };
+        _mm512_cvtepu8_epi32(bytes)
+    })
 }
 
 /// Quantizes and packs `k` rows x `n` columns of f32 `b` (row stride `ldb`) into strips `nr` columns wide
@@ -122,32 +103,51 @@ pub(crate) unsafe fn strips(
     zero: u8,
     out: &mut [u32],
 ) {
-    let kq = k.div_ceil(4);
-    debug_assert!(lane_rows >= kq && nr.is_multiple_of(16) && out.len() >= n.div_ceil(nr) * lane_rows * nr);
     let (inv, z, lo, hi) = (
         _mm512_set1_ps(inv_scale),
         _mm512_set1_epi32(i32::from(zero)),
         _mm512_setzero_si512(),
         _mm512_set1_epi32(255),
     );
+    pack_quads(k, n, nr, lane_rows, out, |row, col, cols| {
+        let m: __mmask16 = if cols >= 16 { 0xffff } else { (1u16 << cols) - 1 };
+        let x = _mm512_maskz_loadu_ps(m, b.add(row * ldb + col));
+        // Round to nearest even (the default MXCSR mode), shift by the zero point, saturate. Columns past
+        // `n` load as 0.0, which quantizes to the zero point.
+        let qv = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x, inv)), z);
+        _mm512_min_epi32(_mm512_max_epi32(qv, lo), hi)
+    })
+}
+
+/// The layout both packings share: strips `nr` columns wide of `lane_rows` lanes of four depth rows, lane
+/// `kq * nr + j` holding rows `4 kq .. 4 kq + 4` of column `j` (low byte first), rows past `k` 0. `row_at(row,
+/// col, cols)` gives row `row`'s values (0..=255, one per i32 lane) at columns `col .. col + 16`, of which
+/// `cols` lie inside the block.
+#[inline(always)]
+unsafe fn pack_quads(
+    k: usize,
+    n: usize,
+    nr: usize,
+    lane_rows: usize,
+    out: &mut [u32],
+    row_at: impl Fn(usize, usize, usize) -> __m512i,
+) {
+    let kq = k.div_ceil(4);
+    debug_assert!(lane_rows >= kq && nr.is_multiple_of(16) && out.len() >= n.div_ceil(nr) * lane_rows * nr);
     for (s, j0) in (0..n).step_by(nr).enumerate() {
         let w = nr.min(n - j0);
         let strip = out.as_mut_ptr().add(s * lane_rows * nr);
         for q in 0..kq {
             for v in 0..nr / 16 {
                 let cols = w.saturating_sub(16 * v).min(16);
-                let m: __mmask16 = if cols >= 16 { 0xffff } else { (1u16 << cols) - 1 };
                 let mut lane = _mm512_setzero_si512();
                 for r in 0..4 {
                     let row = 4 * q + r;
                     if row >= k {
                         break;
                     }
-                    let x = _mm512_maskz_loadu_ps(m, b.add(row * ldb + j0 + 16 * v));
-                    // Round to nearest even (the default MXCSR mode), shift by the zero point, saturate.
-                    let qv = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x, inv)), z);
-                    let qv = _mm512_min_epi32(_mm512_max_epi32(qv, lo), hi);
-                    lane = _mm512_or_si512(lane, _mm512_sllv_epi32(qv, _mm512_set1_epi32(8 * r as i32)));
+                    let bytes = row_at(row, j0 + 16 * v, cols);
+                    lane = _mm512_or_si512(lane, _mm512_sllv_epi32(bytes, _mm512_set1_epi32(8 * r as i32)));
                 }
                 _mm512_store_si512(strip.add(q * nr + 16 * v).cast(), lane);
             }
