@@ -178,6 +178,24 @@ fn quantize_writes_an_int8_checkpoint_that_runs() {
     assert!(errors.len() >= 19, "{v}");
     assert!(errors.iter().all(|e| e.is_finite() && *e < 0.2), "{errors:?}");
     assert!(errors.iter().any(|e| *e > 1e-4), "int8 changed nothing: {errors:?}");
+    // The int8 kernel is an explicit choice: `ZOO_INT8_KERNEL=f32` multiplies the dequantized weights in f32
+    // (held as f32), and a name that is no kernel is refused with a warning, not an error.
+    let bench = |kernel: &str| {
+        run(zoo()
+            .env("ZOO_INT8_KERNEL", kernel)
+            .args(["bench", "resnet20", "--weights", &cifar20(), "--size", "32"])
+            .args(["--iters", "1", "--warmup", "0", "--json", "--int8-calib"])
+            .arg(&calib))
+    };
+    let f = bench("f32");
+    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
+    let v: Value = serde_json::from_str(&stdout(&f)).unwrap();
+    assert_eq!(v["conv_weights"]["int8 dequantized to F32"], 19, "{v}");
+    assert_eq!(v["weight_bytes"], 269_722 * 4, "{v}");
+    let w = bench("tpu");
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    let stderr = String::from_utf8_lossy(&w.stderr);
+    assert!(stderr.contains("ZOO_INT8_KERNEL=tpu is not an int8 kernel"), "{stderr}");
 }
 
 /// The CPU kernels for bf16/f16 weights need AVX2 and FMA (else the weights stay f32, with a warning).

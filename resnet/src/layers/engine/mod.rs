@@ -76,19 +76,15 @@ impl Engine {
     pub fn detect() -> Engine {
         static CHOSEN: OnceLock<Engine> = OnceLock::new();
         *CHOSEN.get_or_init(|| {
-            let wanted = std::env::var("ZOO_CONV_ENGINE").ok();
-            match wanted.as_deref().map(Engine::from_name) {
-                Some(Some(e)) if e.is_supported() => e,
-                Some(_) => {
-                    eprintln!(
-                        "warning: ZOO_CONV_ENGINE={} is not an engine this CPU runs (avx512, avx2, portable); using {}",
-                        wanted.unwrap_or_default(),
-                        Engine::best().name()
-                    );
-                    Engine::best()
-                }
-                None => Engine::best(),
-            }
+            let names = "an engine this CPU runs (avx512, avx2, portable)";
+            from_env(
+                "ZOO_CONV_ENGINE",
+                names,
+                Engine::best(),
+                Engine::from_name,
+                Engine::is_supported,
+                Engine::name,
+            )
         })
     }
 
@@ -176,6 +172,28 @@ impl Engine {
     }
 }
 
+/// The choice the environment variable `var` names, when it names one this CPU runs (`from_name`,
+/// `supported`); else `best`, with a warning when `var` is set to something else (`names`: what it may be).
+fn from_env<T: Copy>(
+    var: &str,
+    names: &str,
+    best: T,
+    from_name: fn(&str) -> Option<T>,
+    supported: fn(T) -> bool,
+    name: fn(T) -> &'static str,
+) -> T {
+    let Ok(wanted) = std::env::var(var) else {
+        return best;
+    };
+    match from_name(&wanted) {
+        Some(k) if supported(k) => k,
+        _ => {
+            eprintln!("warning: {var}={wanted} is not {names}; using {}", name(best));
+            best
+        }
+    }
+}
+
 /// [`Engine::set_default`]'s choice: 0 for none, else 1 + its index in [`Engine::ALL`].
 static DEFAULT: AtomicU8 = AtomicU8::new(0);
 
@@ -214,19 +232,9 @@ impl Bf16Kernel {
                 true => Bf16Kernel::Amx,
                 false => Bf16Kernel::Widen,
             };
-            let wanted = std::env::var("ZOO_BF16_KERNEL").ok();
-            match wanted.as_deref().map(Bf16Kernel::from_name) {
-                Some(Some(k)) if k.is_supported() => k,
-                Some(_) => {
-                    eprintln!(
-                        "warning: ZOO_BF16_KERNEL={} is not a bf16 kernel this CPU runs (amx, dot, widen); using {}",
-                        wanted.unwrap_or_default(),
-                        best.name()
-                    );
-                    best
-                }
-                None => best,
-            }
+            let (from_name, supported, name) = (Bf16Kernel::from_name, Bf16Kernel::is_supported, Bf16Kernel::name);
+            let names = "a bf16 kernel this CPU runs (amx, dot, widen)";
+            from_env("ZOO_BF16_KERNEL", names, best, from_name, supported, name)
         })
     }
 
@@ -295,20 +303,9 @@ impl Int8Kernel {
     pub fn detect() -> Int8Kernel {
         static CHOSEN: OnceLock<Int8Kernel> = OnceLock::new();
         *CHOSEN.get_or_init(|| {
-            let best = Int8Kernel::best();
-            let wanted = std::env::var("ZOO_INT8_KERNEL").ok();
-            match wanted.as_deref().map(Int8Kernel::from_name) {
-                Some(Some(k)) if k.is_supported() => k,
-                Some(_) => {
-                    eprintln!(
-                        "warning: ZOO_INT8_KERNEL={} is not an int8 kernel this CPU runs (amx, vnni, f32); using {}",
-                        wanted.unwrap_or_default(),
-                        best.name()
-                    );
-                    best
-                }
-                None => best,
-            }
+            let (from_name, supported, name) = (Int8Kernel::from_name, Int8Kernel::is_supported, Int8Kernel::name);
+            let names = "an int8 kernel this CPU runs (amx, vnni, f32)";
+            from_env("ZOO_INT8_KERNEL", names, Int8Kernel::best(), from_name, supported, name)
         })
     }
 
