@@ -519,8 +519,9 @@ impl PackedConv {
         let g = s.groups;
         let og = s.out_channels / g;
         let direct = s.kernel == 1 && s.stride == 1 && s.padding == 0;
+        let implicit = !direct && self.implicit_gemm();
         let threads = if parallel { rayon::current_num_threads() } else { 1 };
-        if !direct && g == 1 {
+        if !direct && !implicit && g == 1 {
             if let Some(band) = band_cols(c * s.kernel * s.kernel, oh * ow, threads, self.engine.strip_cols()) {
                 return self.with_image(x, parallel, |img| {
                     self.run_banded(weight, img, (c, h, w), (oh, ow), band, dst, residual, relu, parallel)
@@ -579,11 +580,23 @@ impl PackedConv {
         };
         if direct {
             dispatch(RhsData::F32(x));
+        } else if implicit {
+            self.with_image(x, parallel, |img| match img {
+                Image::U8(bytes, _) => dispatch(RhsData::Image(bytes, (h, w))),
+                Image::F32(_) => unreachable!("an implicit-GEMM conv has int8 weights, so a quantized image"),
+            });
         } else {
             self.with_image(x, parallel, |img| {
                 unfold(img, (c, h, w), s, ow, (0, p), parallel, dispatch)
             });
         }
+    }
+
+    /// True when the engine packs B straight from the quantized input image (implicit GEMM, no im2col):
+    /// ungrouped undilated convs of stride 1 or 2 on an int8 kernel.
+    fn implicit_gemm(&self) -> bool {
+        let s = &self.spec;
+        matches!(self.weights, Weights::Int8(_)) && s.stride <= 2 && s.groups == 1 && s.dilation == 1
     }
 
     /// One image in bands of `band` output columns: each band is unfolded into the thread's buffer and
@@ -692,7 +705,19 @@ impl PackedConv {
                         zw: w.zw.as_ptr().add(first),
                         b8: match rhs.data {
                             RhsData::U8(d) => d.as_ptr().add(t.group * kk * rhs.stride + c0 - rhs.first_col),
-                            RhsData::F32(_) => std::ptr::null(),
+                            RhsData::F32(_) | RhsData::Image(..) => std::ptr::null(),
+                        },
+                        image: match rhs.data {
+                            RhsData::Image(x, (h, w)) => Some(super::engine::int8::Implicit {
+                                x: x.as_ptr(),
+                                chw: (s.in_channels, h, w),
+                                kernel: s.kernel,
+                                stride: s.stride,
+                                pad: s.padding,
+                                ow: s.output_size(w),
+                                first_col: c0,
+                            }),
+                            _ => None,
                         },
                     },
                     vnni: w.kernel == Int8Kernel::Vnni,
@@ -715,7 +740,7 @@ impl PackedConv {
             a,
             b: match rhs.data {
                 RhsData::F32(d) => d.as_ptr().add(t.group * kk * rhs.stride + c0 - rhs.first_col),
-                RhsData::U8(_) => std::ptr::null(),
+                RhsData::U8(_) | RhsData::Image(..) => std::ptr::null(),
             },
             ldb: rhs.stride,
             c: out.0.add(first * p + c0),
@@ -758,11 +783,13 @@ struct Rhs<'a> {
     first_col: usize,
 }
 
-/// The values of a GEMM operand: f32, or (an int8 conv's unfolded input) bytes quantized before im2col.
+/// The values of a GEMM operand: f32, (an int8 conv's unfolded input) bytes quantized before im2col, or
+/// (a stride-1 int8 conv) the quantized image (C, H, W) itself, which the engine unfolds as it packs.
 #[derive(Clone, Copy)]
 enum RhsData<'a> {
     F32(&'a [f32]),
     U8(&'a [u8]),
+    Image(&'a [u8], (usize, usize)),
 }
 
 /// One image's input before im2col: f32, or quantized once to bytes for an int8 conv, with the zero point

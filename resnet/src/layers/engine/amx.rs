@@ -107,10 +107,7 @@ pub(crate) unsafe fn gemm(g: &Gemm, a: *const u16, kpad: usize) {
 /// (row 0 of the tile first); no other thread writes this tile.
 pub(crate) unsafe fn gemm_int8(g: &Gemm, a: *const i8, kpad: usize, q: &super::int8::Requant) {
     debug_assert!(kpad.is_multiple_of(64) && kpad >= g.k);
-    let pack = |j0: usize, n: usize, rows: usize, out: &mut [u32]| match q.b8.is_null() {
-        true => super::int8::strips(g.b.add(j0), g.ldb, g.k, n, NR, rows, q.inv_scale, q.zero, out),
-        false => super::int8::strips_u8(q.b8.add(j0), g.ldb, g.k, n, NR, rows, q.zero, out),
-    };
+    let pack = |j0: usize, n: usize, rows: usize, out: &mut [u32]| super::int8::pack(g, q, j0, n, NR, rows, out);
     let store = |i0: usize, j: usize, rows: usize, cols: usize, scratch: &[f32]| {
         let tiles = scratch.as_ptr().cast::<i32>();
         super::int8::store(g, q, i0, j, rows, cols, |r, v| {
@@ -123,7 +120,8 @@ pub(crate) unsafe fn gemm_int8(g: &Gemm, a: *const i8, kpad: usize, q: &super::i
 /// True when the CPU has AMX-INT8 (and what the bf16 kernel needs) and the OS lets this process use tiles.
 pub(crate) fn is_int8_supported() -> bool {
     // CPUID.(7, 0):EDX bit 25.
-    is_supported() && __cpuid_count(7, 0).edx & (1 << 25) != 0
+    use std::arch::is_x86_feature_detected as has;
+    is_supported() && __cpuid_count(7, 0).edx & (1 << 25) != 0 && has!("avx512bw") && has!("avx512vl") && has!("bmi2")
 }
 
 /// Packs the whole depth of B for the column block starting at column `j0`: `(j0, n, lane_rows, out)`, see

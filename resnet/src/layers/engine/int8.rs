@@ -27,6 +27,39 @@ pub(crate) struct Requant {
     /// input is quantized once, before im2col, rather than as each block is packed. Null: B is `Gemm::b`,
     /// f32, quantized while it is packed.
     pub b8: *const u8,
+    /// The conv's input image, quantized, that B is packed from directly (no unfolded copy); B and `b8`
+    /// are then unused.
+    pub image: Option<Implicit>,
+}
+
+/// A stride-1 or stride-2 convolution's quantized input image (C, H, W), read as the implicit GEMM operand
+/// B: row `(ci, i, j)` (im2col's order), column `oy * ow + ox` is the pixel `(ci, oy * stride + i - pad,
+/// ox * stride + j - pad)`, or the zero point in the padding.
+#[derive(Clone, Copy)]
+pub(crate) struct Implicit {
+    pub x: *const u8,
+    pub chw: (usize, usize, usize),
+    pub kernel: usize,
+    /// 1 or 2.
+    pub stride: usize,
+    pub pad: usize,
+    pub ow: usize,
+    /// The output column (`oy * ow + ox`) of the GEMM's column 0.
+    pub first_col: usize,
+}
+
+/// Packs columns `j0 .. j0 + n` of the tile's B (`g.k` rows) into strips (see [`strips`]) from where `q`
+/// says B is: f32 (quantized on the way), bytes, or the image itself.
+///
+/// # Safety
+/// As [`strips`] (AVX-512F, BW, VL and BMI2); B covers the columns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn pack(g: &Gemm, q: &Requant, j0: usize, n: usize, nr: usize, lane_rows: usize, out: &mut [u32]) {
+    match (&q.image, q.b8.is_null()) {
+        (Some(img), _) => strips_image(img, img.first_col + j0, g.k, n, nr, lane_rows, q.zero, out),
+        (None, false) => strips_u8(q.b8.add(j0), g.ldb, g.k, n, nr, lane_rows, q.zero, out),
+        (None, true) => strips(g.b.add(j0), g.ldb, g.k, n, nr, lane_rows, q.inv_scale, q.zero, out),
+    }
 }
 
 /// `out[i] = clamp(round(x[i] * inv_scale) + zero, 0, 255)`, rounding to nearest even: the values
@@ -119,6 +152,123 @@ pub(crate) unsafe fn strips(
     })
 }
 
+/// [`strips`] straight from a conv's quantized image (implicit GEMM): the strips im2col followed by
+/// [`strips_u8`] would give for output columns `col0 .. col0 + n`, without the unfolded copy. Each
+/// 16-column vector of a strip is cut into runs that lie in one output row; for each kernel tap a run is
+/// one masked load at a fixed offset from the channel's first pixel (16 bytes; at stride 2, 32 bytes whose
+/// even ones are kept), lanes in the padding or past `n` keeping the zero point, so the taps' offsets and
+/// masks are worked out once per block, not per channel.
+///
+/// # Safety
+/// AVX-512F, BW, VL and BMI2; `img.x` holds the whole (C, H, W) image; `k == C * kernel^2`; `out` as for
+/// [`strips`].
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi2")]
+pub(crate) unsafe fn strips_image(
+    img: &Implicit,
+    col0: usize,
+    k: usize,
+    n: usize,
+    nr: usize,
+    lane_rows: usize,
+    zero: u8,
+    out: &mut [u32],
+) {
+    let (c, h, w) = img.chw;
+    let (taps, pad, ow, st) = (img.kernel * img.kernel, img.pad as isize, img.ow, img.stride as isize);
+    let kq = k.div_ceil(4);
+    debug_assert!(k == c * taps && lane_rows >= kq && nr.is_multiple_of(16) && (1..=2).contains(&st));
+    debug_assert!(out.len() >= n.div_ceil(nr) * lane_rows * nr);
+    // For vector `u` (columns `16 u ..`) and tap `t`: the loads `loads[start[u * taps + t]..start[.. + 1]]`,
+    // each a lane mask and the offset from the channel's first pixel that lane 0 would read (lane `l` reads
+    // `st * l` past it).
+    let vectors = n.div_ceil(nr) * (nr / 16);
+    let mut start = Vec::with_capacity(vectors * taps + 1);
+    let mut loads: Vec<(u16, isize)> = Vec::with_capacity(vectors * taps * 2);
+    for u in 0..vectors {
+        let cols = n.saturating_sub(16 * u).min(16);
+        // Runs of lanes within one output row: (first lane, lanes, oy, ox of the first lane).
+        let mut runs = [(0usize, 0usize, 0usize, 0usize); 16];
+        let mut count = 0;
+        let mut l = 0;
+        while l < cols {
+            let col = col0 + 16 * u + l;
+            let (oy, ox) = (col / ow, col % ow);
+            let len = (ow - ox).min(cols - l);
+            runs[count] = (l, len, oy, ox);
+            count += 1;
+            l += len;
+        }
+        for t in 0..taps {
+            start.push(loads.len());
+            let (i, j) = ((t / img.kernel) as isize, (t % img.kernel) as isize);
+            for &(l, len, oy, ox) in &runs[..count] {
+                let y = oy as isize * st + i - pad;
+                if y < 0 || y >= h as isize {
+                    continue;
+                }
+                // Lanes `l + d` whose input column `shift + st * d` lies in `[0, w)`.
+                let shift = ox as isize * st + j - pad;
+                let lo = ((-shift).max(0) + st - 1) / st;
+                let hi = match w as isize - shift {
+                    room if room > 0 => ((room - 1) / st + 1).min(len as isize),
+                    _ => 0,
+                };
+                if hi > lo {
+                    let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) << l;
+                    loads.push((mask as u16, y * w as isize + shift - st * l as isize));
+                }
+            }
+        }
+    }
+    start.push(loads.len());
+    let plane = (h * w) as isize;
+    let zeros = _mm_set1_epi8(zero as i8);
+    let vecs = nr / 16;
+    for s in 0..n.div_ceil(nr) {
+        let strip = out.as_mut_ptr().add(s * lane_rows * nr);
+        // The first of the quad's rows: channel and tap, stepped along without dividing.
+        let (mut ci, mut t0) = (0usize, 0usize);
+        for q in 0..kq {
+            let mut rows = [(0isize, 0usize); 4];
+            let used = (k - 4 * q).min(4);
+            let (mut cr, mut tr) = (ci, t0);
+            for row in rows.iter_mut().take(used) {
+                *row = (cr as isize * plane, tr);
+                tr += 1;
+                if tr == taps {
+                    (cr, tr) = (cr + 1, 0);
+                }
+            }
+            (ci, t0) = (cr, tr);
+            for v in 0..vecs {
+                let u = s * vecs + v;
+                let mut lane = _mm512_setzero_si512();
+                for (r, &(base, t)) in rows.iter().enumerate().take(used) {
+                    let mut bytes = zeros;
+                    for &(mask, off) in &loads[start[u * taps + t]..start[u * taps + t + 1]] {
+                        let at = img.x.wrapping_offset(base + off);
+                        bytes = match st {
+                            1 => _mm_mask_loadu_epi8(bytes, mask, at.cast()),
+                            // Lane `l` is byte `2 l`: load the valid lanes' even bytes, keep the low
+                            // byte of each 16-bit pair.
+                            _ => {
+                                let even = _pdep_u32(u32::from(mask), 0x5555_5555);
+                                let pairs = _mm256_maskz_loadu_epi8(even, at.cast());
+                                _mm_mask_blend_epi8(mask, bytes, _mm256_cvtepi16_epi8(pairs))
+                            }
+                        };
+                    }
+                    let wide = _mm512_cvtepu8_epi32(bytes);
+                    lane = _mm512_or_si512(lane, _mm512_sllv_epi32(wide, _mm512_set1_epi32(8 * r as i32)));
+                }
+                _mm512_store_si512(strip.add(q * nr + 16 * v).cast(), lane);
+            }
+        }
+        std::ptr::write_bytes(strip.add(kq * nr), 0, (lane_rows - kq) * nr);
+    }
+}
+
 /// The layout both packings share: strips `nr` columns wide of `lane_rows` lanes of four depth rows, lane
 /// `kq * nr + j` holding rows `4 kq .. 4 kq + 4` of column `j` (low byte first), rows past `k` 0. `row_at(row,
 /// col, cols)` gives row `row`'s values (0..=255, one per i32 lane) at columns `col .. col + 16`, of which
@@ -199,6 +349,81 @@ pub(crate) unsafe fn store(
 
 #[cfg(test)]
 mod tests {
+    /// Strips packed straight from an image equal strips packed from its naive unfolding, for kernels 1-7,
+    /// maps narrower than a vector, blocks starting mid-row and partial last strips.
+    #[test]
+    fn image_strips_match_the_unfolded_ones() {
+        let has = |f| match f {
+            "bw" => std::arch::is_x86_feature_detected!("avx512bw"),
+            "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
+            _ => std::arch::is_x86_feature_detected!("avx512vl"),
+        };
+        if !std::arch::is_x86_feature_detected!("avx512f") || !has("bw") || !has("vl") || !has("bmi2") {
+            return;
+        }
+        let zero = 7u8;
+        for (c, h, w, kernel, pad, st) in [
+            (3, 9, 11, 3, 1, 1),
+            (2, 5, 3, 3, 1, 1),
+            (5, 4, 1, 3, 1, 1),
+            (1, 12, 13, 7, 3, 1),
+            (3, 6, 7, 1, 0, 1),
+            (2, 8, 8, 5, 2, 1),
+            (4, 7, 7, 3, 0, 1),
+            (3, 9, 11, 3, 1, 2),
+            (2, 5, 3, 3, 1, 2),
+            (3, 23, 21, 7, 3, 2),
+            (4, 14, 14, 1, 0, 2),
+            (2, 13, 40, 3, 1, 2),
+        ] {
+            let (oh, ow) = ((h + 2 * pad - kernel) / st + 1, (w + 2 * pad - kernel) / st + 1);
+            let p = oh * ow;
+            let x: Vec<u8> = (0..c * h * w).map(|i| (i * 37 % 251) as u8).collect();
+            let k = c * kernel * kernel;
+            // Row (ci, i, j), column (oy, ox): the pixel the tap sees, the zero point in the padding.
+            let mut b = vec![zero; k * p];
+            for r in 0..k {
+                let (ci, i, j) = (r / (kernel * kernel), r / kernel % kernel, r % kernel);
+                for col in 0..p {
+                    let (y, xx) = (
+                        (col / ow * st + i) as isize - pad as isize,
+                        (col % ow * st + j) as isize - pad as isize,
+                    );
+                    if (0..h as isize).contains(&y) && (0..w as isize).contains(&xx) {
+                        b[r * p + col] = x[ci * h * w + y as usize * w + xx as usize];
+                    }
+                }
+            }
+            for (nr, lane_rows) in [(48usize, k.div_ceil(4)), (32, k.div_ceil(4) + 3)] {
+                for col0 in [0, 1, p / 2] {
+                    let n = p - col0;
+                    let len = n.div_ceil(nr) * lane_rows * nr;
+                    let mut want = vec![0x5555_5555u32; len + 16];
+                    let mut got = want.clone();
+                    let (a, g) = (want.as_ptr().align_offset(64), got.as_ptr().align_offset(64));
+                    let img = super::Implicit {
+                        x: x.as_ptr(),
+                        chw: (c, h, w),
+                        kernel,
+                        stride: st,
+                        pad,
+                        ow,
+                        first_col: 0,
+                    };
+                    unsafe {
+                        super::strips_u8(b.as_ptr().add(col0), p, k, n, nr, lane_rows, zero, &mut want[a..]);
+                        super::strips_image(&img, col0, k, n, nr, lane_rows, zero, &mut got[g..]);
+                    }
+                    assert_eq!(
+                        &got[g..g + len],
+                        &want[a..a + len],
+                        "c{c} {h}x{w} k{kernel}/{st} pad{pad} nr{nr} from {col0}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn strips_hold_quantized_quads() {
         if !std::arch::is_x86_feature_detected!("avx512f") {

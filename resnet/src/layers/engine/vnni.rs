@@ -5,8 +5,8 @@
 //!
 //! Layouts: the weights are the int8 OIHW rows the AMX kernel reads (depth padded with zeros), read in
 //! place: a depth quad of one output channel is one 4-byte broadcast. B is packed per block of columns by
-//! [`super::int8::strips`] (quantized as it is packed, or moved as bytes where it was quantized before
-//! im2col) into strips 48 columns wide whose lanes hold four
+//! [`super::int8::pack`] (quantized as it is packed, moved as bytes where it was quantized before
+//! im2col, or read straight from a stride-1 conv's quantized image) into strips 48 columns wide whose lanes hold four
 //! depth steps of one column, over the whole depth. A register tile is 8 output channels x 48 pixels
 //! (24 accumulators; per depth quad 3 loads of B, 8 broadcasts of A, 24 dot products), summed over the
 //! whole depth, then dequantized with the bias, residual and ReLU by [`super::int8::store`].
@@ -23,9 +23,10 @@ const NR: usize = 48;
 /// Target size of one column block's packed strips (stays in L2 while every row block reads it).
 const BLOCK_BYTES: usize = 256 * 1024;
 
-/// True when the CPU has AVX-512F and AVX512-VNNI.
+/// True when the CPU has AVX-512F, BW, VL and BMI2 (for packing) and AVX512-VNNI.
 pub(crate) fn is_supported() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vnni")
+    use std::arch::is_x86_feature_detected as has;
+    has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("bmi2") && has!("avx512vnni")
 }
 
 /// Computes one tile of C whose weights are int8 rows at `a` (`kpad` bytes per row, `kpad >= g.k`, zero
@@ -52,10 +53,7 @@ pub(crate) unsafe fn gemm_int8(g: &Gemm, a: *const i8, kpad: usize, q: &Requant)
         let sums = scratch.as_mut_ptr().cast::<i32>();
         for j0 in (0..g.n).step_by(nc) {
             let nb = nc.min(g.n - j0);
-            match q.b8.is_null() {
-                true => int8::strips(g.b.add(j0), g.ldb, g.k, nb, NR, quads, q.inv_scale, q.zero, lanes),
-                false => int8::strips_u8(q.b8.add(j0), g.ldb, g.k, nb, NR, quads, q.zero, lanes),
-            }
+            int8::pack(g, q, j0, nb, NR, quads, lanes);
             for (s, j) in (0..nb).step_by(NR).enumerate() {
                 let b = lanes.as_ptr().add(s * strip);
                 let cols = NR.min(nb - j);
