@@ -362,3 +362,74 @@ fn int8_checkpoints_round_trip_and_refuse_damage() {
         "layer3.2.conv1.bias",
     );
 }
+
+/// Inside a residual block an int8 network hands its activations to the next conv as bytes
+/// (`ConvBn::forward_into`: the producing conv's epilogue quantizes them for the consumer). The logits must
+/// be bit for bit those of the same network run op by op with f32 between every two convs, each conv
+/// quantizing its own input (`resnet::profile`), for a basic-block net (the real CIFAR ResNet-20) and a
+/// bottleneck one (ResNet-50, random weights), at batch 1 and 3; and on an int8 kernel the bytes must
+/// really be handed on.
+#[test]
+fn int8_bytes_between_convs_change_no_logit() {
+    use candle_nn::VarMap;
+    use resnet::layers::Calibration;
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let nets = [
+        (
+            "resnet20",
+            32,
+            ResNet::new(
+                &resnet::variants::by_name("resnet20").unwrap(),
+                VarBuilder::from_tensors(cifar_tensors("resnet20"), DType::F32, &dev),
+            )
+            .unwrap(),
+        ),
+        (
+            "resnet50",
+            64,
+            ResNet::new(
+                &resnet::variants::by_name("resnet50").unwrap(),
+                VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+            )
+            .unwrap(),
+        ),
+    ];
+    let integer = resnet::layers::Int8Kernel::detect().is_integer();
+    for (name, size, full) in nets {
+        let wave = |n: usize, f: f64| -> Tensor {
+            let v: Vec<f32> = (0..n * 3 * size * size).map(|i| (f * i as f64).sin() as f32).collect();
+            Tensor::from_vec(v, (n, 3, size, size), &dev).unwrap()
+        };
+        let q = full.quantize_int8(&[wave(2, 0.011)], Calibration::MinMax).unwrap();
+        let layers = q.conv_layers();
+        let conv = |want: &str| layers.iter().find(|(n, _)| n == want).unwrap().1;
+        let first = conv("layer1.0.conv1");
+        let c = first.conv().spec().in_channels;
+        let x = Tensor::ones((1, c, 8, 8), DType::F32, &dev).unwrap();
+        let y = first.forward_into(&x, true, conv("layer1.0.conv2"), false).unwrap();
+        assert_eq!(y.dtype() == DType::U8, integer, "{name}: bytes handed on");
+        for n in [1, 3] {
+            let x = wave(n, 0.0037);
+            let chained = q.forward(&x).unwrap();
+            let timing = resnet::profile::Timing {
+                repeats: 1,
+                sync: &|| Ok(()),
+            };
+            let mut logits = None;
+            resnet::profile::profile_observed(&q, &x, &timing, &mut |op, y| {
+                if op == "fc" {
+                    logits = Some(y.clone());
+                }
+            })
+            .unwrap();
+            let (a, b) = (chained.flatten_all().unwrap(), logits.unwrap().flatten_all().unwrap());
+            assert_eq!(
+                a.to_vec1::<f32>().unwrap(),
+                b.to_vec1::<f32>().unwrap(),
+                "{name} batch {n}"
+            );
+            assert!(common::max_abs(&chained) > 0.0, "{name}: all-zero logits prove nothing");
+        }
+    }
+}

@@ -32,8 +32,9 @@ impl BasicBranch {
     }
 
     /// `ReLU(F(x) + shortcut)`, the whole block, with the add and ReLU fused into `conv2`.
+    /// Between the convs, an int8 network's activations stay bytes ([`ConvBn::forward_into`]).
     pub fn forward_block(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv1.forward_fused(x, None, true, train)?;
+        let y = self.conv1.forward_into(x, true, &self.conv2, train)?;
         self.conv2.forward_fused(&y, Some(shortcut), true, train)
     }
 

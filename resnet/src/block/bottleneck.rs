@@ -71,9 +71,14 @@ impl BottleneckBranch {
     }
 
     /// `ReLU(F(x) + shortcut)`, the whole block, with the add and ReLU fused into `conv3`.
+    /// Between the convs, an int8 network's activations stay bytes ([`ConvBn::forward_into`]), except
+    /// where a pool sits between `conv2` and `conv3`.
     pub fn forward_block(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv1.forward_fused(x, None, true, train)?;
-        let y = pool::avg_pool(&self.conv2.forward_fused(&y, None, true, train)?, self.pool)?;
+        let y = self.conv1.forward_into(x, true, &self.conv2, train)?;
+        let y = match self.pool {
+            1 => self.conv2.forward_into(&y, true, &self.conv3, train)?,
+            window => pool::avg_pool(&self.conv2.forward_fused(&y, None, true, train)?, window)?,
+        };
         self.conv3.forward_fused(&y, Some(shortcut), true, train)
     }
 

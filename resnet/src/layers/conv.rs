@@ -229,10 +229,11 @@ impl Conv {
         }
     }
 
-    /// `relu?(conv(x) + bias + residual?)`, in one pass over the output on the CPU kernel.
+    /// `relu?(conv(x) + bias + residual?)`, in one pass over the output on the CPU kernel. A conv on an
+    /// int8 kernel also takes the u8 output of [`Conv::forward_into`] with it as `next`.
     pub fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         if let Some(p) = self.fast_path(x) {
-            let x = x.to_dtype(DType::F32)?;
+            let x = to_kernel_dtype(x)?;
             let residual = residual.map(|r| r.to_dtype(DType::F32)).transpose()?;
             return p.forward(&x, residual.as_ref(), relu);
         }
@@ -246,9 +247,21 @@ impl Conv {
         Ok(y)
     }
 
+    /// `relu?(conv(x) + bias)` for `next` to take: where both convs are int8 convs on an int8 kernel, the
+    /// output is u8, already quantized the way `next` quantizes its inputs (exactly the bytes `next` would
+    /// make of the f32 output, at a quarter of the memory traffic), which only `next` should read; else the
+    /// same as [`Conv::forward_fused`] without a residual.
+    pub fn forward_into(&self, x: &Tensor, relu: bool, next: &Conv) -> Result<Tensor> {
+        if let (Some(p), Some(n)) = (self.fast_path(x), &next.packed) {
+            return p.forward_emitting(&to_kernel_dtype(x)?, relu, n);
+        }
+        self.forward_fused(x, None, relu)
+    }
+
     fn fast_path(&self, x: &Tensor) -> Option<&Arc<PackedConv>> {
         match (&self.packed, x.device(), x.dtype()) {
             (Some(p), Device::Cpu, DType::F32 | DType::BF16 | DType::F16) => Some(p),
+            (Some(p), Device::Cpu, DType::U8) if p.is_int8() => Some(p),
             _ => None,
         }
     }
@@ -338,10 +351,18 @@ pub fn take_strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: 
     x.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
 }
 
+/// What the CPU kernel reads: f32, or the u8 an int8 conv handed on ([`Conv::forward_into`]) as it is.
+fn to_kernel_dtype(x: &Tensor) -> Result<Tensor> {
+    match x.dtype() {
+        DType::U8 => Ok(x.clone()),
+        _ => x.to_dtype(DType::F32),
+    }
+}
+
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(p) = self.fast_path(x) {
-            return p.forward(&x.to_dtype(DType::F32)?, None, false);
+            return p.forward(&to_kernel_dtype(x)?, None, false);
         }
         let s = self.spec;
         let y = if s.groups == 1 {

@@ -169,6 +169,17 @@ impl ConvBn {
     }
 }
 
+impl ConvBn {
+    /// `relu?(BN(conv(x)))` for `next` to take (see [`Conv::forward_into`]): u8 already quantized for
+    /// `next` where both are folded int8 convs on an int8 kernel, else as [`ConvBn::forward_fused`].
+    pub fn forward_into(&self, x: &Tensor, relu: bool, next: &ConvBn, train: bool) -> Result<Tensor> {
+        match (self, next) {
+            (ConvBn::Folded { conv, .. }, ConvBn::Folded { conv: n, .. }) if !train => conv.forward_into(x, relu, n),
+            _ => self.forward_fused(x, None, relu, train),
+        }
+    }
+}
+
 impl ModuleT for ConvBn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {

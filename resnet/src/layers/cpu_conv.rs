@@ -396,11 +396,36 @@ impl PackedConv {
         }
     }
 
-    /// `relu?(conv(x) + bias + residual?)` for a contiguous-or-not f32 CPU tensor `x` (N, C, H, W).
+    /// `relu?(conv(x) + bias + residual?)` for a contiguous-or-not f32 CPU tensor `x` (N, C, H, W); for a
+    /// conv on an int8 kernel ([`PackedConv::is_int8`]) `x` may also be u8, taken as already quantized
+    /// the way this conv quantizes its inputs ([`PackedConv::int8_quant`]), as
+    /// [`PackedConv::forward_emitting`] leaves them.
     pub fn forward(self: &Arc<Self>, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        self.forward_op(x, residual, relu, None)
+    }
+
+    /// `relu?(conv(x) + bias)` handed straight to `next`: where both convs are on an int8 kernel the
+    /// output is u8, quantized the way `next` quantizes its inputs (the bytes `next` would make of the f32
+    /// output, a quarter of the memory, no second pass), else f32 as [`PackedConv::forward`].
+    pub fn forward_emitting(self: &Arc<Self>, x: &Tensor, relu: bool, next: &PackedConv) -> Result<Tensor> {
+        let emit = match (&self.weights, &next.weights, next.int8) {
+            (Weights::Int8(_), Weights::Int8(_), Some(act)) => Some(act),
+            _ => None,
+        };
+        self.forward_op(x, None, relu, emit)
+    }
+
+    fn forward_op(
+        self: &Arc<Self>,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+        emit: Option<super::quant::ActQuant>,
+    ) -> Result<Tensor> {
         let op = ConvOp {
             packed: self.clone(),
             relu,
+            emit,
         };
         let x = x.contiguous()?;
         match residual {
@@ -425,13 +450,22 @@ impl PackedConv {
 
     fn run(
         &self,
-        x: &[f32],
+        x: Input,
         (n, c, h, w): (usize, usize, usize, usize),
         residual: Option<&[f32]>,
         relu: bool,
-    ) -> Result<Vec<f32>> {
-        if let Some(o) = self.observer.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            o.record(x);
+        emit: Option<super::quant::ActQuant>,
+    ) -> Result<CpuStorage> {
+        if let Input::F32(x) = x {
+            if let Some(o) = self.observer.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                o.record(x);
+            }
+        }
+        if matches!(x, Input::U8(_)) && !matches!(self.weights, Weights::Int8(_)) {
+            bail!("the CPU conv kernel takes u8 inputs only into a conv on an int8 kernel")
+        }
+        if emit.is_some() && (residual.is_some() || !matches!(self.weights, Weights::Int8(_))) {
+            bail!("only an int8 conv without a residual can hand u8 outputs to the next")
         }
         let guard;
         let weight: &[f32] = match &self.weights {
@@ -452,36 +486,62 @@ impl PackedConv {
         let s = &self.spec;
         let (oh, ow) = (s.output_size(h), s.output_size(w));
         let (in_img, out_img) = (c * h * w, s.out_channels * oh * ow);
-        let mut out: Vec<f32> = Vec::with_capacity(n * out_img);
+        if x.len() != n * in_img || residual.is_some_and(|r| r.len() != n * out_img) {
+            bail!("conv input or residual does not match its shape")
+        }
+        let (mut out_f32, mut out_u8) = (Vec::new(), Vec::new());
         // SAFETY: every element is written by a tile's GEMM (which does not read it first) before it is read.
         #[allow(clippy::uninit_vec)]
-        unsafe {
-            out.set_len(n * out_img)
+        let out = unsafe {
+            match emit {
+                None => {
+                    out_f32.reserve_exact(n * out_img);
+                    out_f32.set_len(n * out_img);
+                }
+                Some(_) => {
+                    out_u8.reserve_exact(n * out_img);
+                    out_u8.set_len(n * out_img);
+                }
+            }
+            OutPtr {
+                f32: out_f32.as_mut_ptr(),
+                u8: out_u8.as_mut_ptr(),
+            }
         };
         let image = |i: usize| {
             (
-                &x[i * in_img..(i + 1) * in_img],
+                x.image(i * in_img, in_img),
                 residual.map(|r| &r[i * out_img..(i + 1) * out_img]),
+                out.offset(i * out_img),
             )
         };
+        let post = Post { relu, emit };
         if n == 1 || rayon::current_num_threads() == 1 {
             // Too few images to go around: split each image's output into tiles across the threads.
-            for (i, dst) in out.chunks_exact_mut(out_img).enumerate() {
-                let (src, res) = image(i);
-                self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, relu, true);
+            for i in 0..n {
+                let (src, res, dst) = image(i);
+                self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, post, true);
             }
         } else {
-            out.par_chunks_mut(out_img).enumerate().for_each(|(i, dst)| {
-                let (src, res) = image(i);
-                self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, relu, false);
+            (0..n).into_par_iter().for_each(|i| {
+                let (src, res, dst) = image(i);
+                self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, post, false);
             });
         }
-        Ok(out)
+        Ok(match emit {
+            None => CpuStorage::F32(out_f32),
+            Some(_) => CpuStorage::U8(out_u8),
+        })
     }
 
     /// Runs `f` on one image as im2col should read it: for a conv on an int8 kernel quantized once (in this
     /// thread's buffer; by the pool if `parallel`), so that unfolding moves bytes, not floats; else as it is.
-    fn with_image<R>(&self, x: &[f32], parallel: bool, f: impl FnOnce(Image) -> R) -> R {
+    fn with_image<R>(&self, x: Input, parallel: bool, f: impl FnOnce(Image) -> R) -> R {
+        let x = match x {
+            Input::F32(x) => x,
+            // Already quantized (only ever handed to an int8 conv, see `run`).
+            Input::U8(x) => return f(Image::U8(x, self.int8.map_or(0, |a| a.zero))),
+        };
         #[cfg(target_arch = "x86_64")]
         if let Weights::Int8(w) = &self.weights {
             let (inv, zero) = (1.0 / w.act.scale, w.act.zero);
@@ -506,12 +566,12 @@ impl PackedConv {
     fn run_image(
         &self,
         weight: &[f32],
-        x: &[f32],
+        x: Input,
         (c, h, w): (usize, usize, usize),
         (oh, ow): (usize, usize),
-        dst: &mut [f32],
+        out: OutPtr,
         residual: Option<&[f32]>,
-        relu: bool,
+        post: Post,
         parallel: bool,
     ) {
         let s = &self.spec;
@@ -524,11 +584,10 @@ impl PackedConv {
         if !direct && !implicit && g == 1 {
             if let Some(band) = band_cols(c * s.kernel * s.kernel, oh * ow, threads, self.engine.strip_cols()) {
                 return self.with_image(x, parallel, |img| {
-                    self.run_banded(weight, img, (c, h, w), (oh, ow), band, dst, residual, relu, parallel)
+                    self.run_banded(weight, img, (c, h, w), (oh, ow), band, out, residual, post, parallel)
                 });
             }
         }
-        let out = OutPtr(dst.as_mut_ptr());
         let dispatch = |rhs: RhsData| {
             let rhs = Rhs {
                 data: rhs,
@@ -537,7 +596,7 @@ impl PackedConv {
             };
             let tile = |t: Tile| {
                 // SAFETY: tiles cover disjoint (row, column) blocks of `dst`.
-                unsafe { self.tile(weight, rhs, out, p, residual, relu, t) }
+                unsafe { self.tile(weight, rhs, out, p, residual, post, t) }
             };
             if threads == 1 {
                 (0..g).for_each(|gi| {
@@ -579,7 +638,10 @@ impl PackedConv {
             }
         };
         if direct {
-            dispatch(RhsData::F32(x));
+            dispatch(match x {
+                Input::F32(x) => RhsData::F32(x),
+                Input::U8(x) => RhsData::U8(x),
+            });
         } else if implicit {
             self.with_image(x, parallel, |img| match img {
                 Image::U8(bytes, _) => dispatch(RhsData::Image(bytes, (h, w))),
@@ -610,14 +672,13 @@ impl PackedConv {
         (c, h, w): (usize, usize, usize),
         (oh, ow): (usize, usize),
         band: usize,
-        dst: &mut [f32],
+        out: OutPtr,
         residual: Option<&[f32]>,
-        relu: bool,
+        post: Post,
         parallel: bool,
     ) {
         let s = &self.spec;
         let p = oh * ow;
-        let out = OutPtr(dst.as_mut_ptr());
         let run = |b: usize| {
             let (c0, c1) = (b * band, ((b + 1) * band).min(p));
             unfold(x, (c, h, w), s, ow, (c0, c1), false, |cols| {
@@ -631,8 +692,8 @@ impl PackedConv {
                     rows: (0, s.out_channels),
                     cols: (c0, c1),
                 };
-                // SAFETY: bands cover disjoint column ranges of `dst`.
-                unsafe { self.tile(weight, rhs, out, p, residual, relu, t) }
+                // SAFETY: bands cover disjoint column ranges of the output.
+                unsafe { self.tile(weight, rhs, out, p, residual, post, t) }
             })
         };
         let bands = p.div_ceil(band);
@@ -656,7 +717,7 @@ impl PackedConv {
         out: OutPtr,
         p: usize,
         residual: Option<&[f32]>,
-        relu: bool,
+        post: Post,
         t: Tile,
     ) {
         let s = &self.spec;
@@ -719,6 +780,11 @@ impl PackedConv {
                             }),
                             _ => None,
                         },
+                        emit: post.emit.map(|act| super::engine::int8::Emit {
+                            c: out.u8.add(first * p + c0),
+                            inv_scale: 1.0 / act.scale,
+                            zero: act.zero,
+                        }),
                     },
                     vnni: w.kernel == Int8Kernel::Vnni,
                 }
@@ -743,12 +809,12 @@ impl PackedConv {
                 RhsData::U8(_) | RhsData::Image(..) => std::ptr::null(),
             },
             ldb: rhs.stride,
-            c: out.0.add(first * p + c0),
+            c: out.f32.wrapping_add(first * p + c0),
             ldc: p,
             epilogue: Epilogue {
                 bias: self.bias.as_ptr().add(first),
                 residual: residual.map(|r| (r.as_ptr().add(first * p + c0), p)),
-                relu,
+                relu: post.relu,
             },
         });
     }
@@ -808,9 +874,55 @@ struct Tile {
     cols: (usize, usize),
 }
 
-/// The output pointer, shared by the threads that fill disjoint tiles of it.
+/// A conv's input: f32, or (into a conv on an int8 kernel) bytes already quantized for it.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+enum Input<'a> {
+    F32(&'a [f32]),
+    U8(&'a [u8]),
+}
+
+impl<'a> Input<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Input::F32(x) => x.len(),
+            Input::U8(x) => x.len(),
+        }
+    }
+
+    /// The `len` values from `start`.
+    fn image(&self, start: usize, len: usize) -> Input<'a> {
+        match self {
+            Input::F32(x) => Input::F32(&x[start..start + len]),
+            Input::U8(x) => Input::U8(&x[start..start + len]),
+        }
+    }
+}
+
+/// What the epilogue does besides the bias and residual: the ReLU, and whether the output is stored as
+/// the next conv's quantized bytes (see `engine::int8::Emit`).
+#[derive(Clone, Copy)]
+struct Post {
+    relu: bool,
+    emit: Option<super::quant::ActQuant>,
+}
+
+/// The output pointer (f32, or bytes for an int8 conv handing its output to the next; the other null),
+/// shared by the threads that fill disjoint tiles of it.
+#[derive(Clone, Copy)]
+struct OutPtr {
+    f32: *mut f32,
+    u8: *mut u8,
+}
+
+impl OutPtr {
+    /// The output `n` values further on.
+    fn offset(self, n: usize) -> OutPtr {
+        OutPtr {
+            f32: self.f32.wrapping_add(n),
+            u8: self.u8.wrapping_add(n),
+        }
+    }
+}
 // SAFETY: only used for disjoint writes (see `PackedConv::tile`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -952,15 +1064,25 @@ fn gather<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
 struct ConvOp {
     packed: Arc<PackedConv>,
     relu: bool,
+    /// Store the output as u8, quantized this way (see [`PackedConv::forward_emitting`]).
+    emit: Option<super::quant::ActQuant>,
 }
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        bail!("the CPU conv kernel only handles f32")
+    match contiguous(s, l)? {
+        Input::F32(x) => Ok(x),
+        Input::U8(_) => bail!("the CPU conv kernel adds only f32 residuals"),
+    }
+}
+
+fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> Result<Input<'a>> {
+    let Some((a, b)) = l.contiguous_offsets() else {
+        bail!("the CPU conv kernel needs a contiguous input")
     };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("the CPU conv kernel needs a contiguous input"),
+    match s {
+        CpuStorage::F32(data) => Ok(Input::F32(&data[a..b])),
+        CpuStorage::U8(data) => Ok(Input::U8(&data[a..b])),
+        _ => bail!("the CPU conv kernel only handles f32 (and u8 into int8 convs)"),
     }
 }
 
@@ -970,11 +1092,13 @@ impl CustomOp1 for ConvOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s, l)?;
+        let x = contiguous(s, l)?;
         let dims = self.packed.out_shape(l.dims())?;
         let d = l.dims();
-        let out = self.packed.run(x, (d[0], d[1], d[2], d[3]), None, self.relu)?;
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
+        let out = self
+            .packed
+            .run(x, (d[0], d[1], d[2], d[3]), None, self.relu, self.emit)?;
+        Ok((out, Shape::from(dims)))
     }
 }
 
@@ -984,7 +1108,7 @@ impl CustomOp2 for ConvOp {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1)?;
+        let x = contiguous(s1, l1)?;
         let r = contiguous_f32(s2, l2)?;
         let dims = self.packed.out_shape(l1.dims())?;
         if l2.dims() != [dims.0, dims.1, dims.2, dims.3] {
@@ -994,8 +1118,10 @@ impl CustomOp2 for ConvOp {
             )
         }
         let d = l1.dims();
-        let out = self.packed.run(x, (d[0], d[1], d[2], d[3]), Some(r), self.relu)?;
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
+        let out = self
+            .packed
+            .run(x, (d[0], d[1], d[2], d[3]), Some(r), self.relu, self.emit)?;
+        Ok((out, Shape::from(dims)))
     }
 }
 

@@ -30,6 +30,18 @@ pub(crate) struct Requant {
     /// The conv's input image, quantized, that B is packed from directly (no unfolded copy); B and `b8`
     /// are then unused.
     pub image: Option<Implicit>,
+    /// Where the outputs go as bytes, quantized for the next conv (`Gemm::ldc` apart, at the tile's first
+    /// row and column; the tile has no residual): `q = clamp(round(y * inv_scale) + zero, 0, 255)`, the
+    /// bytes the next conv would make of the f32 outputs. `None`: f32 to `Gemm::c`.
+    pub emit: Option<Emit>,
+}
+
+/// An int8 conv's outputs stored as the next int8 conv's quantized inputs (see [`Requant::emit`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Emit {
+    pub c: *mut u8,
+    pub inv_scale: f32,
+    pub zero: u8,
 }
 
 /// A stride-1 or stride-2 convolution's quantized input image (C, H, W), read as the implicit GEMM operand
@@ -307,7 +319,8 @@ unsafe fn pack_quads(
 }
 
 /// Writes `rows` x `cols` of i32 sums to C at (row `i0`, column `j`): dequantized, plus bias and residual,
-/// ReLU. `at(r, v)` is where the sums of the block's row `r`, columns `16 v .. 16 v + 16` are.
+/// ReLU; as f32, or quantized again to bytes for the next conv ([`Requant::emit`]). `at(r, v)` is where the
+/// sums of the block's row `r`, columns `16 v .. 16 v + 16` are.
 ///
 /// # Safety
 /// AVX-512F; as [`super::amx::gemm_int8`]; `at` points at 16 readable i32 for every row and vector.
@@ -323,9 +336,19 @@ pub(crate) unsafe fn store(
     at: impl Fn(usize, usize) -> *const i32,
 ) {
     let e = g.epilogue;
+    debug_assert!(q.emit.is_none() || e.residual.is_none());
+    let (emit_inv, emit_zero) = match q.emit {
+        Some(out) => (out.inv_scale, i32::from(out.zero)),
+        None => (0.0, 0),
+    };
+    let (emit_inv, emit_zero, lo, hi) = (
+        _mm512_set1_ps(emit_inv),
+        _mm512_set1_epi32(emit_zero),
+        _mm512_setzero_si512(),
+        _mm512_set1_epi32(255),
+    );
     for r in 0..rows {
         let o = i0 + r;
-        let c = g.c.add(o * g.ldc + j);
         let (mul, zw, bias) = (
             _mm512_set1_ps(*q.mul.add(o)),
             _mm512_set1_epi32(*q.zw.add(o)),
@@ -342,7 +365,16 @@ pub(crate) unsafe fn store(
             if e.relu {
                 x = _mm512_max_ps(x, _mm512_setzero_ps());
             }
-            _mm512_mask_storeu_ps(c.add(16 * v), m, x);
+            let at = o * g.ldc + j + 16 * v;
+            match q.emit {
+                // As `quantize` rounds: to nearest even, shifted by the zero point, saturated.
+                Some(out) => {
+                    let qv = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x, emit_inv)), emit_zero);
+                    let qv = _mm512_min_epi32(_mm512_max_epi32(qv, lo), hi);
+                    _mm512_mask_cvtepi32_storeu_epi8(out.c.add(at).cast(), m, qv);
+                }
+                None => _mm512_mask_storeu_ps(g.c.add(at), m, x),
+            }
         }
     }
 }
