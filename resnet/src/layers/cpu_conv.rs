@@ -67,6 +67,9 @@ enum Weights {
 /// A conv's int8 weights and the constants that turn its i32 sums back into f32 (see `engine::int8`).
 struct Int8Weights {
     data: Vec<i8>,
+    /// Each row's depth in (tap, channel) order rather than OIHW's (channel, tap): a depth quad is then four
+    /// channels at one kernel tap, which the implicit GEMM packs with one set of offsets.
+    tap_major: bool,
     kpad: usize,
     /// Per output channel: the weights' scale `s_w`.
     w_scale: Vec<f32>,
@@ -305,8 +308,23 @@ impl PackedConv {
         }
         let mul = w_scale.iter().map(|s| s * act.scale).collect();
         let zw = sums.iter().map(|s| s * i32::from(act.zero)).collect();
+        // Implicit-GEMM convs whose channels come in quads take their depth tap by tap (see
+        // `Int8Weights::tap_major`): each row reordered from (c, tap) to (tap, c).
+        let (taps, c) = (spec.kernel * spec.kernel, spec.in_channels);
+        let tap_major = implicit_spec(&spec) && taps > 1 && c.is_multiple_of(4);
+        let mut data = data;
+        if tap_major {
+            let mut row = vec![0i8; k];
+            for dst in data.chunks_exact_mut(kpad) {
+                row.copy_from_slice(&dst[..k]);
+                for (i, &w) in row.iter().enumerate() {
+                    dst[(i % taps) * c + i / taps] = w;
+                }
+            }
+        }
         let weights = Weights::Int8(Box::new(Int8Weights {
             data,
+            tap_major,
             kpad,
             w_scale,
             mul,
@@ -372,11 +390,13 @@ impl PackedConv {
             // The values the int8 weights stand for, in f32.
             Weights::Int8(w) => {
                 let mut oihw = vec![0f32; m * k];
+                let (taps, c) = (s.kernel * s.kernel, s.in_channels);
                 for (o, row) in oihw.chunks_exact_mut(k.max(1)).enumerate() {
                     let q = &w.data[o * w.kpad..o * w.kpad + k];
-                    row.iter_mut()
-                        .zip(q)
-                        .for_each(|(v, &q)| *v = f32::from(q) * w.w_scale[o]);
+                    for (i, v) in row.iter_mut().enumerate() {
+                        let at = if w.tap_major { (i % taps) * c + i / taps } else { i };
+                        *v = f32::from(q[at]) * w.w_scale[o];
+                    }
                 }
                 Tensor::from_vec(oihw, s.weight_shape(), &candle_core::Device::Cpu)
             }
@@ -657,8 +677,7 @@ impl PackedConv {
     /// True when the engine packs B straight from the quantized input image (implicit GEMM, no im2col):
     /// ungrouped undilated convs of stride 1 or 2 on an int8 kernel.
     fn implicit_gemm(&self) -> bool {
-        let s = &self.spec;
-        matches!(self.weights, Weights::Int8(_)) && s.stride <= 2 && s.groups == 1 && s.dilation == 1
+        matches!(self.weights, Weights::Int8(_)) && implicit_spec(&self.spec)
     }
 
     /// One image in bands of `band` output columns: each band is unfolded into the thread's buffer and
@@ -769,13 +788,14 @@ impl PackedConv {
                             RhsData::F32(_) | RhsData::Image(..) => std::ptr::null(),
                         },
                         image: match rhs.data {
-                            RhsData::Image(x, (h, w)) => Some(super::engine::int8::Implicit {
+                            RhsData::Image(x, (h, width)) => Some(super::engine::int8::Implicit {
                                 x: x.as_ptr(),
-                                chw: (s.in_channels, h, w),
+                                chw: (s.in_channels, h, width),
                                 kernel: s.kernel,
                                 stride: s.stride,
+                                tap_major: w.tap_major,
                                 pad: s.padding,
-                                ow: s.output_size(w),
+                                ow: s.output_size(width),
                                 first_col: c0,
                             }),
                             _ => None,
@@ -818,6 +838,11 @@ impl PackedConv {
             },
         });
     }
+}
+
+/// The convs an int8 kernel runs as an implicit GEMM: ungrouped, undilated, stride 1 or 2.
+fn implicit_spec(s: &ConvSpec) -> bool {
+    s.stride <= 2 && s.groups == 1 && s.dilation == 1
 }
 
 /// Target size of one band's unfolded panel: a quarter of this machine's 2 MiB L2 left room for the

@@ -54,6 +54,9 @@ pub(crate) struct Implicit {
     pub kernel: usize,
     /// 1 or 2.
     pub stride: usize,
+    /// The rows are in (tap, channel) order (row `t * C + ci`), C a multiple of 4, so that a depth quad is
+    /// four channels at one tap; else im2col's (channel, tap).
+    pub tap_major: bool,
     pub pad: usize,
     pub ow: usize,
     /// The output column (`oy * ow + ox`) of the GEMM's column 0.
@@ -196,7 +199,8 @@ pub(crate) unsafe fn strips_image(
     // `st * l` past it).
     let vectors = n.div_ceil(nr) * (nr / 16);
     let mut start = Vec::with_capacity(vectors * taps + 1);
-    let mut loads: Vec<(u16, isize)> = Vec::with_capacity(vectors * taps * 2);
+    // (mask, the mask's lanes as even bytes for stride 2, offset).
+    let mut loads: Vec<(u16, u32, isize)> = Vec::with_capacity(vectors * taps * 2);
     for u in 0..vectors {
         let cols = n.saturating_sub(16 * u).min(16);
         // Runs of lanes within one output row: (first lane, lanes, oy, ox of the first lane).
@@ -228,7 +232,8 @@ pub(crate) unsafe fn strips_image(
                 };
                 if hi > lo {
                     let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) << l;
-                    loads.push((mask as u16, y * w as isize + shift - st * l as isize));
+                    let even = _pdep_u32(mask, 0x5555_5555);
+                    loads.push((mask as u16, even, y * w as isize + shift - st * l as isize));
                 }
             }
         }
@@ -237,6 +242,55 @@ pub(crate) unsafe fn strips_image(
     let plane = (h * w) as isize;
     let zeros = _mm_set1_epi8(zero as i8);
     let vecs = nr / 16;
+    let load = |bytes: __m128i, mask: u16, even: u32, at: *const u8| match st {
+        1 => _mm_mask_loadu_epi8(bytes, mask, at.cast()),
+        // Lane `l` is byte `2 l`: load the valid lanes' even bytes, keep the low byte of each 16-bit pair.
+        _ => {
+            let pairs = _mm256_maskz_loadu_epi8(even, at.cast());
+            _mm_mask_blend_epi8(mask, bytes, _mm256_cvtepi16_epi8(pairs))
+        }
+    };
+    // Interleaves four rows of 16 bytes into 16 lanes of four bytes, row 0 lowest (bytes into pairs, pairs
+    // into quads), at `dst`.
+    let quads = |r: [__m128i; 4], dst: *mut __m128i| {
+        let (lo01, hi01) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpackhi_epi8(r[0], r[1]));
+        let (lo23, hi23) = (_mm_unpacklo_epi8(r[2], r[3]), _mm_unpackhi_epi8(r[2], r[3]));
+        _mm_store_si128(dst, _mm_unpacklo_epi16(lo01, lo23));
+        _mm_store_si128(dst.add(1), _mm_unpackhi_epi16(lo01, lo23));
+        _mm_store_si128(dst.add(2), _mm_unpacklo_epi16(hi01, hi23));
+        _mm_store_si128(dst.add(3), _mm_unpackhi_epi16(hi01, hi23));
+    };
+    if img.tap_major {
+        // A quad is channels `ci .. ci + 4` at tap `t`: one set of loads, four channels apart.
+        debug_assert!(c.is_multiple_of(4));
+        for s in 0..n.div_ceil(nr) {
+            let strip = out.as_mut_ptr().add(s * lane_rows * nr);
+            let (mut t, mut ci) = (0usize, 0usize);
+            for q in 0..kq {
+                for v in 0..vecs {
+                    let u = s * vecs + v;
+                    let mut r = [zeros; 4];
+                    for &(mask, even, off) in &loads[start[u * taps + t]..start[u * taps + t + 1]] {
+                        for (i, bytes) in r.iter_mut().enumerate() {
+                            *bytes = load(
+                                *bytes,
+                                mask,
+                                even,
+                                img.x.wrapping_offset((ci + i) as isize * plane + off),
+                            );
+                        }
+                    }
+                    quads(r, strip.add(q * nr + 16 * v).cast());
+                }
+                ci += 4;
+                if ci == c {
+                    (t, ci) = (t + 1, 0);
+                }
+            }
+            std::ptr::write_bytes(strip.add(kq * nr), 0, (lane_rows - kq) * nr);
+        }
+        return;
+    }
     for s in 0..n.div_ceil(nr) {
         let strip = out.as_mut_ptr().add(s * lane_rows * nr);
         // The first of the quad's rows: channel and tap, stepped along without dividing.
@@ -255,26 +309,15 @@ pub(crate) unsafe fn strips_image(
             (ci, t0) = (cr, tr);
             for v in 0..vecs {
                 let u = s * vecs + v;
-                let mut lane = _mm512_setzero_si512();
-                for (r, &(base, t)) in rows.iter().enumerate().take(used) {
-                    let mut bytes = zeros;
-                    for &(mask, off) in &loads[start[u * taps + t]..start[u * taps + t + 1]] {
-                        let at = img.x.wrapping_offset(base + off);
-                        bytes = match st {
-                            1 => _mm_mask_loadu_epi8(bytes, mask, at.cast()),
-                            // Lane `l` is byte `2 l`: load the valid lanes' even bytes, keep the low
-                            // byte of each 16-bit pair.
-                            _ => {
-                                let even = _pdep_u32(u32::from(mask), 0x5555_5555);
-                                let pairs = _mm256_maskz_loadu_epi8(even, at.cast());
-                                _mm_mask_blend_epi8(mask, bytes, _mm256_cvtepi16_epi8(pairs))
-                            }
-                        };
+                // The quad's four rows at these 16 columns (rows past `k`: 0).
+                let mut r = [_mm_setzero_si128(); 4];
+                for (bytes, &(base, t)) in r.iter_mut().zip(&rows).take(used) {
+                    *bytes = zeros;
+                    for &(mask, even, off) in &loads[start[u * taps + t]..start[u * taps + t + 1]] {
+                        *bytes = load(*bytes, mask, even, img.x.wrapping_offset(base + off));
                     }
-                    let wide = _mm512_cvtepu8_epi32(bytes);
-                    lane = _mm512_or_si512(lane, _mm512_sllv_epi32(wide, _mm512_set1_epi32(8 * r as i32)));
                 }
-                _mm512_store_si512(strip.add(q * nr + 16 * v).cast(), lane);
+                quads(r, strip.add(q * nr + 16 * v).cast());
             }
         }
         std::ptr::write_bytes(strip.add(kq * nr), 0, (lane_rows - kq) * nr);
@@ -395,7 +438,7 @@ mod tests {
         }
         let zero = 7u8;
         for (c, h, w, kernel, pad, st) in [
-            (3, 9, 11, 3, 1, 1),
+            (3usize, 9usize, 11usize, 3usize, 1usize, 1usize),
             (2, 5, 3, 3, 1, 1),
             (5, 4, 1, 3, 1, 1),
             (1, 12, 13, 7, 3, 1),
@@ -407,50 +450,65 @@ mod tests {
             (3, 23, 21, 7, 3, 2),
             (4, 14, 14, 1, 0, 2),
             (2, 13, 40, 3, 1, 2),
+            (8, 9, 10, 3, 1, 1),
+            (4, 7, 7, 3, 1, 1),
+            (8, 15, 17, 3, 1, 2),
+            (4, 11, 9, 1, 0, 2),
         ] {
             let (oh, ow) = ((h + 2 * pad - kernel) / st + 1, (w + 2 * pad - kernel) / st + 1);
             let p = oh * ow;
             let x: Vec<u8> = (0..c * h * w).map(|i| (i * 37 % 251) as u8).collect();
             let k = c * kernel * kernel;
-            // Row (ci, i, j), column (oy, ox): the pixel the tap sees, the zero point in the padding.
-            let mut b = vec![zero; k * p];
-            for r in 0..k {
-                let (ci, i, j) = (r / (kernel * kernel), r / kernel % kernel, r % kernel);
-                for col in 0..p {
-                    let (y, xx) = (
-                        (col / ow * st + i) as isize - pad as isize,
-                        (col % ow * st + j) as isize - pad as isize,
-                    );
-                    if (0..h as isize).contains(&y) && (0..w as isize).contains(&xx) {
-                        b[r * p + col] = x[ci * h * w + y as usize * w + xx as usize];
+            for tap_major in [false, true] {
+                if tap_major && !c.is_multiple_of(4) {
+                    continue;
+                }
+                // Row (ci, i, j) (or (i, j, ci)), column (oy, ox): the pixel the tap sees, the zero point in the
+                // padding.
+                let mut b = vec![zero; k * p];
+                for r in 0..k {
+                    let (ci, tap) = match tap_major {
+                        false => (r / (kernel * kernel), r % (kernel * kernel)),
+                        true => (r % c, r / c),
+                    };
+                    let (i, j) = (tap / kernel, tap % kernel);
+                    for col in 0..p {
+                        let (y, xx) = (
+                            (col / ow * st + i) as isize - pad as isize,
+                            (col % ow * st + j) as isize - pad as isize,
+                        );
+                        if (0..h as isize).contains(&y) && (0..w as isize).contains(&xx) {
+                            b[r * p + col] = x[ci * h * w + y as usize * w + xx as usize];
+                        }
                     }
                 }
-            }
-            for (nr, lane_rows) in [(48usize, k.div_ceil(4)), (32, k.div_ceil(4) + 3)] {
-                for col0 in [0, 1, p / 2] {
-                    let n = p - col0;
-                    let len = n.div_ceil(nr) * lane_rows * nr;
-                    let mut want = vec![0x5555_5555u32; len + 16];
-                    let mut got = want.clone();
-                    let (a, g) = (want.as_ptr().align_offset(64), got.as_ptr().align_offset(64));
-                    let img = super::Implicit {
-                        x: x.as_ptr(),
-                        chw: (c, h, w),
-                        kernel,
-                        stride: st,
-                        pad,
-                        ow,
-                        first_col: 0,
-                    };
-                    unsafe {
-                        super::strips_u8(b.as_ptr().add(col0), p, k, n, nr, lane_rows, zero, &mut want[a..]);
-                        super::strips_image(&img, col0, k, n, nr, lane_rows, zero, &mut got[g..]);
+                for (nr, lane_rows) in [(48usize, k.div_ceil(4)), (32, k.div_ceil(4) + 3)] {
+                    for col0 in [0, 1, p / 2] {
+                        let n = p - col0;
+                        let len = n.div_ceil(nr) * lane_rows * nr;
+                        let mut want = vec![0x5555_5555u32; len + 16];
+                        let mut got = want.clone();
+                        let (a, g) = (want.as_ptr().align_offset(64), got.as_ptr().align_offset(64));
+                        let img = super::Implicit {
+                            x: x.as_ptr(),
+                            chw: (c, h, w),
+                            kernel,
+                            stride: st,
+                            tap_major,
+                            pad,
+                            ow,
+                            first_col: 0,
+                        };
+                        unsafe {
+                            super::strips_u8(b.as_ptr().add(col0), p, k, n, nr, lane_rows, zero, &mut want[a..]);
+                            super::strips_image(&img, col0, k, n, nr, lane_rows, zero, &mut got[g..]);
+                        }
+                        assert_eq!(
+                            &got[g..g + len],
+                            &want[a..a + len],
+                            "c{c} {h}x{w} k{kernel}/{st} pad{pad} nr{nr} from {col0} tap-major {tap_major}"
+                        );
                     }
-                    assert_eq!(
-                        &got[g..g + len],
-                        &want[a..a + len],
-                        "c{c} {h}x{w} k{kernel}/{st} pad{pad} nr{nr} from {col0}"
-                    );
                 }
             }
         }
