@@ -65,6 +65,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     restore_sigpipe();
+    memory::keep_freed_memory();
     // Before anything opens a file: a closed descriptor 1 would be reused by the next open.
     if let Err(e) = output::ensure_stdout_open() {
         eprintln!("error: {e:#}");

@@ -21,6 +21,7 @@ pub fn load_model(
     allow_random: bool,
 ) -> Result<Pretrained> {
     let p = load_any(spec, weights, device, dtype, allow_random)?;
+    crate::memory::release_freed();
     if device.is_cpu() && dtype != DType::F32 && p.model.dtype() == DType::F32 {
         eprintln!(
             "warning: this CPU has no kernel for {dtype:?} weights (it needs AVX2 and FMA): they are held and multiplied in f32"

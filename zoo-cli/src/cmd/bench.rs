@@ -349,6 +349,8 @@ struct PassMemory {
 }
 
 fn first_pass_memory(pass: impl FnOnce() -> candle_core::Result<()>) -> Result<Option<PassMemory>> {
+    // What calibrating and quantizing (`--int8-calib`) freed, as after a plain load.
+    crate::memory::release_freed();
     let before = crate::memory::reset_peak().then(crate::memory::resident).flatten();
     pass()?;
     Ok(before.zip(crate::memory::resident()).map(|(b, a)| PassMemory {
