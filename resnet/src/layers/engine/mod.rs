@@ -54,7 +54,7 @@ pub(crate) mod reduced;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod vnni;
 
-pub use peak::fma_peak;
+pub use peak::{bf16_dot_speedup, fma_peak};
 
 /// How the CPU convolution multiplies: one of our micro-kernels, or the portable `gemm` path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -212,8 +212,9 @@ pub enum Bf16Kernel {
     /// Activations are rounded to bf16 as they are packed; sums are f32.
     Amx,
     /// AVX512-BF16 `vdpbf16ps` in the AVX-512 micro-kernel: pairs of bf16 per f32 lane. Activations are
-    /// rounded to bf16; sums are f32. Where the instruction runs at half the FMA rate (as measured on
-    /// Sapphire Rapids) it is slower than [`Bf16Kernel::Widen`], so it is never the default.
+    /// rounded to bf16; sums are f32. The default without AMX where the instruction does more multiply-adds
+    /// per second than the f32 FMA (AMD Zen 4, measured at first use); where it issues at half the FMA's
+    /// rate (Intel Sapphire Rapids) it is slower than [`Bf16Kernel::Widen`].
     Dot,
     /// bf16 storage only: each block of weights is widened to f32 (exact) and the f32 kernel multiplies
     /// f32 activations. Every engine with weight panels (AVX-512, AVX2).
@@ -224,12 +225,16 @@ impl Bf16Kernel {
     /// Every kernel, fastest first.
     pub const ALL: [Bf16Kernel; 3] = [Bf16Kernel::Amx, Bf16Kernel::Dot, Bf16Kernel::Widen];
 
-    /// `ZOO_BF16_KERNEL` when it names a kernel this CPU runs, else AMX where present, else widening.
+    /// `ZOO_BF16_KERNEL` when it names a kernel this CPU runs, else AMX where present, else dot products
+    /// where they outrun the f32 FMA by a quarter or more (a few milliseconds' measurement of both in
+    /// registers, [`bf16_dot_speedup`]), else widening.
     pub fn detect() -> Bf16Kernel {
         static CHOSEN: OnceLock<Bf16Kernel> = OnceLock::new();
         *CHOSEN.get_or_init(|| {
+            let dot = || Bf16Kernel::Dot.is_supported() && peak::bf16_dot_speedup(3).is_some_and(|r| r >= 1.25);
             let best = match Bf16Kernel::Amx.is_supported() {
                 true => Bf16Kernel::Amx,
+                false if dot() => Bf16Kernel::Dot,
                 false => Bf16Kernel::Widen,
             };
             let (from_name, supported, name) = (Bf16Kernel::from_name, Bf16Kernel::is_supported, Bf16Kernel::name);

@@ -1,6 +1,7 @@
 //! The machine's f32 FMA peak of the moment: the yardstick for a convolution's GFLOP/s. Each thread runs 12
 //! independent chains of fused multiply-adds on registers (no memory traffic), so only the FMA units
-//! limit it; 12 chains cover two FMA ports of 4-6 cycles' latency.
+//! limit it; 12 chains cover two FMA ports of 4-6 cycles' latency. The same chains of AVX512-BF16 dot
+//! products tell whether `vdpbf16ps` outruns the FMA on this CPU ([`bf16_dot_speedup`]).
 
 use std::time::Instant;
 
@@ -25,6 +26,33 @@ pub fn fma_peak(threads: usize, millis: u64) -> Option<f64> {
     });
     let flops = (threads.max(1) * rounds * CHAINS * lanes * 2) as f64;
     Some(flops / start.elapsed().as_secs_f64() / 1e9)
+}
+
+/// Multiply-adds per second of one thread's `vdpbf16ps` chains (32 per instruction) over those of its
+/// AVX-512 FMA chains (16 per instruction), each timed for about `millis` ms: above 1 the bf16 dot products
+/// do more work per second than f32 FMAs (AMD Zen 4: ~2; Intel Sapphire Rapids, where they issue at half
+/// the FMA's rate: ~1). `None` without AVX512-BF16.
+pub fn bf16_dot_speedup(millis: u64) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512_bf16::is_supported() {
+        let rate = |kernel: Chains, macs: usize| {
+            let probe = 20_000;
+            let start = Instant::now();
+            std::hint::black_box(kernel(probe));
+            let per_ms = probe as f64 / (start.elapsed().as_secs_f64() * 1e3).max(1e-3);
+            let rounds = ((per_ms * millis as f64) as usize).max(probe);
+            let start = Instant::now();
+            std::hint::black_box(kernel(rounds));
+            (rounds * CHAINS * macs) as f64 / start.elapsed().as_secs_f64()
+        };
+        // SAFETY: the CPU has AVX-512F and AVX512-BF16.
+        let dot = rate(|n| unsafe { x86::avx512_bf16(n) }, 32);
+        // SAFETY: as above.
+        let fma = rate(|n| unsafe { x86::avx512(n) }, 16);
+        return Some(dot / fma);
+    }
+    let _ = millis;
+    None
 }
 
 type Chains = fn(usize) -> f32;
@@ -62,6 +90,22 @@ mod x86 {
             }
         }
         acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn avx512_bf16(rounds: usize) -> f32 {
+        let pairs = |x: __m512| std::mem::transmute::<__m512, __m512bh>(x);
+        let (a, b) = (
+            pairs(_mm512_set1_ps(black_box(1e-3))),
+            pairs(_mm512_set1_ps(black_box(2e-3))),
+        );
+        let mut acc = [_mm512_set1_ps(black_box(1.0)); CHAINS];
+        for _ in 0..rounds {
+            for c in acc.iter_mut() {
+                *c = _mm512_dpbf16_ps(*c, a, b);
+            }
+        }
+        acc.iter().map(|&c| _mm512_reduce_add_ps(c)).sum()
     }
 
     #[target_feature(enable = "avx2,fma")]
