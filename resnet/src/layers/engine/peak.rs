@@ -11,12 +11,8 @@ const CHAINS: usize = 12;
 /// this CPU has (AVX-512F, else AVX2+FMA); `None` on CPUs with neither (whose engine is the portable one).
 pub fn fma_peak(threads: usize, millis: u64) -> Option<f64> {
     let (lanes, kernel) = chains()?;
-    // Calibrate one thread's rounds per millisecond, then time all threads together.
-    let probe = 100_000;
-    let start = Instant::now();
-    std::hint::black_box(kernel(probe));
-    let per_ms = probe as f64 / (start.elapsed().as_secs_f64() * 1e3).max(1e-3);
-    let rounds = ((per_ms * millis as f64) as usize).max(probe);
+    // Calibrate one thread's rounds, then time all threads together.
+    let rounds = rounds_for(kernel, millis, 100_000);
     let start = Instant::now();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads.max(1)).map(|_| s.spawn(move || kernel(rounds))).collect();
@@ -36,11 +32,7 @@ pub fn bf16_dot_speedup(millis: u64) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     if super::avx512_bf16::is_supported() {
         let rate = |kernel: Chains, macs: usize| {
-            let probe = 20_000;
-            let start = Instant::now();
-            std::hint::black_box(kernel(probe));
-            let per_ms = probe as f64 / (start.elapsed().as_secs_f64() * 1e3).max(1e-3);
-            let rounds = ((per_ms * millis as f64) as usize).max(probe);
+            let rounds = rounds_for(kernel, millis, 20_000);
             let start = Instant::now();
             std::hint::black_box(kernel(rounds));
             (rounds * CHAINS * macs) as f64 / start.elapsed().as_secs_f64()
@@ -56,6 +48,14 @@ pub fn bf16_dot_speedup(millis: u64) -> Option<f64> {
 }
 
 type Chains = fn(usize) -> f32;
+
+/// How many rounds of `kernel` one thread runs in about `millis` ms, from timing `probe` rounds (at least that).
+fn rounds_for(kernel: Chains, millis: u64, probe: usize) -> usize {
+    let start = Instant::now();
+    std::hint::black_box(kernel(probe));
+    let per_ms = probe as f64 / (start.elapsed().as_secs_f64() * 1e3).max(1e-3);
+    ((per_ms * millis as f64) as usize).max(probe)
+}
 
 fn chains() -> Option<(usize, Chains)> {
     #[cfg(target_arch = "x86_64")]
