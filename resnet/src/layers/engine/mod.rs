@@ -475,7 +475,8 @@ impl Engine {
 /// The blocking around a micro-kernel: columns in blocks of `NC`; depth in blocks of `KC`, for which B is
 /// packed into strips of `nr` columns and A, unless packed at load in this kernel's layout, into panels of
 /// `mr` rows (f32: copied; bf16/f16: widened); per strip every panel of rows. bf16 weights with a `dot`
-/// kernel instead go to it as they are, with B packed into bf16 pair strips.
+/// kernel instead go to it as they are, with B packed into bf16 pair strips `2 KC` steps deep (the same
+/// bytes as `KC` f32 steps).
 unsafe fn blocked(g: &Gemm, mr: usize, nr: usize, kernel: impl Fn(&MicroTile), dot: Option<unsafe fn(&MicroTile)>) {
     if g.m == 0 || g.n == 0 {
         return;
@@ -499,14 +500,17 @@ unsafe fn blocked(g: &Gemm, mr: usize, nr: usize, kernel: impl Fn(&MicroTile), d
         _ => None,
     };
     let widen = !matches!(g.a, Lhs::Panels { .. }) && dot.is_none();
+    // Depth per block: a bf16 pair strip holds two steps per lane, so twice the steps fill the same L1 (and
+    // C is loaded and stored half as often).
+    let kc = if dot.is_some() { 2 * KC } else { KC };
     let panels = g.m.div_ceil(mr);
     let a_len = if widen { panels * mr * KC } else { 0 };
     with_panel(b_len + a_len, |panel| {
         let (bp, ap) = panel.split_at_mut(b_len);
         for j0 in (0..g.n).step_by(nc) {
             let nb = nc.min(g.n - j0);
-            for k0 in (0..g.k).step_by(KC) {
-                let kb = KC.min(g.k - k0);
+            for k0 in (0..g.k).step_by(kc) {
+                let kb = kc.min(g.k - k0);
                 let b = g.b.add(k0 * g.ldb + j0);
                 // Depth steps of a strip row: pairs for the bf16 kernel.
                 let steps = match dot {
