@@ -66,10 +66,8 @@ enum Weights {
 
 /// A conv's int8 weights and the constants that turn its i32 sums back into f32 (see `engine::int8`).
 struct Int8Weights {
+    /// Each row's depth in OIHW's (channel, tap) order, or (tap, channel) where [`tap_major`] says so.
     data: Vec<i8>,
-    /// Each row's depth in (tap, channel) order rather than OIHW's (channel, tap): a depth quad is then four
-    /// channels at one kernel tap, which the implicit GEMM packs with one set of offsets.
-    tap_major: bool,
     kpad: usize,
     /// Per output channel: the weights' scale `s_w`.
     w_scale: Vec<f32>,
@@ -308,23 +306,18 @@ impl PackedConv {
         }
         let mul = w_scale.iter().map(|s| s * act.scale).collect();
         let zw = sums.iter().map(|s| s * i32::from(act.zero)).collect();
-        // Implicit-GEMM convs whose channels come in quads take their depth tap by tap (see
-        // `Int8Weights::tap_major`): each row reordered from (c, tap) to (tap, c).
-        let (taps, c) = (spec.kernel * spec.kernel, spec.in_channels);
-        let tap_major = implicit_spec(&spec) && taps > 1 && c.is_multiple_of(4);
         let mut data = data;
-        if tap_major {
+        if tap_major(&spec) {
             let mut row = vec![0i8; k];
             for dst in data.chunks_exact_mut(kpad) {
                 row.copy_from_slice(&dst[..k]);
                 for (i, &w) in row.iter().enumerate() {
-                    dst[(i % taps) * c + i / taps] = w;
+                    dst[tap_major_index(i, &spec)] = w;
                 }
             }
         }
         let weights = Weights::Int8(Box::new(Int8Weights {
             data,
-            tap_major,
             kpad,
             w_scale,
             mul,
@@ -390,11 +383,11 @@ impl PackedConv {
             // The values the int8 weights stand for, in f32.
             Weights::Int8(w) => {
                 let mut oihw = vec![0f32; m * k];
-                let (taps, c) = (s.kernel * s.kernel, s.in_channels);
+                let reordered = tap_major(s);
                 for (o, row) in oihw.chunks_exact_mut(k.max(1)).enumerate() {
                     let q = &w.data[o * w.kpad..o * w.kpad + k];
                     for (i, v) in row.iter_mut().enumerate() {
-                        let at = if w.tap_major { (i % taps) * c + i / taps } else { i };
+                        let at = if reordered { tap_major_index(i, s) } else { i };
                         *v = f32::from(q[at]) * w.w_scale[o];
                     }
                 }
@@ -793,7 +786,7 @@ impl PackedConv {
                                 chw: (s.in_channels, h, width),
                                 kernel: s.kernel,
                                 stride: s.stride,
-                                tap_major: w.tap_major,
+                                tap_major: tap_major(s),
                                 pad: s.padding,
                                 ow: s.output_size(width),
                                 first_col: c0,
@@ -843,6 +836,19 @@ impl PackedConv {
 /// The convs an int8 kernel runs as an implicit GEMM: ungrouped, undilated, stride 1 or 2.
 fn implicit_spec(s: &ConvSpec) -> bool {
     s.stride <= 2 && s.groups == 1 && s.dilation == 1
+}
+
+/// True when an int8 conv's weight rows hold their depth tap by tap, (tap, channel), rather than OIHW's
+/// (channel, tap): implicit-GEMM convs with more than one tap whose channels come in quads, so that a depth
+/// quad is four channels at one tap, which the implicit GEMM packs with one set of offsets.
+fn tap_major(s: &ConvSpec) -> bool {
+    implicit_spec(s) && s.kernel > 1 && s.in_channels.is_multiple_of(4)
+}
+
+/// Where OIHW depth step `i` (channel `i / taps`, tap `i % taps`) lies in a tap-major row.
+fn tap_major_index(i: usize, s: &ConvSpec) -> usize {
+    let taps = s.kernel * s.kernel;
+    (i % taps) * s.in_channels + i / taps
 }
 
 /// Target size of one band's unfolded panel: a quarter of this machine's 2 MiB L2 left room for the

@@ -45,8 +45,8 @@ pub(crate) struct Emit {
 }
 
 /// A stride-1 or stride-2 convolution's quantized input image (C, H, W), read as the implicit GEMM operand
-/// B: row `(ci, i, j)` (im2col's order), column `oy * ow + ox` is the pixel `(ci, oy * stride + i - pad,
-/// ox * stride + j - pad)`, or the zero point in the padding.
+/// B: the row of channel `ci` and tap `(i, j)` (see `tap_major` for the rows' order), column `oy * ow + ox`,
+/// is the pixel `(ci, oy * stride + i - pad, ox * stride + j - pad)`, or the zero point in the padding.
 #[derive(Clone, Copy)]
 pub(crate) struct Implicit {
     pub x: *const u8,
