@@ -26,6 +26,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result,
 use rayon::prelude::*;
 
 use super::conv::ConvSpec;
+use super::engine::implicit::Implicit;
 use super::engine::{reduced, Bf16Kernel, Engine, Epilogue, Gemm, Int8Kernel, Lhs};
 
 /// Weights and bias of one convolution, laid out once, at load, for its [`Engine`].
@@ -627,8 +628,10 @@ impl PackedConv {
                         cols: (0, p),
                     })
                 });
-            } else if p >= 96 * threads {
-                // Column blocks, a multiple of the micro-kernel's 16-float vector width.
+            } else if p >= 192 * threads {
+                // Column blocks, a multiple of the micro-kernel's 16-float vector width. Only where each
+                // thread gets four strips or more: a smaller map (14x14 at batch 1 on 2 threads) cut at a
+                // vector boundary leaves each thread a partial strip, and splitting the rows costs nothing.
                 let step = (p.div_ceil(threads)).div_ceil(16) * 16;
                 (0..p.div_ceil(step)).into_par_iter().for_each(|b| {
                     tile(Tile {
@@ -658,7 +661,7 @@ impl PackedConv {
         } else if implicit {
             self.with_image(x, parallel, |img| match img {
                 Image::U8(bytes, _) => dispatch(RhsData::Image(bytes, (h, w))),
-                Image::F32(_) => unreachable!("an implicit-GEMM conv has int8 weights, so a quantized image"),
+                Image::F32(x) => dispatch(RhsData::ImageF32(x, (h, w))),
             });
         } else {
             self.with_image(x, parallel, |img| {
@@ -667,10 +670,32 @@ impl PackedConv {
         }
     }
 
-    /// True when the engine packs B straight from the quantized input image (implicit GEMM, no im2col):
-    /// ungrouped undilated convs of stride 1 or 2 on an int8 kernel.
+    /// True when the engine packs B straight from the input image (implicit GEMM, no im2col): ungrouped
+    /// undilated convs of stride 1 or 2 on an int8 kernel (from the quantized image) or on the AVX-512
+    /// engine's f32 micro-kernel (f32, bf16 or f16 weights; from the f32 image).
     fn implicit_gemm(&self) -> bool {
-        matches!(self.weights, Weights::Int8(_)) && implicit_spec(&self.spec)
+        implicit_spec(&self.spec)
+            && match self.weights {
+                Weights::Int8(_) => true,
+                Weights::Panels { .. } | Weights::Bf16 { .. } | Weights::F16 { .. } => self.engine == Engine::Avx512,
+                Weights::Oihw(_) | Weights::Bf16Rows { .. } => false,
+            }
+    }
+
+    /// This conv's input image `x` ((C, h, w), f32 or quantized) as the implicit GEMM's B for output columns
+    /// from `first_col` on.
+    fn implicit<T>(&self, x: &[T], (h, w): (usize, usize), first_col: usize) -> Implicit<T> {
+        let s = &self.spec;
+        Implicit {
+            x: x.as_ptr(),
+            chw: (s.in_channels, h, w),
+            kernel: s.kernel,
+            stride: s.stride,
+            tap_major: matches!(self.weights, Weights::Int8(_)) && tap_major(s),
+            pad: s.padding,
+            ow: s.output_size(w),
+            first_col,
+        }
     }
 
     /// One image in bands of `band` output columns: each band is unfolded into the thread's buffer and
@@ -778,19 +803,10 @@ impl PackedConv {
                         zw: w.zw.as_ptr().add(first),
                         b8: match rhs.data {
                             RhsData::U8(d) => d.as_ptr().add(t.group * kk * rhs.stride + c0 - rhs.first_col),
-                            RhsData::F32(_) | RhsData::Image(..) => std::ptr::null(),
+                            _ => std::ptr::null(),
                         },
                         image: match rhs.data {
-                            RhsData::Image(x, (h, width)) => Some(super::engine::int8::Implicit {
-                                x: x.as_ptr(),
-                                chw: (s.in_channels, h, width),
-                                kernel: s.kernel,
-                                stride: s.stride,
-                                tap_major: tap_major(s),
-                                pad: s.padding,
-                                ow: s.output_size(width),
-                                first_col: c0,
-                            }),
+                            RhsData::Image(x, hw) => Some(self.implicit(x, hw, c0)),
                             _ => None,
                         },
                         emit: post.emit.map(|act| super::engine::int8::Emit {
@@ -819,9 +835,13 @@ impl PackedConv {
             a,
             b: match rhs.data {
                 RhsData::F32(d) => d.as_ptr().add(t.group * kk * rhs.stride + c0 - rhs.first_col),
-                RhsData::U8(_) | RhsData::Image(..) => std::ptr::null(),
+                _ => std::ptr::null(),
             },
             ldb: rhs.stride,
+            image: match rhs.data {
+                RhsData::ImageF32(x, hw) => Some(self.implicit(x, hw, c0)),
+                _ => None,
+            },
             c: out.f32.wrapping_add(first * p + c0),
             ldc: p,
             epilogue: Epilogue {
@@ -833,7 +853,8 @@ impl PackedConv {
     }
 }
 
-/// The convs an int8 kernel runs as an implicit GEMM: ungrouped, undilated, stride 1 or 2.
+/// The convs that run as an implicit GEMM (see [`PackedConv::implicit_gemm`]): ungrouped, undilated, stride
+/// 1 or 2.
 fn implicit_spec(s: &ConvSpec) -> bool {
     s.stride <= 2 && s.groups == 1 && s.dilation == 1
 }
@@ -881,12 +902,14 @@ struct Rhs<'a> {
 }
 
 /// The values of a GEMM operand: f32, (an int8 conv's unfolded input) bytes quantized before im2col, or
-/// (a stride-1 int8 conv) the quantized image (C, H, W) itself, which the engine unfolds as it packs.
+/// (an implicit-GEMM conv, see [`PackedConv::implicit_gemm`]) the image (C, H, W) itself, quantized or f32,
+/// which the engine unfolds as it packs.
 #[derive(Clone, Copy)]
 enum RhsData<'a> {
     F32(&'a [f32]),
     U8(&'a [u8]),
     Image(&'a [u8], (usize, usize)),
+    ImageF32(&'a [f32], (usize, usize)),
 }
 
 /// One image's input before im2col: f32, or quantized once to bytes for an int8 conv, with the zero point

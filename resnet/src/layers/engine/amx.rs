@@ -121,7 +121,7 @@ pub(crate) unsafe fn gemm_int8(g: &Gemm, a: *const i8, kpad: usize, q: &super::i
 pub(crate) fn is_int8_supported() -> bool {
     // CPUID.(7, 0):EDX bit 25.
     use std::arch::is_x86_feature_detected as has;
-    is_supported() && __cpuid_count(7, 0).edx & (1 << 25) != 0 && has!("avx512bw") && has!("avx512vl") && has!("bmi2")
+    is_supported() && __cpuid_count(7, 0).edx & (1 << 25) != 0 && has!("avx512bw") && has!("avx512vl")
 }
 
 /// Packs the whole depth of B for the column block starting at column `j0`: `(j0, n, lane_rows, out)`, see

@@ -60,20 +60,63 @@ pub(crate) const NARROW: usize = 4;
 /// A tile of `C` (at most [`NARROW`]) columns, vectorised over its `MR` output channels instead of its columns:
 /// per step of the depth one load of the panel's `MR` weights and one FMA per column, where the 16-lane
 /// kernel spends `MR` FMAs per step on 16 lanes that are mostly past the strip's end (a 7x7 map's 49 =
-/// 48 + 1 columns cost 32 FMAs per step instead of 24 + 1).
+/// 48 + 1 columns cost 32 FMAs per step instead of 24 + 1). Each column's sum is split over `8 / C` chains
+/// (steps `kk`, `kk + 8 / C`, ... in one), so that 8 independent FMAs are in flight, as the FMA units'
+/// latency needs (one chain per column ran at a quarter of their rate for a single column); the chains are
+/// added at the end, so the sums are rounded in a different order than the 16-lane kernel's.
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn narrow<const C: usize>(t: &MicroTile) {
+    narrow_with::<C>(t, |acc, a, b| {
+        _mm256_fmadd_ps(_mm256_loadu_ps(a), _mm256_set1_ps(*b), acc)
+    });
+}
+
+/// The narrow kernels' body (see [`narrow`]), shared with the bf16 one: `step(acc, a, b)` adds to `acc` the
+/// products of one depth step (or pair of steps) of the panel's `MR` rows at `a` with column `b`'s value.
+///
+/// # Safety
+/// AVX2 (only called from the kernels, which enable it); the tile's pointers cover what [`MicroTile`]
+/// describes.
+#[inline(always)]
+pub(crate) unsafe fn narrow_with<const C: usize>(
+    t: &MicroTile,
+    step: impl Fn(__m256, *const f32, *const f32) -> __m256,
+) {
     const { assert!(MR == 8 && C <= NARROW, "one 8-lane vector per panel row") };
     debug_assert_eq!(t.cols, C);
-    let mut acc = [_mm256_setzero_ps(); C];
+    // Chains per column.
+    const S: usize = 8;
+    let chains = (S / C).max(1);
+    let mut acc = [[_mm256_setzero_ps(); C]; S];
     let mut b = t.b;
-    for kk in 0..t.k {
-        let w = _mm256_loadu_ps(t.a.add(kk * MR));
-        for (c, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_fmadd_ps(w, _mm256_set1_ps(*b.add(c)), *a);
+    let mut kk = 0;
+    while kk + chains <= t.k {
+        for (s, chain) in acc.iter_mut().enumerate().take(chains) {
+            for (c, a) in chain.iter_mut().enumerate() {
+                *a = step(*a, t.a.add((kk + s) * MR), b.add(s * NR + c));
+            }
         }
-        b = b.add(NR);
+        b = b.add(chains * NR);
+        kk += chains;
     }
+    for (s, chain) in acc.iter_mut().enumerate().take(t.k - kk) {
+        for (c, a) in chain.iter_mut().enumerate() {
+            *a = step(*a, t.a.add((kk + s) * MR), b.add(s * NR + c));
+        }
+    }
+    // The chains pairwise into the first.
+    let mut width = chains;
+    while width > 1 {
+        let half = width.div_ceil(2);
+        for s in half..width {
+            let from = acc[s];
+            for (to, x) in acc[s - half].iter_mut().zip(from) {
+                *to = _mm256_add_ps(*to, x);
+            }
+        }
+        width = half;
+    }
+    let acc = acc[0];
     // Lane i of column c's vector is C[i, c]: stored one value at a time (at most 32 per depth block).
     let mut sums = [[0f32; MR]; C];
     for (dst, a) in sums.iter_mut().zip(&acc) {
@@ -102,11 +145,13 @@ unsafe fn narrow<const C: usize>(t: &MicroTile) {
 
 /// Stores a finished register tile: adds what C holds (after the first depth block), then on the last
 /// block the bias, the residual and the ReLU, masking the partial last vector and the rows past `t.rows`.
-/// Shared with the bf16 kernel.
+/// Shared with the bf16 kernel. Inlined into the kernels (so the accumulators stay in registers rather than
+/// being spilled to an array the call reads), hence no `target_feature` of its own.
 ///
 /// # Safety
-/// AVX-512F; the tile's pointers cover what [`MicroTile`] describes.
-#[target_feature(enable = "avx512f")]
+/// AVX-512F (only called from the kernels, which enable it); the tile's pointers cover what [`MicroTile`]
+/// describes.
+#[inline(always)]
 pub(crate) unsafe fn store<const NV: usize>(t: &MicroTile, acc: &[[__m512; NV]; MR]) {
     let tail = t.cols - 16 * (NV - 1);
     let last: __mmask16 = if tail >= 16 { 0xffff } else { (1u16 << tail) - 1 };
@@ -140,18 +185,29 @@ pub(crate) unsafe fn store<const NV: usize>(t: &MicroTile, acc: &[[__m512; NV]; 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::layers::engine::Epilogue;
 
-    /// The narrow kernel gives bit for bit what the 16-lane kernel gives on the same tile (the same FMAs in
-    /// the same order per output), for every column count it takes, partial row counts, both depth-block
-    /// positions and the whole epilogue.
+    /// The narrow kernel gives what the 16-lane kernel gives on the same tile (the same products, summed in
+    /// another order: to f32 rounding), for every column count it takes, depths that do and do not fill its
+    /// chains, partial row counts, both depth-block positions and the whole epilogue.
     #[test]
     fn narrow_tiles_match_the_sixteen_lane_kernel() {
         if !std::arch::is_x86_feature_detected!("avx512f") {
             return;
         }
+        check_narrow(|t| unsafe { kernel::<1>(t) }, |t| unsafe { tile(t) }, |(x, _)| x);
+    }
+
+    /// Runs `tile` and the 16-lane `wide` kernel on the same narrow tiles (see
+    /// [`narrow_tiles_match_the_sixteen_lane_kernel`]) and compares them; the panel and strip hold
+    /// `value(x, y)` for random `x` and `y` in [-0.5, 0.5) (f32: `x`; bf16 pairs: both).
+    pub(crate) fn check_narrow(
+        wide: unsafe fn(&MicroTile),
+        tile: unsafe fn(&MicroTile),
+        value: impl Fn((f32, f32)) -> f32,
+    ) {
         let k = 37;
         let mut next = {
             let mut s = 7u32;
@@ -160,12 +216,17 @@ mod tests {
                 (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
             }
         };
+        let mut next = move || {
+            let x = next();
+            (x, next())
+        };
         // 64-byte aligned panel and strip, as the kernels get them.
         #[repr(C, align(64))]
         struct Aligned([f32; 37 * NR]);
         let mut a = Aligned([0.0; 37 * NR]);
         let mut b = Aligned([0.0; 37 * NR]);
-        a.0[..k * MR].iter_mut().for_each(|v| *v = next());
+        a.0[..k * MR].iter_mut().for_each(|v| *v = value(next()));
+        let mut next = move || next().0;
         let bias: Vec<f32> = (0..MR).map(|_| next()).collect();
         let ld = 11;
         let residual: Vec<f32> = (0..MR * ld).map(|_| next()).collect();
@@ -174,12 +235,12 @@ mod tests {
             for row in b.0[..k * NR].chunks_exact_mut(NR) {
                 row.iter_mut()
                     .enumerate()
-                    .for_each(|(j, v)| *v = if j < cols { next() } else { 0.0 });
+                    .for_each(|(j, v)| *v = if j < cols { value((next(), next())) } else { 0.0 });
             }
             for rows in [MR, 5] {
                 for first in [true, false] {
                     for epilogue in [false, true] {
-                        let run = |f: unsafe fn(&MicroTile)| {
+                        let run = |k: usize, f: unsafe fn(&MicroTile)| {
                             let mut c = start.clone();
                             let t = MicroTile {
                                 a: a.0.as_ptr(),
@@ -199,9 +260,18 @@ mod tests {
                             unsafe { f(&t) };
                             c
                         };
-                        let want = run(|t| unsafe { kernel::<1>(t) });
-                        let got = run(|t| unsafe { tile(t) });
-                        assert_eq!(got, want, "cols {cols} rows {rows} first {first} epilogue {epilogue}");
+                        for depth in [k, 5, 1] {
+                            let (want, got) = (run(depth, wide), run(depth, tile));
+                            let err = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
+                            let what = format!("cols {cols} rows {rows} k {depth} first {first} epilogue {epilogue}");
+                            assert!(err <= 1e-5, "{what}: {err}");
+                            // Outside the tile (rows past `rows`, columns past `cols`) nothing is written.
+                            for (i, (g, s)) in got.iter().zip(&start).enumerate() {
+                                if i / ld >= rows || i % ld >= cols {
+                                    assert_eq!(g, s, "{what}: wrote outside the tile at {i}");
+                                }
+                            }
+                        }
                     }
                 }
             }

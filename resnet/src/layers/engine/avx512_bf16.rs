@@ -10,13 +10,14 @@
 
 use std::arch::x86_64::*;
 
-use super::avx512::{MR, NR};
+use super::avx512::{MR, NARROW, NR};
 use super::MicroTile;
 
 /// True when the running CPU has the instructions of this kernel and of [`strips`].
 pub(crate) fn is_supported() -> bool {
     std::arch::is_x86_feature_detected!("avx512bf16")
         && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("avx512f")
 }
 
@@ -26,6 +27,13 @@ pub(crate) fn is_supported() -> bool {
 /// [`is_supported`]; the tile's pointers cover what [`MicroTile`] describes, in pairs.
 pub(crate) unsafe fn tile(t: &MicroTile) {
     match t.cols.div_ceil(16) {
+        // As in the f32 kernel: a strip's last few columns across the output channels.
+        1 if t.cols <= NARROW => match t.cols {
+            1 => narrow::<1>(t),
+            2 => narrow::<2>(t),
+            3 => narrow::<3>(t),
+            _ => narrow::<4>(t),
+        },
         1 => kernel::<1>(t),
         2 => kernel::<2>(t),
         _ => kernel::<3>(t),
@@ -53,6 +61,19 @@ unsafe fn kernel<const NV: usize>(t: &MicroTile) {
     super::avx512::store::<NV>(t, &acc);
 }
 
+/// A tile of at most [`NARROW`] columns, vectorised over its `MR` output channels (see the f32 kernel's
+/// `narrow`): per pair of depth steps, one 8-lane `vdpbf16ps` of the panel's `MR` weight pairs by the
+/// column's broadcast pair.
+#[target_feature(enable = "avx512f,avx512bf16,avx512vl,avx2,fma")]
+unsafe fn narrow<const C: usize>(t: &MicroTile) {
+    super::avx512::narrow_with::<C>(t, |acc, a, b| {
+        // SAFETY: both are 256 bits of plain data.
+        let bh = |x: __m256| unsafe { std::mem::transmute::<__m256, __m256bh>(x) };
+        let pair = _mm256_castsi256_ps(_mm256_set1_epi32(*b.cast::<i32>()));
+        _mm256_dpbf16_ps(acc, bh(_mm256_loadu_ps(a)), bh(pair))
+    });
+}
+
 /// 32 bf16 in a register, seen as what `vdpbf16ps` takes.
 #[inline(always)]
 fn bh(x: __m512) -> __m512bh {
@@ -71,9 +92,6 @@ fn bh(x: __m512) -> __m512bh {
 pub(crate) unsafe fn strips(b: *const f32, ldb: usize, k: usize, n: usize, nr: usize, pairs: usize, out: &mut [u32]) {
     let kp = k.div_ceil(2);
     debug_assert!(pairs >= kp && nr.is_multiple_of(16) && out.len() >= n.div_ceil(nr) * pairs * nr);
-    // After the conversion the low 16 lanes hold row 2kp's bf16 and the high 16 row 2kp+1's: interleave.
-    let idx: [i16; 32] = std::array::from_fn(|i| ((i % 2) * 16 + i / 2) as i16);
-    let idx = _mm512_loadu_si512(idx.as_ptr().cast());
     for (s, j0) in (0..n).step_by(nr).enumerate() {
         let w = nr.min(n - j0);
         let strip = out.as_mut_ptr().add(s * pairs * nr);
@@ -88,17 +106,45 @@ pub(crate) unsafe fn strips(b: *const f32, ldb: usize, k: usize, n: usize, nr: u
                     Some(h) => _mm512_maskz_loadu_ps(m, h.add(16 * v)),
                     None => _mm512_setzero_ps(),
                 };
-                let pair = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(x1, x0));
-                _mm512_store_si512(strip.add(p * nr + 16 * v).cast(), _mm512_permutexvar_epi16(idx, pair));
+                store_pair(x0, x1, strip.add(p * nr + 16 * v));
             }
         }
         std::ptr::write_bytes(strip.add(kp * nr), 0, (pairs - kp) * nr);
     }
 }
 
+/// Stores 16 columns of two depth rows as bf16 pairs: lane `j` at `dst` = (`lo[j]`, `hi[j]`), low half first.
+///
+/// # Safety
+/// [`is_supported`]; `dst` is 64-byte aligned and holds 16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(crate) unsafe fn store_pair(lo: __m512, hi: __m512, dst: *mut u32) {
+    // After the conversion the low 16 lanes hold `lo`'s bf16 and the high 16 `hi`'s: interleave them.
+    let idx = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+        16, 0,
+    );
+    let pair = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+    _mm512_store_si512(dst.cast(), _mm512_permutexvar_epi16(idx, pair));
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::reduced::bf16_bits;
+
+    /// The bf16 narrow kernel gives what the 16-lane bf16 kernel gives on the same narrow tiles (to f32
+    /// rounding; see the f32 kernel's test, whose checks it runs on bf16 pairs).
+    #[test]
+    fn narrow_tiles_match_the_sixteen_lane_kernel() {
+        if !super::is_supported() {
+            return;
+        }
+        let pair = |(x, y): (f32, f32)| f32::from_bits(u32::from(bf16_bits(x)) | u32::from(bf16_bits(y)) << 16);
+        let wide = |t: &super::MicroTile| unsafe { super::kernel::<1>(t) };
+        let tile = |t: &super::MicroTile| unsafe { super::tile(t) };
+        crate::layers::engine::avx512::tests::check_narrow(wide, tile, pair);
+    }
 
     #[test]
     fn strips_pair_rows_column_by_column() {

@@ -44,30 +44,14 @@ pub(crate) struct Emit {
     pub zero: u8,
 }
 
-/// A stride-1 or stride-2 convolution's quantized input image (C, H, W), read as the implicit GEMM operand
-/// B: the row of channel `ci` and tap `(i, j)` (see `tap_major` for the rows' order), column `oy * ow + ox`,
-/// is the pixel `(ci, oy * stride + i - pad, ox * stride + j - pad)`, or the zero point in the padding.
-#[derive(Clone, Copy)]
-pub(crate) struct Implicit {
-    pub x: *const u8,
-    pub chw: (usize, usize, usize),
-    pub kernel: usize,
-    /// 1 or 2.
-    pub stride: usize,
-    /// The rows are in (tap, channel) order (row `t * C + ci`), C a multiple of 4, so that a depth quad is
-    /// four channels at one tap; else im2col's (channel, tap).
-    pub tap_major: bool,
-    pub pad: usize,
-    pub ow: usize,
-    /// The output column (`oy * ow + ox`) of the GEMM's column 0.
-    pub first_col: usize,
-}
+/// A conv's quantized input image, read as B (see [`super::implicit`]).
+pub(crate) type Implicit = super::implicit::Implicit<u8>;
 
 /// Packs columns `j0 .. j0 + n` of the tile's B (`g.k` rows) into strips (see [`strips`]) from where `q`
 /// says B is: f32 (quantized on the way), bytes, or the image itself.
 ///
 /// # Safety
-/// As [`strips`] (AVX-512F, BW, VL and BMI2); B covers the columns.
+/// As [`strips`] (AVX-512F, BW and VL); B covers the columns.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn pack(g: &Gemm, q: &Requant, j0: usize, n: usize, nr: usize, lane_rows: usize, out: &mut [u32]) {
     match (&q.image, q.b8.is_null()) {
@@ -169,16 +153,14 @@ pub(crate) unsafe fn strips(
 
 /// [`strips`] straight from a conv's quantized image (implicit GEMM): the strips im2col followed by
 /// [`strips_u8`] would give for output columns `col0 .. col0 + n`, without the unfolded copy. Each
-/// 16-column vector of a strip is cut into runs that lie in one output row; for each kernel tap a run is
-/// one masked load at a fixed offset from the channel's first pixel (16 bytes; at stride 2, 32 bytes whose
-/// even ones are kept), lanes in the padding or past `n` keeping the zero point, so the taps' offsets and
-/// masks are worked out once per block, not per channel.
+/// 16-column vector of a strip is gathered by the masked loads of a [`super::implicit::Gather`] (16 bytes;
+/// at stride 2, 32 bytes whose even ones are kept), lanes in the padding or past `n` keeping the zero point.
 ///
 /// # Safety
-/// AVX-512F, BW, VL and BMI2; `img.x` holds the whole (C, H, W) image; `k == C * kernel^2`; `out` as for
+/// AVX-512F, BW and VL; `img.x` holds the whole (C, H, W) image; `k == C * kernel^2`; `out` as for
 /// [`strips`].
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi2")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(crate) unsafe fn strips_image(
     img: &Implicit,
     col0: usize,
@@ -190,55 +172,12 @@ pub(crate) unsafe fn strips_image(
     out: &mut [u32],
 ) {
     let (c, h, w) = img.chw;
-    let (taps, pad, ow, st) = (img.kernel * img.kernel, img.pad as isize, img.ow, img.stride as isize);
+    let (taps, st) = (img.kernel * img.kernel, img.stride);
     let kq = k.div_ceil(4);
     debug_assert!(k == c * taps && lane_rows >= kq && nr.is_multiple_of(16) && (1..=2).contains(&st));
     debug_assert!(out.len() >= n.div_ceil(nr) * lane_rows * nr);
-    // For vector `u` (columns `16 u ..`) and tap `t`: the loads `loads[start[u * taps + t]..start[.. + 1]]`,
-    // each a lane mask and the offset from the channel's first pixel that lane 0 would read (lane `l` reads
-    // `st * l` past it).
     let vectors = n.div_ceil(nr) * (nr / 16);
-    let mut start = Vec::with_capacity(vectors * taps + 1);
-    // (mask, the mask's lanes as even bytes for stride 2, offset).
-    let mut loads: Vec<(u16, u32, isize)> = Vec::with_capacity(vectors * taps * 2);
-    for u in 0..vectors {
-        let cols = n.saturating_sub(16 * u).min(16);
-        // Runs of lanes within one output row: (first lane, lanes, oy, ox of the first lane).
-        let mut runs = [(0usize, 0usize, 0usize, 0usize); 16];
-        let mut count = 0;
-        let mut l = 0;
-        while l < cols {
-            let col = col0 + 16 * u + l;
-            let (oy, ox) = (col / ow, col % ow);
-            let len = (ow - ox).min(cols - l);
-            runs[count] = (l, len, oy, ox);
-            count += 1;
-            l += len;
-        }
-        for t in 0..taps {
-            start.push(loads.len());
-            let (i, j) = ((t / img.kernel) as isize, (t % img.kernel) as isize);
-            for &(l, len, oy, ox) in &runs[..count] {
-                let y = oy as isize * st + i - pad;
-                if y < 0 || y >= h as isize {
-                    continue;
-                }
-                // Lanes `l + d` whose input column `shift + st * d` lies in `[0, w)`.
-                let shift = ox as isize * st + j - pad;
-                let lo = ((-shift).max(0) + st - 1) / st;
-                let hi = match w as isize - shift {
-                    room if room > 0 => ((room - 1) / st + 1).min(len as isize),
-                    _ => 0,
-                };
-                if hi > lo {
-                    let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) << l;
-                    let even = _pdep_u32(mask, 0x5555_5555);
-                    loads.push((mask as u16, even, y * w as isize + shift - st * l as isize));
-                }
-            }
-        }
-    }
-    start.push(loads.len());
+    let gather = super::implicit::Gather::new(img, col0, n, vectors);
     let plane = (h * w) as isize;
     let zeros = _mm_set1_epi8(zero as i8);
     let vecs = nr / 16;
@@ -270,14 +209,10 @@ pub(crate) unsafe fn strips_image(
                 for v in 0..vecs {
                     let u = s * vecs + v;
                     let mut r = [zeros; 4];
-                    for &(mask, even, off) in &loads[start[u * taps + t]..start[u * taps + t + 1]] {
+                    for ld in gather.at(u, t) {
                         for (i, bytes) in r.iter_mut().enumerate() {
-                            *bytes = load(
-                                *bytes,
-                                mask,
-                                even,
-                                img.x.wrapping_offset((ci + i) as isize * plane + off),
-                            );
+                            let at = img.x.wrapping_offset((ci + i) as isize * plane + ld.off);
+                            *bytes = load(*bytes, ld.mask, ld.even, at);
                         }
                     }
                     quads(r, strip.add(q * nr + 16 * v).cast());
@@ -313,8 +248,8 @@ pub(crate) unsafe fn strips_image(
                 let mut r = [_mm_setzero_si128(); 4];
                 for (bytes, &(base, t)) in r.iter_mut().zip(&rows).take(used) {
                     *bytes = zeros;
-                    for &(mask, even, off) in &loads[start[u * taps + t]..start[u * taps + t + 1]] {
-                        *bytes = load(*bytes, mask, even, img.x.wrapping_offset(base + off));
+                    for ld in gather.at(u, t) {
+                        *bytes = load(*bytes, ld.mask, ld.even, img.x.wrapping_offset(base + ld.off));
                     }
                 }
                 quads(r, strip.add(q * nr + 16 * v).cast());
@@ -430,10 +365,9 @@ mod tests {
     fn image_strips_match_the_unfolded_ones() {
         let has = |f| match f {
             "bw" => std::arch::is_x86_feature_detected!("avx512bw"),
-            "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
             _ => std::arch::is_x86_feature_detected!("avx512vl"),
         };
-        if !std::arch::is_x86_feature_detected!("avx512f") || !has("bw") || !has("vl") || !has("bmi2") {
+        if !std::arch::is_x86_feature_detected!("avx512f") || !has("bw") || !has("vl") {
             return;
         }
         let zero = 7u8;

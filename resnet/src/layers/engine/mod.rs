@@ -45,6 +45,7 @@ pub(crate) mod avx2;
 pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512_bf16;
+pub(crate) mod implicit;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod int8;
 pub(crate) mod pack;
@@ -403,6 +404,9 @@ pub(crate) struct Gemm {
     pub a: Lhs,
     pub b: *const f32,
     pub ldb: usize,
+    /// The conv's f32 input image, when B is packed straight from it (implicit GEMM, the AVX-512 engine
+    /// only): `b` and `ldb` are then unused.
+    pub image: Option<implicit::Implicit<f32>>,
     pub c: *mut f32,
     pub ldc: usize,
     pub epilogue: Epilogue,
@@ -440,6 +444,10 @@ impl Engine {
     /// The pointers cover the extents `g` describes, C does not overlap A, B or the residual, and no
     /// other thread writes this tile.
     pub(crate) unsafe fn gemm(self, g: &Gemm) {
+        debug_assert!(
+            g.image.is_none() || self == Engine::Avx512,
+            "implicit GEMM on the AVX-512 engine only"
+        );
         #[cfg(target_arch = "x86_64")]
         match g.a {
             Lhs::Bf16Rows { a, kpad } => {
@@ -460,10 +468,18 @@ impl Engine {
             #[cfg(target_arch = "x86_64")]
             Engine::Avx512 if self.is_supported() => {
                 let dot = avx512_bf16::is_supported().then_some(avx512_bf16::tile as unsafe fn(&MicroTile));
-                blocked(g, avx512::MR, avx512::NR, |t| avx512::tile(t), dot)
+                blocked(
+                    g,
+                    (avx512::MR, avx512::NR),
+                    |t| avx512::tile(t),
+                    dot,
+                    pack::strips_avx512,
+                )
             }
             #[cfg(target_arch = "x86_64")]
-            Engine::Avx2Fma if self.is_supported() => blocked(g, avx2::MR, avx2::NR, |t| avx2::tile(t), None),
+            Engine::Avx2Fma if self.is_supported() => {
+                blocked(g, (avx2::MR, avx2::NR), |t| avx2::tile(t), None, pack::strips)
+            }
             _ => match g.a {
                 Lhs::Rows { a, lda } => portable::gemm(g, a, lda),
                 _ => unreachable!("the portable engine reads OIHW rows (packed weights go with their kernel)"),
@@ -473,11 +489,17 @@ impl Engine {
 }
 
 /// The blocking around a micro-kernel: columns in blocks of `NC`; depth in blocks of `KC`, for which B is
-/// packed into strips of `nr` columns and A, unless packed at load in this kernel's layout, into panels of
-/// `mr` rows (f32: copied; bf16/f16: widened); per strip every panel of rows. bf16 weights with a `dot`
-/// kernel instead go to it as they are, with B packed into bf16 pair strips `2 KC` steps deep (the same
-/// bytes as `KC` f32 steps).
-unsafe fn blocked(g: &Gemm, mr: usize, nr: usize, kernel: impl Fn(&MicroTile), dot: Option<unsafe fn(&MicroTile)>) {
+/// packed into strips of `nr` columns (by `strips`, or straight from the image, see [`implicit`]) and A,
+/// unless packed at load in this kernel's layout, into panels of `mr` rows (f32: copied; bf16/f16: widened);
+/// per strip every panel of rows. bf16 weights with a `dot` kernel instead go to it as they are, with B
+/// packed into bf16 pair strips `2 KC` steps deep (the same bytes as `KC` f32 steps).
+unsafe fn blocked(
+    g: &Gemm,
+    (mr, nr): (usize, usize),
+    kernel: impl Fn(&MicroTile),
+    dot: Option<unsafe fn(&MicroTile)>,
+    strips: unsafe fn(*const f32, usize, usize, usize, usize, &mut [f32]),
+) {
     if g.m == 0 || g.n == 0 {
         return;
     }
@@ -505,23 +527,36 @@ unsafe fn blocked(g: &Gemm, mr: usize, nr: usize, kernel: impl Fn(&MicroTile), d
     let kc = if dot.is_some() { 2 * KC } else { KC };
     let panels = g.m.div_ceil(mr);
     let a_len = if widen { panels * mr * KC } else { 0 };
+    // The loads that gather each column block from the image (implicit GEMM), planned once per block.
+    let mut gather = implicit::Gather::default();
     with_panel(b_len + a_len, |panel| {
         let (bp, ap) = panel.split_at_mut(b_len);
         for j0 in (0..g.n).step_by(nc) {
             let nb = nc.min(g.n - j0);
+            if let Some(img) = &g.image {
+                gather.plan(img, img.first_col + j0, nb, nb.div_ceil(nr) * nr / 16);
+            }
             for k0 in (0..g.k).step_by(kc) {
                 let kb = kc.min(g.k - k0);
-                let b = g.b.add(k0 * g.ldb + j0);
+                let b = g.b.wrapping_add(k0 * g.ldb + j0);
                 // Depth steps of a strip row: pairs for the bf16 kernel.
-                let steps = match dot {
+                let steps = match (dot, &g.image) {
                     #[cfg(target_arch = "x86_64")]
-                    Some(_) => {
+                    (Some(_), image) => {
                         let lanes = std::slice::from_raw_parts_mut(bp.as_mut_ptr().cast::<u32>(), bp.len());
-                        avx512_bf16::strips(b, g.ldb, kb, nb, nr, kb.div_ceil(2), lanes);
+                        match image {
+                            Some(img) => implicit::pairs(img, &gather, (k0, kb), nb, nr, kb.div_ceil(2), lanes),
+                            None => avx512_bf16::strips(b, g.ldb, kb, nb, nr, kb.div_ceil(2), lanes),
+                        }
                         kb.div_ceil(2)
                     }
+                    #[cfg(target_arch = "x86_64")]
+                    (None, Some(img)) => {
+                        implicit::strips(img, &gather, (k0, kb), nb, nr, bp);
+                        kb
+                    }
                     _ => {
-                        pack::strips(b, g.ldb, kb, nb, nr, bp);
+                        strips(b, g.ldb, kb, nb, nr, bp);
                         kb
                     }
                 };

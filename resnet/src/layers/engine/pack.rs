@@ -20,6 +20,41 @@ pub(crate) unsafe fn strips(b: *const f32, ldb: usize, k: usize, n: usize, nr: u
     }
 }
 
+/// [`strips`] with AVX-512 loads and stores (`nr` a multiple of 16, `panel` 64-byte aligned): a strip row is a
+/// few vector moves rather than a `memcpy` and a `memset` call.
+///
+/// # Safety
+/// AVX-512F; as [`strips`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn strips_avx512(b: *const f32, ldb: usize, k: usize, n: usize, nr: usize, panel: &mut [f32]) {
+    use std::arch::x86_64::*;
+    debug_assert!(nr.is_multiple_of(16) && panel.len() >= n.div_ceil(nr) * k * nr);
+    debug_assert!(panel.as_ptr().cast::<u8>().align_offset(64) == 0);
+    for (s, j0) in (0..n).step_by(nr).enumerate() {
+        let w = nr.min(n - j0);
+        let strip = panel.as_mut_ptr().add(s * k * nr);
+        if w == nr {
+            for r in 0..k {
+                let (src, dst) = (b.add(r * ldb + j0), strip.add(r * nr));
+                for v in 0..nr / 16 {
+                    _mm512_store_ps(dst.add(16 * v), _mm512_loadu_ps(src.add(16 * v)));
+                }
+            }
+            continue;
+        }
+        // The partial last strip: masked loads, zero past `w`.
+        for r in 0..k {
+            let (src, dst) = (b.add(r * ldb + j0), strip.add(r * nr));
+            for v in 0..nr / 16 {
+                let cols = w.saturating_sub(16 * v).min(16);
+                let m: __mmask16 = if cols >= 16 { 0xffff } else { (1u16 << cols) - 1 };
+                _mm512_store_ps(dst.add(16 * v), _mm512_maskz_loadu_ps(m, src.add(16 * v)));
+            }
+        }
+    }
+}
+
 /// Packs `m` rows x `k` columns of `a` (row stride `lda`) into `ceil(m / mr)` panels of `k * mr` floats:
 /// panel `p` holds rows `p * mr ..`, step `kk` of row `i` at `kk * mr + i`, zero past row `m`.
 ///
@@ -47,6 +82,31 @@ pub(crate) unsafe fn panels(a: *const f32, lda: usize, m: usize, k: usize, mr: u
 
 #[cfg(test)]
 mod tests {
+    /// The AVX-512 packer gives what the portable one gives, full and partial strips, both strip widths.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_strips_match_the_portable_ones() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        for (k, n, ldb, nr) in [
+            (5usize, 50usize, 53usize, 48usize),
+            (3, 96, 96, 48),
+            (4, 7, 9, 16),
+            (2, 33, 40, 32),
+        ] {
+            let b: Vec<f32> = (0..k * ldb + 16).map(|v| v as f32 + 0.5).collect();
+            let len = n.div_ceil(nr) * k * nr;
+            let (mut want, mut got) = (vec![f32::NAN; len + 16], vec![f32::NAN; len + 16]);
+            let (a, g) = (want.as_ptr().align_offset(64), got.as_ptr().align_offset(64));
+            unsafe {
+                super::strips(b.as_ptr(), ldb, k, n, nr, &mut want[a..]);
+                super::strips_avx512(b.as_ptr(), ldb, k, n, nr, &mut got[g..]);
+            }
+            assert_eq!(&got[g..g + len], &want[a..a + len], "k{k} n{n} nr{nr}");
+        }
+    }
+
     #[test]
     fn panels_interleave_rows_with_zero_tails() {
         let (m, k, lda, mr) = (5, 3, 4, 4);

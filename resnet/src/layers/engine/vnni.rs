@@ -23,10 +23,10 @@ const NR: usize = 48;
 /// Target size of one column block's packed strips (stays in L2 while every row block reads it).
 const BLOCK_BYTES: usize = 256 * 1024;
 
-/// True when the CPU has AVX-512F, BW, VL and BMI2 (for packing) and AVX512-VNNI.
+/// True when the CPU has AVX-512F, BW and VL (for packing) and AVX512-VNNI.
 pub(crate) fn is_supported() -> bool {
     use std::arch::is_x86_feature_detected as has;
-    has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("bmi2") && has!("avx512vnni")
+    has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni")
 }
 
 /// Computes one tile of C whose weights are int8 rows at `a` (`kpad` bytes per row, `kpad >= g.k`, zero

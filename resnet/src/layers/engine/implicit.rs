@@ -1,0 +1,372 @@
+//! Implicit GEMM: a convolution's B packed straight from its input image, without the unfolded (im2col)
+//! copy in between.
+//!
+//! Row `(ci, i, j)` of B (input channel `ci`, kernel tap `(i, j)`; or `(i, j, ci)`, see
+//! [`Implicit::tap_major`]) at column `oy * ow + ox` is the pixel `(ci, oy * stride + i - pad, ox * stride + j -
+//! pad)`, or the padding value. A packer fills a strip 16 columns (one vector) at a time: the vector's
+//! columns are cut into runs that lie in one output row, and for each tap a run is one masked load at a
+//! fixed offset from the channel's first pixel (stride 2: a load twice as wide whose even elements are
+//! kept), lanes in the padding keeping the padding value. Those offsets and masks depend on the column
+//! block and the tap, not on the channel, so a [`Gather`] works them out once per column block and every
+//! channel reuses them. The f32 packers ([`strips`], and [`pairs`] for the bf16 dot-product kernel) are
+//! here; the int8 one is `int8::strips_image`.
+
+/// A stride-1 or stride-2 convolution's input image (C, H, W), read as the GEMM operand B (see the module
+/// documentation).
+#[derive(Clone, Copy)]
+pub(crate) struct Implicit<T> {
+    pub x: *const T,
+    pub chw: (usize, usize, usize),
+    pub kernel: usize,
+    /// 1 or 2.
+    pub stride: usize,
+    /// The rows are in (tap, channel) order (row `t * C + ci`; int8 only, C a multiple of 4, so that a
+    /// depth quad is four channels at one tap); else im2col's (channel, tap).
+    pub tap_major: bool,
+    pub pad: usize,
+    pub ow: usize,
+    /// The output column (`oy * ow + ox`) of the GEMM's column 0.
+    pub first_col: usize,
+}
+
+/// One masked load of a [`Gather`]: the lanes it fills, the same lanes as even elements of a load twice as
+/// wide (stride 2), and the offset from the channel's first pixel that lane 0 would read (lane `l` reads
+/// `stride * l` past it).
+#[derive(Clone, Copy)]
+pub(crate) struct Load {
+    pub mask: u16,
+    pub even: u32,
+    pub off: isize,
+}
+
+/// The loads that gather one column block of B, per (16-column vector, tap): see the module documentation.
+#[derive(Default)]
+pub(crate) struct Gather {
+    taps: usize,
+    /// The loads of vector `u` and tap `t`: `loads[start[u * taps + t]..start[u * taps + t + 1]]`.
+    start: Vec<usize>,
+    loads: Vec<Load>,
+}
+
+impl Gather {
+    /// The loads for output columns `col0 .. col0 + n` of `img`, in `vectors` vectors of 16 (those past `n`
+    /// load nothing).
+    pub(crate) fn new<T>(img: &Implicit<T>, col0: usize, n: usize, vectors: usize) -> Gather {
+        let mut g = Gather::default();
+        g.plan(img, col0, n, vectors);
+        g
+    }
+
+    /// [`Gather::new`] into this one's buffers.
+    pub(crate) fn plan<T>(&mut self, img: &Implicit<T>, col0: usize, n: usize, vectors: usize) {
+        let (_, h, w) = img.chw;
+        let (ow, st, pad) = (img.ow, img.stride as isize, img.pad as isize);
+        debug_assert!((1..=2).contains(&st));
+        self.taps = img.kernel * img.kernel;
+        self.start.clear();
+        self.loads.clear();
+        for u in 0..vectors {
+            let cols = n.saturating_sub(16 * u).min(16);
+            // Runs of lanes within one output row: (first lane, lanes, oy, ox of the first lane).
+            let mut runs = [(0usize, 0usize, 0usize, 0usize); 16];
+            let mut count = 0;
+            let mut l = 0;
+            while l < cols {
+                let col = col0 + 16 * u + l;
+                let (oy, ox) = (col / ow, col % ow);
+                let len = (ow - ox).min(cols - l);
+                runs[count] = (l, len, oy, ox);
+                count += 1;
+                l += len;
+            }
+            for t in 0..self.taps {
+                self.start.push(self.loads.len());
+                let (i, j) = ((t / img.kernel) as isize, (t % img.kernel) as isize);
+                for &(l, len, oy, ox) in &runs[..count] {
+                    let y = oy as isize * st + i - pad;
+                    if y < 0 || y >= h as isize {
+                        continue;
+                    }
+                    // Lanes `l + d` whose input column `shift + st * d` lies in `[0, w)`.
+                    let shift = ox as isize * st + j - pad;
+                    let lo = ((-shift).max(0) + st - 1) / st;
+                    let hi = match w as isize - shift {
+                        room if room > 0 => ((room - 1) / st + 1).min(len as isize),
+                        _ => 0,
+                    };
+                    if hi > lo {
+                        let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) << l;
+                        self.loads.push(Load {
+                            mask: mask as u16,
+                            even: spread(mask as u16),
+                            off: y * w as isize + shift - st * l as isize,
+                        });
+                    }
+                }
+            }
+        }
+        self.start.push(self.loads.len());
+    }
+
+    /// The loads of vector `u` (columns `16 u ..` of the block) at tap `t`.
+    #[inline(always)]
+    pub(crate) fn at(&self, u: usize, t: usize) -> &[Load] {
+        let i = u * self.taps + t;
+        &self.loads[self.start[i]..self.start[i + 1]]
+    }
+}
+
+/// Bit `b` of `m` moved to bit `2 b`: a lane mask as the mask of the even elements of a vector twice as long.
+fn spread(m: u16) -> u32 {
+    let mut x = u32::from(m);
+    x = (x | (x << 8)) & 0x00ff_00ff;
+    x = (x | (x << 4)) & 0x0f0f_0f0f;
+    x = (x | (x << 2)) & 0x3333_3333;
+    (x | (x << 1)) & 0x5555_5555
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{pairs, strips};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Gather, Implicit, Load};
+
+    /// 16 columns of one row of B: the channel's pixels (`x` at its first) the loads pick, 0 elsewhere.
+    #[inline(always)]
+    unsafe fn row(x: *const f32, loads: &[Load], stride: usize, evens: __m512i) -> __m512 {
+        let mut v = _mm512_setzero_ps();
+        for ld in loads {
+            let at = x.wrapping_offset(ld.off);
+            v = match stride {
+                1 => _mm512_mask_loadu_ps(v, ld.mask, at),
+                // Lane `l` is element `2 l` of the 32 from `at`: load the valid lanes' elements, keep the evens.
+                _ => {
+                    let lo = _mm512_maskz_loadu_ps(ld.even as u16, at);
+                    let hi = _mm512_maskz_loadu_ps((ld.even >> 16) as u16, at.wrapping_add(16));
+                    _mm512_mask_mov_ps(v, ld.mask, _mm512_permutex2var_ps(lo, evens, hi))
+                }
+            };
+        }
+        v
+    }
+
+    /// The indices of the even elements of two vectors, for `vpermt2ps`.
+    #[inline(always)]
+    unsafe fn evens() -> __m512i {
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0)
+    }
+
+    /// The (channel, tap) of B's depth row `r` in im2col's order.
+    #[inline(always)]
+    fn channel_tap(r: usize, taps: usize) -> (usize, usize) {
+        (r / taps, r % taps)
+    }
+
+    /// Packs depth rows `k0 .. k0 + kb` of B, columns `0 .. n` of `gather`'s block, from the f32 image
+    /// `img` into strips `nr` columns wide, as `pack::strips` packs them from the unfolded B: strip `s` at
+    /// `s * kb * nr`, row `r` of it at `r * nr`; zero in the padding and past `n`.
+    ///
+    /// # Safety
+    /// AVX-512F; `img.x` holds the whole image (rows in (channel, tap) order); `gather` was planned for
+    /// `img` with at least `ceil(n / nr) * nr / 16` vectors; `out` holds `ceil(n / nr) * kb * nr` floats,
+    /// 64-byte aligned.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn strips(
+        img: &Implicit<f32>,
+        gather: &Gather,
+        (k0, kb): (usize, usize),
+        n: usize,
+        nr: usize,
+        out: &mut [f32],
+    ) {
+        let (c, h, w) = img.chw;
+        let taps = img.kernel * img.kernel;
+        debug_assert!(!img.tap_major && k0 + kb <= c * taps && nr.is_multiple_of(16));
+        debug_assert!(out.len() >= n.div_ceil(nr) * kb * nr);
+        let (vecs, evens) = (nr / 16, evens());
+        for s in 0..n.div_ceil(nr) {
+            let strip = out.as_mut_ptr().add(s * kb * nr);
+            let (mut ci, mut t) = channel_tap(k0, taps);
+            for r in 0..kb {
+                let x = img.x.wrapping_add(ci * h * w);
+                for v in 0..vecs {
+                    let row = row(x, gather.at(s * vecs + v, t), img.stride, evens);
+                    _mm512_store_ps(strip.add(r * nr + 16 * v), row);
+                }
+                t += 1;
+                if t == taps {
+                    (ci, t) = (ci + 1, 0);
+                }
+            }
+        }
+    }
+
+    /// [`strips`] as bf16 pairs for the dot-product kernel (the layout of `avx512_bf16::strips`): lane
+    /// `p * nr + j` of a strip holds rows `k0 + 2 p` and `k0 + 2 p + 1` (0 past `k0 + kb`), `pairs` (at least
+    /// `ceil(kb / 2)`) pair rows per strip, the rows past them zero.
+    ///
+    /// # Safety
+    /// As [`strips`], with AVX512-BF16 and BW; `out` holds `ceil(n / nr) * pairs * nr` lanes, 64-byte aligned.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(crate) unsafe fn pairs(
+        img: &Implicit<f32>,
+        gather: &Gather,
+        (k0, kb): (usize, usize),
+        n: usize,
+        nr: usize,
+        pairs: usize,
+        out: &mut [u32],
+    ) {
+        let (c, h, w) = img.chw;
+        let taps = img.kernel * img.kernel;
+        let kp = kb.div_ceil(2);
+        debug_assert!(!img.tap_major && k0 + kb <= c * taps && nr.is_multiple_of(16) && pairs >= kp);
+        debug_assert!(out.len() >= n.div_ceil(nr) * pairs * nr);
+        let (vecs, evens) = (nr / 16, evens());
+        for s in 0..n.div_ceil(nr) {
+            let strip = out.as_mut_ptr().add(s * pairs * nr);
+            let (mut ci, mut t) = channel_tap(k0, taps);
+            for p in 0..kp {
+                let x0 = img.x.wrapping_add(ci * h * w);
+                let t0 = t;
+                t += 1;
+                if t == taps {
+                    (ci, t) = (ci + 1, 0);
+                }
+                let (x1, t1) = (img.x.wrapping_add(ci * h * w), t);
+                let second = 2 * p + 1 < kb;
+                for v in 0..vecs {
+                    let u = s * vecs + v;
+                    let lo = row(x0, gather.at(u, t0), img.stride, evens);
+                    let hi = match second {
+                        true => row(x1, gather.at(u, t1), img.stride, evens),
+                        false => _mm512_setzero_ps(),
+                    };
+                    super::super::avx512_bf16::store_pair(lo, hi, strip.add(p * nr + 16 * v));
+                }
+                t += 1;
+                if t == taps {
+                    (ci, t) = (ci + 1, 0);
+                }
+            }
+            std::ptr::write_bytes(strip.add(kp * nr), 0, (pairs - kp) * nr);
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::{Gather, Implicit};
+
+    /// The shapes the packers are checked on: (channels, height, width, kernel, pad, stride), covering kernels
+    /// 1-7, both strides, maps narrower than a vector and maps whose rows a vector crosses several times.
+    const SHAPES: [(usize, usize, usize, usize, usize, usize); 12] = [
+        (3, 9, 11, 3, 1, 1),
+        (2, 5, 3, 3, 1, 1),
+        (5, 4, 1, 3, 1, 1),
+        (1, 12, 13, 7, 3, 1),
+        (3, 6, 7, 1, 0, 1),
+        (2, 8, 8, 5, 2, 1),
+        (4, 7, 7, 3, 0, 1),
+        (3, 9, 11, 3, 1, 2),
+        (2, 5, 3, 3, 1, 2),
+        (3, 23, 21, 7, 3, 2),
+        (4, 14, 14, 1, 0, 2),
+        (2, 13, 40, 3, 1, 2),
+    ];
+
+    /// The naive unfolding of `x` (im2col): row (ci, i, j), column (oy, ox), 0 in the padding; and `ow`.
+    fn unfold(x: &[f32], (c, h, w, kernel, pad, st): (usize, usize, usize, usize, usize, usize)) -> (Vec<f32>, usize) {
+        let (oh, ow) = ((h + 2 * pad - kernel) / st + 1, (w + 2 * pad - kernel) / st + 1);
+        let (k, p) = (c * kernel * kernel, oh * ow);
+        let mut b = vec![0.0; k * p];
+        for r in 0..k {
+            let (ci, tap) = (r / (kernel * kernel), r % (kernel * kernel));
+            let (i, j) = (tap / kernel, tap % kernel);
+            for col in 0..p {
+                let y = (col / ow * st + i) as isize - pad as isize;
+                let xx = (col % ow * st + j) as isize - pad as isize;
+                if (0..h as isize).contains(&y) && (0..w as isize).contains(&xx) {
+                    b[r * p + col] = x[ci * h * w + y as usize * w + xx as usize];
+                }
+            }
+        }
+        (b, ow)
+    }
+
+    /// f32 strips from the image equal `pack::strips` of the naive unfolding, and bf16 pairs equal
+    /// `avx512_bf16::strips` of it: every depth block (odd starts and lengths included), blocks of columns
+    /// starting mid-row, partial last strips.
+    #[test]
+    fn image_strips_match_the_unfolded_ones() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let bf16 = crate::layers::engine::avx512_bf16::is_supported();
+        for shape in SHAPES {
+            let (c, h, w, kernel, pad, st) = shape;
+            let x: Vec<f32> = (0..c * h * w).map(|i| (i as f32 * 0.37).sin() + 1.5).collect();
+            let (b, ow) = unfold(&x, shape);
+            let k = c * kernel * kernel;
+            let p = b.len() / k;
+            let img = Implicit {
+                x: x.as_ptr(),
+                chw: (c, h, w),
+                kernel,
+                stride: st,
+                tap_major: false,
+                pad,
+                ow,
+                first_col: 0,
+            };
+            for nr in [48usize, 32] {
+                for col0 in [0, 1, p / 2] {
+                    let n = p - col0;
+                    let gather = Gather::new(&img, col0, n, n.div_ceil(nr) * nr / 16);
+                    for (k0, kb) in [(0, k), (1, k - 1), (0, k.div_ceil(2)), (k / 3, k - k / 3 - k / 4)] {
+                        if kb == 0 {
+                            continue;
+                        }
+                        let what = format!("c{c} {h}x{w} k{kernel}/{st} pad{pad} nr{nr} from {col0} rows {k0}+{kb}");
+                        let len = n.div_ceil(nr) * kb * nr;
+                        let (mut want, mut got) = (vec![f32::NAN; len + 16], vec![f32::NAN; len + 16]);
+                        let (a, g) = (want.as_ptr().align_offset(64), got.as_ptr().align_offset(64));
+                        unsafe {
+                            let from = b.as_ptr().add(k0 * p + col0);
+                            crate::layers::engine::pack::strips(from, p, kb, n, nr, &mut want[a..]);
+                            super::strips(&img, &gather, (k0, kb), n, nr, &mut got[g..]);
+                        }
+                        assert_eq!(&got[g..g + len], &want[a..a + len], "f32 {what}");
+                        if !bf16 {
+                            continue;
+                        }
+                        let pairs = kb.div_ceil(2) + 1;
+                        let len = n.div_ceil(nr) * pairs * nr;
+                        let (mut want, mut got) = (vec![0x5555_5555u32; len + 16], vec![0x5555_5555u32; len + 16]);
+                        let (a, g) = (want.as_ptr().align_offset(64), got.as_ptr().align_offset(64));
+                        unsafe {
+                            let from = b.as_ptr().add(k0 * p + col0);
+                            crate::layers::engine::avx512_bf16::strips(from, p, kb, n, nr, pairs, &mut want[a..]);
+                            super::pairs(&img, &gather, (k0, kb), n, nr, pairs, &mut got[g..]);
+                        }
+                        assert_eq!(&got[g..g + len], &want[a..a + len], "bf16 {what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spread_moves_each_bit_to_twice_its_place() {
+        for m in [0u16, 1, 0x8000, 0xffff, 0x1234, 0xa5a5] {
+            let naive = (0..16)
+                .filter(|b| m >> b & 1 == 1)
+                .fold(0u32, |acc, b| acc | 1 << (2 * b));
+            assert_eq!(super::spread(m), naive, "{m:#x}");
+        }
+    }
+}
