@@ -1,14 +1,18 @@
-//! The CPU inference convolution: im2col (only where needed) + a matrix product per tile of each image's
-//! output ([`super::engine`]: our AVX-512/AVX2 micro-kernels, or `gemm` on other CPUs), with the bias, the
-//! residual add and the ReLU fused in, as a Candle custom op.
+//! The CPU inference convolution: a matrix product per tile of each image's output ([`super::engine`]: our
+//! AVX-512/AVX2 micro-kernels, or `gemm` on other CPUs) over the input read in place, packed straight from
+//! the image (implicit GEMM) or unfolded by im2col, with the bias, the residual add and the ReLU fused in,
+//! as a Candle custom op.
 //!
 //! Candle's own CPU `conv2d` repacks the input to NHWC single-threaded and re-lays the weights on every
 //! call, and the bias, residual add and ReLU that follow are each a full pass with a fresh allocation.
 //! Here the OIHW weight is already the (out, in/groups * k * k) row-major GEMM operand the kernel wants
 //! (read in place, BatchNorm folded in at load); activations stay NCHW, so a 1x1 stride-1 convolution
-//! reads the input in place as the right-hand GEMM operand, and 3x3 / 7x7 / strided convolutions unfold it
-//! band by band into a reused per-thread buffer small enough to stay in L2. The engine applies the bias,
-//! residual and ReLU as it stores each tile.
+//! reads the input in place as the right-hand GEMM operand. On the AVX-512 engine (and the int8 kernels)
+//! 3x3 / 7x7 / strided convolutions of stride 1 or 2 are implicit GEMMs: the engine packs its strips of the
+//! unfolded operand straight from the image (`engine::implicit`), so the unfolded copy never exists.
+//! Elsewhere (AVX2, the portable engine, groups, dilation, stride 3+) they unfold it band by band into a
+//! reused per-thread buffer small enough to stay in L2. The engine applies the bias, residual and ReLU as
+//! it stores each tile.
 //!
 //! Threads: the work of one pass is cut into tasks on rayon's pool (the process's one pool, sized by
 //! `zoo --threads N` or `RAYON_NUM_THREADS`, or the pool a caller runs the model in with

@@ -2,8 +2,10 @@
 //!
 //! One call computes a tile of one image's output, `C[o, q] = relu?(sum_k A[o, k] * B[k, q] + bias[o] +
 //! R[o, q])`, where A is the folded OIHW weight read in place (row `o` is output channel `o`, its columns
-//! `(c, i, j)` the input channel and kernel tap), B is the input itself (a 1x1 stride-1 conv) or its
-//! im2col unfolding, and R the residual. How it is computed is an explicit choice, [`Engine`]:
+//! `(c, i, j)` the input channel and kernel tap), B is the input itself (a 1x1 stride-1 conv), its im2col
+//! unfolding, or, on the AVX-512 engine, the unfolding packed block by block straight from the image
+//! ([`implicit`]: an implicit GEMM, no unfolded copy), and R the residual. How it is computed is an explicit
+//! choice, [`Engine`]:
 //!
 //! - [`Engine::Avx512`] and [`Engine::Avx2Fma`]: our own register-blocked micro-kernels
 //!   ([`avx512`], [`avx2`]). B is copied, `KC` rows at a time, into strips `NR` columns wide laid out in
