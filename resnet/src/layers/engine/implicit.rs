@@ -259,12 +259,12 @@ mod x86 {
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
-mod tests {
+pub(crate) mod tests {
     use super::{Gather, Implicit};
 
     /// The shapes the packers are checked on: (channels, height, width, kernel, pad, stride), covering kernels
     /// 1-7, both strides, maps narrower than a vector and maps whose rows a vector crosses several times.
-    const SHAPES: [(usize, usize, usize, usize, usize, usize); 12] = [
+    pub(crate) const SHAPES: [(usize, usize, usize, usize, usize, usize); 12] = [
         (3, 9, 11, 3, 1, 1),
         (2, 5, 3, 3, 1, 1),
         (5, 4, 1, 3, 1, 1),

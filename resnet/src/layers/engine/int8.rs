@@ -371,24 +371,14 @@ mod tests {
             return;
         }
         let zero = 7u8;
-        for (c, h, w, kernel, pad, st) in [
-            (3usize, 9usize, 11usize, 3usize, 1usize, 1usize),
-            (2, 5, 3, 3, 1, 1),
-            (5, 4, 1, 3, 1, 1),
-            (1, 12, 13, 7, 3, 1),
-            (3, 6, 7, 1, 0, 1),
-            (2, 8, 8, 5, 2, 1),
-            (4, 7, 7, 3, 0, 1),
-            (3, 9, 11, 3, 1, 2),
-            (2, 5, 3, 3, 1, 2),
-            (3, 23, 21, 7, 3, 2),
-            (4, 14, 14, 1, 0, 2),
-            (2, 13, 40, 3, 1, 2),
-            (8, 9, 10, 3, 1, 1),
+        // The f32 packers' shapes, and more with channels in quads for the tap-major order.
+        let quads = [
+            (8usize, 9usize, 10usize, 3usize, 1usize, 1usize),
             (4, 7, 7, 3, 1, 1),
             (8, 15, 17, 3, 1, 2),
             (4, 11, 9, 1, 0, 2),
-        ] {
+        ];
+        for (c, h, w, kernel, pad, st) in super::super::implicit::tests::SHAPES.into_iter().chain(quads) {
             let (oh, ow) = ((h + 2 * pad - kernel) / st + 1, (w + 2 * pad - kernel) / st + 1);
             let p = oh * ow;
             let x: Vec<u8> = (0..c * h * w).map(|i| (i * 37 % 251) as u8).collect();
