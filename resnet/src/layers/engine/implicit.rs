@@ -11,6 +11,9 @@
 //! channel reuses them. The f32 packers ([`strips`], and [`pairs`] for the bf16 dot-product kernel) are
 //! here; the int8 one is `int8::strips_image`.
 
+// Off x86-64 the engine plans no gathers (the packers that read them are x86-only).
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
 /// A stride-1 or stride-2 convolution's input image (C, H, W), read as the GEMM operand B (see the module
 /// documentation).
 #[derive(Clone, Copy)]
