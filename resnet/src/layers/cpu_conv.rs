@@ -7,10 +7,10 @@
 //! call, and the bias, residual add and ReLU that follow are each a full pass with a fresh allocation.
 //! Here the OIHW weight is already the (out, in/groups * k * k) row-major GEMM operand the kernel wants
 //! (read in place, BatchNorm folded in at load); activations stay NCHW, so a 1x1 stride-1 convolution
-//! reads the input in place as the right-hand GEMM operand. On the AVX-512 engine (and the int8 kernels)
+//! reads the input in place as the right-hand GEMM operand. On our micro-kernels (AVX-512, AVX2, int8)
 //! 3x3 / 7x7 / strided convolutions of stride 1 or 2 are implicit GEMMs: the engine packs its strips of the
 //! unfolded operand straight from the image (`engine::implicit`), so the unfolded copy never exists.
-//! Elsewhere (AVX2, the portable engine, groups, dilation, stride 3+) they unfold it band by band into a
+//! Elsewhere (the portable engine, groups, dilation, stride 3+) they unfold it band by band into a
 //! reused per-thread buffer small enough to stay in L2. The engine applies the bias, residual and ReLU as
 //! it stores each tile.
 //!
@@ -675,13 +675,13 @@ impl PackedConv {
     }
 
     /// True when the engine packs B straight from the input image (implicit GEMM, no im2col): ungrouped
-    /// undilated convs of stride 1 or 2 on an int8 kernel (from the quantized image) or on the AVX-512
-    /// engine's f32 micro-kernel (f32, bf16 or f16 weights; from the f32 image).
+    /// undilated convs of stride 1 or 2 on an int8 kernel (from the quantized image) or on our AVX-512 or
+    /// AVX2 micro-kernels (f32, bf16 or f16 weights; from the f32 image).
     fn implicit_gemm(&self) -> bool {
         implicit_spec(&self.spec)
             && match self.weights {
                 Weights::Int8(_) => true,
-                Weights::Panels { .. } | Weights::Bf16 { .. } | Weights::F16 { .. } => self.engine == Engine::Avx512,
+                Weights::Panels { .. } | Weights::Bf16 { .. } | Weights::F16 { .. } => self.engine != Engine::Portable,
                 Weights::Oihw(_) | Weights::Bf16Rows { .. } => false,
             }
     }

@@ -129,13 +129,13 @@ fn spread(m: u16) -> u32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{pairs, strips};
+pub(crate) use x86::{pairs, strips, strips_avx2};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Gather, Implicit, Load};
+    use super::{spread, Gather, Implicit, Load};
 
     /// 16 columns of one row of B: the channel's pixels (`x` at its first) the loads pick, 0 elsewhere.
     #[inline(always)]
@@ -154,6 +154,80 @@ mod x86 {
             };
         }
         v
+    }
+
+    /// Lanes `8 half .. 8 half + 8` of what [`row`] gives (16 columns of one row of B), with AVX2: each load of
+    /// the plan is one or (stride 2) two masked 8-float loads, blended in under its lanes.
+    #[inline(always)]
+    unsafe fn row8(x: *const f32, loads: &[Load], stride: usize, half: usize) -> __m256 {
+        let mut v = _mm256_setzero_ps();
+        for ld in loads {
+            let mask = (ld.mask >> (8 * half)) as u8;
+            if mask == 0 {
+                continue;
+            }
+            // Lane `8 half` reads `stride * 8 half` past lane 0's offset.
+            let at = x.wrapping_offset(ld.off).wrapping_add(stride * 8 * half);
+            let lanes = lane_mask(mask);
+            let got = match stride {
+                1 => _mm256_maskload_ps(at, lanes),
+                // Lane `l` is element `2 l` of the 16 from `at`: the valid lanes' elements, then the evens of
+                // each load side by side (`shufps` keeps 0 and 2 of every four; `vpermpd` orders the pairs).
+                _ => {
+                    let lo = _mm256_maskload_ps(at, lane_mask(spread(u16::from(mask & 0xf)) as u8));
+                    let hi = _mm256_maskload_ps(at.wrapping_add(8), lane_mask(spread(u16::from(mask >> 4)) as u8));
+                    let evens = _mm256_castps_pd(_mm256_shuffle_ps::<0b10_00_10_00>(lo, hi));
+                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(evens))
+                }
+            };
+            v = _mm256_blendv_ps(v, got, _mm256_castsi256_ps(lanes));
+        }
+        v
+    }
+
+    /// Bit `l` of `m` as lane `l` of a `vmaskmovps` mask (all ones or zero).
+    #[inline(always)]
+    unsafe fn lane_mask(m: u8) -> __m256i {
+        let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(i32::from(m)), bits), bits)
+    }
+
+    /// [`strips`] with AVX2 (the AVX2 engine's 16-column strips: `nr` a multiple of 16).
+    ///
+    /// # Safety
+    /// AVX2 and FMA; as [`strips`] (`out` 32-byte aligned).
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn strips_avx2(
+        img: &Implicit<f32>,
+        gather: &Gather,
+        (k0, kb): (usize, usize),
+        n: usize,
+        nr: usize,
+        out: &mut [f32],
+    ) {
+        let (c, h, w) = img.chw;
+        let taps = img.kernel * img.kernel;
+        debug_assert!(!img.tap_major && k0 + kb <= c * taps && nr.is_multiple_of(16));
+        debug_assert!(out.len() >= n.div_ceil(nr) * kb * nr);
+        let vecs = nr / 16;
+        for s in 0..n.div_ceil(nr) {
+            let strip = out.as_mut_ptr().add(s * kb * nr);
+            let (mut ci, mut t) = channel_tap(k0, taps);
+            for r in 0..kb {
+                let x = img.x.wrapping_add(ci * h * w);
+                for v in 0..vecs {
+                    let loads = gather.at(s * vecs + v, t);
+                    for half in 0..2 {
+                        let row = row8(x, loads, img.stride, half);
+                        _mm256_store_ps(strip.add(r * nr + 16 * v + 8 * half), row);
+                    }
+                }
+                t += 1;
+                if t == taps {
+                    (ci, t) = (ci + 1, 0);
+                }
+            }
+        }
     }
 
     /// The indices of the even elements of two vectors, for `vpermt2ps`.
@@ -265,6 +339,13 @@ mod x86 {
 pub(crate) mod tests {
     use super::{Gather, Implicit};
 
+    fn has(feature: &str) -> bool {
+        match feature {
+            "avx2" => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            _ => std::arch::is_x86_feature_detected!("avx512f"),
+        }
+    }
+
     /// The shapes the packers are checked on: (channels, height, width, kernel, pad, stride), covering kernels
     /// 1-7, both strides, maps narrower than a vector and maps whose rows a vector crosses several times.
     pub(crate) const SHAPES: [(usize, usize, usize, usize, usize, usize); 12] = [
@@ -301,12 +382,12 @@ pub(crate) mod tests {
         (b, ow)
     }
 
-    /// f32 strips from the image equal `pack::strips` of the naive unfolding, and bf16 pairs equal
-    /// `avx512_bf16::strips` of it: every depth block (odd starts and lengths included), blocks of columns
-    /// starting mid-row, partial last strips.
+    /// f32 strips from the image (AVX-512 and AVX2) equal `pack::strips` of the naive unfolding, and bf16 pairs
+    /// equal `avx512_bf16::strips` of it: every depth block (odd starts and lengths included), blocks of
+    /// columns starting mid-row, partial last strips.
     #[test]
     fn image_strips_match_the_unfolded_ones() {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
+        if !has("avx2") {
             return;
         }
         let bf16 = crate::layers::engine::avx512_bf16::is_supported();
@@ -326,7 +407,7 @@ pub(crate) mod tests {
                 ow,
                 first_col: 0,
             };
-            for nr in [48usize, 32] {
+            for nr in [48usize, 32, 16] {
                 for col0 in [0, 1, p / 2] {
                     let n = p - col0;
                     let gather = Gather::new(&img, col0, n, n.div_ceil(nr) * nr / 16);
@@ -341,9 +422,14 @@ pub(crate) mod tests {
                         unsafe {
                             let from = b.as_ptr().add(k0 * p + col0);
                             crate::layers::engine::pack::strips(from, p, kb, n, nr, &mut want[a..]);
-                            super::strips(&img, &gather, (k0, kb), n, nr, &mut got[g..]);
                         }
-                        assert_eq!(&got[g..g + len], &want[a..a + len], "f32 {what}");
+                        if has("avx512f") {
+                            unsafe { super::strips(&img, &gather, (k0, kb), n, nr, &mut got[g..]) };
+                            assert_eq!(&got[g..g + len], &want[a..a + len], "f32 {what}");
+                        }
+                        got.fill(f32::NAN);
+                        unsafe { super::strips_avx2(&img, &gather, (k0, kb), n, nr, &mut got[g..]) };
+                        assert_eq!(&got[g..g + len], &want[a..a + len], "f32 AVX2 {what}");
                         if !bf16 {
                             continue;
                         }

@@ -3,7 +3,7 @@
 //! One call computes a tile of one image's output, `C[o, q] = relu?(sum_k A[o, k] * B[k, q] + bias[o] +
 //! R[o, q])`, where A is the folded OIHW weight read in place (row `o` is output channel `o`, its columns
 //! `(c, i, j)` the input channel and kernel tap), B is the input itself (a 1x1 stride-1 conv), its im2col
-//! unfolding, or, on the AVX-512 engine, the unfolding packed block by block straight from the image
+//! unfolding, or, on our micro-kernels, the unfolding packed block by block straight from the image
 //! ([`implicit`]: an implicit GEMM, no unfolded copy), and R the residual. How it is computed is an explicit
 //! choice, [`Engine`]:
 //!
@@ -447,8 +447,8 @@ impl Engine {
     /// other thread writes this tile.
     pub(crate) unsafe fn gemm(self, g: &Gemm) {
         debug_assert!(
-            g.image.is_none() || self == Engine::Avx512,
-            "implicit GEMM on the AVX-512 engine only"
+            g.image.is_none() || self != Engine::Portable,
+            "implicit GEMM on our micro-kernels only"
         );
         #[cfg(target_arch = "x86_64")]
         match g.a {
@@ -470,17 +470,13 @@ impl Engine {
             #[cfg(target_arch = "x86_64")]
             Engine::Avx512 if self.is_supported() => {
                 let dot = avx512_bf16::is_supported().then_some(avx512_bf16::tile as unsafe fn(&MicroTile));
-                blocked(
-                    g,
-                    (avx512::MR, avx512::NR),
-                    |t| avx512::tile(t),
-                    dot,
-                    pack::strips_avx512,
-                )
+                let packers = (pack::strips_avx512 as StripPacker, implicit::strips as ImagePacker);
+                blocked(g, (avx512::MR, avx512::NR), |t| avx512::tile(t), dot, packers)
             }
             #[cfg(target_arch = "x86_64")]
             Engine::Avx2Fma if self.is_supported() => {
-                blocked(g, (avx2::MR, avx2::NR), |t| avx2::tile(t), None, pack::strips)
+                let packers = (pack::strips as StripPacker, implicit::strips_avx2 as ImagePacker);
+                blocked(g, (avx2::MR, avx2::NR), |t| avx2::tile(t), None, packers)
             }
             _ => match g.a {
                 Lhs::Rows { a, lda } => portable::gemm(g, a, lda),
@@ -491,7 +487,8 @@ impl Engine {
 }
 
 /// The blocking around a micro-kernel: columns in blocks of `NC`; depth in blocks of `KC`, for which B is
-/// packed into strips of `nr` columns (by `strips`, or straight from the image, see [`implicit`]) and A,
+/// packed into strips of `nr` columns (by `packers.0`, or straight from the image by `packers.1`, see
+/// [`implicit`]) and A,
 /// unless packed at load in this kernel's layout, into panels of `mr` rows (f32: copied; bf16/f16: widened);
 /// per strip every panel of rows. bf16 weights with a `dot` kernel instead go to it as they are, with B
 /// packed into bf16 pair strips `2 KC` steps deep (the same bytes as `KC` f32 steps).
@@ -500,7 +497,7 @@ unsafe fn blocked(
     (mr, nr): (usize, usize),
     kernel: impl Fn(&MicroTile),
     dot: Option<unsafe fn(&MicroTile)>,
-    strips: unsafe fn(*const f32, usize, usize, usize, usize, &mut [f32]),
+    (strips, image_strips): (StripPacker, ImagePacker),
 ) {
     if g.m == 0 || g.n == 0 {
         return;
@@ -552,9 +549,8 @@ unsafe fn blocked(
                         }
                         kb.div_ceil(2)
                     }
-                    #[cfg(target_arch = "x86_64")]
                     (None, Some(img)) => {
-                        implicit::strips(img, &gather, (k0, kb), nb, nr, bp);
+                        image_strips(img, &gather, (k0, kb), nb, nr, bp);
                         kb
                     }
                     _ => {
@@ -612,6 +608,11 @@ unsafe fn blocked(
         }
     })
 }
+
+/// Packs `k` rows x `n` columns of a row-major B (pointer, row stride) into strips `nr` wide ([`pack::strips`]).
+type StripPacker = unsafe fn(*const f32, usize, usize, usize, usize, &mut [f32]);
+/// Packs depth rows `(k0, kb)` of B, `n` columns, straight from the image ([`implicit`]).
+type ImagePacker = unsafe fn(&implicit::Implicit<f32>, &implicit::Gather, (usize, usize), usize, usize, &mut [f32]);
 
 /// 64 bytes, so a `Vec` of them is a 64-byte aligned run of floats.
 #[derive(Clone, Copy)]
