@@ -205,29 +205,11 @@ mod x86 {
         nr: usize,
         out: &mut [f32],
     ) {
-        let (c, h, w) = img.chw;
-        let taps = img.kernel * img.kernel;
-        debug_assert!(!img.tap_major && k0 + kb <= c * taps && nr.is_multiple_of(16));
-        debug_assert!(out.len() >= n.div_ceil(nr) * kb * nr);
-        let vecs = nr / 16;
-        for s in 0..n.div_ceil(nr) {
-            let strip = out.as_mut_ptr().add(s * kb * nr);
-            let (mut ci, mut t) = channel_tap(k0, taps);
-            for r in 0..kb {
-                let x = img.x.wrapping_add(ci * h * w);
-                for v in 0..vecs {
-                    let loads = gather.at(s * vecs + v, t);
-                    for half in 0..2 {
-                        let row = row8(x, loads, img.stride, half);
-                        _mm256_store_ps(strip.add(r * nr + 16 * v + 8 * half), row);
-                    }
-                }
-                t += 1;
-                if t == taps {
-                    (ci, t) = (ci + 1, 0);
-                }
+        each_vector(img, gather, (k0, kb), n, nr, out, |x, loads, dst| {
+            for half in 0..2 {
+                _mm256_store_ps(dst.add(8 * half), row8(x, loads, img.stride, half));
             }
-        }
+        });
     }
 
     /// The indices of the even elements of two vectors, for `vpermt2ps`.
@@ -259,19 +241,39 @@ mod x86 {
         nr: usize,
         out: &mut [f32],
     ) {
+        let evens = evens();
+        each_vector(img, gather, (k0, kb), n, nr, out, |x, loads, dst| {
+            _mm512_store_ps(dst, row(x, loads, img.stride, evens));
+        });
+    }
+
+    /// The loop of the f32 packers: for each strip, depth row and 16-column vector, `put(x, loads, dst)` writes
+    /// at `dst` the 16 floats that `loads` gather from the channel whose first pixel is `x`.
+    ///
+    /// # Safety
+    /// As [`strips`]; `put` writes 16 floats at `dst`.
+    #[inline(always)]
+    unsafe fn each_vector(
+        img: &Implicit<f32>,
+        gather: &Gather,
+        (k0, kb): (usize, usize),
+        n: usize,
+        nr: usize,
+        out: &mut [f32],
+        put: impl Fn(*const f32, &[Load], *mut f32),
+    ) {
         let (c, h, w) = img.chw;
         let taps = img.kernel * img.kernel;
         debug_assert!(!img.tap_major && k0 + kb <= c * taps && nr.is_multiple_of(16));
         debug_assert!(out.len() >= n.div_ceil(nr) * kb * nr);
-        let (vecs, evens) = (nr / 16, evens());
+        let vecs = nr / 16;
         for s in 0..n.div_ceil(nr) {
             let strip = out.as_mut_ptr().add(s * kb * nr);
             let (mut ci, mut t) = channel_tap(k0, taps);
             for r in 0..kb {
                 let x = img.x.wrapping_add(ci * h * w);
                 for v in 0..vecs {
-                    let row = row(x, gather.at(s * vecs + v, t), img.stride, evens);
-                    _mm512_store_ps(strip.add(r * nr + 16 * v), row);
+                    put(x, gather.at(s * vecs + v, t), strip.add(r * nr + 16 * v));
                 }
                 t += 1;
                 if t == taps {
