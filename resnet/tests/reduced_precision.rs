@@ -395,7 +395,9 @@ fn int8_bytes_between_convs_change_no_logit() {
             .unwrap(),
         ),
     ];
-    let integer = resnet::layers::Int8Kernel::detect().is_integer();
+    // The int8 kernels run on the AVX-512 engine (`ZOO_CONV_ENGINE=avx2` keeps int8 convs dequantized).
+    let avx512 = resnet::layers::Engine::current() == resnet::layers::Engine::Avx512;
+    let integer = resnet::layers::Int8Kernel::detect().is_integer() && avx512;
     for (name, size, full) in nets {
         let wave = |n: usize, f: f64| -> Tensor {
             let v: Vec<f32> = (0..n * 3 * size * size).map(|i| (f * i as f64).sin() as f32).collect();
