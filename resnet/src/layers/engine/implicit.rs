@@ -8,8 +8,8 @@
 //! fixed offset from the channel's first pixel (stride 2: a load twice as wide whose even elements are
 //! kept), lanes in the padding keeping the padding value. Those offsets and masks depend on the column
 //! block and the tap, not on the channel, so a [`Gather`] works them out once per column block and every
-//! channel reuses them. The f32 packers ([`strips`], and [`pairs`] for the bf16 dot-product kernel) are
-//! here; the int8 one is `int8::strips_image`.
+//! channel reuses them. The f32 packers ([`strips`] for the AVX-512 kernel, [`strips_avx2`] for the AVX2 one,
+//! [`pairs`] for the bf16 dot-product kernel) are here; the int8 one is `int8::strips_image`.
 
 // Off x86-64 the engine plans no gathers (the packers that read them are x86-only).
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]

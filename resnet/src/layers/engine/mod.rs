@@ -406,7 +406,7 @@ pub(crate) struct Gemm {
     pub a: Lhs,
     pub b: *const f32,
     pub ldb: usize,
-    /// The conv's f32 input image, when B is packed straight from it (implicit GEMM, the AVX-512 engine
+    /// The conv's f32 input image, when B is packed straight from it (implicit GEMM, our micro-kernels
     /// only): `b` and `ldb` are then unused.
     pub image: Option<implicit::Implicit<f32>>,
     pub c: *mut f32,
@@ -488,9 +488,8 @@ impl Engine {
 
 /// The blocking around a micro-kernel: columns in blocks of `NC`; depth in blocks of `KC`, for which B is
 /// packed into strips of `nr` columns (by `packers.0`, or straight from the image by `packers.1`, see
-/// [`implicit`]) and A,
-/// unless packed at load in this kernel's layout, into panels of `mr` rows (f32: copied; bf16/f16: widened);
-/// per strip every panel of rows. bf16 weights with a `dot` kernel instead go to it as they are, with B
+/// [`implicit`]) and A, unless packed at load in this kernel's layout, into panels of `mr` rows (f32: copied;
+/// bf16/f16: widened); per strip every panel of rows. bf16 weights with a `dot` kernel instead go to it as they are, with B
 /// packed into bf16 pair strips `2 KC` steps deep (the same bytes as `KC` f32 steps).
 unsafe fn blocked(
     g: &Gemm,
