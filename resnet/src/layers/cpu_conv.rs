@@ -675,14 +675,18 @@ impl PackedConv {
     }
 
     /// True when the engine packs B straight from the input image (implicit GEMM, no im2col): ungrouped
-    /// undilated convs of stride 1 or 2 on an int8 kernel (from the quantized image) or on our AVX-512 or
-    /// AVX2 micro-kernels, whose weights are panels (f32, bf16 or f16; from the f32 image). OIHW weights
-    /// are the portable engine's; AMX's bf16 rows take im2col.
+    /// undilated convs of stride 1 or 2 on an int8 kernel (from the quantized image), on AMX-BF16 or on our
+    /// AVX-512 or AVX2 micro-kernels, whose weights are panels (f32, bf16 or f16; from the f32 image). OIHW
+    /// weights are the portable engine's.
     fn implicit_gemm(&self) -> bool {
         implicit_spec(&self.spec)
             && match self.weights {
-                Weights::Int8(_) | Weights::Panels { .. } | Weights::Bf16 { .. } | Weights::F16 { .. } => true,
-                Weights::Oihw(_) | Weights::Bf16Rows { .. } => false,
+                Weights::Int8(_)
+                | Weights::Panels { .. }
+                | Weights::Bf16 { .. }
+                | Weights::Bf16Rows { .. }
+                | Weights::F16 { .. } => true,
+                Weights::Oihw(_) => false,
             }
     }
 

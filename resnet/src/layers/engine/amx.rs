@@ -4,8 +4,9 @@
 //!
 //! Layouts: the weights are OIHW rows in bf16, each row's depth padded with zeros to a multiple of 32
 //! ([`super::reduced::bf16_rows`]), so a 16-channel x 32-step A tile is one strided load. B is packed per
-//! block of columns into bf16 pair strips 32 columns wide over the whole (padded) depth
-//! ([`super::avx512_bf16::strips`]), two 16 x 16 pair tiles side by side. A register tile of C is 32
+//! block of columns into bf16 pair strips 32 columns wide over the whole (padded) depth, from the unfolded
+//! B ([`super::avx512_bf16::strips`]) or straight from the image ([`implicit::pairs`]), two 16 x 16 pair
+//! tiles side by side. A register tile of C is 32
 //! output channels x 32 pixels (four accumulator tiles: `tmm0-3`; A in `tmm4-5`, B in `tmm6-7`), summed
 //! over the whole depth, then stored once to a scratch block from which AVX-512 adds the bias and
 //! residual, applies the ReLU and writes the output. Sums are f32; operands are rounded to bf16.
@@ -17,6 +18,7 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+use super::implicit::{self, Gather};
 use super::{Epilogue, Gemm};
 
 /// Output channels per A tile: convs whose groups have a multiple of this many channels can use AMX.
@@ -86,14 +88,20 @@ impl TileConfig {
 }
 
 /// Computes one tile of C whose weights are the padded bf16 rows at `a` (`kpad` per row, the tile's first
-/// row first; `g.m` a multiple of [`ROWS`]).
+/// row first; `g.m` a multiple of [`ROWS`]); B is the unfolded `g.b` or, where `g.image` is set, packed
+/// straight from the image (implicit GEMM).
 ///
 /// # Safety
 /// [`is_supported`]; the pointers cover what `g` describes; no other thread writes this tile.
 pub(crate) unsafe fn gemm(g: &Gemm, a: *const u16, kpad: usize) {
     debug_assert!(kpad.is_multiple_of(DEPTH) && kpad >= g.k);
-    let pack = |j0: usize, n: usize, rows: usize, out: &mut [u32]| {
-        super::avx512_bf16::strips(g.b.add(j0), g.ldb, g.k, n, NR, rows, out)
+    let pack = |j0: usize, n: usize, rows: usize, out: &mut [u32]| match &g.image {
+        // Implicit GEMM: the pair strips straight from the f32 image, rounded to bf16 on the way.
+        Some(img) => {
+            let gather = Gather::new(img, img.first_col + j0, n, n.div_ceil(NR) * NR / 16);
+            implicit::pairs(img, &gather, (0, g.k), n, NR, rows, out)
+        }
+        None => super::avx512_bf16::strips(g.b.add(j0), g.ldb, g.k, n, NR, rows, out),
     };
     let store = |i0: usize, j: usize, rows: usize, cols: usize, scratch: &[f32]| store(g, i0, j, rows, cols, scratch);
     drive(g, a.cast(), 2 * kpad, Dot::Bf16, &pack, &store)

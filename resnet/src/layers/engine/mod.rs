@@ -407,7 +407,7 @@ pub(crate) struct Gemm {
     pub b: *const f32,
     pub ldb: usize,
     /// The conv's f32 input image, when B is packed straight from it (implicit GEMM, our micro-kernels
-    /// only): `b` and `ldb` are then unused.
+    /// and AMX-BF16 only): `b` and `ldb` are then unused.
     pub image: Option<implicit::Implicit<f32>>,
     pub c: *mut f32,
     pub ldc: usize,
