@@ -39,6 +39,8 @@ unsafe fn kernel<const NV: usize>(t: &MicroTile) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let mut b = t.b;
     for kk in 0..t.k {
+        // The next tile's weights for this step (a 64-byte line per two steps).
+        _mm_prefetch::<_MM_HINT_T0>(t.next_a.wrapping_add(kk * MR).cast());
         let mut bv = [_mm512_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
             *x = _mm512_load_ps(b.add(16 * v));
@@ -248,6 +250,7 @@ pub(crate) mod tests {
                                 b: b.0.as_ptr(),
                                 cols,
                                 k,
+                                next_a: a.0.as_ptr(),
                                 c: c.as_mut_ptr(),
                                 ldc: ld,
                                 first,

@@ -46,6 +46,7 @@ unsafe fn kernel<const NV: usize>(t: &MicroTile) {
     let a = t.a.cast::<i32>();
     let mut b = t.b;
     for kp in 0..t.k {
+        _mm_prefetch::<_MM_HINT_T0>(t.next_a.wrapping_add(kp * MR).cast());
         let mut bv = [_mm512_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
             *x = _mm512_load_ps(b.add(16 * v));

@@ -425,6 +425,10 @@ pub(crate) struct MicroTile {
     pub b: *const f32,
     pub cols: usize,
     pub k: usize,
+    /// The A panel the next tile reads (as many bytes as this one's): the kernel prefetches it while it runs,
+    /// so that weights streamed from memory (each read once per image at batch 1) arrive before they are
+    /// needed. Never dereferenced.
+    pub next_a: *const f32,
     pub c: *mut f32,
     pub ldc: usize,
     /// Start from zero (the first `KC` block) or add to what C holds.
@@ -575,23 +579,34 @@ unsafe fn blocked(
                 for (s, j) in (0..nb).step_by(nr).enumerate() {
                     let strip = bp.as_ptr().add(s * steps * nr);
                     let cols = nr.min(nb - j);
+                    // Panel `p`'s A for depth block `k0` (wrapping: also names the tile after the last).
+                    let panel_a = |p: usize, k0: usize| -> *const f32 {
+                        match g.a {
+                            Lhs::Panels { a, .. } => a.wrapping_add(p * g.k * mr + k0 * mr),
+                            Lhs::Bf16 { a, .. } if !widen => {
+                                a.wrapping_add(p * g.k.div_ceil(2) * mr + k0 / 2 * mr).cast()
+                            }
+                            _ => ap.as_ptr().wrapping_add(p * kb * mr),
+                        }
+                    };
                     for (p, i0) in (0..g.m).step_by(mr).enumerate() {
                         let epilogue = last.then(|| Epilogue {
                             bias: g.epilogue.bias.add(i0),
                             residual: g.epilogue.residual.map(|(r, ld)| (r.add(i0 * ld + j0 + j), ld)),
                             relu: g.epilogue.relu,
                         });
-                        let a = match g.a {
-                            Lhs::Panels { a, .. } => a.add(p * g.k * mr + k0 * mr),
-                            Lhs::Bf16 { a, .. } if !widen => a.add(p * g.k.div_ceil(2) * mr + k0 / 2 * mr).cast(),
-                            _ => ap.as_ptr().add(p * kb * mr),
+                        let next_a = match (p + 1 < panels, j + nr < nb) {
+                            (true, _) => panel_a(p + 1, k0),
+                            (false, true) => panel_a(0, k0),
+                            (false, false) => panel_a(0, k0 + kb),
                         };
                         let t = MicroTile {
-                            a,
+                            a: panel_a(p, k0),
                             rows: mr.min(g.m - i0),
                             b: strip,
                             cols,
                             k: steps,
+                            next_a,
                             c: g.c.add(i0 * g.ldc + j0 + j),
                             ldc: g.ldc,
                             first: k0 == 0,
