@@ -437,7 +437,7 @@ pub(crate) struct MicroTile {
     pub epilogue: Option<Epilogue>,
 }
 
-/// Rows of B per packed block: a strip of `KC x NR` floats (48 KiB for AVX-512's 48 columns) stays in L1
+/// Rows of B per packed block: a strip of `KC x NR` floats (24 KiB for AVX-512's 48 columns) stays in L1
 /// while every block of `MR` output channels passes over it.
 const KC: usize = 128;
 /// Columns of C per block: the `KC x NC` packed panel and the `m x NC` output block stay in L2.
