@@ -333,7 +333,13 @@ impl ResNet {
     /// The feature map with every block wired as `wiring`: [`Wiring::Plain`] drops all shortcuts (the
     /// "plain" twin of He et al.'s experiments, same layers and weights).
     pub fn forward_features_wired(&self, x: &Tensor, train: bool, wiring: Wiring) -> candle_core::Result<Tensor> {
-        let mut x = self.stem.forward_t(x, train)?;
+        // In eval mode an int8 stem may hand the first block its output as bytes (`Stem::forward_into_block`),
+        // which that block's convs (its first and its projection shortcut) read as they are.
+        let first = self.stages.first().and_then(|s| s.blocks.first());
+        let mut x = match (wiring, train, first) {
+            (Wiring::Residual, false, Some(first)) => self.stem.forward_into_block(x, first)?,
+            _ => self.stem.forward_t(x, train)?,
+        };
         for stage in &self.stages {
             for block in &stage.blocks {
                 x = block.forward_wired(&x, train, wiring)?;

@@ -3,8 +3,10 @@
 use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::block::ResidualBlock;
 use crate::config::StemKind;
 use crate::layers::{pool, ConvBn, ConvBnOptions, ConvSpec};
+use crate::shortcut::Shortcut;
 
 /// The stem's convolutions, named as in torchvision (`conv1`, `bn1`), timm's deep stem
 /// (`conv1.0`/`conv1.1`, `conv1.3`/`conv1.4`, `conv1.6` with `bn1`) or CLIP (`conv1`/`bn1` .. `conv3`/`bn3`),
@@ -119,6 +121,31 @@ impl Stem {
             (false, true) => pool::avg_pool(x, 2),
             (false, false) => Ok(x.clone()),
         }
+    }
+
+    /// The stem in eval mode, its output handed to the first block `block`: where that block's first conv and
+    /// its projection shortcut are int8 convs that quantize their inputs alike, the last conv writes its
+    /// output as those bytes and the max-pool pools the bytes (quantizing is monotonic, so the max of the
+    /// bytes is the byte of the max: the bytes both convs would make of the f32 pool, at a quarter of the
+    /// memory traffic, and the pool's input at a quarter too). Else the f32 output, as
+    /// [`ModuleT::forward_t`].
+    pub(crate) fn forward_into_block(&self, x: &Tensor, block: &ResidualBlock) -> Result<Tensor> {
+        let first = block.residual.first_conv();
+        let shared = match block.shortcut() {
+            Shortcut::Projection(p) => first
+                .conv()
+                .int8_quant()
+                .is_some_and(|q| p.conv().int8_quant() == Some(q)),
+            _ => false,
+        };
+        let Some(((_, last), rest)) = self.convs.split_last().filter(|_| shared && self.max_pool) else {
+            return self.forward_t(x, false);
+        };
+        let mut x = x.clone();
+        for (_, conv) in rest {
+            x = conv.forward_fused(&x, None, true, false)?;
+        }
+        self.forward_pool(&last.forward_into(&x, true, first, false)?)
     }
 
     /// Whether the stem ends in CLIP's 2x2 average pool.

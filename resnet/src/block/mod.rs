@@ -42,6 +42,14 @@ impl ResidualFn {
         }
     }
 
+    /// The first convolution, the one that reads the block's input.
+    pub fn first_conv(&self) -> &ConvBn {
+        match self {
+            ResidualFn::Basic(b) => &b.conv1,
+            ResidualFn::Bottleneck(b) => &b.conv1,
+        }
+    }
+
     /// `ReLU(F(x) + shortcut)`, with the add and the ReLU fused into the last convolution.
     pub fn forward_block(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
         match self {

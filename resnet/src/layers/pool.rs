@@ -15,7 +15,7 @@ pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
     if x.track_op() {
         return max_pool_3x3_s2_differentiable(x);
     }
-    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
+    if matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::U8) {
         return x.contiguous()?.apply_op1_no_bwd(&MaxPool3x3S2);
     }
     pad_neg_inf(x)?.max_pool2d_with_stride(3, 2)
@@ -113,46 +113,78 @@ impl CustomOp1 for MaxPool3x3S2 {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(data), Some((start, end)), &[n, c, h, w]) = (s, l.contiguous_offsets(), l.dims()) else {
+        let (Some((start, end)), &[n, c, h, w]) = (l.contiguous_offsets(), l.dims()) else {
             bail!(
-                "max-pool kernel: expected a contiguous 4-D f32 tensor of shape (N, C, H, W), got {:?}",
+                "max-pool kernel: expected a contiguous 4-D tensor of shape (N, C, H, W), got {:?}",
                 l.dims()
             )
         };
         if h == 0 || w == 0 {
             bail!("max-pool kernel: empty {h}x{w} input")
         }
-        let x = &data[start..end];
         let (oh, ow) = (pooled(h), pooled(w));
-        let mut out = vec![0f32; n * c * oh * ow];
-        out.par_chunks_mut(oh * ow)
-            .zip(x.par_chunks(h * w))
-            .for_each(|(dst, src)| pool_plane(src, (h, w), dst, ow));
-        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+        let shape = Shape::from((n, c, oh, ow));
+        // u8: an int8 network's quantized activations. Quantizing is monotonic, so the max of the bytes is
+        // the byte of the max: the same bytes as quantizing the f32 pool's output.
+        Ok(match s {
+            CpuStorage::F32(data) => (CpuStorage::F32(pool_planes(&data[start..end], (h, w), (oh, ow))), shape),
+            CpuStorage::U8(data) => (CpuStorage::U8(pool_planes(&data[start..end], (h, w), (oh, ow))), shape),
+            _ => bail!("max-pool kernel: expects f32 or u8"),
+        })
     }
+}
+
+/// What the max-pool kernel pools: a value below every input for the border (PyTorch pads with -inf) and
+/// the maximum of two.
+trait Pooled: Copy + Send + Sync {
+    const LOWEST: Self;
+    fn max(self, other: Self) -> Self;
+}
+
+impl Pooled for f32 {
+    const LOWEST: Self = f32::NEG_INFINITY;
+    fn max(self, other: Self) -> Self {
+        f32::max(self, other)
+    }
+}
+
+impl Pooled for u8 {
+    const LOWEST: Self = 0;
+    fn max(self, other: Self) -> Self {
+        Ord::max(self, other)
+    }
+}
+
+/// Every (H, W) plane of `x`, pooled in parallel.
+fn pool_planes<T: Pooled>(x: &[T], (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Vec<T> {
+    let mut out = vec![T::LOWEST; x.len() / (h * w) * oh * ow];
+    out.par_chunks_mut(oh * ow)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(dst, src)| pool_plane(src, (h, w), dst, ow));
+    out
 }
 
 /// One (H, W) plane: the max of each output row's (up to) three input rows first, then of three
 /// neighbouring columns in that row, so each input row is read once per output row it feeds.
-fn pool_plane(src: &[f32], (h, w): (usize, usize), dst: &mut [f32], ow: usize) {
-    let mut rows = vec![f32::NEG_INFINITY; w];
+fn pool_plane<T: Pooled>(src: &[T], (h, w): (usize, usize), dst: &mut [T], ow: usize) {
+    let mut rows = vec![T::LOWEST; w];
     for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
         let first = (2 * oy).saturating_sub(1);
         let last = (2 * oy + 1).min(h - 1);
         rows.copy_from_slice(&src[first * w..(first + 1) * w]);
         for y in first + 1..=last {
             for (m, &v) in rows.iter_mut().zip(&src[y * w..(y + 1) * w]) {
-                *m = m.max(v);
+                *m = Pooled::max(*m, v);
             }
         }
         // Output column 0 sees columns 0..=1; column ox > 0 sees 2ox-1..=2ox+1, clipped at the right edge.
-        out_row[0] = rows[..w.min(2)].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        out_row[0] = rows[..w.min(2)].iter().copied().fold(T::LOWEST, Pooled::max);
         for (ox, o) in out_row.iter_mut().enumerate().skip(1) {
             let mid = 2 * ox;
             *o = if mid + 1 < w {
-                rows[mid - 1].max(rows[mid]).max(rows[mid + 1])
+                Pooled::max(Pooled::max(rows[mid - 1], rows[mid]), rows[mid + 1])
             } else {
-                rows[mid - 1..w].iter().copied().fold(f32::NEG_INFINITY, f32::max)
+                rows[mid - 1..w].iter().copied().fold(T::LOWEST, Pooled::max)
             };
         }
     }
@@ -161,6 +193,28 @@ fn pool_plane(src: &[f32], (h, w): (usize, usize), dst: &mut [f32], ow: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes pool to the bytes of the f32 pool of the same values (zero included, at the border too), so an
+    /// int8 network may pool its quantized activations.
+    #[test]
+    fn bytes_pool_as_their_values() -> Result<()> {
+        for (h, w) in [(1, 1), (2, 3), (7, 7), (8, 5), (112, 112), (15, 16)] {
+            let n = 2 * 3 * h * w;
+            let bytes: Vec<u8> = (0..n)
+                .map(|i| ((i * 97 + i / 7) % 256) as u8 & if i % 5 == 0 { 0 } else { 255 })
+                .collect();
+            let x = Tensor::from_vec(bytes, (2, 3, h, w), &Device::Cpu)?;
+            let ours = max_pool_3x3_s2(&x)?;
+            assert_eq!(ours.dtype(), DType::U8);
+            let reference = max_pool_3x3_s2(&x.to_dtype(DType::F32)?)?;
+            assert_eq!(
+                ours.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+                reference.flatten_all()?.to_vec1::<f32>()?,
+                "{h}x{w}"
+            );
+        }
+        Ok(())
+    }
 
     /// The kernel against Candle's `max_pool2d` on an explicitly -inf-padded copy, on odd and even sides
     /// and inputs of both signs.
