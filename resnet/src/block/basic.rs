@@ -38,6 +38,13 @@ impl BasicBranch {
         self.conv2.forward_fused(&y, Some(shortcut), true, train)
     }
 
+    /// [`BasicBranch::forward_block`] with the output as the bytes `next` reads where both are int8 convs on
+    /// an int8 kernel (see [`ConvBn::forward_fused_into`]).
+    pub fn forward_block_into(&self, x: &Tensor, shortcut: &Tensor, next: &ConvBn, train: bool) -> Result<Tensor> {
+        let y = self.conv1.forward_into(x, true, &self.conv2, train)?;
+        self.conv2.forward_fused_into(&y, Some(shortcut), true, next, train)
+    }
+
     /// The conv+BN layers in order, with their checkpoint names.
     pub fn layers(&self) -> Vec<(&'static str, &ConvBn)> {
         vec![("conv1", &self.conv1), ("conv2", &self.conv2)]

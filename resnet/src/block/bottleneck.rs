@@ -74,12 +74,24 @@ impl BottleneckBranch {
     /// Between the convs, an int8 network's activations stay bytes ([`ConvBn::forward_into`]), except
     /// where a pool sits between `conv2` and `conv3`.
     pub fn forward_block(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv1.forward_into(x, true, &self.conv2, train)?;
-        let y = match self.pool {
-            1 => self.conv2.forward_into(&y, true, &self.conv3, train)?,
-            window => pool::avg_pool(&self.conv2.forward_fused(&y, None, true, train)?, window)?,
-        };
+        let y = self.inner(x, train)?;
         self.conv3.forward_fused(&y, Some(shortcut), true, train)
+    }
+
+    /// [`BottleneckBranch::forward_block`] with the output as the bytes `next` reads where both are int8 convs
+    /// on an int8 kernel (see [`ConvBn::forward_fused_into`]).
+    pub fn forward_block_into(&self, x: &Tensor, shortcut: &Tensor, next: &ConvBn, train: bool) -> Result<Tensor> {
+        let y = self.inner(x, train)?;
+        self.conv3.forward_fused_into(&y, Some(shortcut), true, next, train)
+    }
+
+    /// `conv2(conv1(x))` (and the pool), as `conv3` reads it.
+    fn inner(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv1.forward_into(x, true, &self.conv2, train)?;
+        match self.pool {
+            1 => self.conv2.forward_into(&y, true, &self.conv3, train),
+            window => pool::avg_pool(&self.conv2.forward_fused(&y, None, true, train)?, window),
+        }
     }
 
     /// The conv+BN layers in order, with their checkpoint names.

@@ -252,10 +252,17 @@ impl Conv {
     /// make of the f32 output, at a quarter of the memory traffic), which only `next` should read; else the
     /// same as [`Conv::forward_fused`] without a residual.
     pub fn forward_into(&self, x: &Tensor, relu: bool, next: &Conv) -> Result<Tensor> {
+        self.forward_fused_into(x, None, relu, next)
+    }
+
+    /// [`Conv::forward_into`] with a residual added before the ReLU: `relu?(conv(x) + bias + residual?)` as
+    /// the bytes `next` reads where both are int8 convs on an int8 kernel, else as [`Conv::forward_fused`].
+    pub fn forward_fused_into(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool, next: &Conv) -> Result<Tensor> {
         if let (Some(p), Some(n)) = (self.fast_path(x), &next.packed) {
-            return p.forward_emitting(&to_kernel_dtype(x)?, relu, n);
+            let residual = residual.map(|r| r.to_dtype(DType::F32)).transpose()?;
+            return p.forward_added_emitting(&to_kernel_dtype(x)?, residual.as_ref(), relu, n);
         }
-        self.forward_fused(x, None, relu)
+        self.forward_fused(x, residual, relu)
     }
 
     fn fast_path(&self, x: &Tensor) -> Option<&Arc<PackedConv>> {

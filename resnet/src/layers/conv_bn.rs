@@ -173,9 +173,23 @@ impl ConvBn {
     /// `relu?(BN(conv(x)))` for `next` to take (see [`Conv::forward_into`]): u8 already quantized for
     /// `next` where both are folded int8 convs on an int8 kernel, else as [`ConvBn::forward_fused`].
     pub fn forward_into(&self, x: &Tensor, relu: bool, next: &ConvBn, train: bool) -> Result<Tensor> {
+        self.forward_fused_into(x, None, relu, next, train)
+    }
+
+    /// [`ConvBn::forward_into`] with a residual added before the ReLU (see [`Conv::forward_fused_into`]).
+    pub fn forward_fused_into(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+        next: &ConvBn,
+        train: bool,
+    ) -> Result<Tensor> {
         match (self, next) {
-            (ConvBn::Folded { conv, .. }, ConvBn::Folded { conv: n, .. }) if !train => conv.forward_into(x, relu, n),
-            _ => self.forward_fused(x, None, relu, train),
+            (ConvBn::Folded { conv, .. }, ConvBn::Folded { conv: n, .. }) if !train => {
+                conv.forward_fused_into(x, residual, relu, n)
+            }
+            _ => self.forward_fused(x, residual, relu, train),
         }
     }
 }

@@ -417,20 +417,26 @@ impl PackedConv {
     /// `relu?(conv(x) + bias + residual?)` for a contiguous-or-not f32 CPU tensor `x` (N, C, H, W); for a
     /// conv on an int8 kernel ([`PackedConv::is_int8`]) `x` may also be u8, taken as already quantized
     /// the way this conv quantizes its inputs ([`PackedConv::int8_quant`]), as
-    /// [`PackedConv::forward_emitting`] leaves them.
+    /// [`PackedConv::forward_added_emitting`] leaves them.
     pub fn forward(self: &Arc<Self>, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         self.forward_op(x, residual, relu, None)
     }
 
-    /// `relu?(conv(x) + bias)` handed straight to `next`: where both convs are on an int8 kernel the
-    /// output is u8, quantized the way `next` quantizes its inputs (the bytes `next` would make of the f32
-    /// output, a quarter of the memory, no second pass), else f32 as [`PackedConv::forward`].
-    pub fn forward_emitting(self: &Arc<Self>, x: &Tensor, relu: bool, next: &PackedConv) -> Result<Tensor> {
+    /// `relu?(conv(x) + bias + residual?)` handed straight to `next`: where both convs are on an int8
+    /// kernel the output is u8, quantized the way `next` quantizes its inputs (the bytes `next` would make of
+    /// the f32 output, a quarter of the memory, no second pass), else f32 as [`PackedConv::forward`].
+    pub fn forward_added_emitting(
+        self: &Arc<Self>,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+        next: &PackedConv,
+    ) -> Result<Tensor> {
         let emit = match (&self.weights, &next.weights, next.int8) {
             (Weights::Int8(_), Weights::Int8(_), Some(act)) => Some(act),
             _ => None,
         };
-        self.forward_op(x, None, relu, emit)
+        self.forward_op(x, residual, relu, emit)
     }
 
     fn forward_op(
@@ -482,8 +488,8 @@ impl PackedConv {
         if matches!(x, Input::U8(_)) && !matches!(self.weights, Weights::Int8(_)) {
             bail!("the CPU conv kernel takes u8 inputs only into a conv on an int8 kernel")
         }
-        if emit.is_some() && (residual.is_some() || !matches!(self.weights, Weights::Int8(_))) {
-            bail!("only an int8 conv without a residual can hand u8 outputs to the next")
+        if emit.is_some() && !matches!(self.weights, Weights::Int8(_)) {
+            bail!("only an int8 conv can hand u8 outputs to the next")
         }
         let guard;
         let weight: &[f32] = match &self.weights {
@@ -1126,7 +1132,7 @@ fn gather<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
 struct ConvOp {
     packed: Arc<PackedConv>,
     relu: bool,
-    /// Store the output as u8, quantized this way (see [`PackedConv::forward_emitting`]).
+    /// Store the output as u8, quantized this way (see [`PackedConv::forward_added_emitting`]).
     emit: Option<super::quant::ActQuant>,
 }
 

@@ -31,7 +31,7 @@ pub(crate) struct Requant {
     /// are then unused.
     pub image: Option<Implicit>,
     /// Where the outputs go as bytes, quantized for the next conv (`Gemm::ldc` apart, at the tile's first
-    /// row and column; the tile has no residual): `q = clamp(round(y * inv_scale) + zero, 0, 255)`, the
+    /// row and column; after the residual and the ReLU): `q = clamp(round(y * inv_scale) + zero, 0, 255)`, the
     /// bytes the next conv would make of the f32 outputs. `None`: f32 to `Gemm::c`.
     pub emit: Option<Emit>,
 }
@@ -314,7 +314,6 @@ pub(crate) unsafe fn store(
     at: impl Fn(usize, usize) -> *const i32,
 ) {
     let e = g.epilogue;
-    debug_assert!(q.emit.is_none() || e.residual.is_none());
     let (emit_inv, emit_zero) = match q.emit {
         Some(out) => (out.inv_scale, i32::from(out.zero)),
         None => (0.0, 0),
