@@ -176,12 +176,15 @@ impl ResidualBlock {
     }
 
     /// Whether `x`, the block's input, can reach it as bytes: its first conv and a projection shortcut (the
-    /// only readers of `x`) are int8 convs that quantize their inputs alike (as they do after calibration on
-    /// the same tensor), so one set of bytes serves both (see [`ResidualBlock::forward_into`]).
+    /// only readers of `x`) are int8 convs on an int8 kernel that quantize their inputs alike (as they do
+    /// after calibration on the same tensor), so one set of bytes serves both (see
+    /// [`ResidualBlock::forward_into`]).
     pub fn takes_bytes(&self) -> bool {
-        let first = self.residual.first_conv().conv().int8_quant();
+        let first = self.residual.first_conv().conv();
         match &self.shortcut {
-            Shortcut::Projection(p) => first.is_some() && p.conv().int8_quant() == first,
+            Shortcut::Projection(p) => {
+                first.is_int8() && p.conv().is_int8() && first.int8_quant() == p.conv().int8_quant()
+            }
             _ => false,
         }
     }

@@ -576,19 +576,17 @@ unsafe fn blocked(
                     _ => {}
                 }
                 let last = k0 + kb == g.k;
+                // Panel `p`'s A for depth block `k0` (wrapping: also names the tile after the last).
+                let panel_a = |p: usize, k0: usize| -> *const f32 {
+                    match g.a {
+                        Lhs::Panels { a, .. } => a.wrapping_add(p * g.k * mr + k0 * mr),
+                        Lhs::Bf16 { a, .. } if !widen => a.wrapping_add(p * g.k.div_ceil(2) * mr + k0 / 2 * mr).cast(),
+                        _ => ap.as_ptr().wrapping_add(p * kb * mr),
+                    }
+                };
                 for (s, j) in (0..nb).step_by(nr).enumerate() {
                     let strip = bp.as_ptr().add(s * steps * nr);
                     let cols = nr.min(nb - j);
-                    // Panel `p`'s A for depth block `k0` (wrapping: also names the tile after the last).
-                    let panel_a = |p: usize, k0: usize| -> *const f32 {
-                        match g.a {
-                            Lhs::Panels { a, .. } => a.wrapping_add(p * g.k * mr + k0 * mr),
-                            Lhs::Bf16 { a, .. } if !widen => {
-                                a.wrapping_add(p * g.k.div_ceil(2) * mr + k0 / 2 * mr).cast()
-                            }
-                            _ => ap.as_ptr().wrapping_add(p * kb * mr),
-                        }
-                    };
                     for (p, i0) in (0..g.m).step_by(mr).enumerate() {
                         let epilogue = last.then(|| Epilogue {
                             bias: g.epilogue.bias.add(i0),
