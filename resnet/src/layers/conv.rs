@@ -158,6 +158,37 @@ impl Conv {
         Self::from_packed(packed, bias, spec)
     }
 
+    /// [`Conv::new_inference_cpu`] lowered as `lowering` says rather than as [`super::Lowering::detect`] does
+    /// (Winograd only where [`super::Lowering::applies`] and the CPU's engine has a micro-kernel): how
+    /// `zoo-benches`' `lowering` binary times both on the same weights.
+    ///
+    /// ```
+    /// use candle_core::{Device, Module, Tensor};
+    /// use resnet::layers::{Conv, ConvSpec, Lowering};
+    /// let spec = ConvSpec::new(16, 16, 3, 1);
+    /// let w: Vec<f32> = (0..16 * 16 * 9).map(|i| (i as f32 * 0.37).sin() * 0.1).collect();
+    /// let x = Tensor::randn(0f32, 1., (1, 16, 10, 10), &Device::Cpu)?;
+    /// let gemm = Conv::new_inference_cpu_lowered(w.clone(), None, spec, Lowering::Gemm)?.forward(&x)?;
+    /// let wino = Conv::new_inference_cpu_lowered(w, None, spec, Lowering::Winograd)?.forward(&x)?;
+    /// let diff = (gemm - wino)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    /// assert!(diff < 1e-4);
+    /// # Ok::<(), candle_core::Error>(())
+    /// ```
+    pub fn new_inference_cpu_lowered(
+        weight: Vec<f32>,
+        bias: Option<Tensor>,
+        spec: ConvSpec,
+        lowering: super::Lowering,
+    ) -> Result<Self> {
+        let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
+        if spec.dilation != 1 {
+            let weight = Tensor::from_vec(weight, spec.weight_shape(), &Device::Cpu)?;
+            return Self::new_inference(weight, bias, spec);
+        }
+        let packed = PackedConv::from_vec_lowered(weight, bias.as_ref(), spec, super::Engine::current(), lowering)?;
+        Self::from_packed(packed, bias, spec)
+    }
+
     /// An int8 convolution on the CPU from f32 OIHW weights (folded): weights quantized per output channel,
     /// inputs as `act` says, multiplied by AMX-INT8 tiles and dequantized in the epilogue (see
     /// [`super::quant`]). Without that kernel the dequantized weights are multiplied in f32
@@ -213,6 +244,21 @@ impl Conv {
     /// dtype, and takes inputs of any float dtype).
     pub fn is_packed(&self) -> bool {
         self.packed.is_some()
+    }
+
+    /// How the CPU kernel lowers this conv onto matrix products (`None`: not packed for it): Winograd where
+    /// [`super::Lowering::applies`] and the engine has a micro-kernel, else one GEMM.
+    ///
+    /// ```
+    /// use resnet::layers::{Conv, ConvSpec, Engine, Lowering};
+    /// let spec = ConvSpec::new(64, 64, 3, 1);
+    /// let conv = Conv::new_inference_cpu(vec![0.01; 64 * 64 * 9], None, spec)?;
+    /// let fast = Engine::current() != Engine::Portable && Lowering::detect() == Lowering::Winograd;
+    /// assert_eq!(conv.lowering() == Some(Lowering::Winograd), fast);
+    /// # Ok::<(), candle_core::Error>(())
+    /// ```
+    pub fn lowering(&self) -> Option<super::Lowering> {
+        self.packed.as_ref().map(|p| p.lowering())
     }
 
     /// The kernel that multiplies bf16 weights held by the CPU kernel (`None`: not bf16, or not packed).

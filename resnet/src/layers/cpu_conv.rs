@@ -12,7 +12,9 @@
 //! unfolded operand straight from the image (`engine::implicit`), so the unfolded copy never exists.
 //! Elsewhere (the portable engine, groups, dilation, stride 3+) they unfold it band by band into a
 //! reused per-thread buffer small enough to stay in L2. The engine applies the bias, residual and ReLU as
-//! it stores each tile.
+//! it stores each tile. Stride-1 3x3 convolutions up to 256 x 256 channels are instead lowered to Winograd's
+//! F(2x2, 3x3) on the same micro-kernels (`engine::winograd`, [`Lowering`]), with their weights held
+//! transformed.
 //!
 //! Threads: the work of one pass is cut into tasks on rayon's pool (the process's one pool, sized by
 //! `zoo --threads N` or `RAYON_NUM_THREADS`, or the pool a caller runs the model in with
@@ -31,7 +33,7 @@ use rayon::prelude::*;
 
 use super::conv::ConvSpec;
 use super::engine::implicit::Implicit;
-use super::engine::{reduced, Bf16Kernel, Engine, Epilogue, Gemm, Int8Kernel, Lhs};
+use super::engine::{reduced, winograd, Bf16Kernel, Engine, Epilogue, Gemm, Int8Kernel, Lhs, Lowering};
 
 /// Weights and bias of one convolution, laid out once, at load, for its [`Engine`].
 pub struct PackedConv {
@@ -67,6 +69,9 @@ enum Weights {
     Int8(Box<Int8Weights>),
     /// The f32 panels' layout in f16, widened to f32 block by block as the kernel goes.
     F16 { data: Vec<u16>, rows: usize },
+    /// A 3x3 stride-1 conv lowered to Winograd's F(2x2, 3x3) (`engine::winograd`): the same f32 panels as
+    /// `Panels`, each transformed as the conv runs.
+    Winograd { data: Vec<f32>, rows: usize },
 }
 
 /// A conv's int8 weights and the constants that turn its i32 sums back into f32 (see `engine::int8`).
@@ -111,11 +116,25 @@ impl PackedConv {
 
     /// From an OIHW f32 buffer the conv takes over: the micro-kernel engines rearrange it into their
     /// panels in place (one panel's worth of scratch), so loading never holds two copies of a weight.
-    pub fn from_vec(mut oihw: Vec<f32>, bias: Option<&Tensor>, spec: ConvSpec, engine: Engine) -> Result<Self> {
+    /// Convs that [`Lowering::detect`]'s lowering applies to hold Winograd's transformed weights instead.
+    pub fn from_vec(oihw: Vec<f32>, bias: Option<&Tensor>, spec: ConvSpec, engine: Engine) -> Result<Self> {
+        Self::from_vec_lowered(oihw, bias, spec, engine, Lowering::detect())
+    }
+
+    /// [`PackedConv::from_vec`] lowered as `lowering` says (where it applies, on an engine with a
+    /// micro-kernel; else as one GEMM).
+    pub fn from_vec_lowered(
+        mut oihw: Vec<f32>,
+        bias: Option<&Tensor>,
+        spec: ConvSpec,
+        engine: Engine,
+        lowering: Lowering,
+    ) -> Result<Self> {
         let engine = Self::engine_for(&spec, engine);
         if oihw.len() != spec.out_channels * spec.depth() {
             bail!("packed conv: {} weight values do not match {spec:?}", oihw.len())
         }
+        let winograd = lowering.applies(&spec) && engine.micro_kernel().is_some();
         let weights = match engine.panel_rows() {
             None => {
                 let t = Tensor::from_vec(oihw, spec.weight_shape(), &candle_core::Device::Cpu)?;
@@ -134,7 +153,10 @@ impl PackedConv {
                         }
                     }
                 }
-                Weights::Panels { data: oihw, rows }
+                match winograd {
+                    true => Weights::Winograd { data: oihw, rows },
+                    false => Weights::Panels { data: oihw, rows },
+                }
             }
         };
         Self::build(weights, bias, spec, engine)
@@ -221,7 +243,7 @@ impl PackedConv {
     /// The dtype the weights are held in.
     pub fn dtype(&self) -> DType {
         match self.weights {
-            Weights::Oihw(_) | Weights::Panels { .. } => DType::F32,
+            Weights::Oihw(_) | Weights::Panels { .. } | Weights::Winograd { .. } => DType::F32,
             Weights::Bf16 { .. } | Weights::Bf16Rows { .. } => DType::BF16,
             // Candle has no i8: an int8 conv reports the one 8-bit dtype it has.
             Weights::Int8(_) => DType::U8,
@@ -254,6 +276,7 @@ impl PackedConv {
             Weights::Bf16 { .. } => spec.out_channels * spec.depth(),
             Weights::Bf16Rows { data, kpad } => data.len() / kpad.max(&1) * spec.depth(),
             Weights::Int8(w) => w.data.len() / w.kpad.max(1) * spec.depth(),
+            Weights::Winograd { data, .. } => data.len(),
         };
         if count != spec.out_channels * spec.depth() || bias.len() != spec.out_channels {
             bail!("packed conv: weight/bias do not match {spec:?}")
@@ -369,6 +392,15 @@ impl PackedConv {
         }
     }
 
+    /// How the conv is lowered onto matrix products ([`Lowering::Winograd`] where its weights are held
+    /// transformed for it).
+    pub fn lowering(&self) -> Lowering {
+        match self.weights {
+            Weights::Winograd { .. } => Lowering::Winograd,
+            _ => Lowering::Gemm,
+        }
+    }
+
     /// True when the weights live only here (packed for a micro-kernel), not in an OIHW tensor too.
     pub fn owns_weights(&self) -> bool {
         !matches!(self.weights, Weights::Oihw(_))
@@ -399,7 +431,7 @@ impl PackedConv {
                 Tensor::from_vec(oihw, s.weight_shape(), &candle_core::Device::Cpu)
             }
             Weights::F16 { data, rows } => reduced(reduced::f16_unpanel(data, m, k, *rows)),
-            Weights::Panels { data, rows } => {
+            Weights::Panels { data, rows } | Weights::Winograd { data, rows } => {
                 let s = &self.spec;
                 let kk = s.depth();
                 let mut oihw = vec![0f32; s.out_channels * kk];
@@ -506,6 +538,7 @@ impl PackedConv {
             Weights::Panels { data, .. } => data,
             // Read by `tile` straight from `self.weights`.
             Weights::Bf16 { .. } | Weights::Bf16Rows { .. } | Weights::F16 { .. } | Weights::Int8(_) => &[],
+            Weights::Winograd { .. } => &[],
         };
         let s = &self.spec;
         let (oh, ow) = (s.output_size(h), s.output_size(w));
@@ -540,6 +573,26 @@ impl PackedConv {
             )
         };
         let post = Post { relu, emit };
+        if let (Weights::Winograd { data, rows }, Input::F32(x)) = (&self.weights, x) {
+            let Some((kernel, mr, nr)) = self.engine.micro_kernel() else {
+                bail!("Winograd weights without a micro-kernel")
+            };
+            debug_assert_eq!(mr, *rows, "weights packed for another micro-kernel");
+            let conv = winograd::Conv {
+                g: data,
+                kernel,
+                mr,
+                nr,
+                bias: &self.bias,
+                relu,
+                chw: (c, h, w),
+                out_channels: s.out_channels,
+                avx512: self.engine == Engine::Avx512,
+            };
+            // SAFETY: `out_f32` holds the whole output; the engine's kernel runs on this CPU (`engine_for`).
+            unsafe { conv.run(x, n, residual, out.f32, rayon::current_num_threads()) };
+            return Ok(CpuStorage::F32(out_f32));
+        }
         if n == 1 || rayon::current_num_threads() == 1 {
             // Too few images to go around: split each image's output into tiles across the threads.
             for i in 0..n {
@@ -692,7 +745,7 @@ impl PackedConv {
                 | Weights::Bf16 { .. }
                 | Weights::Bf16Rows { .. }
                 | Weights::F16 { .. } => true,
-                Weights::Oihw(_) => false,
+                Weights::Oihw(_) | Weights::Winograd { .. } => false,
             }
     }
 
@@ -841,6 +894,7 @@ impl PackedConv {
                     rows: *rows,
                 }
             }
+            Weights::Winograd { .. } => unreachable!("Winograd convs run in `run`"),
         };
         self.engine.gemm(&Gemm {
             m: r1 - r0,

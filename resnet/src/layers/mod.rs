@@ -9,5 +9,5 @@ pub mod quant;
 
 pub use conv::{Conv, ConvSpec};
 pub use conv_bn::{BnMode, ConvBn, ConvBnOptions};
-pub use engine::{Bf16Kernel, Engine, Int8Kernel};
+pub use engine::{Bf16Kernel, Engine, Int8Kernel, Lowering};
 pub use quant::{ActQuant, Calibration};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Result, Tensor};
 use proptest::prelude::*;
 
-use super::{Bf16Kernel, Engine};
+use super::{Bf16Kernel, Engine, Lowering};
 use crate::layers::conv::ConvSpec;
 use crate::layers::cpu_conv::PackedConv;
 
@@ -114,23 +114,36 @@ fn check(
     // Each output sums c / groups * k * k products of values in [-1, 1].
     let tol = 1e-5 * (c / groups * k * k) as f32 + 1e-5;
     for engine in Engine::ALL.into_iter().filter(|e| e.is_supported()) {
-        let packed = Arc::new(PackedConv::with_engine(&wt, Some(&bt), spec, engine)?);
-        // The packed weights unpack to the very OIHW values they were built from.
-        let back = packed.weight()?.flatten_all()?.to_vec1::<f32>()?;
-        assert_eq!(
-            back,
-            wt.flatten_all()?.to_vec1::<f32>()?,
-            "{engine:?}: unpacked weights differ"
-        );
-        let got = packed
-            .forward(&xt, residual.then_some(&rt), relu)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let err = max_err(&got, &want);
-        assert!(
-            err <= tol,
-            "{engine:?}: n{n} c{c} o{o} k{k} s{stride} p{padding} g{groups} {h}x{w} residual {residual} relu {relu}: {err} > {tol}"
-        );
+        let whole_panels = engine.panel_rows().is_some_and(|r| (o / groups).is_multiple_of(r));
+        for lowering in Lowering::ALL {
+            let w32 = wt.flatten_all()?.to_vec1::<f32>()?;
+            let packed = Arc::new(PackedConv::from_vec_lowered(
+                w32.clone(),
+                Some(&bt),
+                spec,
+                engine,
+                lowering,
+            )?);
+            // Winograd where it applies on a micro-kernel engine; never on the portable one.
+            let winograd = lowering.applies(&spec) && whole_panels;
+            assert_eq!(
+                packed.lowering() == Lowering::Winograd,
+                winograd,
+                "{engine:?} {lowering:?}"
+            );
+            // The packed weights unpack to the very OIHW values they were built from.
+            let back = packed.weight()?.flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(back, w32, "{engine:?} {lowering:?}: unpacked weights differ");
+            let got = packed
+                .forward(&xt, residual.then_some(&rt), relu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let err = max_err(&got, &want);
+            assert!(
+                err <= tol,
+                "{engine:?} {lowering:?}: n{n} c{c} o{o} k{k} s{stride} p{padding} g{groups} {h}x{w} residual {residual} relu {relu}: {err} > {tol}"
+            );
+        }
         // Weights held in bf16 / f16: the definition on the rounded weights (and, where the engine multiplies
         // with bf16 dot products, the rounded inputs), summed exactly; the kernel sums in f32 as above.
         let reduced = [
@@ -208,6 +221,12 @@ fn blocking_boundaries_match_the_definition() -> Result<()> {
         (3, 128, 40, 3, 1, 1, 1, (7, 7)),
         (1, 16, 72, 1, 2, 0, 1, (33, 33)),
         (2, 32, 32, 3, 1, 1, 8, (12, 9)),
+        // Winograd: 49 tiles (one chunk and a tile, output channels split over threads), odd sizes with
+        // chunks spanning images and tile rows, depth over two `KC` blocks, a 1x1 map.
+        (1, 96, 48, 3, 1, 1, 1, (14, 14)),
+        (3, 24, 24, 3, 1, 1, 1, (13, 31)),
+        (2, 136, 16, 3, 1, 1, 1, (9, 10)),
+        (2, 8, 24, 3, 1, 1, 1, (1, 1)),
     ];
     for (i, (n, c, o, k, s, p, g, hw)) in cases.into_iter().enumerate() {
         for (residual, relu) in [(false, false), (true, true), (false, true)] {
