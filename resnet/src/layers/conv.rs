@@ -149,12 +149,24 @@ impl Conv {
     /// # Ok::<(), candle_core::Error>(())
     /// ```
     pub fn new_inference_cpu_as(weight: Vec<f32>, bias: Option<Tensor>, spec: ConvSpec, dtype: DType) -> Result<Self> {
+        Self::packed_cpu(weight, bias, spec, |w, b| {
+            PackedConv::from_vec_as(w, b, spec, super::Engine::current(), dtype)
+        })
+    }
+
+    /// A CPU inference conv whose f32 OIHW weights `pack` lays out (dilated convs: Candle's `conv2d`).
+    fn packed_cpu(
+        weight: Vec<f32>,
+        bias: Option<Tensor>,
+        spec: ConvSpec,
+        pack: impl FnOnce(Vec<f32>, Option<&Tensor>) -> Result<PackedConv>,
+    ) -> Result<Self> {
         let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
         if spec.dilation != 1 {
             let weight = Tensor::from_vec(weight, spec.weight_shape(), &Device::Cpu)?;
             return Self::new_inference(weight, bias, spec);
         }
-        let packed = PackedConv::from_vec_as(weight, bias.as_ref(), spec, super::Engine::current(), dtype)?;
+        let packed = pack(weight, bias.as_ref())?;
         Self::from_packed(packed, bias, spec)
     }
 
@@ -180,13 +192,9 @@ impl Conv {
         spec: ConvSpec,
         lowering: super::Lowering,
     ) -> Result<Self> {
-        let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
-        if spec.dilation != 1 {
-            let weight = Tensor::from_vec(weight, spec.weight_shape(), &Device::Cpu)?;
-            return Self::new_inference(weight, bias, spec);
-        }
-        let packed = PackedConv::from_vec_lowered(weight, bias.as_ref(), spec, super::Engine::current(), lowering)?;
-        Self::from_packed(packed, bias, spec)
+        Self::packed_cpu(weight, bias, spec, |w, b| {
+            PackedConv::from_vec_lowered(w, b, spec, super::Engine::current(), lowering)
+        })
     }
 
     /// An int8 convolution on the CPU from f32 OIHW weights (folded): weights quantized per output channel,

@@ -113,6 +113,12 @@ fn check(
     let rt = Tensor::from_vec(res, (n, o, oh, ow), &dev)?;
     // Each output sums c / groups * k * k products of values in [-1, 1].
     let tol = 1e-5 * (c / groups * k * k) as f32 + 1e-5;
+    let forward = |packed: &Arc<PackedConv>| -> Result<Vec<f32>> {
+        packed
+            .forward(&xt, residual.then_some(&rt), relu)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    };
     for engine in Engine::ALL.into_iter().filter(|e| e.is_supported()) {
         let whole_panels = engine.panel_rows().is_some_and(|r| (o / groups).is_multiple_of(r));
         for lowering in Lowering::ALL {
@@ -134,11 +140,7 @@ fn check(
             // The packed weights unpack to the very OIHW values they were built from.
             let back = packed.weight()?.flatten_all()?.to_vec1::<f32>()?;
             assert_eq!(back, w32, "{engine:?} {lowering:?}: unpacked weights differ");
-            let got = packed
-                .forward(&xt, residual.then_some(&rt), relu)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            let err = max_err(&got, &want);
+            let err = max_err(&forward(&packed)?, &want);
             assert!(
                 err <= tol,
                 "{engine:?} {lowering:?}: n{n} c{c} o{o} k{k} s{stride} p{padding} g{groups} {h}x{w} residual {residual} relu {relu}: {err} > {tol}"
@@ -191,11 +193,7 @@ fn check(
                 residual.then_some(&res[..]),
                 relu,
             );
-            let got = packed
-                .forward(&xt, residual.then_some(&rt), relu)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            let err = max_err(&got, &want);
+            let err = max_err(&forward(&packed)?, &want);
             assert!(
                 err <= tol,
                 "{engine:?} {dtype:?} (held {held:?}, {:?}): n{n} c{c} o{o} k{k} s{stride} p{padding} g{groups} {h}x{w} residual {residual} relu {relu}: {err} > {tol}",
