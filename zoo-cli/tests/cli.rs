@@ -338,6 +338,12 @@ fn bench_layers_json_accounts_for_every_op() {
     assert_eq!(layers.len(), 1 + 9 * 3 + 2 + 1, "{v}");
     let params: u64 = layers.iter().map(|l| l["params"].as_u64().unwrap()).sum();
     assert_eq!(params, 269_722);
+    // ResNet-20's 19 convs are 3x3s of 16-64 channels; all but the two stride-2 ones (the first of stages 2
+    // and 3) go to Winograd on a micro-kernel engine, unless the environment turns it off.
+    if v["engine"] != "portable" && std::env::var_os("ZOO_CONV_LOWERING").is_none() {
+        assert_eq!(v["conv_weights"]["F32 winograd"], 17, "{v}");
+        assert_eq!(v["conv_weights"]["F32"], 2, "{v}");
+    }
 }
 
 /// `zoo list | head -0`: the reader is gone before `zoo` writes anything; the write must end the process

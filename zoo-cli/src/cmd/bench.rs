@@ -277,7 +277,8 @@ impl TextReport {
     }
 }
 
-/// The convolutions by the dtype their weights are held in and, for bf16, the kernel that multiplies them.
+/// The convolutions by the dtype their weights are held in and, for bf16, the kernel that multiplies them; f32
+/// convs lowered to Winograd apart.
 fn conv_kernels(model: &ResNet) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for (_, c) in model.conv_layers() {
@@ -286,6 +287,10 @@ fn conv_kernels(model: &ResNet) -> BTreeMap<String, usize> {
             (_, Some(k)) if k.is_integer() => format!("int8 on {}", k.name()),
             (_, Some(_)) => "int8 dequantized to F32".to_string(),
             (Some(k), _) => format!("{:?} on {}", c.dtype(), k.name()),
+            // f32 convs lowered to Winograd's F(2x2, 3x3) (`ZOO_CONV_LOWERING`) are counted apart.
+            (None, _) if c.lowering() == Some(resnet::layers::Lowering::Winograd) => {
+                format!("{:?} winograd", c.dtype())
+            }
             (None, _) => format!("{:?}", c.dtype()),
         };
         *out.entry(key).or_insert(0) += 1;
@@ -429,7 +434,7 @@ impl Report<'_> {
                 )?,
                 None => crate::outln!("conv engine {}", e.name())?,
             }
-            if !self.kernels.keys().all(|k| k.starts_with("F32")) {
+            if !self.kernels.keys().all(|k| k == "F32") {
                 let held: Vec<String> = self.kernels.iter().map(|(k, n)| format!("{n} {k}")).collect();
                 crate::outln!("conv weights: {}", held.join(", "))?;
             }
