@@ -224,6 +224,7 @@ fn from_env<T: Copy>(
 /// // ... not the strided ones, 1x1s, or 512 x 512 (ResNet runs them on 7x7 maps, too small to pay).
 /// assert!(!Lowering::Winograd.applies(&ConvSpec::new(64, 128, 3, 2)));
 /// assert!(!Lowering::Winograd.applies(&ConvSpec::new(512, 512, 3, 1)));
+/// assert!(!Lowering::Winograd.applies(&ConvSpec::new(4096, 8, 3, 1)));
 /// assert!(!Lowering::Gemm.applies(&ConvSpec::new(64, 64, 3, 1)));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -259,9 +260,9 @@ impl Lowering {
 
     /// True when a conv of `spec` is lowered this way rather than to one GEMM: under
     /// [`Lowering::Winograd`], ungrouped undilated 3x3 stride-1 convs with padding 1 whose weights hold at most
-    /// 256 x 256 channel pairs. ResNet's 512-channel 3x3s run on 7x7 maps (16 tiles per image, a quarter of
-    /// them partly outside the map), where transforming 512 x 512 kernels per pass costs what Winograd saves
-    /// (measured: 0.97-1.00x the GEMM's time at batch 8 and 1).
+    /// 256 x 256 channel pairs, neither side over 512. ResNet's 512-channel 3x3s run on 7x7 maps (16 tiles per
+    /// image, a quarter of them partly outside the map), where transforming 512 x 512 kernels per pass costs
+    /// what Winograd saves (measured: 0.97-1.00x the GEMM's time at batch 8 and 1).
     pub fn applies(self, spec: &crate::layers::ConvSpec) -> bool {
         self == Lowering::Winograd
             && spec.kernel == 3
@@ -270,6 +271,8 @@ impl Lowering {
             && spec.dilation == 1
             && spec.groups == 1
             && spec.in_channels * spec.out_channels <= 256 * 256
+            // A task's transformed input holds 16 x 96 values per input channel, whatever the map's size.
+            && spec.in_channels.max(spec.out_channels) <= 512
     }
 
     /// The name `ZOO_CONV_LOWERING` uses.
