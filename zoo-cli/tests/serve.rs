@@ -244,15 +244,22 @@ fn answers_equal_zoo_run_on_both_protocols() {
         "{metrics}"
     );
     assert!(metrics.contains("zoo_batch_size_count 3"), "{metrics}");
-    // Structured logs: one JSON line per request.
-    let logged = server
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.starts_with("{\""))
-        .count();
-    assert!(logged >= 6, "{:?}", server.log.lock().unwrap());
+    // Structured logs: one JSON line per request. The server writes each after its response, and a thread
+    // here reads them from its stderr: wait (at most 5 s) for the last requests' lines to come through.
+    let logged = || {
+        server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("{\""))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while logged() < 6 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(logged() >= 6, "{:?}", server.log.lock().unwrap());
 }
 
 /// The status of a request announcing a 2 MiB image, read before any of the body is sent.
