@@ -340,9 +340,9 @@ impl ResNet {
             (Wiring::Residual, false, Some(first)) => self.stem.forward_into_block(x, first)?,
             _ => self.stem.forward_t(x, train)?,
         };
-        let blocks: Vec<_> = self.stages.iter().flat_map(|s| &s.blocks).collect();
-        for (i, block) in blocks.iter().enumerate() {
-            x = match (wiring, train, blocks.get(i + 1)) {
+        let mut blocks = self.stages.iter().flat_map(|s| &s.blocks).peekable();
+        while let Some(block) = blocks.next() {
+            x = match (wiring, train, blocks.peek()) {
                 // Likewise a block hands the next its output as bytes where the next takes them (the first
                 // block of a stage: its conv and its projection the only readers).
                 (Wiring::Residual, false, Some(next)) => block.forward_into(&x, next)?,

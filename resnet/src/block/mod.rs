@@ -57,6 +57,15 @@ impl ResidualFn {
             ResidualFn::Bottleneck(b) => b.forward_block(x, shortcut, train),
         }
     }
+
+    /// [`ResidualFn::forward_block`] with the output as the bytes `next` reads where both are int8 convs on an
+    /// int8 kernel (see [`ConvBn::forward_fused_into`]).
+    pub fn forward_block_into(&self, x: &Tensor, shortcut: &Tensor, next: &ConvBn, train: bool) -> Result<Tensor> {
+        match self {
+            ResidualFn::Basic(b) => b.forward_block_into(x, shortcut, next, train),
+            ResidualFn::Bottleneck(b) => b.forward_block_into(x, shortcut, next, train),
+        }
+    }
 }
 
 impl ModuleT for ResidualFn {
@@ -198,11 +207,8 @@ impl ResidualBlock {
             return self.forward_t(x, false);
         }
         let shortcut = self.shortcut.forward_t(x, false)?;
-        let first = next.residual.first_conv();
-        match &self.residual {
-            ResidualFn::Basic(b) => b.forward_block_into(x, &shortcut, first, false),
-            ResidualFn::Bottleneck(b) => b.forward_block_into(x, &shortcut, first, false),
-        }
+        self.residual
+            .forward_block_into(x, &shortcut, next.residual.first_conv(), false)
     }
 
     /// The block wired as `wiring`: with its shortcut, or without it (the plain twin).

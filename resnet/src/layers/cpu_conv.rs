@@ -13,8 +13,8 @@
 //! Elsewhere (the portable engine, groups, dilation, stride 3+) they unfold it band by band into a
 //! reused per-thread buffer small enough to stay in L2. The engine applies the bias, residual and ReLU as
 //! it stores each tile. Stride-1 3x3 convolutions up to 256 x 256 channels are instead lowered to Winograd's
-//! F(2x2, 3x3) on the same micro-kernels (`engine::winograd`, [`Lowering`]), with their weights held
-//! transformed.
+//! F(2x2, 3x3) on the same micro-kernels (`engine::winograd`, [`Lowering`]), their weights held as the same
+//! panels and transformed as the conv runs.
 //!
 //! Threads: the work of one pass is cut into tasks on rayon's pool (the process's one pool, sized by
 //! `zoo --threads N` or `RAYON_NUM_THREADS`, or the pool a caller runs the model in with
@@ -116,7 +116,7 @@ impl PackedConv {
 
     /// From an OIHW f32 buffer the conv takes over: the micro-kernel engines rearrange it into their
     /// panels in place (one panel's worth of scratch), so loading never holds two copies of a weight.
-    /// Convs that [`Lowering::detect`]'s lowering applies to hold Winograd's transformed weights instead.
+    /// Convs that [`Lowering::detect`]'s lowering applies to run as Winograd's F(2x2, 3x3) on those panels.
     pub fn from_vec(oihw: Vec<f32>, bias: Option<&Tensor>, spec: ConvSpec, engine: Engine) -> Result<Self> {
         Self::from_vec_lowered(oihw, bias, spec, engine, Lowering::detect())
     }
@@ -134,7 +134,6 @@ impl PackedConv {
         if oihw.len() != spec.out_channels * spec.depth() {
             bail!("packed conv: {} weight values do not match {spec:?}", oihw.len())
         }
-        let winograd = lowering.applies(&spec) && engine.micro_kernel().is_some();
         let weights = match engine.panel_rows() {
             None => {
                 let t = Tensor::from_vec(oihw, spec.weight_shape(), &candle_core::Device::Cpu)?;
@@ -153,7 +152,8 @@ impl PackedConv {
                         }
                     }
                 }
-                match winograd {
+                // An engine with panels has a micro-kernel for Winograd's products (`engine_for`: it runs here).
+                match lowering.applies(&spec) {
                     true => Weights::Winograd { data: oihw, rows },
                     false => Weights::Panels { data: oihw, rows },
                 }
@@ -392,8 +392,7 @@ impl PackedConv {
         }
     }
 
-    /// How the conv is lowered onto matrix products ([`Lowering::Winograd`] where its weights are held
-    /// transformed for it).
+    /// How the conv is lowered onto matrix products.
     pub fn lowering(&self) -> Lowering {
         match self.weights {
             Weights::Winograd { .. } => Lowering::Winograd,
@@ -538,6 +537,7 @@ impl PackedConv {
             Weights::Panels { data, .. } => data,
             // Read by `tile` straight from `self.weights`.
             Weights::Bf16 { .. } | Weights::Bf16Rows { .. } | Weights::F16 { .. } | Weights::Int8(_) => &[],
+            // Read by `winograd::Conv` below.
             Weights::Winograd { .. } => &[],
         };
         let s = &self.spec;
@@ -587,7 +587,7 @@ impl PackedConv {
                 relu,
                 chw: (c, h, w),
                 out_channels: s.out_channels,
-                avx512: self.engine == Engine::Avx512,
+                engine: self.engine,
             };
             // SAFETY: `out_f32` holds the whole output; the engine's kernel runs on this CPU (`engine_for`).
             unsafe { conv.run(x, n, residual, out.f32, rayon::current_num_threads()) };

@@ -26,7 +26,7 @@
 //!
 //! On our micro-kernels the ungrouped stride-1 3x3 convolutions up to 256 x 256 channels take another route to
 //! the same kernels, [`Lowering::Winograd`] ([`winograd`]): Winograd's F(2x2, 3x3), 16 matrix products of the
-//! transformed weights (held so from load) by the transformed input, 2.25x fewer multiply-adds.
+//! transformed weights (transformed as the conv runs) by the transformed input, 2.25x fewer multiply-adds.
 //!
 //! [`Engine::detect`] picks the best the running CPU supports (runtime detection), unless the environment
 //! variable `ZOO_CONV_ENGINE` (`avx512`, `avx2` or `portable`) names one; [`Engine::set_default`] changes

@@ -156,8 +156,10 @@ pub(crate) struct Conv<'a> {
     /// Input channels, height and width (the output has the same size).
     pub chw: (usize, usize, usize),
     pub out_channels: usize,
-    /// Transform with AVX-512 (16 tiles per vector), else with the portable loops.
-    pub avx512: bool,
+    /// The engine whose kernel this is: its transforms are AVX-512 (16 tiles per vector) on
+    /// [`super::Engine::Avx512`], else the portable loops (compiled for AVX2 on [`super::Engine::Avx2Fma`]).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub engine: super::Engine,
 }
 
 /// Where a chunk's tiles are: tile `s` of the chunk is global tile `first + s` (`image * tiles + ty * tw + tx`).
@@ -185,16 +187,9 @@ impl Conv<'_> {
         (h.div_ceil(2), w.div_ceil(2))
     }
 
-    /// Tiles a chunk may take beyond `CHUNK`: an image's last few (a 14x14 map's 49th), taken in the same pass
-    /// over the transformed weights (by the AVX-512 kernel's narrow path, or one more AVX2 strip) rather than
-    /// in a chunk of their own.
-    fn spill(&self) -> usize {
-        SPILL
-    }
-
     /// Strips per chunk.
     fn strips(&self) -> usize {
-        (CHUNK + self.spill()).div_ceil(self.nr)
+        (CHUNK + SPILL).div_ceil(self.nr)
     }
 
     /// Output channels per block: whole panels, at most [`BLOCK`], whose transformed weights (16 values per
@@ -250,9 +245,9 @@ impl Conv<'_> {
         let (th, tw) = self.tiles();
         debug_assert_eq!(x.len(), n * c * h * w);
         let total = n * th * tw;
-        // Chunks of `CHUNK` tiles, the last taking up to `spill` more.
+        // Chunks of `CHUNK` tiles, the last taking up to `SPILL` more.
         let chunks = match total % CHUNK {
-            r if r <= self.spill() && total > CHUNK => total / CHUNK,
+            r if r <= SPILL && total > CHUNK => total / CHUNK,
             _ => total.div_ceil(CHUNK),
         };
         // Too few chunks to keep every thread busy (a 14x14 map at batch 1 has 49 tiles): each chunk's output
@@ -339,12 +334,7 @@ impl Conv<'_> {
             let (v, rest) = buf.split_at_mut(v_len);
             let (m, scratch) = rest.split_at_mut(m_len);
             for seg in self.segments(chunk) {
-                #[cfg(target_arch = "x86_64")]
-                if self.avx512 {
-                    x86::input(self, x, seg, v);
-                    continue;
-                }
-                self.input_portable(x, seg, v);
+                self.input_on_engine(x, seg, v);
             }
             let block = self.block();
             for o0 in (rows.0..rows.1).step_by(block) {
@@ -362,33 +352,32 @@ impl Conv<'_> {
                 };
                 self.multiply(v, chunk.len, (o0, o1), m, u);
                 for seg in self.segments(chunk) {
-                    #[cfg(target_arch = "x86_64")]
-                    if self.avx512 {
-                        x86::output(self, m, seg, (o0, o1), residual, out.0);
-                        continue;
-                    }
-                    self.output_portable(m, seg, (o0, o1), residual, out);
+                    self.output_on_engine(m, seg, (o0, o1), residual, out);
                 }
             }
         })
     }
 
-    /// [`Conv::input`], compiled for AVX2 where the CPU has it (the AVX2 engine's CPUs).
-    fn input_portable(&self, x: &[f32], seg: Segment, v: &mut [f32]) {
+    /// [`Conv::input`] as the engine runs it: AVX-512's, or the portable loops compiled for AVX2.
+    fn input_on_engine(&self, x: &[f32], seg: Segment, v: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
+        {
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
                 conv.input(x, seg, v)
             }
-            // SAFETY: the CPU has AVX2.
-            return unsafe { avx2(self, x, seg, v) };
+            // SAFETY: the engine runs on this CPU (`PackedConv::engine_for`), with these instructions.
+            match self.engine {
+                super::Engine::Avx512 => return unsafe { x86::input(self, x, seg, v) },
+                super::Engine::Avx2Fma => return unsafe { avx2(self, x, seg, v) },
+                super::Engine::Portable => {}
+            }
         }
         self.input(x, seg, v)
     }
 
-    /// [`Conv::output`], compiled for AVX2 where the CPU has it.
-    unsafe fn output_portable(
+    /// [`Conv::output`] as the engine runs it (see [`Conv::input_on_engine`]).
+    unsafe fn output_on_engine(
         &self,
         m: &[f32],
         seg: Segment,
@@ -397,12 +386,16 @@ impl Conv<'_> {
         out: Out,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
+        {
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2(conv: &Conv, m: &[f32], seg: Segment, rows: (usize, usize), r: Option<&[f32]>, out: Out) {
                 conv.output(m, seg, rows, r, out)
             }
-            return avx2(self, m, seg, rows, residual, out);
+            match self.engine {
+                super::Engine::Avx512 => return x86::output(self, m, seg, rows, residual, out.0),
+                super::Engine::Avx2Fma => return avx2(self, m, seg, rows, residual, out),
+                super::Engine::Portable => {}
+            }
         }
         self.output(m, seg, rows, residual, out)
     }
