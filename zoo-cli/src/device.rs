@@ -16,14 +16,19 @@ pub fn parse_device(spec: &str) -> Result<Device> {
                 Device::Cpu
             }
         }
-        "metal" => Device::new_metal(0).context("Metal is not available: build zoo with `--features metal`")?,
+        "metal" => Device::new_metal(0).context(match cfg!(feature = "metal") {
+            true => "Metal is not available on this machine",
+            false => "Metal is not available: build zoo with `--features metal`",
+        })?,
         s if s == "cuda" || s.starts_with("cuda:") => {
             let ordinal = match s.strip_prefix("cuda:") {
                 Some(n) => n.parse().with_context(|| format!("bad CUDA device number in `{s}`"))?,
                 None => 0,
             };
-            Device::new_cuda(ordinal)
-                .with_context(|| format!("CUDA device {ordinal} is not available: build zoo with `--features cuda`"))?
+            Device::new_cuda(ordinal).with_context(|| match cfg!(feature = "cuda") {
+                true => format!("CUDA device {ordinal} is not available (no such GPU, or no working NVIDIA driver)"),
+                false => format!("CUDA device {ordinal} is not available: build zoo with `--features cuda`"),
+            })?
         }
         other => bail!("unknown device `{other}`: use auto, cpu, cuda, cuda:N or metal"),
     })

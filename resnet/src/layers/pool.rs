@@ -157,7 +157,14 @@ impl Pooled for u8 {
 
 /// Every (H, W) plane of `x`, pooled in parallel.
 fn pool_planes<T: Pooled>(x: &[T], (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Vec<T> {
-    let mut out = vec![T::LOWEST; x.len() / (h * w) * oh * ow];
+    let len = x.len() / (h * w) * oh * ow;
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: `pool_plane` writes every element of its output plane (each row, every column) before anything
+    // reads it, and the planes cover `out`.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        out.set_len(len)
+    };
     out.par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
         .for_each(|(dst, src)| pool_plane(src, (h, w), dst, ow));
@@ -167,25 +174,24 @@ fn pool_planes<T: Pooled>(x: &[T], (h, w): (usize, usize), (oh, ow): (usize, usi
 /// One (H, W) plane: the max of each output row's (up to) three input rows first, then of three
 /// neighbouring columns in that row, so each input row is read once per output row it feeds.
 fn pool_plane<T: Pooled>(src: &[T], (h, w): (usize, usize), dst: &mut [T], ow: usize) {
-    let mut rows = vec![T::LOWEST; w];
+    // The row maxima, then a -inf column, so that every output column's window is whole.
+    let mut rows = vec![T::LOWEST; 2 * ow + 1];
     for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
         let first = (2 * oy).saturating_sub(1);
         let last = (2 * oy + 1).min(h - 1);
-        rows.copy_from_slice(&src[first * w..(first + 1) * w]);
+        rows[..w].copy_from_slice(&src[first * w..(first + 1) * w]);
         for y in first + 1..=last {
-            for (m, &v) in rows.iter_mut().zip(&src[y * w..(y + 1) * w]) {
+            for (m, &v) in rows[..w].iter_mut().zip(&src[y * w..(y + 1) * w]) {
                 *m = Pooled::max(*m, v);
             }
         }
-        // Output column 0 sees columns 0..=1; column ox > 0 sees 2ox-1..=2ox+1, clipped at the right edge.
-        out_row[0] = rows[..w.min(2)].iter().copied().fold(T::LOWEST, Pooled::max);
-        for (ox, o) in out_row.iter_mut().enumerate().skip(1) {
-            let mid = 2 * ox;
-            *o = if mid + 1 < w {
-                Pooled::max(Pooled::max(rows[mid - 1], rows[mid]), rows[mid + 1])
-            } else {
-                rows[mid - 1..w].iter().copied().fold(T::LOWEST, Pooled::max)
-            };
+        // Output column 0 sees columns 0..=1; column ox > 0 sees 2ox-1..=2ox+1 (past the right edge: -inf).
+        // As pairs (2ox, 2ox+1): column ox is the max of its pair and the odd half of the pair before, a loop
+        // the compiler vectorizes.
+        let (pairs, _) = rows.as_chunks::<2>();
+        out_row[0] = Pooled::max(pairs[0][0], pairs[0][1]);
+        for (o, (p, q)) in out_row[1..].iter_mut().zip(pairs.iter().zip(&pairs[1..])) {
+            *o = Pooled::max(Pooled::max(q[0], q[1]), p[1]);
         }
     }
 }

@@ -156,7 +156,13 @@ unsafe fn drive(g: &Gemm, a: *const u8, row_bytes: usize, dot: Dot, pack: Pack, 
     // Lane rows of a strip (16 per tile step) and its size in lanes.
     let lane_rows = row_bytes / 4;
     let strip = lane_rows * NR;
-    let per_block = (BLOCK_BYTES / (4 * strip)).clamp(1, 8);
+    // Rows outer for a wide 1x1 conv's product, as the f32 kernels do (see `blocked`): each pair of row blocks
+    // sweeps a wider column block, so that its stores continue its rows' runs.
+    let rows_outer = g.image.is_none() && g.n >= super::ROWS_OUTER_N && g.k <= super::ROWS_OUTER_K && g.m >= 4 * ROWS;
+    let per_block = match rows_outer {
+        true => (super::ROWS_OUTER_B / strip).clamp(1, 64),
+        false => (BLOCK_BYTES / (4 * strip)).clamp(1, 8),
+    };
     let nc = per_block * NR;
     // The strips, then a 4-tile scratch block (4 x 256 values).
     super::with_panel(per_block * strip + 4 * 256, |panel| {
@@ -167,10 +173,16 @@ unsafe fn drive(g: &Gemm, a: *const u8, row_bytes: usize, dot: Dot, pack: Pack, 
         for j0 in (0..g.n).step_by(nc) {
             let nb = nc.min(g.n - j0);
             pack(j0, nb, lane_rows, lanes);
-            for (s, j) in (0..nb).step_by(NR).enumerate() {
+            let (strips, row_blocks) = (nb.div_ceil(NR), g.m.div_ceil(2 * ROWS));
+            for t in 0..strips * row_blocks {
+                let (s, r) = match rows_outer {
+                    true => (t % strips, t / strips),
+                    false => (t / row_blocks, t % row_blocks),
+                };
+                let (j, i0) = (s * NR, r * 2 * ROWS);
                 let b = lanes.as_ptr().add(s * strip);
                 let cols = NR.min(nb - j);
-                for i0 in (0..g.m).step_by(2 * ROWS) {
+                {
                     let two = g.m - i0 >= 2 * ROWS;
                     tiles(
                         a.add(i0 * row_bytes),

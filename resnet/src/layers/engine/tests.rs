@@ -225,6 +225,13 @@ fn blocking_boundaries_match_the_definition() -> Result<()> {
         (3, 24, 24, 3, 1, 1, 1, (13, 31)),
         (2, 136, 16, 3, 1, 1, 1, (9, 10)),
         (2, 8, 24, 3, 1, 1, 1, (1, 1)),
+        // 1x1 convs over 512 columns or more, rows outer: depth over one `KC` block in one, partial panels
+        // and strips; one image split over threads; the deepest such product over three column blocks;
+        // whole 16-row blocks for the AMX kernels.
+        (2, 200, 36, 1, 1, 0, 1, (24, 25)),
+        (1, 64, 40, 1, 1, 0, 1, (40, 41)),
+        (2, 512, 32, 1, 1, 0, 1, (20, 30)),
+        (2, 96, 64, 1, 1, 0, 1, (24, 25)),
     ];
     for (i, (n, c, o, k, s, p, g, hw)) in cases.into_iter().enumerate() {
         for (residual, relu) in [(false, false), (true, true), (false, true)] {
@@ -356,6 +363,14 @@ fn check_int8(
         );
     }
     Ok(())
+}
+
+/// Int8 1x1 convs over 512 columns or more, whose products go rows outer: batch 2 (threads take images) and
+/// batch 1 (threads split the columns).
+#[test]
+fn int8_wide_1x1_convs_match_the_definition() -> Result<()> {
+    check_int8(2, 96, 64, 1, 1, (24, 25), false, true, 7)?;
+    check_int8(1, 200, 64, 1, 1, (40, 41), true, false, 8)
 }
 
 proptest! {
