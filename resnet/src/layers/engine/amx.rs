@@ -104,7 +104,7 @@ pub(crate) unsafe fn gemm(g: &Gemm, a: *const u16, kpad: usize) {
         None => super::avx512_bf16::strips(g.b.add(j0), g.ldb, g.k, n, NR, rows, out),
     };
     let store = |i0: usize, j: usize, rows: usize, cols: usize, scratch: &[f32]| store(g, i0, j, rows, cols, scratch);
-    drive(g, a.cast(), 2 * kpad, Dot::Bf16, &pack, &store)
+    drive(g, a.cast(), 2 * kpad, Dot::Bf16, g.image.is_none(), &pack, &store)
 }
 
 /// Computes one tile of C whose weights are int8 rows at `a` (`kpad` bytes per row, a multiple of 64) and
@@ -122,7 +122,7 @@ pub(crate) unsafe fn gemm_int8(g: &Gemm, a: *const i8, kpad: usize, q: &super::i
             tiles.add(((r / ROWS) * 2 + v) * 256 + (r % ROWS) * 16)
         })
     };
-    drive(g, a.cast(), kpad, Dot::Int8, &pack, &store)
+    drive(g, a.cast(), kpad, Dot::Int8, q.image.is_none(), &pack, &store)
 }
 
 /// True when the CPU has AMX-INT8 (and what the bf16 kernel needs) and the OS lets this process use tiles.
@@ -148,7 +148,7 @@ enum Dot {
 /// The blocking both products share: per block of columns, B packed by `pack` into strips of `NR` columns
 /// whose rows are 4-byte lanes (bf16 pairs or int8 quads) over the padded depth; per strip and pair of
 /// 16-row blocks of A, the tiles summed over the whole depth, stored to scratch and handed to `store`.
-unsafe fn drive(g: &Gemm, a: *const u8, row_bytes: usize, dot: Dot, pack: Pack, store: Store) {
+unsafe fn drive(g: &Gemm, a: *const u8, row_bytes: usize, dot: Dot, from_matrix: bool, pack: Pack, store: Store) {
     if g.m == 0 || g.n == 0 {
         return;
     }
@@ -158,7 +158,7 @@ unsafe fn drive(g: &Gemm, a: *const u8, row_bytes: usize, dot: Dot, pack: Pack, 
     let strip = lane_rows * NR;
     // Rows outer for a wide 1x1 conv's product, as the f32 kernels do (see `blocked`): each pair of row blocks
     // sweeps a wider column block, so that its stores continue its rows' runs.
-    let rows_outer = g.image.is_none() && g.n >= super::ROWS_OUTER_N && g.k <= super::ROWS_OUTER_K && g.m >= 4 * ROWS;
+    let rows_outer = super::rows_outer(from_matrix, g, 4 * ROWS);
     let per_block = match rows_outer {
         true => (super::ROWS_OUTER_B / strip).clamp(1, 64),
         false => (BLOCK_BYTES / (4 * strip)).clamp(1, 8),

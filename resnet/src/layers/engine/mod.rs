@@ -544,6 +544,12 @@ const ROWS_OUTER_K: usize = 512;
 /// layer3 and layer4 1x1 convs ran 2-8 % slower rows outer).
 const ROWS_OUTER_N: usize = 512;
 
+/// Whether a product goes rows outer (see `blocked`): B packed from a matrix (`from_matrix`, a 1x1 stride-1
+/// conv's input), at most `ROWS_OUTER_K` deep, at least `ROWS_OUTER_N` columns wide, and `rows >= min_rows`.
+fn rows_outer(from_matrix: bool, g: &Gemm, min_rows: usize) -> bool {
+    from_matrix && g.k <= ROWS_OUTER_K && g.n >= ROWS_OUTER_N && g.m >= min_rows
+}
+
 impl Engine {
     /// Computes one tile (see [`Gemm`]), single-threaded.
     ///
@@ -594,7 +600,8 @@ impl Engine {
 /// The blocking around a micro-kernel: columns in blocks of `NC`; depth in blocks of `KC`, for which B is
 /// packed into strips of `nr` columns (by `packers.0`, or straight from the image by `packers.1`, see
 /// [`implicit`]) and A, unless packed at load in this kernel's layout, into panels of `mr` rows (f32: copied;
-/// bf16/f16: widened); per strip every panel of rows. bf16 weights with a `dot` kernel instead go to it as they are, with B
+/// bf16/f16: widened); per strip every panel of rows, or for wide shallow products per panel every strip (rows
+/// outer, see [`rows_outer`]). bf16 weights with a `dot` kernel instead go to it as they are, with B
 /// packed into bf16 pair strips `2 KC` steps deep (the same bytes as `KC` f32 steps).
 unsafe fn blocked(
     g: &Gemm,
@@ -631,8 +638,7 @@ unsafe fn blocked(
     // follows, and C is written once, never read back. Strips outer instead touch every row of the output
     // once per strip: a 64 -> 256 1x1 conv on a 56x56 map writes 256 rows 48 floats at a time, and at batch 8
     // ran at half the speed. (Tried on B packed from an image, the 7x7 stem and the strided convs: no gain.)
-    let rows_outer =
-        g.image.is_none() && !widen && dot.is_none() && g.k <= ROWS_OUTER_K && panels >= 4 && g.n >= ROWS_OUTER_N;
+    let rows_outer = rows_outer(g.image.is_none() && !widen, g, 4 * mr);
     // Depth per block: a bf16 pair strip holds two steps per lane, so twice the steps fill the same L1 (and
     // C is loaded and stored half as often).
     let kc = match (rows_outer, dot) {

@@ -44,7 +44,12 @@ pub(crate) unsafe fn gemm_int8(g: &Gemm, a: *const i8, kpad: usize, q: &Requant)
     let quads = g.k.div_ceil(4);
     // Lanes of one strip, strips per column block.
     let strip = quads * NR;
-    let per_block = (BLOCK_BYTES / (4 * strip).max(1)).clamp(1, 8);
+    // Rows outer for a wide 1x1 conv's product, as the f32 kernels do (see `super::blocked`).
+    let rows_outer = super::rows_outer(q.image.is_none(), g, 4 * MR);
+    let per_block = match rows_outer {
+        true => (super::ROWS_OUTER_B / strip.max(1)).clamp(1, 64),
+        false => (BLOCK_BYTES / (4 * strip).max(1)).clamp(1, 8),
+    };
     let nc = per_block * NR;
     // The strips, then the register tile's sums (MR x NR i32).
     super::with_panel(per_block * strip + MR * NR, |panel| {
@@ -54,10 +59,16 @@ pub(crate) unsafe fn gemm_int8(g: &Gemm, a: *const i8, kpad: usize, q: &Requant)
         for j0 in (0..g.n).step_by(nc) {
             let nb = nc.min(g.n - j0);
             int8::pack(g, q, j0, nb, NR, quads, lanes);
-            for (s, j) in (0..nb).step_by(NR).enumerate() {
+            let (strips, panels) = (nb.div_ceil(NR), g.m / MR);
+            for t in 0..strips * panels {
+                let (s, p) = match rows_outer {
+                    true => (t % strips, t / strips),
+                    false => (t / panels, t % panels),
+                };
+                let (j, i0) = (s * NR, p * MR);
                 let b = lanes.as_ptr().add(s * strip);
                 let cols = NR.min(nb - j);
-                for i0 in (0..g.m).step_by(MR) {
+                {
                     let rows = a.add(i0 * kpad);
                     match cols.div_ceil(16) {
                         1 => kernel::<1>(rows, kpad, b, quads, sums),
