@@ -147,7 +147,8 @@ enum Dot {
 
 /// The blocking both products share: per block of columns, B packed by `pack` into strips of `NR` columns
 /// whose rows are 4-byte lanes (bf16 pairs or int8 quads) over the padded depth; per strip and pair of
-/// 16-row blocks of A, the tiles summed over the whole depth, stored to scratch and handed to `store`.
+/// 16-row blocks of A (or rows outer, see [`super::tile_at`]), the tiles summed over the whole depth, stored to
+/// scratch and handed to `store`.
 unsafe fn drive(g: &Gemm, a: *const u8, row_bytes: usize, dot: Dot, from_matrix: bool, pack: Pack, store: Store) {
     if g.m == 0 || g.n == 0 {
         return;
@@ -175,27 +176,22 @@ unsafe fn drive(g: &Gemm, a: *const u8, row_bytes: usize, dot: Dot, from_matrix:
             pack(j0, nb, lane_rows, lanes);
             let (strips, row_blocks) = (nb.div_ceil(NR), g.m.div_ceil(2 * ROWS));
             for t in 0..strips * row_blocks {
-                let (s, r) = match rows_outer {
-                    true => (t % strips, t / strips),
-                    false => (t / row_blocks, t % row_blocks),
-                };
+                let (s, r) = super::tile_at(rows_outer, t, strips, row_blocks);
                 let (j, i0) = (s * NR, r * 2 * ROWS);
                 let b = lanes.as_ptr().add(s * strip);
                 let cols = NR.min(nb - j);
-                {
-                    let two = g.m - i0 >= 2 * ROWS;
-                    tiles(
-                        a.add(i0 * row_bytes),
-                        row_bytes,
-                        b,
-                        lane_rows / 16,
-                        two,
-                        dot,
-                        scratch.as_mut_ptr(),
-                    );
-                    let rows = if two { 2 * ROWS } else { ROWS };
-                    store(i0, j0 + j, rows, cols, scratch);
-                }
+                let two = g.m - i0 >= 2 * ROWS;
+                tiles(
+                    a.add(i0 * row_bytes),
+                    row_bytes,
+                    b,
+                    lane_rows / 16,
+                    two,
+                    dot,
+                    scratch.as_mut_ptr(),
+                );
+                let rows = if two { 2 * ROWS } else { ROWS };
+                store(i0, j0 + j, rows, cols, scratch);
             }
         }
         asm!("tilerelease", options(nostack));

@@ -550,6 +550,15 @@ fn rows_outer(from_matrix: bool, g: &Gemm, min_rows: usize) -> bool {
     from_matrix && g.k <= ROWS_OUTER_K && g.n >= ROWS_OUTER_N && g.m >= min_rows
 }
 
+/// The (strip, row block) of a column block's tile `t` of `strips x blocks`: strips outer (each strip stays in
+/// L1 while every block of rows passes over it), or rows outer (see `blocked`).
+fn tile_at(rows_outer: bool, t: usize, strips: usize, blocks: usize) -> (usize, usize) {
+    match rows_outer {
+        true => (t % strips, t / strips),
+        false => (t / blocks, t % blocks),
+    }
+}
+
 impl Engine {
     /// Computes one tile (see [`Gemm`]), single-threaded.
     ///
@@ -601,7 +610,7 @@ impl Engine {
 /// packed into strips of `nr` columns (by `packers.0`, or straight from the image by `packers.1`, see
 /// [`implicit`]) and A, unless packed at load in this kernel's layout, into panels of `mr` rows (f32: copied;
 /// bf16/f16: widened); per strip every panel of rows, or for wide shallow products per panel every strip (rows
-/// outer, see [`rows_outer`]). bf16 weights with a `dot` kernel instead go to it as they are, with B
+/// outer, see [`rows_outer`] and [`tile_at`]). bf16 weights with a `dot` kernel instead go to it as they are, with B
 /// packed into bf16 pair strips `2 KC` steps deep (the same bytes as `KC` f32 steps).
 unsafe fn blocked(
     g: &Gemm,
@@ -706,43 +715,36 @@ unsafe fn blocked(
                         _ => ap.as_ptr().wrapping_add(p * kb * mr),
                     }
                 };
-                let strips_n = nb.div_ceil(nr);
-                // Tile `t`'s (strip, panel): strips outer (each strip stays in L1 while every panel passes
-                // over it), or rows outer (above).
-                let at = |t: usize| match rows_outer {
-                    true => (t % strips_n, t / strips_n),
-                    false => (t / panels, t % panels),
-                };
-                for t in 0..strips_n * panels {
-                    let ((s, p), (j, i0)) = (at(t), (at(t).0 * nr, at(t).1 * mr));
+                let strips = nb.div_ceil(nr);
+                for t in 0..strips * panels {
+                    let (s, p) = tile_at(rows_outer, t, strips, panels);
+                    let (j, i0) = (s * nr, p * mr);
                     let strip = bp.as_ptr().add(s * steps * nr);
                     let cols = nr.min(nb - j);
-                    {
-                        let epilogue = last.then(|| Epilogue {
-                            bias: g.epilogue.bias.add(i0),
-                            residual: g.epilogue.residual.map(|(r, ld)| (r.add(i0 * ld + j0 + j), ld)),
-                            relu: g.epilogue.relu,
-                        });
-                        let next_a = match t + 1 < strips_n * panels {
-                            true => panel_a(at(t + 1).1, k0),
-                            false => panel_a(0, k0 + kb),
-                        };
-                        let t = MicroTile {
-                            a: panel_a(p, k0),
-                            rows: mr.min(g.m - i0),
-                            b: strip,
-                            cols,
-                            k: steps,
-                            next_a,
-                            c: g.c.add(i0 * g.ldc + j0 + j),
-                            ldc: g.ldc,
-                            first: k0 == 0,
-                            epilogue,
-                        };
-                        match dot {
-                            Some(f) => f(&t),
-                            None => kernel(&t),
-                        }
+                    let epilogue = last.then(|| Epilogue {
+                        bias: g.epilogue.bias.add(i0),
+                        residual: g.epilogue.residual.map(|(r, ld)| (r.add(i0 * ld + j0 + j), ld)),
+                        relu: g.epilogue.relu,
+                    });
+                    let next_a = match t + 1 < strips * panels {
+                        true => panel_a(tile_at(rows_outer, t + 1, strips, panels).1, k0),
+                        false => panel_a(0, k0 + kb),
+                    };
+                    let t = MicroTile {
+                        a: panel_a(p, k0),
+                        rows: mr.min(g.m - i0),
+                        b: strip,
+                        cols,
+                        k: steps,
+                        next_a,
+                        c: g.c.add(i0 * g.ldc + j0 + j),
+                        ldc: g.ldc,
+                        first: k0 == 0,
+                        epilogue,
+                    };
+                    match dot {
+                        Some(f) => f(&t),
+                        None => kernel(&t),
                     }
                 }
             }

@@ -61,23 +61,18 @@ pub(crate) unsafe fn gemm_int8(g: &Gemm, a: *const i8, kpad: usize, q: &Requant)
             int8::pack(g, q, j0, nb, NR, quads, lanes);
             let (strips, panels) = (nb.div_ceil(NR), g.m / MR);
             for t in 0..strips * panels {
-                let (s, p) = match rows_outer {
-                    true => (t % strips, t / strips),
-                    false => (t / panels, t % panels),
-                };
+                let (s, p) = super::tile_at(rows_outer, t, strips, panels);
                 let (j, i0) = (s * NR, p * MR);
                 let b = lanes.as_ptr().add(s * strip);
                 let cols = NR.min(nb - j);
-                {
-                    let rows = a.add(i0 * kpad);
-                    match cols.div_ceil(16) {
-                        1 => kernel::<1>(rows, kpad, b, quads, sums),
-                        2 => kernel::<2>(rows, kpad, b, quads, sums),
-                        _ => kernel::<3>(rows, kpad, b, quads, sums),
-                    }
-                    let tile = sums.cast_const();
-                    int8::store(g, q, i0, j0 + j, MR, cols, |r, v| tile.add(r * NR + 16 * v));
+                let rows = a.add(i0 * kpad);
+                match cols.div_ceil(16) {
+                    1 => kernel::<1>(rows, kpad, b, quads, sums),
+                    2 => kernel::<2>(rows, kpad, b, quads, sums),
+                    _ => kernel::<3>(rows, kpad, b, quads, sums),
                 }
+                let tile = sums.cast_const();
+                int8::store(g, q, i0, j0 + j, MR, cols, |r, v| tile.add(r * NR + 16 * v));
             }
         }
     })
