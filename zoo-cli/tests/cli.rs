@@ -352,14 +352,16 @@ fn bench_layers_json_accounts_for_every_op() {
 #[test]
 fn a_closed_stdout_ends_zoo_without_a_panic() {
     use std::os::unix::process::ExitStatusExt;
-    let mut child = zoo()
+    // The reading end is closed before `zoo` starts, so its first write fails on every machine; closing it
+    // after the spawn would race a fast `zoo` that fills the pipe's buffer first and exits 0.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = zoo()
         .arg("list")
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     assert_eq!(out.status.signal(), Some(libc_sigpipe()), "{:?}", out.status);
 }
