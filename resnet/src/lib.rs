@@ -64,8 +64,9 @@
 //! - data preparation (decode, resize, crop, normalize, batch): `data` (feature `image`);
 //! - BatchNorm folding for inference: [`layers::conv_bn`];
 //! - the CPU convolution's engines (our AVX-512 and AVX2 micro-kernels, the portable `gemm` path, the
-//!   choice as an explicit enum): [`layers::engine`]; how a conv becomes matrix products (one GEMM, or
-//!   Winograd's F(2x2, 3x3) for the stride-1 3x3s, the choice as [`layers::Lowering`]): `layers::engine::winograd`;
+//!   choice as an explicit enum): [`layers::engine`]; how a conv is lowered (one GEMM, Winograd's F(2x2, 3x3)
+//!   for the stride-1 3x3s, or a direct convolution for the thin strided stem, the choice as
+//!   [`layers::Lowering`]): `layers::engine::winograd`, `layers::engine::direct`;
 //! - reduced precision on the CPU (bf16 / f16 weights, f32 sums: AMX-BF16 tiles, AVX512-BF16 dot products or
 //!   widened weights, the choice as [`layers::Bf16Kernel`]): [`ResNet::load_with_weight_dtype`];
 //! - int8 post-training quantization (calibration [`layers::Calibration`], int8 weights by uint8 inputs on

@@ -1,8 +1,9 @@
 //! Op-by-op execution of a network, for per-layer reports (`zoo info`, `zoo bench --layers`).
 //!
 //! The walk follows the same modules the forward pass uses, one op at a time: each stem conv, the
-//! max-pool (CLIP: average pool), and inside each block every conv (with its ReLU), CLIP's anti-aliasing
-//! average pool, the shortcut and the residual add; then the head (`fc`, or CLIP's `attnpool`).
+//! max-pool (CLIP: average pool), and inside each block the shortcut, then every conv (with its ReLU) and
+//! CLIP's anti-aliasing average pool, the last conv with the residual add fused in as the forward pass
+//! runs it; then the head (`fc`, or CLIP's `attnpool`).
 
 use std::time::{Duration, Instant};
 
@@ -17,14 +18,13 @@ use crate::shortcut::Shortcut;
 /// What one op is, for grouping in reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
-    /// A convolution (with its BN folded, and its ReLU).
+    /// A convolution (with its BN folded, and its ReLU); a block's last conv also adds the shortcut before
+    /// the ReLU, fused as in the forward pass.
     Conv,
     /// A pooling op.
     Pool,
     /// A block's shortcut.
     Shortcut,
-    /// A residual add (and its ReLU).
-    Add,
     /// The head.
     Head,
     /// Token lookup and positional embedding (CLIP's text tower).
@@ -40,7 +40,7 @@ pub enum OpKind {
 /// One executed op.
 #[derive(Debug, Clone)]
 pub struct OpRecord {
-    /// Checkpoint-style name: `conv1`, `layer1.0.conv2`, `layer2.0.downsample`, `layer1.0.add`.
+    /// Checkpoint-style name: `conv1`, `layer1.0.conv2`, `layer2.0.downsample`.
     pub name: String,
     /// What the op is.
     pub kind: OpKind,
@@ -78,7 +78,7 @@ pub fn profile_observed(
     let mut out = Vec::new();
     let mut x = x.clone();
     for (name, conv) in model.stem().conv_layers() {
-        x = conv_op(&mut out, name, conv, &x, true, timing)?;
+        x = conv_op(&mut out, name, conv, &x, None, true, timing)?;
         observe(name, &x);
     }
     if model.stem().has_max_pool() {
@@ -129,6 +129,22 @@ fn block_ops(
     t: &Timing,
     observe: &mut dyn FnMut(&str, &Tensor),
 ) -> Result<Tensor> {
+    // The shortcut first, as the forward pass runs it: the last conv adds it before its ReLU.
+    let sc = &block.shortcut;
+    let short = match sc {
+        Shortcut::Identity => x.clone(),
+        _ => {
+            let name = format!("{prefix}.downsample");
+            let s = record(out, &name, OpKind::Shortcut, sc.num_params(), 0, t, || {
+                sc.forward_t(x, false)
+            })?;
+            if let Some(op) = out.last_mut() {
+                op.macs = shortcut_macs(sc, &s);
+            }
+            observe(&format!("{prefix}.downsample"), &s);
+            s
+        }
+    };
     let layers = block.residual.layers();
     let mut y = x.clone();
     for (i, (name, conv)) in layers.iter().enumerate() {
@@ -140,31 +156,10 @@ fn block_ops(
             })?;
             observe(&format!("{prefix}.avgpool"), &y);
         }
-        y = conv_op(out, &format!("{prefix}.{name}"), conv, &y, !last, t)?;
+        let residual = if last { Some(&short) } else { None };
+        y = conv_op(out, &format!("{prefix}.{name}"), conv, &y, residual, true, t)?;
         observe(&format!("{prefix}.{name}"), &y);
     }
-    let sc = &block.shortcut;
-    let short = match sc {
-        Shortcut::Identity => x.clone(),
-        _ => {
-            let macs = shortcut_macs(sc, &y);
-            let s = record(
-                out,
-                &format!("{prefix}.downsample"),
-                OpKind::Shortcut,
-                sc.num_params(),
-                macs,
-                t,
-                || sc.forward_t(x, false),
-            )?;
-            observe(&format!("{prefix}.downsample"), &s);
-            s
-        }
-    };
-    let y = record(out, &format!("{prefix}.add"), OpKind::Add, 0, 0, t, || {
-        (&y + &short)?.relu()
-    })?;
-    observe(&format!("{prefix}.add"), &y);
     Ok(y)
 }
 
@@ -183,12 +178,24 @@ fn conv_macs(conv: &ConvBn, out_shape: &[usize]) -> u64 {
     out_shape.iter().product::<usize>() as u64 * per_output
 }
 
-fn conv_op(out: &mut Vec<OpRecord>, name: &str, conv: &ConvBn, x: &Tensor, relu: bool, t: &Timing) -> Result<Tensor> {
-    let y = conv.forward_t(x, false)?;
-    let macs = conv_macs(conv, y.dims());
-    record(out, name, OpKind::Conv, conv.num_params(), macs, t, || {
-        conv.forward_fused(x, None, relu, false)
-    })
+/// One conv with its BN, the `residual` add where it ends a block, and its ReLU, fused as the forward pass
+/// runs them.
+fn conv_op(
+    out: &mut Vec<OpRecord>,
+    name: &str,
+    conv: &ConvBn,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    relu: bool,
+    t: &Timing,
+) -> Result<Tensor> {
+    let y = record(out, name, OpKind::Conv, conv.num_params(), 0, t, || {
+        conv.forward_fused(x, residual, relu, false)
+    })?;
+    if let Some(op) = out.last_mut() {
+        op.macs = conv_macs(conv, y.dims());
+    }
+    Ok(y)
 }
 
 /// Runs `op` `t.repeats` times (at least once), records the median, returns the last output.

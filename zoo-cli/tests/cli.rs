@@ -334,8 +334,8 @@ fn bench_layers_json_accounts_for_every_op() {
         assert!(v.get(k).is_some(), "missing {k}");
     }
     let layers = v["layers"].as_array().unwrap();
-    // stem conv + 9 blocks x (2 convs + add) + 2 option-A shortcuts + fc
-    assert_eq!(layers.len(), 1 + 9 * 3 + 2 + 1, "{v}");
+    // stem conv + 9 blocks x 2 convs (the second with the residual add fused in) + 2 option-A shortcuts + fc
+    assert_eq!(layers.len(), 1 + 9 * 2 + 2 + 1, "{v}");
     let params: u64 = layers.iter().map(|l| l["params"].as_u64().unwrap()).sum();
     assert_eq!(params, 269_722);
     // ResNet-20's 19 convs are 3x3s of 16-64 channels; all but the two stride-2 ones (the first of stages 2

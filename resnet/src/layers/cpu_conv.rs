@@ -14,7 +14,8 @@
 //! reused per-thread buffer small enough to stay in L2. The engine applies the bias, residual and ReLU as
 //! it stores each tile. Stride-1 3x3 convolutions up to 256 x 256 channels are instead lowered to Winograd's
 //! F(2x2, 3x3) on the same micro-kernels (`engine::winograd`, [`Lowering`]), their weights held as the same
-//! panels and transformed as the conv runs.
+//! panels and transformed as the conv runs; on AVX-512 a thin strided stem (3 input channels, stride 2) runs
+//! as a direct convolution on the same panels (`engine::direct`).
 //!
 //! Threads: the work of one pass is cut into tasks on rayon's pool (the process's one pool, sized by
 //! `zoo --threads N` or `RAYON_NUM_THREADS`, or the pool a caller runs the model in with
@@ -32,6 +33,8 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result,
 use rayon::prelude::*;
 
 use super::conv::ConvSpec;
+#[cfg(target_arch = "x86_64")]
+use super::engine::direct;
 use super::engine::implicit::Implicit;
 use super::engine::{reduced, winograd, Bf16Kernel, Engine, Epilogue, Gemm, Int8Kernel, Lhs, Lowering};
 
@@ -72,6 +75,8 @@ enum Weights {
     /// A 3x3 stride-1 conv lowered to Winograd's F(2x2, 3x3) (`engine::winograd`): the same f32 panels as
     /// `Panels`, each transformed as the conv runs.
     Winograd { data: Vec<f32>, rows: usize },
+    /// A thin strided stem run as a direct convolution (`engine::direct`, on AVX-512): the same f32 panels.
+    Direct { data: Vec<f32>, rows: usize },
 }
 
 /// A conv's int8 weights and the constants that turn its i32 sums back into f32 (see `engine::int8`).
@@ -153,9 +158,10 @@ impl PackedConv {
                     }
                 }
                 // An engine with panels has a micro-kernel for Winograd's products (`engine_for`: it runs here).
-                match lowering.applies(&spec) {
-                    true => Weights::Winograd { data: oihw, rows },
-                    false => Weights::Panels { data: oihw, rows },
+                match lowering.choose(&spec, engine) {
+                    Lowering::Winograd => Weights::Winograd { data: oihw, rows },
+                    Lowering::Direct => Weights::Direct { data: oihw, rows },
+                    Lowering::Gemm => Weights::Panels { data: oihw, rows },
                 }
             }
         };
@@ -243,7 +249,7 @@ impl PackedConv {
     /// The dtype the weights are held in.
     pub fn dtype(&self) -> DType {
         match self.weights {
-            Weights::Oihw(_) | Weights::Panels { .. } | Weights::Winograd { .. } => DType::F32,
+            Weights::Oihw(_) | Weights::Panels { .. } | Weights::Winograd { .. } | Weights::Direct { .. } => DType::F32,
             Weights::Bf16 { .. } | Weights::Bf16Rows { .. } => DType::BF16,
             // Candle has no i8: an int8 conv reports the one 8-bit dtype it has.
             Weights::Int8(_) => DType::U8,
@@ -276,7 +282,7 @@ impl PackedConv {
             Weights::Bf16 { .. } => spec.out_channels * spec.depth(),
             Weights::Bf16Rows { data, kpad } => data.len() / kpad.max(&1) * spec.depth(),
             Weights::Int8(w) => w.data.len() / w.kpad.max(1) * spec.depth(),
-            Weights::Winograd { data, .. } => data.len(),
+            Weights::Winograd { data, .. } | Weights::Direct { data, .. } => data.len(),
         };
         if count != spec.out_channels * spec.depth() || bias.len() != spec.out_channels {
             bail!("packed conv: weight/bias do not match {spec:?}")
@@ -396,6 +402,7 @@ impl PackedConv {
     pub fn lowering(&self) -> Lowering {
         match self.weights {
             Weights::Winograd { .. } => Lowering::Winograd,
+            Weights::Direct { .. } => Lowering::Direct,
             _ => Lowering::Gemm,
         }
     }
@@ -430,7 +437,7 @@ impl PackedConv {
                 Tensor::from_vec(oihw, s.weight_shape(), &candle_core::Device::Cpu)
             }
             Weights::F16 { data, rows } => reduced(reduced::f16_unpanel(data, m, k, *rows)),
-            Weights::Panels { data, rows } | Weights::Winograd { data, rows } => {
+            Weights::Panels { data, rows } | Weights::Winograd { data, rows } | Weights::Direct { data, rows } => {
                 let s = &self.spec;
                 let kk = s.depth();
                 let mut oihw = vec![0f32; s.out_channels * kk];
@@ -537,8 +544,8 @@ impl PackedConv {
             Weights::Panels { data, .. } => data,
             // Read by `tile` straight from `self.weights`.
             Weights::Bf16 { .. } | Weights::Bf16Rows { .. } | Weights::F16 { .. } | Weights::Int8(_) => &[],
-            // Read by `winograd::Conv` below.
-            Weights::Winograd { .. } => &[],
+            // Read by `winograd::Conv` or `direct::Conv` below.
+            Weights::Winograd { .. } | Weights::Direct { .. } => &[],
         };
         let s = &self.spec;
         let (oh, ow) = (s.output_size(h), s.output_size(w));
@@ -590,6 +597,23 @@ impl PackedConv {
                 engine: self.engine,
             };
             // SAFETY: `out_f32` holds the whole output; the engine's kernel runs on this CPU (`engine_for`).
+            unsafe { conv.run(x, n, residual, out.f32, rayon::current_num_threads()) };
+            return Ok(CpuStorage::F32(out_f32));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let (Weights::Direct { data, rows }, Input::F32(x)) = (&self.weights, x) {
+            debug_assert_eq!(*rows, direct::MR, "weights packed for another micro-kernel");
+            let conv = direct::Conv {
+                w: data,
+                bias: &self.bias,
+                relu,
+                chw: (c, h, w),
+                out_channels: s.out_channels,
+                kernel: s.kernel,
+                padding: s.padding,
+            };
+            // SAFETY: `out_f32` holds the whole output; direct weights exist only on the AVX-512 engine
+            // (`Lowering::choose`), which runs on this CPU (`engine_for`).
             unsafe { conv.run(x, n, residual, out.f32, rayon::current_num_threads()) };
             return Ok(CpuStorage::F32(out_f32));
         }
@@ -745,7 +769,7 @@ impl PackedConv {
                 | Weights::Bf16 { .. }
                 | Weights::Bf16Rows { .. }
                 | Weights::F16 { .. } => true,
-                Weights::Oihw(_) | Weights::Winograd { .. } => false,
+                Weights::Oihw(_) | Weights::Winograd { .. } | Weights::Direct { .. } => false,
             }
     }
 
@@ -894,7 +918,7 @@ impl PackedConv {
                     rows: *rows,
                 }
             }
-            Weights::Winograd { .. } => unreachable!("Winograd convs run in `run`"),
+            Weights::Winograd { .. } | Weights::Direct { .. } => unreachable!("Winograd and direct convs run in `run`"),
         };
         self.engine.gemm(&Gemm {
             m: r1 - r0,

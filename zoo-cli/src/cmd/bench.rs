@@ -278,7 +278,7 @@ impl TextReport {
 }
 
 /// The convolutions by the dtype their weights are held in and, for bf16, the kernel that multiplies them; f32
-/// convs lowered to Winograd apart.
+/// convs lowered to Winograd or run direct apart.
 fn conv_kernels(model: &ResNet) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for (_, c) in model.conv_layers() {
@@ -287,11 +287,11 @@ fn conv_kernels(model: &ResNet) -> BTreeMap<String, usize> {
             (_, Some(k)) if k.is_integer() => format!("int8 on {}", k.name()),
             (_, Some(_)) => "int8 dequantized to F32".to_string(),
             (Some(k), _) => format!("{:?} on {}", c.dtype(), k.name()),
-            // f32 convs lowered to Winograd's F(2x2, 3x3) (`ZOO_CONV_LOWERING`) are counted apart.
-            (None, _) if c.lowering() == Some(resnet::layers::Lowering::Winograd) => {
-                format!("{:?} winograd", c.dtype())
-            }
-            (None, _) => format!("{:?}", c.dtype()),
+            // f32 convs lowered to Winograd's F(2x2, 3x3) or run direct (`ZOO_CONV_LOWERING`) are counted apart.
+            (None, _) => match c.lowering() {
+                Some(l) if l != resnet::layers::Lowering::Gemm => format!("{:?} {}", c.dtype(), l.name()),
+                _ => format!("{:?}", c.dtype()),
+            },
         };
         *out.entry(key).or_insert(0) += 1;
     }

@@ -27,6 +27,8 @@
 //! On our micro-kernels the ungrouped stride-1 3x3 convolutions up to 256 x 256 channels take another route to
 //! the same kernels, [`Lowering::Winograd`] ([`winograd`]): Winograd's F(2x2, 3x3), 16 matrix products of the
 //! transformed weights (transformed as the conv runs) by the transformed input, 2.25x fewer multiply-adds.
+//! On AVX-512 the thin stride-2 stem is no matrix product at all, [`Lowering::Direct`] (`direct`): a direct
+//! convolution reading the image's even and odd columns, 16 output pixels per load and tap.
 //!
 //! [`Engine::detect`] picks the best the running CPU supports (runtime detection), unless the environment
 //! variable `ZOO_CONV_ENGINE` (`avx512`, `avx2` or `portable`) names one; [`Engine::set_default`] changes
@@ -51,6 +53,8 @@ pub(crate) mod avx2;
 pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512_bf16;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod direct;
 pub(crate) mod implicit;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod int8;
@@ -213,12 +217,12 @@ fn from_env<T: Copy>(
     }
 }
 
-/// How an f32 convolution on our micro-kernels is turned into matrix products, an explicit choice like
-/// [`Engine`]'s: [`Lowering::detect`] takes `ZOO_CONV_LOWERING` (`winograd` or `gemm`), else
-/// [`Lowering::Winograd`].
+/// How an f32 convolution on our micro-kernels is computed, an explicit choice like [`Engine`]'s: per conv
+/// [`Lowering::choose`] picks one of the lowerings a policy allows. [`Lowering::detect`]'s policy is
+/// `ZOO_CONV_LOWERING` (`winograd`, `direct` or `gemm`), else [`Lowering::Winograd`], which allows them all.
 ///
 /// ```
-/// use resnet::layers::{ConvSpec, Lowering};
+/// use resnet::layers::{ConvSpec, Engine, Lowering};
 /// // ResNet's 3x3 stride-1 convs up to 256 x 256 channels go through Winograd's F(2x2, 3x3)...
 /// assert!(Lowering::Winograd.applies(&ConvSpec::new(64, 64, 3, 1)));
 /// // ... not the strided ones, 1x1s, or 512 x 512 (ResNet runs them on 7x7 maps, too small to pay).
@@ -226,6 +230,12 @@ fn from_env<T: Copy>(
 /// assert!(!Lowering::Winograd.applies(&ConvSpec::new(512, 512, 3, 1)));
 /// assert!(!Lowering::Winograd.applies(&ConvSpec::new(4096, 8, 3, 1)));
 /// assert!(!Lowering::Gemm.applies(&ConvSpec::new(64, 64, 3, 1)));
+/// // The 7x7 stride-2 stem of 3 input channels runs direct, where the CPU has AVX-512.
+/// let stem = ConvSpec::new(3, 64, 7, 2);
+/// assert!(Lowering::Direct.applies(&stem));
+/// assert_eq!(Lowering::Gemm.choose(&stem, Engine::Avx512), Lowering::Gemm);
+/// assert_eq!(Lowering::Winograd.choose(&stem, Engine::Avx512), Lowering::Direct);
+/// assert_eq!(Lowering::Winograd.choose(&stem, Engine::Avx2Fma), Lowering::Gemm);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lowering {
@@ -234,19 +244,24 @@ pub enum Lowering {
     Gemm,
     /// Winograd's F(2x2, 3x3) ([`winograd`]) for the 3x3 stride-1 convs it pays for (see
     /// [`Lowering::applies`]): 16 products per 2x2 output tile and channel pair instead of 36. The rest as
-    /// [`Lowering::Gemm`].
+    /// [`Lowering::Gemm`]. As a policy, it allows [`Lowering::Direct`] too.
     Winograd,
+    /// A direct convolution (`engine::direct`) for a thin strided stem, on the AVX-512 engine (see
+    /// [`Lowering::applies`]): no packed operand, the image's even and odd columns split once per image and
+    /// read by 16-pixel loads. ResNet's 7x7 stem as a GEMM packs 147 gathered values per output pixel for 64
+    /// multiply-adds each. The rest as [`Lowering::Gemm`].
+    Direct,
 }
 
 impl Lowering {
-    /// Both lowerings, the default first.
-    pub const ALL: [Lowering; 2] = [Lowering::Winograd, Lowering::Gemm];
+    /// Every lowering, the default policy first.
+    pub const ALL: [Lowering; 3] = [Lowering::Winograd, Lowering::Direct, Lowering::Gemm];
 
     /// `ZOO_CONV_LOWERING` when it names one, else [`Lowering::Winograd`]. Read once per process.
     pub fn detect() -> Lowering {
         static CHOSEN: OnceLock<Lowering> = OnceLock::new();
         *CHOSEN.get_or_init(|| {
-            let names = "a lowering (winograd, gemm)";
+            let names = "a lowering (winograd, direct, gemm)";
             from_env(
                 "ZOO_CONV_LOWERING",
                 names,
@@ -258,14 +273,37 @@ impl Lowering {
         })
     }
 
-    /// True when a conv of `spec` is lowered this way rather than to one GEMM: under
-    /// [`Lowering::Winograd`], ungrouped undilated 3x3 stride-1 convs with padding 1 whose weights hold at most
+    /// True when a conv of `spec` can be lowered this way rather than to one GEMM. [`Lowering::Direct`]:
+    /// ungrouped undilated stride-2 convs of at most 4 input channels (an image's) and output channels in
+    /// whole panels of 8. [`Lowering::Winograd`]: ungrouped undilated 3x3 stride-1 convs with padding 1 whose weights hold at most
     /// 256 x 256 channel pairs, neither side over 512. ResNet's 512-channel 3x3s run on 7x7 maps (16 tiles per
     /// image, a quarter of them partly outside the map), where transforming 512 x 512 kernels per pass costs
     /// what Winograd saves (measured: 0.97-1.00x the GEMM's time at batch 8 and 1).
     pub fn applies(self, spec: &crate::layers::ConvSpec) -> bool {
-        self == Lowering::Winograd
-            && spec.kernel == 3
+        match self {
+            Lowering::Gemm => false,
+            Lowering::Winograd => Self::winograd_applies(spec),
+            #[cfg(target_arch = "x86_64")]
+            Lowering::Direct => direct::applies(spec),
+            #[cfg(not(target_arch = "x86_64"))]
+            Lowering::Direct => false,
+        }
+    }
+
+    /// The lowering a conv of `spec` on `engine`'s micro-kernel gets under this policy: Winograd or the
+    /// direct conv where the policy allows it and it [applies](Lowering::applies) (the direct conv only on
+    /// [`Engine::Avx512`]), else one GEMM.
+    pub fn choose(self, spec: &crate::layers::ConvSpec, engine: Engine) -> Lowering {
+        let direct = engine == Engine::Avx512 && Lowering::Direct.applies(spec);
+        match self {
+            Lowering::Winograd if Lowering::Winograd.applies(spec) => Lowering::Winograd,
+            Lowering::Winograd | Lowering::Direct if direct => Lowering::Direct,
+            _ => Lowering::Gemm,
+        }
+    }
+
+    fn winograd_applies(spec: &crate::layers::ConvSpec) -> bool {
+        spec.kernel == 3
             && spec.stride == 1
             && spec.padding == 1
             && spec.dilation == 1
@@ -280,6 +318,7 @@ impl Lowering {
         match self {
             Lowering::Gemm => "gemm",
             Lowering::Winograd => "winograd",
+            Lowering::Direct => "direct",
         }
     }
 

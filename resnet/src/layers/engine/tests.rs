@@ -130,13 +130,15 @@ fn check(
                 engine,
                 lowering,
             )?);
-            // Winograd where it applies on a micro-kernel engine; never on the portable one.
-            let winograd = lowering.applies(&spec) && whole_panels;
-            assert_eq!(
-                packed.lowering() == Lowering::Winograd,
-                winograd,
-                "{engine:?} {lowering:?}"
-            );
+            // Winograd or the direct conv where the policy allows it and it applies on a micro-kernel engine
+            // (the direct conv on AVX-512); never on the portable one.
+            let lowered = match whole_panels {
+                true => lowering.choose(&spec, engine),
+                false => Lowering::Gemm,
+            };
+            assert_eq!(packed.lowering(), lowered, "{engine:?} {lowering:?}");
+            let direct = engine == Engine::Avx512 && Lowering::Direct.applies(&spec);
+            assert_eq!(lowered == Lowering::Direct, direct && lowering != Lowering::Gemm);
             // The packed weights unpack to the very OIHW values they were built from.
             let back = packed.weight()?.flatten_all()?.to_vec1::<f32>()?;
             assert_eq!(back, w32, "{engine:?} {lowering:?}: unpacked weights differ");
@@ -232,6 +234,12 @@ fn blocking_boundaries_match_the_definition() -> Result<()> {
         (1, 64, 40, 1, 1, 0, 1, (40, 41)),
         (2, 512, 32, 1, 1, 0, 1, (20, 30)),
         (2, 96, 64, 1, 1, 0, 1, (24, 25)),
+        // Thin strided stems, direct on AVX-512: ResNet's at full size at batch 1 (threads split the map's
+        // 16-pixel vectors, register tiles spanning rows), the deep stem's first 3x3 at an odd size, an
+        // even kernel without padding over a 4-channel image.
+        (1, 3, 64, 7, 2, 3, 1, (224, 224)),
+        (3, 3, 32, 3, 2, 1, 1, (33, 20)),
+        (2, 4, 16, 4, 2, 0, 1, (19, 70)),
     ];
     for (i, (n, c, o, k, s, p, g, hw)) in cases.into_iter().enumerate() {
         for (residual, relu) in [(false, false), (true, true), (false, true)] {
@@ -281,6 +289,26 @@ proptest! {
     ) {
         let padding = k / 2;
         check(n, c, o, k, stride, padding, 1, (h, w), residual, relu, seed).unwrap();
+    }
+
+    /// Random thin strided convs, the direct lowering's (on AVX-512; a GEMM elsewhere): images of 1-4
+    /// channels, any kernel and padding, widths around the 16-pixel vectors.
+    #[test]
+    fn random_thin_strided_convs_match_the_definition(
+        n in 1usize..3,
+        c in 1usize..5,
+        o in prop::sample::select(vec![8usize, 16, 24, 64]),
+        k in 2usize..8,
+        pad in 0usize..4,
+        h in 1usize..40,
+        w in 1usize..70,
+        residual: bool,
+        relu: bool,
+        seed: u64,
+    ) {
+        let padding = pad.min(k / 2);
+        prop_assume!(h + 2 * padding >= k && w + 2 * padding >= k);
+        check(n, c, o, k, 2, padding, 1, (h, w), residual, relu, seed).unwrap();
     }
 }
 
