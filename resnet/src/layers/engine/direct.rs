@@ -122,7 +122,8 @@ impl Conv<'_> {
         let total = g.oh * g.vecs;
         let tiles = total.div_ceil(NV);
         let image = |i: usize, phases: &mut [f32], parallel: bool| {
-            self.split(&x[i * in_img..][..in_img], &g, phases, parallel);
+            // SAFETY: AVX-512F (this function's contract).
+            unsafe { self.split(&x[i * in_img..][..in_img], &g, phases, parallel) };
             let phases: &[f32] = phases;
             let res = residual.map(|r| &r[i * out_img..][..out_img]);
             let dst = out.offset(i * out_img);
@@ -148,7 +149,10 @@ impl Conv<'_> {
 
     /// Writes one image's padded phase rows (`parallel`: over the pool): row `y` of channel `c`, phase `q`,
     /// column `j` holds the padded image's `(y, 2 * j + q)`, zero outside the image.
-    fn split(&self, x: &[f32], g: &Geometry, phases: &mut [f32], parallel: bool) {
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    unsafe fn split(&self, x: &[f32], g: &Geometry, phases: &mut [f32], parallel: bool) {
         let (_, h, w) = self.chw;
         let p = self.padding;
         let row = |(r, pair): (usize, &mut [f32])| {
@@ -160,7 +164,7 @@ impl Conv<'_> {
                 return;
             }
             let src = &x[(ci * h + y - p) * w..][..w];
-            // SAFETY: AVX-512F (`run`'s contract); the phase rows are whole vectors (`geometry`).
+            // SAFETY: AVX-512F (this function's contract); the phase rows are whole vectors (`geometry`).
             unsafe { x86::split_row(src, p, even, odd) };
         };
         match parallel {
