@@ -36,7 +36,7 @@ use super::conv::ConvSpec;
 #[cfg(target_arch = "x86_64")]
 use super::engine::direct;
 use super::engine::implicit::Implicit;
-use super::engine::{reduced, winograd, Bf16Kernel, Engine, Epilogue, Gemm, Int8Kernel, Lhs, Lowering};
+use super::engine::{reduced, winograd, with_buffer, Bf16Kernel, Engine, Epilogue, Gemm, Int8Kernel, Lhs, Lowering};
 
 /// Weights and bias of one convolution, laid out once, at load, for its [`Engine`].
 pub struct PackedConv {
@@ -1080,28 +1080,6 @@ thread_local! {
     static COLS8: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// An int8 conv's input image, quantized.
     static IMAGE8: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on this thread's buffer `key`, grown to `len`. The buffer is taken out of the thread-local
-/// while `f` runs: `f` may start rayon work, and rayon may meanwhile run another task on this thread (say,
-/// another forward pass of a caller's parallel loop), which then simply gets a fresh buffer.
-fn with_buffer<T: Copy + Default + 'static, R>(
-    key: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
-    len: usize,
-    f: impl FnOnce(&mut [T]) -> R,
-) -> R {
-    let mut buf = key.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    if buf.len() < len {
-        buf.resize(len, T::default());
-    }
-    let result = f(&mut buf[..len]);
-    key.with(|c| {
-        let mut kept = c.borrow_mut();
-        if kept.len() < buf.len() {
-            *kept = buf;
-        }
-    });
-    result
 }
 
 /// Unfolds output columns `cols` of one image (see [`im2col`]) into this thread's buffer of its type and

@@ -139,11 +139,13 @@ impl Conv<'_> {
         };
         let len = g.phases_len(c);
         if n == 1 || threads == 1 {
-            with_phases(len, |phases| (0..n).for_each(|i| image(i, phases, threads > 1)));
+            super::with_buffer(&PHASES, len, |phases| {
+                (0..n).for_each(|i| image(i, phases, threads > 1))
+            });
         } else {
             (0..n)
                 .into_par_iter()
-                .for_each(|i| with_phases(len, |phases| image(i, phases, false)));
+                .for_each(|i| super::with_buffer(&PHASES, len, |phases| image(i, phases, false)));
         }
     }
 
@@ -342,24 +344,6 @@ mod x86 {
 thread_local! {
     /// One image's phase rows, kept per thread so that steady-state inference does not allocate them.
     static PHASES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on this thread's phase buffer of `len` floats, taken out of the thread-local while `f` runs
-/// (`f` may start rayon work, and rayon may run another pass on this thread meanwhile, which then gets a
-/// fresh buffer).
-fn with_phases<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = PHASES.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let result = f(&mut buf[..len]);
-    PHASES.with(|b| {
-        let mut kept = b.borrow_mut();
-        if kept.len() < buf.len() {
-            *kept = buf;
-        }
-    });
-    result
 }
 
 /// The output pointer the tasks share (each writes its own vectors).

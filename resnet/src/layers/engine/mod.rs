@@ -330,6 +330,28 @@ impl Lowering {
     }
 }
 
+/// Runs `f` on this thread's buffer `key`, grown to `len`. The buffer is taken out of the thread-local
+/// while `f` runs: `f` may start rayon work, and rayon may meanwhile run another task on this thread (say,
+/// another forward pass of a caller's parallel loop), which then simply gets a fresh buffer.
+pub(crate) fn with_buffer<T: Copy + Default + 'static, R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    let mut buf = key.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    if buf.len() < len {
+        buf.resize(len, T::default());
+    }
+    let result = f(&mut buf[..len]);
+    key.with(|c| {
+        let mut kept = c.borrow_mut();
+        if kept.len() < buf.len() {
+            *kept = buf;
+        }
+    });
+    result
+}
+
 /// [`Engine::set_default`]'s choice: 0 for none, else 1 + its index in [`Engine::ALL`].
 static DEFAULT: AtomicU8 = AtomicU8::new(0);
 

@@ -267,7 +267,7 @@ impl Conv<'_> {
         if chunks < SHARED_U {
             return self.tasks(x, None, (chunks, splits, step, total), residual, out, threads);
         }
-        with_u(panels * per_panel, |u| {
+        super::with_buffer(&U, panels * per_panel, |u| {
             let transform = |(p, up): (usize, &mut [f32])| {
                 transform_panel(&self.g[p * c * 9 * self.mr..][..c * 9 * self.mr], c, self.mr, up)
             };
@@ -590,24 +590,6 @@ thread_local! {
     /// The transformed weights of the conv running (see [`Conv::run`]), kept per thread so that steady-state
     /// inference does not allocate them.
     static U: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on this thread's [`U`] buffer of at least `len` floats, taken out of the thread-local while `f`
-/// runs (`f` starts rayon work, and rayon may run another pass on this thread meanwhile, which then gets a
-/// fresh buffer).
-fn with_u<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = U.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let result = f(&mut buf[..len]);
-    U.with(|b| {
-        let mut kept = b.borrow_mut();
-        if kept.len() < buf.len() {
-            *kept = buf;
-        }
-    });
-    result
 }
 
 /// The output pointer the tasks share (each writes its own tiles and channels).
