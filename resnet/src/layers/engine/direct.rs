@@ -24,9 +24,13 @@ pub(crate) const MR: usize = 8;
 /// 16-pixel vectors per register tile (24 accumulators, 3 + 8 loads per 24 FMAs).
 pub(crate) const NV: usize = 3;
 
-/// Register tiles per task: 27 rows of a 112-pixel-wide map (measured: 0.97x the time of 16 tiles at batch
-/// 8; 4 tiles took 1.2x).
+/// Register tiles per task at most: 27 rows of a 112-pixel-wide map (measured: 0.97x the time of 16 tiles at
+/// batch 8; 4 tiles took 1.2x).
 const TILES_PER_TASK: usize = 64;
+
+/// Tasks per thread at least, where one image's tiles are spread over the pool (batch 1): whole tasks, so
+/// that the threads' shares differ by at most one task in this many.
+const TASKS_PER_THREAD: usize = 4;
 
 /// True for the convs this lowering runs: ungrouped, undilated, stride 2, at most 4 input channels (an
 /// image's), output channels in whole panels of [`MR`].
@@ -121,20 +125,25 @@ impl Conv<'_> {
         let out = Out(out);
         let total = g.oh * g.vecs;
         let tiles = total.div_ceil(NV);
+        let per_task = |parallel: bool| match parallel {
+            true => tiles.div_ceil(TASKS_PER_THREAD * threads).clamp(1, TILES_PER_TASK),
+            false => TILES_PER_TASK,
+        };
         let image = |i: usize, phases: &mut [f32], parallel: bool| {
             // SAFETY: AVX-512F (this function's contract).
             unsafe { self.split(&x[i * in_img..][..in_img], &g, phases, parallel) };
             let phases: &[f32] = phases;
             let res = residual.map(|r| &r[i * out_img..][..out_img]);
             let dst = out.offset(i * out_img);
+            let step = per_task(parallel);
             let task = |first: usize| {
-                let last = (first + TILES_PER_TASK).min(tiles);
+                let last = (first + step).min(tiles);
                 // SAFETY: each task writes its own vectors of every channel.
                 unsafe { self.tiles(phases, &taps, &g, (first * NV, (last * NV).min(total)), res, &dst) };
             };
             match parallel {
-                true => (0..tiles).into_par_iter().step_by(TILES_PER_TASK).for_each(task),
-                false => (0..tiles).step_by(TILES_PER_TASK).for_each(task),
+                true => (0..tiles).into_par_iter().step_by(step).for_each(task),
+                false => (0..tiles).step_by(step).for_each(task),
             }
         };
         let len = g.phases_len(c);
