@@ -171,7 +171,7 @@ impl Conv {
     }
 
     /// [`Conv::new_inference_cpu`] lowered as `lowering` says rather than as [`super::Lowering::detect`] does
-    /// (Winograd only where [`super::Lowering::applies`] and the CPU's engine has a micro-kernel): how
+    /// (a lowering only where [`super::Lowering::choose`] picks it for the CPU's engine): how
     /// `zoo-benches`' `lowering` binary times both on the same weights.
     ///
     /// ```
@@ -254,8 +254,8 @@ impl Conv {
         self.packed.is_some()
     }
 
-    /// How the CPU kernel lowers this conv onto matrix products (`None`: not packed for it): Winograd where
-    /// [`super::Lowering::applies`] and the engine has a micro-kernel, else one GEMM.
+    /// How the CPU kernel lowers this conv (`None`: not packed for it): Winograd or the direct conv where
+    /// [`super::Lowering::choose`] picks them for the engine, else one GEMM.
     ///
     /// ```
     /// use resnet::layers::{Conv, ConvSpec, Engine, Lowering};
