@@ -141,7 +141,7 @@ fn block_ops(
             if let Some(op) = out.last_mut() {
                 op.macs = shortcut_macs(sc, &s);
             }
-            observe(&format!("{prefix}.downsample"), &s);
+            observe(&name, &s);
             s
         }
     };
