@@ -37,21 +37,30 @@ pub(crate) unsafe fn tile(t: &MicroTile) {
 #[target_feature(enable = "avx512f")]
 unsafe fn kernel<const NV: usize>(t: &MicroTile) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    let mut b = t.b;
-    for kk in 0..t.k {
-        // The next tile's weights for this step (a 64-byte line per two steps).
-        _mm_prefetch::<_MM_HINT_T0>(t.next_a.wrapping_add(kk * MR).cast());
+    // One step of the depth: a row of the strip times each of the panel's `MR` weights.
+    let step = |acc: &mut [[__m512; NV]; MR], a: *const f32, b: *const f32| {
         let mut bv = [_mm512_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
             *x = _mm512_load_ps(b.add(16 * v));
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            let w = _mm512_set1_ps(*t.a.add(kk * MR + i));
+            let w = _mm512_set1_ps(*a.add(i));
             for (a, &b) in row.iter_mut().zip(&bv) {
                 *a = _mm512_fmadd_ps(w, b, *a);
             }
         }
-        b = b.add(NR);
+    };
+    // Two steps per iteration (half the loop's own instructions, which share the FMA ports), with the next
+    // tile's weights for them prefetched: one 64-byte line, as two steps of a panel take.
+    let pairs = t.k / 2;
+    for kk in (0..2 * pairs).step_by(2) {
+        _mm_prefetch::<_MM_HINT_T0>(t.next_a.wrapping_add(kk * MR).cast());
+        step(&mut acc, t.a.add(kk * MR), t.b.add(kk * NR));
+        step(&mut acc, t.a.add((kk + 1) * MR), t.b.add((kk + 1) * NR));
+    }
+    if t.k % 2 == 1 {
+        let kk = t.k - 1;
+        step(&mut acc, t.a.add(kk * MR), t.b.add(kk * NR));
     }
     store::<NV>(t, &acc);
 }
