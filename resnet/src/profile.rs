@@ -77,11 +77,36 @@ pub fn profile_observed(
 ) -> Result<Vec<OpRecord>> {
     let mut out = Vec::new();
     let mut x = x.clone();
-    for (name, conv) in model.stem().conv_layers() {
+    let convs: Vec<_> = model.stem().conv_layers().collect();
+    let mut pooled = false;
+    for (i, &(name, conv)) in convs.iter().enumerate() {
+        // The stem's last conv and the max-pool, where the forward pass runs them as one kernel: one op.
+        if i + 1 == convs.len() && model.stem().has_max_pool() {
+            if let Some(y) = conv.forward_pooled(&x, true, false)? {
+                let fused = format!("{name}+maxpool");
+                let s = conv.conv().spec();
+                let (n, h, w) = (x.dim(0)?, x.dim(2)?, x.dim(3)?);
+                let conv_out = [n, s.out_channels, s.output_size(h), s.output_size(w)];
+                x = record(
+                    &mut out,
+                    &fused,
+                    OpKind::Conv,
+                    conv.num_params(),
+                    conv_macs(conv, &conv_out),
+                    timing,
+                    || Ok(conv.forward_pooled(&x, true, false)?.unwrap_or_else(|| y.clone())),
+                )?;
+                // Its output is the pool's (how `zoo bench --layers --dtype bf16` finds the f32 pool's).
+                observe(&fused, &x);
+                observe("maxpool", &x);
+                pooled = true;
+                continue;
+            }
+        }
         x = conv_op(&mut out, name, conv, &x, None, true, timing)?;
         observe(name, &x);
     }
-    if model.stem().has_max_pool() {
+    if model.stem().has_max_pool() && !pooled {
         x = record(&mut out, "maxpool", OpKind::Pool, 0, 0, timing, || {
             pool::max_pool_3x3_s2(&x)
         })?;

@@ -147,7 +147,19 @@ impl Stem {
 }
 
 impl ModuleT for Stem {
+    /// The convs, then the pool; where the stem's last conv runs fused with the max-pool (a classic stem's
+    /// direct 7x7 on the CPU, see [`crate::layers::Conv::forward_pooled`]), as one kernel.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let Some(((_, last), rest)) = self.convs.split_last().filter(|_| self.max_pool && !train) {
+            let mut y = x.clone();
+            for (_, conv) in rest {
+                y = conv.forward_fused(&y, None, true, false)?;
+            }
+            if let Some(pooled) = last.forward_pooled(&y, true, false)? {
+                return Ok(pooled);
+            }
+            return self.forward_pool(&last.forward_fused(&y, None, true, false)?);
+        }
         self.forward_pool(&self.forward_convs_t(x, train)?)
     }
 }

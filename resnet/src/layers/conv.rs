@@ -319,6 +319,19 @@ impl Conv {
         self.forward_fused(x, residual, relu)
     }
 
+    /// `maxpool3x3s2(relu?(conv(x) + bias))` as one fused CPU kernel, where this conv has one (a direct conv:
+    /// a network's thin strided stem, see [`crate::layers::Lowering::Direct`]) and `x` is a float CPU
+    /// tensor; else `None` (the caller runs the conv, then the pool). The pooled map is the unfused pair's,
+    /// bit for bit.
+    pub fn forward_pooled(&self, x: &Tensor, relu: bool) -> Result<Option<Tensor>> {
+        match self.fast_path(x) {
+            Some(p) if p.pools_fused() && x.dtype() != DType::U8 => {
+                Ok(Some(p.forward_pooled(&to_kernel_dtype(x)?, relu)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn fast_path(&self, x: &Tensor) -> Option<&Arc<PackedConv>> {
         match (&self.packed, x.device(), x.dtype()) {
             (Some(p), Device::Cpu, DType::F32 | DType::BF16 | DType::F16) => Some(p),

@@ -170,6 +170,15 @@ impl ConvBn {
 }
 
 impl ConvBn {
+    /// `maxpool3x3s2(relu?(BN(conv(x))))` as one fused CPU kernel where the folded conv has one (see
+    /// [`crate::layers::Conv::forward_pooled`]); else (training, an unfolded or non-CPU conv) `None`.
+    pub fn forward_pooled(&self, x: &Tensor, relu: bool, train: bool) -> Result<Option<Tensor>> {
+        match self {
+            ConvBn::Folded { conv, .. } if !train => conv.forward_pooled(x, relu),
+            _ => Ok(None),
+        }
+    }
+
     /// `relu?(BN(conv(x)))` for `next` to take (see [`Conv::forward_into`]): u8 already quantized for
     /// `next` where both are folded int8 convs on an int8 kernel, else as [`ConvBn::forward_fused`].
     pub fn forward_into(&self, x: &Tensor, relu: bool, next: &ConvBn, train: bool) -> Result<Tensor> {

@@ -477,6 +477,28 @@ impl PackedConv {
         self.forward_op(x, residual, relu, emit)
     }
 
+    /// True when this conv runs [`PackedConv::forward_pooled`] as one kernel: a direct conv
+    /// ([`Lowering::Direct`], a stem's), whose tasks pool the rows they compute.
+    pub fn pools_fused(&self) -> bool {
+        matches!(self.weights, Weights::Direct { .. })
+    }
+
+    /// `maxpool3x3s2(relu?(conv(x) + bias))`, the max-pool of kernel 3, stride 2 and padding 1 (ResNet's after
+    /// its stem), for an f32 CPU tensor `x` (N, C, H, W), fused where [`PackedConv::pools_fused`] (the conv's
+    /// map is never written out); else the conv, then the pool.
+    pub fn forward_pooled(self: &Arc<Self>, x: &Tensor, relu: bool) -> Result<Tensor> {
+        if !self.pools_fused() || x.dtype() != DType::F32 {
+            return super::pool::max_pool_3x3_s2(&self.forward(x, None, relu)?);
+        }
+        let op = ConvOp {
+            packed: self.clone(),
+            relu,
+            emit: None,
+            pool: true,
+        };
+        x.contiguous()?.apply_op1_no_bwd(&op)
+    }
+
     fn forward_op(
         self: &Arc<Self>,
         x: &Tensor,
@@ -488,6 +510,7 @@ impl PackedConv {
             packed: self.clone(),
             relu,
             emit,
+            pool: false,
         };
         let x = x.contiguous()?;
         match residual {
@@ -508,6 +531,51 @@ impl PackedConv {
             bail!("conv input {h}x{w} smaller than the kernel")
         }
         Ok((n, s.out_channels, s.output_size(h), s.output_size(w)))
+    }
+
+    /// [`PackedConv::forward_pooled`]'s fused kernel on one batch (dims of the input): the pooled output.
+    fn run_pooled(&self, x: Input, (n, c, h, w): (usize, usize, usize, usize), relu: bool) -> Result<CpuStorage> {
+        let (Weights::Direct { data, rows }, Input::F32(x)) = (&self.weights, x) else {
+            bail!("only a direct conv on f32 inputs pools as it goes")
+        };
+        if let Some(o) = self.observer.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            o.record(x);
+        }
+        let s = &self.spec;
+        let (oh, ow) = (s.output_size(h), s.output_size(w));
+        let out_img = s.out_channels * super::pool::pooled(oh) * super::pool::pooled(ow);
+        if x.len() != n * c * h * w {
+            bail!("conv input does not match its shape")
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            debug_assert_eq!(*rows, direct::MR, "weights packed for another micro-kernel");
+            let conv = direct::Conv {
+                w: data,
+                bias: &self.bias,
+                relu,
+                chw: (c, h, w),
+                out_channels: s.out_channels,
+                kernel: s.kernel,
+                padding: s.padding,
+                pool: true,
+            };
+            let mut out = Vec::with_capacity(n * out_img);
+            // SAFETY: the fused kernel writes every pooled value (each band every row of every channel,
+            // the bands covering the map) before anything reads it; direct weights exist only on the
+            // AVX-512 engine (`Lowering::choose`), which runs on this CPU (`engine_for`).
+            #[allow(clippy::uninit_vec)]
+            unsafe {
+                out.set_len(n * out_img);
+                conv.run(x, n, None, out.as_mut_ptr(), rayon::current_num_threads());
+            }
+            Ok(CpuStorage::F32(out))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (data, rows, relu, out_img);
+            bail!("direct convs run on x86-64 only")
+        }
     }
 
     fn run(
@@ -611,6 +679,7 @@ impl PackedConv {
                 out_channels: s.out_channels,
                 kernel: s.kernel,
                 padding: s.padding,
+                pool: false,
             };
             // SAFETY: `out_f32` holds the whole output; direct weights exist only on the AVX-512 engine
             // (`Lowering::choose`), which runs on this CPU (`engine_for`).
@@ -1190,6 +1259,8 @@ struct ConvOp {
     relu: bool,
     /// Store the output as u8, quantized this way (see [`PackedConv::forward_added_emitting`]).
     emit: Option<super::quant::ActQuant>,
+    /// Max-pool the output as it is computed (see [`PackedConv::forward_pooled`]); `x` alone.
+    pool: bool,
 }
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -1219,6 +1290,11 @@ impl CustomOp1 for ConvOp {
         let x = contiguous(s, l)?;
         let dims = self.packed.out_shape(l.dims())?;
         let d = l.dims();
+        if self.pool {
+            let pooled = (dims.0, dims.1, super::pool::pooled(dims.2), super::pool::pooled(dims.3));
+            let out = self.packed.run_pooled(x, (d[0], d[1], d[2], d[3]), self.relu)?;
+            return Ok((out, Shape::from(pooled)));
+        }
         let out = self
             .packed
             .run(x, (d[0], d[1], d[2], d[3]), None, self.relu, self.emit)?;
@@ -1232,6 +1308,9 @@ impl CustomOp2 for ConvOp {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        if self.pool {
+            bail!("a pooled conv takes no residual")
+        }
         let x = contiguous(s1, l1)?;
         let r = contiguous_f32(s2, l2)?;
         let dims = self.packed.out_shape(l1.dims())?;
@@ -1321,6 +1400,58 @@ mod tests {
             for out in outs {
                 let diff = (out - &expected)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
                 assert!(diff < 1e-3, "k{k} {size}x{size}: {diff}");
+            }
+        }
+        Ok(())
+    }
+
+    /// A direct conv's fused max-pool gives the conv's map pooled, bit for bit (the same sums, and the max is
+    /// exact), over the stems it runs (the 7x7 of an image at 224 and at odd sizes, the deep stem's first
+    /// 3x3, a 4x4 kernel without padding), with and without the ReLU, at batch 1 (bands over the pool) and
+    /// 3 (images over the pool), and on one thread; a conv without the fused kernel pools after the conv.
+    #[test]
+    fn fused_stem_pool_is_the_pool_of_the_conv() -> Result<()> {
+        let dev = Device::Cpu;
+        let pool1 = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(candle_core::Error::wrap)?;
+        let mut spec4 = ConvSpec::new(4, 16, 4, 2);
+        spec4.padding = 0;
+        let cases = [
+            (ConvSpec::new(3, 64, 7, 2), (224, 224)),
+            (ConvSpec::new(3, 32, 7, 2), (37, 53)),
+            (ConvSpec::new(3, 24, 3, 2), (33, 20)),
+            (spec4, (19, 70)),
+            (ConvSpec::new(3, 8, 7, 2), (5, 6)),
+        ];
+        for (spec, (h, w)) in cases {
+            let weight = Tensor::randn(0f32, 0.2, spec.weight_shape(), &dev)?;
+            let bias = Tensor::randn(0f32, 0.5, spec.out_channels, &dev)?;
+            for (engine, lowering) in [(Engine::Avx512, Lowering::Direct), (Engine::current(), Lowering::Gemm)] {
+                if !engine.is_supported() {
+                    continue;
+                }
+                let oihw = weight.flatten_all()?.to_vec1::<f32>()?;
+                let packed = Arc::new(PackedConv::from_vec_lowered(oihw, Some(&bias), spec, engine, lowering)?);
+                assert_eq!(packed.pools_fused(), packed.lowering() == Lowering::Direct);
+                for (n, relu) in [(1, true), (3, false), (1, false)] {
+                    let x = Tensor::randn(0f32, 1., (n, spec.in_channels, h, w), &dev)?;
+                    // On the pool and on one thread (how the GEMM lowering splits a conv depends on the threads).
+                    let pair = || -> Result<_> {
+                        let want = super::super::pool::max_pool_3x3_s2(&packed.forward(&x, None, relu)?)?;
+                        Ok((packed.forward_pooled(&x, relu)?, want))
+                    };
+                    for (got, want) in [pair()?, pool1.install(pair)?] {
+                        assert_eq!(got.dims(), want.dims());
+                        let (got, want) = (
+                            got.flatten_all()?.to_vec1::<f32>()?,
+                            want.flatten_all()?.to_vec1::<f32>()?,
+                        );
+                        let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{spec:?} {h}x{w} batch {n} relu {relu} {lowering:?}");
+                    }
+                }
             }
         }
         Ok(())

@@ -103,7 +103,7 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
 struct MaxPool3x3S2;
 
 /// Output side of a 3-wide, stride-2, padding-1 window.
-fn pooled(side: usize) -> usize {
+pub(crate) fn pooled(side: usize) -> usize {
     (side + 2 - 3) / 2 + 1
 }
 
@@ -136,7 +136,7 @@ impl CustomOp1 for MaxPool3x3S2 {
 
 /// What the max-pool kernel pools: a value below every input for the border (PyTorch pads with -inf) and
 /// the maximum of two.
-trait Pooled: Copy + Send + Sync {
+pub(crate) trait Pooled: Copy + Send + Sync {
     const LOWEST: Self;
     fn max(self, other: Self) -> Self;
 }
@@ -174,25 +174,41 @@ fn pool_planes<T: Pooled>(x: &[T], (h, w): (usize, usize), (oh, ow): (usize, usi
 /// One (H, W) plane: the max of each output row's (up to) three input rows first, then of three
 /// neighbouring columns in that row, so each input row is read once per output row it feeds.
 fn pool_plane<T: Pooled>(src: &[T], (h, w): (usize, usize), dst: &mut [T], ow: usize) {
-    // The row maxima, then a -inf column, so that every output column's window is whole.
     let mut rows = vec![T::LOWEST; 2 * ow + 1];
     for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
-        let first = (2 * oy).saturating_sub(1);
-        let last = (2 * oy + 1).min(h - 1);
-        rows[..w].copy_from_slice(&src[first * w..(first + 1) * w]);
-        for y in first + 1..=last {
-            for (m, &v) in rows[..w].iter_mut().zip(&src[y * w..(y + 1) * w]) {
-                *m = Pooled::max(*m, v);
-            }
+        let (first, last) = window_rows(oy, h);
+        pool_row(src, w, (first, last), &mut rows, out_row);
+    }
+}
+
+/// The input rows, first and last, of output row `oy`'s window in a map `h` rows high.
+pub(crate) fn window_rows(oy: usize, h: usize) -> (usize, usize) {
+    ((2 * oy).saturating_sub(1), (2 * oy + 1).min(h - 1))
+}
+
+/// One output row from input rows `first..=last` of `src` (rows `w` wide; the rows of its window, see
+/// [`window_rows`]): their maximum into `rows` (`2 * out_row.len() + 1` long, past `w` left at the lowest
+/// value, so that every output column's window is whole), then the max of three neighbouring columns.
+pub(crate) fn pool_row<T: Pooled>(
+    src: &[T],
+    w: usize,
+    (first, last): (usize, usize),
+    rows: &mut [T],
+    out_row: &mut [T],
+) {
+    rows[..w].copy_from_slice(&src[first * w..(first + 1) * w]);
+    for y in first + 1..=last {
+        for (m, &v) in rows[..w].iter_mut().zip(&src[y * w..(y + 1) * w]) {
+            *m = Pooled::max(*m, v);
         }
-        // Output column 0 sees columns 0..=1; column ox > 0 sees 2ox-1..=2ox+1 (past the right edge: -inf).
-        // As pairs (2ox, 2ox+1): column ox is the max of its pair and the odd half of the pair before, a loop
-        // the compiler vectorizes.
-        let (pairs, _) = rows.as_chunks::<2>();
-        out_row[0] = Pooled::max(pairs[0][0], pairs[0][1]);
-        for (o, (p, q)) in out_row[1..].iter_mut().zip(pairs.iter().zip(&pairs[1..])) {
-            *o = Pooled::max(Pooled::max(q[0], q[1]), p[1]);
-        }
+    }
+    // Output column 0 sees columns 0..=1; column ox > 0 sees 2ox-1..=2ox+1 (past the right edge: -inf).
+    // As pairs (2ox, 2ox+1): column ox is the max of its pair and the odd half of the pair before, a loop
+    // the compiler vectorizes.
+    let (pairs, _) = rows.as_chunks::<2>();
+    out_row[0] = Pooled::max(pairs[0][0], pairs[0][1]);
+    for (o, (p, q)) in out_row[1..].iter_mut().zip(pairs.iter().zip(&pairs[1..])) {
+        *o = Pooled::max(Pooled::max(q[0], q[1]), p[1]);
     }
 }
 

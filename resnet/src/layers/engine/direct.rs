@@ -18,6 +18,8 @@
 
 use rayon::prelude::*;
 
+use crate::layers::pool::{pool_row, pooled, window_rows};
+
 /// Output channels per register tile: the AVX-512 engine's panel rows.
 pub(crate) const MR: usize = 8;
 
@@ -31,6 +33,14 @@ const TILES_PER_TASK: usize = 64;
 /// Tasks per thread at least, where one image's tiles are spread over the pool (batch 1): whole tasks, so
 /// that the threads' shares differ by at most one task in this many.
 const TASKS_PER_THREAD: usize = 4;
+
+/// Pooled rows per band of the fused max-pool (see [`Conv::run_pooled`]) at most: a quarter of a 224x224
+/// image's 56, so that 29 conv rows of 8 channels (104 KiB) stay in L2 and a band recomputes 1 conv row in 29.
+const BAND: usize = 14;
+
+/// Pooled rows per band at least, where an image's bands are spread over the pool (at most 1 conv row
+/// recomputed in 9).
+const MIN_BAND: usize = 4;
 
 /// True for the convs this lowering runs: ungrouped, undilated, stride 2, at most 4 input channels (an
 /// image's), output channels in whole panels of [`MR`].
@@ -56,6 +66,9 @@ pub(crate) struct Conv<'a> {
     pub out_channels: usize,
     pub kernel: usize,
     pub padding: usize,
+    /// Followed by the 3x3 stride-2 max-pool (padding 1), fused (see [`Conv::run`]): the output is the
+    /// pooled map.
+    pub pool: bool,
 }
 
 /// The geometry of one image's phase rows and output.
@@ -117,6 +130,10 @@ impl Conv<'_> {
     /// # Safety
     /// The CPU has AVX-512F; `out` is valid for the whole output's writes.
     pub(crate) unsafe fn run(&self, x: &[f32], n: usize, residual: Option<&[f32]>, out: *mut f32, threads: usize) {
+        if self.pool {
+            debug_assert!(residual.is_none(), "a pooled stem conv has no residual");
+            return self.run_pooled(x, n, out, threads);
+        }
         let (c, h, w) = self.chw;
         let g = self.geometry();
         let taps = self.tap_offsets(&g);
@@ -201,17 +218,47 @@ impl Conv<'_> {
         residual: Option<&[f32]>,
         dst: &Out,
     ) {
+        let panels = self.w.len() / (taps.len() * MR);
+        // Panel by panel over the task's vectors: the panel's weights (8 x 147 floats for the 7x7) stay in L1
+        // while the phase rows stream from L2 (measured: 0.80x the time of every panel per tile, whose
+        // weights do not fit beside the rows).
+        for panel in 0..panels {
+            let to = Target {
+                out: dst.0,
+                channel: panel * MR,
+                plane: g.oh * g.ow,
+                row0: 0,
+            };
+            self.panel_vectors(phases, taps, g, panel, vecs, residual, to);
+        }
+    }
+
+    /// Output vectors `vecs.0..vecs.1` (in row order) of panel `panel`'s [`MR`] output channels, written
+    /// to `to`.
+    ///
+    /// # Safety
+    /// AVX-512F; `to` covers these vectors of the panel's channels (and `residual`, where given, the whole
+    /// output), and no other thread writes them.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn panel_vectors(
+        &self,
+        phases: &[f32],
+        taps: &[usize],
+        g: &Geometry,
+        panel: usize,
+        vecs: (usize, usize),
+        residual: Option<&[f32]>,
+        to: Target,
+    ) {
         let depth = taps.len();
-        let plane = g.oh * g.ow;
-        let panels = self.w.len() / (depth * MR);
-        let one = |panel: usize, v: usize, count: usize| {
+        let one = |v: usize, count: usize| {
             let mut at = [Vector::default(); NV];
             for (j, a) in at.iter_mut().take(count).enumerate() {
                 let (oy, vx) = ((v + j) / g.vecs, (v + j) % g.vecs);
                 let ox = 16 * vx;
                 *a = Vector {
                     src: 2 * oy * 2 * g.pw + ox,
-                    dst: oy * g.ow + ox,
+                    dst: (oy - to.row0) * g.ow + ox,
                     lanes: (g.ow - ox).min(16),
                 };
             }
@@ -220,12 +267,12 @@ impl Conv<'_> {
                 taps,
                 w: self.w[panel * depth * MR..].as_ptr(),
                 at,
-                channel: panel * MR,
-                plane,
+                channel: to.channel,
+                plane: to.plane,
                 bias: &self.bias[panel * MR..][..MR],
                 residual: residual.map(|r| r.as_ptr()),
                 relu: self.relu,
-                out: dst.0,
+                out: to.out,
             };
             match count {
                 1 => x86::kernel::<1>(&tile),
@@ -233,18 +280,119 @@ impl Conv<'_> {
                 _ => x86::kernel::<NV>(&tile),
             }
         };
-        // Panel by panel over the task's vectors: the panel's weights (8 x 147 floats for the 7x7) stay in L1
-        // while the phase rows stream from L2 (measured: 0.80x the time of every panel per tile, whose
-        // weights do not fit beside the rows).
-        for panel in 0..panels {
-            let mut v = vecs.0;
-            while v < vecs.1 {
-                let count = (vecs.1 - v).min(NV);
-                one(panel, v, count);
-                v += count;
-            }
+        let mut v = vecs.0;
+        while v < vecs.1 {
+            let count = (vecs.1 - v).min(NV);
+            one(v, count);
+            v += count;
         }
     }
+
+    /// [`Conv::run`] with the max-pool fused: each task takes a band of pooled rows of one image and, panel
+    /// by panel, computes the conv rows their windows cover into this thread's scratch (8 channels of ~30
+    /// rows: in L2), then pools them into the output. The conv's map is never written out (3.2 MB per image
+    /// for ResNet's stem) nor read back by a separate pool; a band recomputes the one conv row it shares
+    /// with the band before. The values are the unfused conv's, bit for bit, and the max is exact: the
+    /// output is the unfused pair's.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `out` is valid for the whole pooled output's writes.
+    unsafe fn run_pooled(&self, x: &[f32], n: usize, out: *mut f32, threads: usize) {
+        let (c, h, w) = self.chw;
+        let g = self.geometry();
+        let taps = self.tap_offsets(&g);
+        let (ph, pw) = (pooled(g.oh), pooled(g.ow));
+        let (in_img, out_img) = (c * h * w, self.out_channels * ph * pw);
+        debug_assert_eq!(x.len(), n * in_img);
+        let out = Out(out);
+        // At batch 1 the bands go around the pool, two per thread (whole bands, so the shares are even).
+        let band = |parallel: bool| match parallel {
+            true => ph.div_ceil(2 * threads).clamp(MIN_BAND, BAND),
+            false => BAND,
+        };
+        let image = |i: usize, phases: &mut [f32], parallel: bool| {
+            // SAFETY: AVX-512F (this function's contract).
+            unsafe { self.split(&x[i * in_img..][..in_img], &g, phases, parallel) };
+            let phases: &[f32] = phases;
+            let dst = out.offset(i * out_img);
+            let band = band(parallel);
+            let task = |b: usize| {
+                let rows = (b * band, ((b + 1) * band).min(ph));
+                // SAFETY: each task writes its own pooled rows of every channel.
+                unsafe { self.band(phases, &taps, &g, rows, (ph, pw), &dst) };
+            };
+            match parallel {
+                true => (0..ph.div_ceil(band)).into_par_iter().for_each(task),
+                false => (0..ph.div_ceil(band)).for_each(task),
+            }
+        };
+        let len = g.phases_len(c);
+        if n == 1 || threads == 1 {
+            super::with_buffer(&PHASES, len, |phases| {
+                (0..n).for_each(|i| image(i, phases, threads > 1))
+            });
+        } else {
+            (0..n)
+                .into_par_iter()
+                .for_each(|i| super::with_buffer(&PHASES, len, |phases| image(i, phases, false)));
+        }
+    }
+
+    /// Pooled rows `rows.0..rows.1` of every output channel of one image (`pooled`: the pooled map's height
+    /// and width), see [`Conv::run_pooled`].
+    ///
+    /// # Safety
+    /// AVX-512F; `dst` covers the image's pooled output, and no other thread writes these rows.
+    unsafe fn band(
+        &self,
+        phases: &[f32],
+        taps: &[usize],
+        g: &Geometry,
+        (r0, r1): (usize, usize),
+        (ph, pw): (usize, usize),
+        dst: &Out,
+    ) {
+        // The conv rows the band's windows cover.
+        let y0 = window_rows(r0, g.oh).0;
+        let y1 = window_rows(r1 - 1, g.oh).1 + 1;
+        let plane = (y1 - y0) * g.ow;
+        let panels = self.w.len() / (taps.len() * MR);
+        super::with_buffer(&BAND_ROWS, MR * plane + 2 * pw + 1, |scratch| {
+            let (conv, rows) = scratch.split_at_mut(MR * plane);
+            // `pool_row`'s row maxima: past the conv's width, below every value.
+            rows.fill(f32::NEG_INFINITY);
+            for panel in 0..panels {
+                let to = Target {
+                    out: conv.as_mut_ptr(),
+                    channel: 0,
+                    plane,
+                    row0: y0,
+                };
+                // SAFETY: `to` holds the band's conv rows of the panel's channels (this function's contract).
+                unsafe { self.panel_vectors(phases, taps, g, panel, (y0 * g.vecs, y1 * g.vecs), None, to) };
+                for (i, src) in conv.chunks_exact(plane).enumerate() {
+                    let channel = dst.0.add((panel * MR + i) * ph * pw);
+                    for oy in r0..r1 {
+                        let (first, last) = window_rows(oy, g.oh);
+                        // SAFETY: row `oy` of this channel, within the pooled output; this task's alone.
+                        let out_row = unsafe { std::slice::from_raw_parts_mut(channel.add(oy * pw), pw) };
+                        pool_row(src, g.ow, (first - y0, last - y0), rows, out_row);
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Where [`Conv::panel_vectors`] writes: output channel `channel + i` (of the panel's `i`), output pixel `(oy,
+/// ox)` at `out + (channel + i) * plane + (oy - row0) * ow + ox`: the output itself, or (pooled) the
+/// thread's scratch for a band of rows from `row0` on.
+#[derive(Clone, Copy)]
+struct Target {
+    out: *mut f32,
+    channel: usize,
+    plane: usize,
+    row0: usize,
 }
 
 /// One output vector of a tile: where its first tap reads in the phase rows, where it writes within an
@@ -353,6 +501,8 @@ mod x86 {
 thread_local! {
     /// One image's phase rows, kept per thread so that steady-state inference does not allocate them.
     static PHASES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A band's conv rows of one panel and the pool's row maxima (see [`Conv::band`]), kept per thread.
+    static BAND_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The output pointer the tasks share (each writes its own vectors).

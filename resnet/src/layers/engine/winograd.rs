@@ -841,7 +841,10 @@ mod tests {
                 transform_panel_avx512(&g, c, &mut got);
             }
             for (i, (w, x)) in want.iter().zip(&got).enumerate() {
-                assert!(w.to_bits() == x.to_bits() || (w.is_nan() && x.is_nan()), "c {c} at {i}: {x} vs {w}");
+                assert!(
+                    w.to_bits() == x.to_bits() || (w.is_nan() && x.is_nan()),
+                    "c {c} at {i}: {x} vs {w}"
+                );
             }
         }
     }
