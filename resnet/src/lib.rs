@@ -66,7 +66,9 @@
 //! - the CPU convolution's engines (our AVX-512 and AVX2 micro-kernels, the portable `gemm` path, the
 //!   choice as an explicit enum): [`layers::engine`]; how a conv is lowered (one GEMM, Winograd's F(2x2, 3x3)
 //!   for the stride-1 3x3s, or a direct convolution for the thin strided stem, the choice as
-//!   [`layers::Lowering`]): `layers::engine::winograd`, `layers::engine::direct`;
+//!   [`layers::Lowering`]): `layers::engine::winograd`, `layers::engine::direct`; the stem conv and its max-pool
+//!   as one kernel: [`layers::Conv::forward_pooled`];
+//! - one inference pass on the thread pool, its other threads kept at hand between ops: [`pass`];
 //! - reduced precision on the CPU (bf16 / f16 weights, f32 sums: AMX-BF16 tiles, AVX512-BF16 dot products or
 //!   widened weights, the choice as [`layers::Bf16Kernel`]): [`ResNet::load_with_weight_dtype`];
 //! - int8 post-training quantization (calibration [`layers::Calibration`], int8 weights by uint8 inputs on
@@ -105,6 +107,7 @@ pub mod keys;
 pub mod layers;
 pub mod load;
 pub mod model;
+pub mod pass;
 pub mod pretrained;
 pub mod profile;
 pub mod shortcut;

@@ -322,7 +322,11 @@ impl ResNet {
 
     /// The last stage's feature map (N, C, H/s, W/s with s the total stride), before pooling.
     pub fn forward_features_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.forward_features_wired(x, train, Wiring::Residual)
+        let run = || self.forward_features_wired(x, train, Wiring::Residual);
+        match x.device().is_cpu() && !train {
+            true => crate::pass::pass(run),
+            false => run(),
+        }
     }
 
     /// [`ResNet::forward_features_t`] in eval mode.
@@ -362,7 +366,13 @@ impl ResNet {
 }
 
 impl ModuleT for ResNet {
+    /// The logits (a CLIP tower's embedding). An inference pass on the CPU runs as one [`crate::pass::pass`],
+    /// the pool's threads kept at hand between its ops.
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.forward_head(&self.forward_features_t(x, train)?)
+        let run = || self.forward_head(&self.forward_features_wired(x, train, Wiring::Residual)?);
+        match x.device().is_cpu() && !train {
+            true => crate::pass::pass(run),
+            false => run(),
+        }
     }
 }

@@ -21,7 +21,8 @@
 //! `zoo --threads N` or `RAYON_NUM_THREADS`, or the pool a caller runs the model in with
 //! `ThreadPool::install`): images at batch > 1; at batch 1, bands of output pixels, or blocks of output
 //! channels for maps too small to band. Several models run from a caller's own threads share that pool,
-//! so they never put more threads on the cores than it has.
+//! so they never put more threads on the cores than it has. A model's forward pass runs as one
+//! [`crate::pass::pass`], which keeps the pool's other threads at hand between the convs.
 //!
 //! Only used for f32 tensors on the CPU in inference (folded BatchNorm); every other case goes through
 //! Candle's generic ops, which keep autograd and the CUDA/Metal backends.
