@@ -324,7 +324,7 @@ impl ResNet {
     pub fn forward_features_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let run = || self.forward_features_wired(x, train, Wiring::Residual);
         match x.device().is_cpu() && !train {
-            true => crate::pass::pass(run),
+            true => crate::pass::pass(x.dim(0).unwrap_or(1), run),
             false => run(),
         }
     }
@@ -367,11 +367,11 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     /// The logits (a CLIP tower's embedding). An inference pass on the CPU runs as one [`crate::pass::pass`],
-    /// the pool's threads kept at hand between its ops.
+    /// the pool's threads kept at hand between its ops where its images are fewer than the threads.
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let run = || self.forward_head(&self.forward_features_wired(x, train, Wiring::Residual)?);
         match x.device().is_cpu() && !train {
-            true => crate::pass::pass(run),
+            true => crate::pass::pass(x.dim(0).unwrap_or(1), run),
             false => run(),
         }
     }

@@ -14,6 +14,13 @@
 //! bounded, so lingerers of concurrent passes (several models run from a caller's threads, one pool) cannot
 //! wait on one another for more than that: at worst one pass is held up by it. `ZOO_LINGER_US` sets the
 //! bound (`0`: no lingerers, rayon's own idling).
+//!
+//! Only passes of fewer images than threads (batch 1 on 2 threads) run this way: with an image per thread
+//! each op's tasks are whole images, a late thread costs them little (ResNet-50 at batch 8: within the
+//! noise), and the pass stays on the caller's thread, so its activations come from that thread's allocator
+//! arena as before (run from pool threads, batch-16 passes left one retained peak per thread's arena under
+//! `zoo`'s keep-freed-memory allocator settings: +98 MB over 1000 images; a single arena instead cost bf16
+//! batch 8 ~10 % in allocator contention).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -29,12 +36,15 @@ pub fn linger() -> Duration {
     })
 }
 
-/// Runs `f`, one forward pass, in the thread pool with a lingerer on each of its other threads (see the
-/// module docs); `f` as it is where lingering is off or the pool has one thread.
-pub fn pass<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+/// Runs `f`, one forward pass over `images` images, in the thread pool with a lingerer on each of its other
+/// threads (see the module docs), where the pass's ops are cut within images: fewer images than threads.
+/// With an image per thread or more, each op's tasks are whole images, long enough that a late thread
+/// costs little, and `f` runs as it is (on the caller's thread, whose allocator arena then holds the
+/// pass's activations as before), as it does where lingering is off or the pool has one thread.
+pub fn pass<R: Send>(images: usize, f: impl FnOnce() -> R + Send) -> R {
     let wait = linger();
     let threads = rayon::current_num_threads();
-    if wait.is_zero() || threads < 2 {
+    if wait.is_zero() || threads < 2 || images >= threads {
         return f();
     }
     let done = AtomicBool::new(false);
@@ -73,10 +83,10 @@ mod tests {
     #[test]
     fn a_pass_returns_its_result() {
         let sum = |n: u64| (0..n).into_par_iter().map(|i| i * i).sum::<u64>();
-        assert_eq!(pass(|| sum(1000)), 332_833_500);
+        assert_eq!(pass(1, || sum(1000)), 332_833_500);
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        assert_eq!(one.install(|| pass(|| sum(1000))), 332_833_500);
-        let nested: Vec<u64> = (0..8u64).into_par_iter().map(|k| pass(|| sum(10 + k))).collect();
+        assert_eq!(one.install(|| pass(1, || sum(1000))), 332_833_500);
+        let nested: Vec<u64> = (0..8u64).into_par_iter().map(|k| pass(1, || sum(10 + k))).collect();
         assert_eq!(nested, (0..8u64).map(|k| sum(10 + k)).collect::<Vec<_>>());
     }
 
@@ -100,7 +110,7 @@ mod tests {
         let cpu_ticks = || pool.broadcast(|_| cpu_ticks()).iter().sum::<u64>();
         let before = cpu_ticks();
         let out = pool.install(|| {
-            pass(|| {
+            pass(1, || {
                 let a = (0..1000u64).into_par_iter().sum::<u64>();
                 std::thread::sleep(Duration::from_millis(400));
                 a + (0..1000u64).into_par_iter().sum::<u64>()
@@ -123,7 +133,7 @@ mod tests {
             std::thread::spawn(move || {
                 let mut total = 0u64;
                 for round in 0..ROUNDS {
-                    total += pass(|| {
+                    total += pass(1, || {
                         (0..64u64)
                             .into_par_iter()
                             .map(|i| (0..200u64).into_par_iter().map(|j| i * j + t + round).sum::<u64>())

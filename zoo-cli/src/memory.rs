@@ -9,16 +9,12 @@
 /// pages that the kernel faults in and zeroes: int8 ResNet-50 at batch 8 took 4x the page faults and ~7 %
 /// more CPU time (`benches/README.md`). Blocks up to 32 MiB now come from the heap and memory freed during
 /// a pass stays for the next (the resident size settles at the largest pass's peak, still flat in the
-/// number of inputs); what loading leaves behind is returned by [`release_freed`]. One arena for every
-/// thread: a forward pass runs on whichever pool thread takes it (`resnet::pass`), and with an arena per
-/// thread, each keeping what it freed, the resident size would settle at one pass's peak per thread that
-/// ran one (a 128x128 ResNet-20 at batch 16: +98 MB for 1000 images against 10, `tests/memory.rs`). Other
-/// allocators than glibc's are left alone.
+/// number of inputs); what loading leaves behind is returned by [`release_freed`]. Other allocators than
+/// glibc's are left alone.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
