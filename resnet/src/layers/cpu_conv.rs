@@ -534,6 +534,31 @@ impl PackedConv {
         Ok((n, s.out_channels, s.output_size(h), s.output_size(w)))
     }
 
+    /// This conv as a direct convolution of its panels `w` (`rows` output channels each) over inputs of
+    /// `chw`, max-pooled as it goes where `pool`.
+    #[cfg(target_arch = "x86_64")]
+    fn direct<'a>(
+        &'a self,
+        w: &'a [f32],
+        rows: usize,
+        relu: bool,
+        chw: (usize, usize, usize),
+        pool: bool,
+    ) -> direct::Conv<'a> {
+        debug_assert_eq!(rows, direct::MR, "weights packed for another micro-kernel");
+        let s = &self.spec;
+        direct::Conv {
+            w,
+            bias: &self.bias,
+            relu,
+            chw,
+            out_channels: s.out_channels,
+            kernel: s.kernel,
+            padding: s.padding,
+            pool,
+        }
+    }
+
     /// [`PackedConv::forward_pooled`]'s fused kernel on one batch (dims of the input): the pooled output.
     fn run_pooled(&self, x: Input, (n, c, h, w): (usize, usize, usize, usize), relu: bool) -> Result<CpuStorage> {
         let (Weights::Direct { data, rows }, Input::F32(x)) = (&self.weights, x) else {
@@ -550,17 +575,7 @@ impl PackedConv {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            debug_assert_eq!(*rows, direct::MR, "weights packed for another micro-kernel");
-            let conv = direct::Conv {
-                w: data,
-                bias: &self.bias,
-                relu,
-                chw: (c, h, w),
-                out_channels: s.out_channels,
-                kernel: s.kernel,
-                padding: s.padding,
-                pool: true,
-            };
+            let conv = self.direct(data, *rows, relu, (c, h, w), true);
             let mut out = Vec::with_capacity(n * out_img);
             // SAFETY: the fused kernel writes every pooled value (each band every row of every channel,
             // the bands covering the map) before anything reads it; direct weights exist only on the
@@ -671,17 +686,7 @@ impl PackedConv {
         }
         #[cfg(target_arch = "x86_64")]
         if let (Weights::Direct { data, rows }, Input::F32(x)) = (&self.weights, x) {
-            debug_assert_eq!(*rows, direct::MR, "weights packed for another micro-kernel");
-            let conv = direct::Conv {
-                w: data,
-                bias: &self.bias,
-                relu,
-                chw: (c, h, w),
-                out_channels: s.out_channels,
-                kernel: s.kernel,
-                padding: s.padding,
-                pool: false,
-            };
+            let conv = self.direct(data, *rows, relu, (c, h, w), false);
             // SAFETY: `out_f32` holds the whole output; direct weights exist only on the AVX-512 engine
             // (`Lowering::choose`), which runs on this CPU (`engine_for`).
             unsafe { conv.run(x, n, residual, out.f32, rayon::current_num_threads()) };

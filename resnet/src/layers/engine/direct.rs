@@ -163,16 +163,7 @@ impl Conv<'_> {
                 false => (0..tiles).step_by(step).for_each(task),
             }
         };
-        let len = g.phases_len(c);
-        if n == 1 || threads == 1 {
-            super::with_buffer(&PHASES, len, |phases| {
-                (0..n).for_each(|i| image(i, phases, threads > 1))
-            });
-        } else {
-            (0..n)
-                .into_par_iter()
-                .for_each(|i| super::with_buffer(&PHASES, len, |phases| image(i, phases, false)));
-        }
+        each_image(n, threads, g.phases_len(c), image);
     }
 
     /// Writes one image's padded phase rows (`parallel`: over the pool): row `y` of channel `c`, phase `q`,
@@ -326,16 +317,7 @@ impl Conv<'_> {
                 false => (0..ph.div_ceil(band)).for_each(task),
             }
         };
-        let len = g.phases_len(c);
-        if n == 1 || threads == 1 {
-            super::with_buffer(&PHASES, len, |phases| {
-                (0..n).for_each(|i| image(i, phases, threads > 1))
-            });
-        } else {
-            (0..n)
-                .into_par_iter()
-                .for_each(|i| super::with_buffer(&PHASES, len, |phases| image(i, phases, false)));
-        }
+        each_image(n, threads, g.phases_len(c), image);
     }
 
     /// Pooled rows `rows.0..rows.1` of every output channel of one image (`pooled`: the pooled map's height
@@ -381,6 +363,21 @@ impl Conv<'_> {
                 }
             }
         })
+    }
+}
+
+/// Runs `image(i, phases, parallel)` for each of `n` images, with this thread's buffer of `len` floats for its
+/// phase rows: at batch 1 (or on one thread) in turn, each image spread over the pool where it has threads
+/// (`parallel`); else the images over the pool, one per task.
+fn each_image(n: usize, threads: usize, len: usize, image: impl Fn(usize, &mut [f32], bool) + Sync) {
+    if n == 1 || threads == 1 {
+        super::with_buffer(&PHASES, len, |phases| {
+            (0..n).for_each(|i| image(i, phases, threads > 1))
+        });
+    } else {
+        (0..n)
+            .into_par_iter()
+            .for_each(|i| super::with_buffer(&PHASES, len, |phases| image(i, phases, false)));
     }
 }
 
