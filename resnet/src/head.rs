@@ -81,6 +81,9 @@ impl Classifier {
         if pooled.rank() != 2 {
             return self.fc.forward(pooled);
         }
+        if let Some(y) = crate::layers::linear::forward(pooled, self.fc.weight(), self.fc.bias())? {
+            return Ok(y);
+        }
         let y = self.fc.weight().matmul(&pooled.t()?)?.t()?;
         match self.fc.bias() {
             Some(b) => y.broadcast_add(b),

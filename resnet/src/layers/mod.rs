@@ -4,6 +4,7 @@ pub mod conv;
 pub mod conv_bn;
 pub(crate) mod cpu_conv;
 pub mod engine;
+pub(crate) mod linear;
 pub mod pool;
 pub mod quant;
 
