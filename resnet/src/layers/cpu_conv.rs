@@ -692,6 +692,31 @@ impl PackedConv {
             unsafe { conv.run(x, n, residual, out.f32, rayon::current_num_threads()) };
             return Ok(CpuStorage::F32(out_f32));
         }
+        if let (Some(rem), Input::F32(x)) = (self.batched_remainder(n, oh * ow, emit), x) {
+            let main = oh * ow - rem;
+            (0..n).into_par_iter().for_each(|i| {
+                let (_, res, dst) = image(i);
+                let src = &x[i * in_img..(i + 1) * in_img];
+                let rhs = Rhs {
+                    data: match s.kernel == 1 && s.stride == 1 && s.padding == 0 {
+                        true => RhsData::F32(src),
+                        false => RhsData::ImageF32(src, (h, w)),
+                    },
+                    stride: oh * ow,
+                    first_col: 0,
+                };
+                let t = Tile {
+                    group: 0,
+                    rows: (0, s.out_channels),
+                    cols: (0, main),
+                };
+                // SAFETY: images cover disjoint parts of the output; the remainder columns are left to
+                // `remainders`.
+                unsafe { self.tile(weight, rhs, dst, oh * ow, res, post, t) }
+            });
+            self.remainders(weight, x, (n, h, w), (oh, ow), rem, residual, out, post);
+            return Ok(CpuStorage::F32(out_f32));
+        }
         if n == 1 || rayon::current_num_threads() == 1 {
             // Too few images to go around: split each image's output into tiles across the threads.
             for i in 0..n {
@@ -708,6 +733,154 @@ impl PackedConv {
             None => CpuStorage::F32(out_f32),
             Some(_) => CpuStorage::U8(out_u8),
         })
+    }
+
+    /// The columns each image of a batch of `n` leaves to one product over the whole batch ([`remainders`]):
+    /// a conv multiplied from its input as it is (a 1x1 stride-1 conv, or an implicit GEMM) on our AVX-512
+    /// kernel (f32, bf16 or f16 panels, f32 output) whose `p` output pixels per image are whole strips but
+    /// for at most [`avx512::NARROW`] (a 14x14 map's last 4, a 7x7 map's 49th). One image at a time, those columns are a thin product that runs at a quarter to a half
+    /// of the kernel's speed (the narrow kernel, vectorised over 8 output channels); gathered over a batch
+    /// they fill whole vectors (8 images of a 14x14 map: 32 columns). `None` for one image, one thread, or
+    /// where the images' columns are whole strips already.
+    ///
+    /// [`remainders`]: PackedConv::remainders
+    /// [`avx512::NARROW`]: super::engine::avx512::NARROW
+    fn batched_remainder(&self, n: usize, p: usize, emit: Option<super::quant::ActQuant>) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let s = &self.spec;
+            let direct = s.kernel == 1 && s.stride == 1 && s.padding == 0 && s.groups == 1;
+            let gemm = direct || self.implicit_gemm();
+            let panels = matches!(
+                self.weights,
+                Weights::Panels { .. } | Weights::Bf16 { .. } | Weights::F16 { .. }
+            );
+            let (nr, narrow) = (super::engine::avx512::NR, super::engine::avx512::NARROW);
+            let rem = p % nr;
+            // A 1x1 conv's narrow tiles pack their few columns cheaply from the matrix: measured on ResNet-50 at
+            // batch 8, its 14x14 maps' 4 columns ran 2 % slower batched, its 7x7 maps' 1 column 3 % faster.
+            // An implicit GEMM's gather from the image costs more per column: its 14x14 maps gained too.
+            let most = if direct { 2 } else { narrow };
+            let fits = gemm && panels && emit.is_none() && self.engine == Engine::Avx512 && p > nr;
+            (fits && n > 1 && rayon::current_num_threads() > 1 && (1..=most).contains(&rem) && n * rem > narrow)
+                .then_some(rem)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (n, p, emit);
+            None
+        }
+    }
+
+    /// The last `rem` output columns of each of the `n` images (see [`PackedConv::batched_remainder`]) as one
+    /// product: those columns of B (unfolded from each image) and of the residual gathered side by side,
+    /// multiplied with the output channels split over the threads, the result scattered back into each
+    /// image's output.
+    #[allow(clippy::too_many_arguments)]
+    fn remainders(
+        &self,
+        weight: &[f32],
+        x: &[f32],
+        (n, h, w): (usize, usize, usize),
+        (oh, ow): (usize, usize),
+        rem: usize,
+        residual: Option<&[f32]>,
+        out: OutPtr,
+        post: Post,
+    ) {
+        let s = &self.spec;
+        let (c, m, p) = (s.in_channels, s.out_channels, oh * ow);
+        let (main, cols) = (p - rem, n * rem);
+        // Rows `r0..r1` of an (n images, rows, p) tensor's last `rem` columns into `dst`, images side by side.
+        let gather = |src: &[f32], rows: usize, (r0, r1): (usize, usize), dst: &mut [f32]| {
+            for (r, line) in (r0..r1).zip(dst.chunks_exact_mut(cols)) {
+                for (i, vals) in line.chunks_exact_mut(rem).enumerate() {
+                    let at = (i * rows + r) * p + main;
+                    vals.copy_from_slice(&src[at..at + rem]);
+                }
+            }
+        };
+        // B's depth rows `d0..d1` (im2col's (channel, tap) order) at those columns: the pixel each tap reads
+        // from each image (`at[t * rem + j]`: its offset in the channel's plane for column `main + j`), or the
+        // zero padding (`None`).
+        let taps = s.kernel * s.kernel;
+        let at: Vec<Option<usize>> = (0..taps * rem)
+            .map(|tj| {
+                let (t, q) = (tj / rem, main + tj % rem);
+                let (ki, kj) = (t / s.kernel, t % s.kernel);
+                let y = ((q / ow) * s.stride + ki).checked_sub(s.padding).filter(|&y| y < h)?;
+                let x = ((q % ow) * s.stride + kj).checked_sub(s.padding).filter(|&x| x < w)?;
+                Some(y * w + x)
+            })
+            .collect();
+        let unfold = |(d0, d1): (usize, usize), dst: &mut [f32]| {
+            for (d, line) in (d0..d1).zip(dst.chunks_exact_mut(cols)) {
+                let (ci, t) = (d / taps, d % taps);
+                let at = &at[t * rem..(t + 1) * rem];
+                for (i, vals) in line.chunks_exact_mut(rem).enumerate() {
+                    let plane = &x[(i * c + ci) * h * w..(i * c + ci + 1) * h * w];
+                    for (v, off) in vals.iter_mut().zip(at) {
+                        *v = off.map_or(0.0, |o| plane[o]);
+                    }
+                }
+            }
+        };
+        let depth = c * taps;
+        let mut b = vec![0f32; depth * cols];
+        const ROWS: usize = 256;
+        b.par_chunks_mut(ROWS * cols)
+            .enumerate()
+            .for_each(|(j, dst)| unfold((j * ROWS, ((j + 1) * ROWS).min(depth)), dst));
+        let rhs = Rhs {
+            data: RhsData::F32(&b),
+            stride: cols,
+            first_col: 0,
+        };
+        // The residual's and the product's (m, cols) matrices; each task fills and reads its own rows.
+        let mut res = residual.map(|_| vec![0f32; m * cols]);
+        let mut y = vec![0f32; m * cols];
+        let (res_out, y_out) = (
+            OutPtr {
+                f32: res.as_mut().map_or(std::ptr::null_mut(), |r| r.as_mut_ptr()),
+                u8: std::ptr::null_mut(),
+            },
+            OutPtr {
+                f32: y.as_mut_ptr(),
+                u8: std::ptr::null_mut(),
+            },
+        );
+        let res = res.as_deref();
+        let threads = rayon::current_num_threads();
+        let rows = self.row_step();
+        let step = m.div_ceil(threads).div_ceil(rows) * rows;
+        (0..m.div_ceil(step)).into_par_iter().for_each(|t| {
+            let (r0, r1) = (t * step, ((t + 1) * step).min(m));
+            let block = (r1 - r0) * cols;
+            if let Some(r) = residual {
+                // SAFETY: rows `r0..r1` of the residual's matrix are this task's alone.
+                let dst = unsafe { std::slice::from_raw_parts_mut(res_out.offset(r0 * cols).f32, block) };
+                gather(r, m, (r0, r1), dst);
+            }
+            let tile = Tile {
+                group: 0,
+                rows: (r0, r1),
+                cols: (0, cols),
+            };
+            // SAFETY: the tasks' row blocks are disjoint rows of `y` (and read only their rows of `res`).
+            unsafe { self.tile(weight, rhs, y_out, cols, res, post, tile) }
+            // SAFETY: as above; `y`'s rows `r0..r1` are written.
+            let done = unsafe { std::slice::from_raw_parts(y_out.offset(r0 * cols).f32, block) };
+            for (r, row) in (r0..r1).zip(done.chunks_exact(cols)) {
+                for (i, vals) in row.chunks_exact(rem).enumerate() {
+                    // SAFETY: columns `main..p` of row `r` of image `i` lie in the output, written by this task
+                    // alone.
+                    unsafe {
+                        let dst = out.offset((i * m + r) * p + main).f32;
+                        std::ptr::copy_nonoverlapping(vals.as_ptr(), dst, rem);
+                    }
+                }
+            }
+        });
     }
 
     /// Runs `f` on one image as im2col should read it: for a conv on an int8 kernel quantized once (in this
@@ -1383,6 +1556,90 @@ mod tests {
                     "n{n} c{c} o{o} k{k} s{stride} g{groups} {size}x{size} residual {}: {diff}",
                     res.is_some()
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// Convs on 14x14 and 7x7 output maps in batches, whose last columns per image go to one product over the
+    /// batch (`remainders`), against Candle's `conv2d` + bias + residual + ReLU: 1x1 stride 1, and implicit
+    /// GEMMs (3x3 stride 1 too wide for Winograd, 3x3 and 1x1 stride 2, whose gathered columns read the
+    /// padding); bf16 and f32 weights, with and without a residual, output channels that do and do not fill
+    /// the threads' row blocks evenly.
+    #[test]
+    fn batch_remainders_match_candle_conv2d() -> Result<()> {
+        let dev = Device::Cpu;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .map_err(candle_core::Error::wrap)?;
+        let cases = [
+            // (n, c, o, k, stride, input size)
+            (8, 64, 256, 1, 1, 14),
+            (3, 32, 40, 1, 1, 14),
+            (2, 48, 24, 1, 1, 7),
+            (6, 48, 24, 1, 1, 7),
+            (5, 16, 72, 1, 1, 7),
+            (5, 264, 264, 3, 1, 7),
+            (6, 24, 32, 3, 2, 14),
+            (6, 40, 24, 1, 2, 13),
+        ];
+        for (n, c, o, k, stride, size) in cases {
+            let spec = ConvSpec::new(c, o, k, stride);
+            let weight = Tensor::randn(0f32, 0.1, spec.weight_shape(), &dev)?;
+            let bias = Tensor::randn(0f32, 1., o, &dev)?;
+            let x = Tensor::randn(0f32, 1., (n, c, size, size), &dev)?;
+            let out = spec.output_size(size);
+            let residual = Tensor::randn(0f32, 1., (n, o, out, out), &dev)?;
+            for dtype in [DType::F32, DType::BF16] {
+                // bf16 as panels (the dot-product kernel, else widened; AMX's rows take another path), whose
+                // dot products round the activations to bf16 too: the reference rounds them the same way.
+                let kernel = [Bf16Kernel::Dot, Bf16Kernel::Widen]
+                    .into_iter()
+                    .find(|k| k.is_supported());
+                let kernel = kernel.unwrap_or(Bf16Kernel::Widen);
+                let round = |t: &Tensor| t.to_dtype(dtype)?.to_dtype(DType::F32);
+                let xr = match dtype == DType::BF16 && kernel.rounds_inputs() {
+                    true => round(&x)?,
+                    false => x.clone(),
+                };
+                let expected = xr
+                    .conv2d(&round(&weight)?, spec.padding, stride, 1, 1)?
+                    .broadcast_add(&bias.reshape((1, o, 1, 1))?)?;
+                let tolerance = 1e-4;
+                let packed = Arc::new(PackedConv::from_vec_with(
+                    weight.flatten_all()?.to_vec1()?,
+                    Some(&bias),
+                    spec,
+                    Engine::current(),
+                    dtype,
+                    kernel,
+                )?);
+                if Engine::current() == Engine::Avx512 {
+                    let used = pool.install(|| packed.batched_remainder(n, out * out, None));
+                    // Not for 2 images of a 7x7 map (2 columns are still the narrow kernel's), nor for a 1x1
+                    // conv's 14x14 map (4 columns per image).
+                    let rem = out * out % 48;
+                    let direct = k == 1 && stride == 1;
+                    let want = (n * rem > 4 && (rem <= 2 || !direct)).then_some(rem);
+                    assert_eq!(used, want, "batch {n} of {out}x{out}, k {k} s {stride}");
+                }
+                for (res, relu) in [(None, false), (Some(&residual), true)] {
+                    let ours = pool.install(|| packed.forward(&x, res, relu))?;
+                    let mut want = expected.clone();
+                    if let Some(r) = res {
+                        want = (want + r)?;
+                    }
+                    if relu {
+                        want = want.relu()?;
+                    }
+                    let diff = (ours - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                    let what = format!(
+                        "n{n} c{c} o{o} k{k} s{stride} {size}x{size} {dtype:?} residual {}",
+                        res.is_some()
+                    );
+                    assert!(diff < tolerance, "{what}: {diff}");
+                }
             }
         }
         Ok(())
