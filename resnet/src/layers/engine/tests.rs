@@ -227,6 +227,9 @@ fn blocking_boundaries_match_the_definition() -> Result<()> {
         (3, 24, 24, 3, 1, 1, 1, (13, 31)),
         (2, 136, 16, 3, 1, 1, 1, (9, 10)),
         (2, 8, 24, 3, 1, 1, 1, (1, 1)),
+        // Winograd on a 28x28 map at batch 1: four chunks, transformed weights shared, each chunk's output
+        // channels split over the threads too.
+        (1, 40, 48, 3, 1, 1, 1, (28, 28)),
         // 1x1 convs over 512 columns or more, rows outer: depth over one `KC` block in one, partial panels
         // and strips; one image split over threads; the deepest such product over three column blocks;
         // whole 16-row blocks for the AMX kernels.
