@@ -19,8 +19,8 @@
 //!
 //! Threads: the work of one pass is cut into tasks on rayon's pool (the process's one pool, sized by
 //! `zoo --threads N` or `RAYON_NUM_THREADS`, or the pool a caller runs the model in with
-//! `ThreadPool::install`): images at batch > 1; at batch 1, bands of output pixels, or blocks of output
-//! channels for maps too small to band. Several models run from a caller's own threads share that pool,
+//! `ThreadPool::install`): images at batch > 1 (and, with fewer images than threads, each image's tiles
+//! too); at batch 1, bands of output pixels, or blocks of output channels for maps too small to band. Several models run from a caller's own threads share that pool,
 //! so they never put more threads on the cores than it has. A model's forward pass runs as one
 //! [`crate::pass::pass`], which keeps the pool's other threads at hand between the convs.
 //!
@@ -724,9 +724,12 @@ impl PackedConv {
                 self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, post, true);
             }
         } else {
+            // An image per task; with fewer images than threads (a batch of 8 on a 16-64-core server) each
+            // image's tiles are spread over the pool too, nested in its task, so that every thread has work.
+            let split = n < rayon::current_num_threads();
             (0..n).into_par_iter().for_each(|i| {
                 let (src, res, dst) = image(i);
-                self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, post, false);
+                self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, post, split);
             });
         }
         Ok(match emit {
@@ -740,8 +743,8 @@ impl PackedConv {
     /// kernel (f32, bf16 or f16 panels, f32 output) whose `p` output pixels per image are whole strips but
     /// for at most [`avx512::NARROW`] (a 14x14 map's last 4, a 7x7 map's 49th). One image at a time, those columns are a thin product that runs at a quarter to a half
     /// of the kernel's speed (the narrow kernel, vectorised over 8 output channels); gathered over a batch
-    /// they fill whole vectors (8 images of a 14x14 map: 32 columns). `None` for one image, one thread, or
-    /// where the images' columns are whole strips already.
+    /// they fill whole vectors (8 images of a 14x14 map: 32 columns). `None` for one image, one thread, fewer
+    /// images than threads, or where the images' columns are whole strips already.
     ///
     /// [`remainders`]: PackedConv::remainders
     /// [`avx512::NARROW`]: super::engine::avx512::NARROW
@@ -762,7 +765,9 @@ impl PackedConv {
             // An implicit GEMM's gather from the image costs more per column: its 14x14 maps gained too.
             let most = if direct { 2 } else { narrow };
             let fits = gemm && panels && emit.is_none() && self.engine == Engine::Avx512 && p > nr;
-            (fits && n > 1 && rayon::current_num_threads() > 1 && (1..=most).contains(&rem) && n * rem > narrow)
+            // With fewer images than threads, each image's tiles go over the pool instead (see `run`).
+            let threads = rayon::current_num_threads();
+            (fits && n > 1 && threads > 1 && n >= threads && (1..=most).contains(&rem) && n * rem > narrow)
                 .then_some(rem)
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -1512,26 +1517,45 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// The kernel against Candle's own `conv2d` + bias + residual + ReLU, over the paths it picks by shape:
-    /// direct 1x1, banded im2col (one and many bands, batch 1 split over threads and batch > 1 per image),
-    /// channel split for small maps at batch 1, strided 1x1, grouped.
+    /// The shapes that reach every path of the kernel: direct 1x1, banded im2col (one and many bands), channel
+    /// split for small maps, strided 1x1, grouped; `(n, c, out, k, stride, groups, size)`.
+    const PATHS: [(usize, usize, usize, usize, usize, usize, usize); 10] = [
+        (1, 64, 64, 1, 1, 1, 56),
+        (2, 32, 48, 3, 1, 1, 57),
+        (1, 3, 64, 7, 2, 1, 224),
+        (3, 3, 16, 7, 2, 1, 61),
+        (1, 256, 256, 3, 1, 1, 14),
+        (1, 512, 512, 3, 1, 1, 7),
+        (2, 64, 128, 3, 2, 1, 29),
+        (1, 64, 128, 1, 2, 1, 28),
+        (2, 64, 64, 3, 1, 8, 20),
+        (1, 128, 128, 3, 2, 32, 56),
+    ];
+
+    /// The kernel against Candle's own `conv2d` + bias + residual + ReLU over [`PATHS`] (batch 1 split over
+    /// the threads, batch > 1 an image per thread).
     #[test]
     fn every_path_matches_candle_conv2d() -> Result<()> {
+        check_paths(&PATHS)
+    }
+
+    /// [`PATHS`] in batches of 2 and 3 on a pool of 7 threads (a batch of 8 on a 16-64-core server): each
+    /// image's tiles spread over the pool, nested in the images' tasks.
+    #[test]
+    fn fewer_images_than_threads_match_candle_conv2d() -> Result<()> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(7)
+            .build()
+            .map_err(candle_core::Error::wrap)?;
+        let cases = PATHS.map(|(n, c, o, k, stride, groups, size)| (2 + n % 2, c, o, k, stride, groups, size));
+        pool.install(|| check_paths(&cases))
+    }
+
+    /// One conv per case, packed and run as `PackedConv::forward`, against Candle's `conv2d` + bias (+ residual
+    /// + ReLU) on the same random tensors.
+    fn check_paths(cases: &[(usize, usize, usize, usize, usize, usize, usize)]) -> Result<()> {
         let dev = Device::Cpu;
-        let cases = [
-            // (n, c, out, k, stride, groups, size)
-            (1, 64, 64, 1, 1, 1, 56),
-            (2, 32, 48, 3, 1, 1, 57),
-            (1, 3, 64, 7, 2, 1, 224),
-            (3, 3, 16, 7, 2, 1, 61),
-            (1, 256, 256, 3, 1, 1, 14),
-            (1, 512, 512, 3, 1, 1, 7),
-            (2, 64, 128, 3, 2, 1, 29),
-            (1, 64, 128, 1, 2, 1, 28),
-            (2, 64, 64, 3, 1, 8, 20),
-            (1, 128, 128, 3, 2, 32, 56),
-        ];
-        for (n, c, o, k, stride, groups, size) in cases {
+        for &(n, c, o, k, stride, groups, size) in cases {
             let spec = ConvSpec::new(c, o, k, stride).with_groups(groups);
             let weight = Tensor::randn(0f32, 0.1, spec.weight_shape(), &dev)?;
             let bias = Tensor::randn(0f32, 1., o, &dev)?;
@@ -1621,7 +1645,7 @@ mod tests {
                     // conv's 14x14 map (4 columns per image).
                     let rem = out * out % 48;
                     let direct = k == 1 && stride == 1;
-                    let want = (n * rem > 4 && (rem <= 2 || !direct)).then_some(rem);
+                    let want = (n >= 3 && n * rem > 4 && (rem <= 2 || !direct)).then_some(rem);
                     assert_eq!(used, want, "batch {n} of {out}x{out}, k {k} s {stride}");
                 }
                 for (res, relu) in [(None, false), (Some(&residual), true)] {
