@@ -20,9 +20,10 @@
 //! Threads: the work of one pass is cut into tasks on rayon's pool (the process's one pool, sized by
 //! `zoo --threads N` or `RAYON_NUM_THREADS`, or the pool a caller runs the model in with
 //! `ThreadPool::install`): images at batch > 1 (and, with fewer images than threads, each image's tiles
-//! too); at batch 1, bands of output pixels, or blocks of output channels for maps too small to band. Several models run from a caller's own threads share that pool,
-//! so they never put more threads on the cores than it has. A model's forward pass runs as one
-//! [`crate::pass::pass`], which keeps the pool's other threads at hand between the convs.
+//! too); at batch 1, bands of output pixels, or blocks of output channels for maps too small to band.
+//! Several models run from a caller's own threads share that pool, so they never put more threads on the
+//! cores than it has. A model's forward pass runs as one [`crate::pass::pass`], which keeps the pool's other
+//! threads at hand between the convs.
 //!
 //! Only used for f32 tensors on the CPU in inference (folded BatchNorm); every other case goes through
 //! Candle's generic ops, which keep autograd and the CUDA/Metal backends.
