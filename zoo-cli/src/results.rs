@@ -166,7 +166,8 @@ impl Sink {
     }
 
     /// Results to `path`. Without `resume` the file must not exist yet (nothing is overwritten); with it,
-    /// the inputs already there are remembered (and skipped by [`Sink::is_done`]) and new results appended.
+    /// the inputs already there are remembered (handed over by [`Sink::take_done`], then skipped) and new
+    /// results appended.
     pub fn file(path: &Path, format: Format, resume: bool) -> Result<Self> {
         if format == Format::Table && resume {
             bail!("--resume reads the results back: use it with --json or --csv");

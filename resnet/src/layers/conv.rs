@@ -80,7 +80,7 @@ impl ConvSpec {
 ///
 /// Built with [`Conv::new`] it runs on Candle's generic ops (any device, autograd through the weights).
 /// Built with [`Conv::new_inference`] from f32 weights on the CPU, it holds the weights packed once for
-/// the CPU kernel of [`super::cpu_conv`] (in the layout its [`super::Engine`] reads, which replaces the
+/// the CPU kernel of `layers::cpu_conv` (in the layout its [`super::Engine`] reads, which replaces the
 /// OIHW tensor for the micro-kernel engines), which then serves every f32 CPU forward pass, with the bias,
 /// a residual add and a ReLU fused in ([`Conv::forward_fused`]); gradients do not flow into such weights.
 #[derive(Debug, Clone)]
@@ -134,7 +134,7 @@ impl Conv {
 
     /// [`Conv::new_inference_cpu`] with the weights held in `dtype`: f32, or bf16 / f16 (half the memory,
     /// rounded once from the f32 values given; products and sums in f32, on AVX512-BF16 dot products where
-    /// the CPU has them, see [`super::Engine::bf16_dot`]). Inputs of any float dtype are taken; outputs are
+    /// the CPU has them, see [`super::Bf16Kernel`]). Inputs of any float dtype are taken; outputs are
     /// f32. Where the CPU kernel has no reduced-precision path (a CPU without AVX2, thin groups, dilation)
     /// the weights stay f32: [`Conv::dtype`] tells.
     ///

@@ -7,7 +7,7 @@ use super::conv::take_strided;
 
 /// `nn.MaxPool2d(3, stride=2, padding=1)`: the stem's pool, padding as -inf like PyTorch's.
 ///
-/// On an f32 CPU tensor outside autograd it runs as one pass over the input ([`MaxPool3x3S2`]); Candle's
+/// On an f32 CPU tensor outside autograd it runs as one pass over the input (`MaxPool3x3S2`); Candle's
 /// own `max_pool2d` needs a padded copy first and took 10% of a ResNet-18 forward pass at batch 1. A tensor
 /// that tracks gradients takes [`max_pool_3x3_s2_differentiable`] (Candle has no backward for a pool whose
 /// kernel differs from its stride).

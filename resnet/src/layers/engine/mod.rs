@@ -4,12 +4,12 @@
 //! R[o, q])`, where A is the folded OIHW weight read in place (row `o` is output channel `o`, its columns
 //! `(c, i, j)` the input channel and kernel tap), B is the input itself (a 1x1 stride-1 conv), its im2col
 //! unfolding, or, on our micro-kernels, the unfolding packed block by block straight from the image
-//! ([`implicit`]: an implicit GEMM, no unfolded copy), and R the residual. How it is computed is an explicit
+//! (`implicit`: an implicit GEMM, no unfolded copy), and R the residual. How it is computed is an explicit
 //! choice, [`Engine`]:
 //!
 //! - [`Engine::Avx512`] and [`Engine::Avx2Fma`]: our own register-blocked micro-kernels
-//!   ([`avx512`], [`avx2`]). B is copied, `KC` rows at a time, into strips `NR` columns wide laid out in
-//!   the order the kernel reads them ([`pack`]), small enough for L1, and the same `KC` columns of the
+//!   (`avx512`, `avx2`). B is copied, `KC` rows at a time, into strips `NR` columns wide laid out in
+//!   the order the kernel reads them (`pack`), small enough for L1, and the same `KC` columns of the
 //!   weights into panels of `MR` output channels (interleaved, so a kernel reads them with one pointer);
 //!   every strip is multiplied by every panel. The model's weights stay in their one OIHW copy; the
 //!   panels are a small per-thread buffer rebuilt per block, ~1/NC of the block's work. Partial sums
@@ -25,7 +25,7 @@
 //! as B is packed. Sums are f32 on every path; [`Bf16Kernel`] is that choice.
 //!
 //! On our micro-kernels the ungrouped stride-1 3x3 convolutions up to 256 x 256 channels take another route to
-//! the same kernels, [`Lowering::Winograd`] ([`winograd`]): Winograd's F(2x2, 3x3), 16 matrix products of the
+//! the same kernels, [`Lowering::Winograd`] (`winograd`): Winograd's F(2x2, 3x3), 16 matrix products of the
 //! transformed weights (transformed as the conv runs) by the transformed input, 2.25x fewer multiply-adds.
 //! On AVX-512 the thin stride-2 stem is no matrix product at all, [`Lowering::Direct`] (`direct`): a direct
 //! convolution reading the image's even and odd columns, 16 output pixels per load and tap.
@@ -242,7 +242,7 @@ pub enum Lowering {
     /// Every conv as one matrix product: a 1x1 reads its input in place, others are implicit GEMMs (the
     /// unfolded input packed straight from the image) or, elsewhere, im2col bands.
     Gemm,
-    /// Winograd's F(2x2, 3x3) ([`winograd`]) for the 3x3 stride-1 convs it pays for (see
+    /// Winograd's F(2x2, 3x3) (`winograd`) for the 3x3 stride-1 convs it pays for (see
     /// [`Lowering::applies`]): 16 products per 2x2 output tile and channel pair instead of 36. The rest as
     /// [`Lowering::Gemm`]. As a policy, it allows [`Lowering::Direct`] too.
     Winograd,
