@@ -140,7 +140,15 @@ unsafe fn transform_panel_avx512(g: &[f32], c: usize, u: &mut [f32]) {
     };
     let (gp, up) = (g.as_ptr(), u.as_mut_ptr());
     let pairs = c / 2;
+    const AHEAD: usize = 16;
     for ci in (0..2 * pairs).step_by(2) {
+        // The kernels `AHEAD` channels on (nine lines a pair), fetched ahead: a pass at batch 1 reads each
+        // conv's weights from memory once, and with the hardware prefetcher alone ResNet-50 layer3's 3x3s ran
+        // 0.77 ms each in a pass against 0.64 with their weights in cache (0.72 with this).
+        let next = gp.wrapping_add((ci + AHEAD) * 9 * MR);
+        for l in 0..9 {
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(16 * l).cast());
+        }
         // Tap `t` of channels `ci` (low half) and `ci + 1` (high half).
         let tap = |t: usize| {
             let lo = _mm256_castps_pd(_mm256_loadu_ps(gp.add((ci * 9 + t) * MR)));
