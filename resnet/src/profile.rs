@@ -238,10 +238,11 @@ fn conv_op(
 const MIN_TIMED: Duration = Duration::from_millis(20);
 
 /// Runs `op` `t.repeats` times (at least once) and, with more than one repeat, until the runs add up to
-/// [`MIN_TIMED`] (at most 1000 runs); records the median, returns the last output. The first runs of an op
-/// read an input its producer has just written, out of the other cores' caches: a 0.07 ms conv's first
-/// two or three runs are up to 40 % slower, which the median of ten runs of a small op does not always leave
-/// out; 20 ms are ~250 runs of it (and two of a 10 ms conv, which runs its ten anyway).
+/// 20 ms (at most 1000 runs); records the median, returns the last output. An op's first runs are slower
+/// (its input was just written by the op before: ResNet-18's layer2 downsample at batch 8 ran its first of
+/// ten runs 35 % slower than its last, and the median of ten did not always leave such runs out); 20 ms are
+/// ~30 runs of that 0.6 ms op, ~250 of its 0.07 ms at batch 1, and two of a 10 ms conv, which runs its ten
+/// anyway.
 pub fn record(
     out: &mut Vec<OpRecord>,
     name: &str,
