@@ -237,6 +237,14 @@ fn conv_op(
 /// With more than one repeat, each op is also run until its timed runs add up to this much.
 const MIN_TIMED: Duration = Duration::from_millis(20);
 
+/// Runs of one op at most, whatever [`MIN_TIMED`] asks.
+const MAX_RUNS: usize = 1000;
+
+/// Whether [`record`] runs its op again after `done` runs that took `timed` together, asked for `repeats`.
+fn more_runs(done: usize, repeats: usize, timed: Duration) -> bool {
+    done < repeats.max(1) || (repeats > 1 && timed < MIN_TIMED && done < MAX_RUNS)
+}
+
 /// Runs `op` `t.repeats` times (at least once) and, with more than one repeat, until the runs add up to
 /// 20 ms (at most 1000 runs); records the median, returns the last output. An op's first runs are slower
 /// (its input was just written by the op before: ResNet-18's layer2 downsample at batch 8 ran its first of
@@ -255,7 +263,7 @@ pub fn record(
     let mut times = Vec::with_capacity(t.repeats.max(1));
     let mut y = None;
     let mut timed = Duration::ZERO;
-    while times.len() < t.repeats.max(1) || (t.repeats > 1 && timed < MIN_TIMED && times.len() < 1000) {
+    while more_runs(times.len(), t.repeats, timed) {
         (t.sync)()?;
         let start = Instant::now();
         let r = op()?;
@@ -303,14 +311,35 @@ mod tests {
         calls.get()
     }
 
-    /// A small op runs past its repeats until its runs add up to the minimum time; a long one runs its
-    /// repeats; a single repeat (`zoo info`'s walk) is one run, however short.
+    /// A small op runs past its repeats until its runs add up to the minimum time (a 0.2 ms op ~100 times;
+    /// fewer only if the machine stretches each sleep past 6 ms); a long one runs its repeats; a single repeat
+    /// (`zoo info`'s walk) is one run, however short.
     #[test]
     fn small_ops_run_until_the_minimum_time() {
-        let small = runs(3, Duration::from_millis(1));
-        assert!((4..=20).contains(&small), "{small} runs of a 1 ms op");
+        let small = runs(3, Duration::from_micros(200));
+        assert!((4..=100).contains(&small), "{small} runs of a 0.2 ms op");
         assert_eq!(runs(3, Duration::from_millis(25)), 3);
         assert_eq!(runs(1, Duration::ZERO), 1);
-        assert_eq!(runs(2, Duration::ZERO), 1000, "a free op stops at the run cap");
+    }
+
+    /// The rule itself: the repeats asked for always, then more until the minimum time or the cap.
+    #[test]
+    fn the_run_rule() {
+        let ms = Duration::from_millis;
+        assert!(more_runs(0, 0, ms(0)) && !more_runs(1, 0, ms(0)), "at least one run");
+        assert!(!more_runs(1, 1, ms(0)), "one repeat: one run");
+        assert!(more_runs(2, 3, ms(500)), "the repeats asked for, however long");
+        assert!(
+            more_runs(3, 3, ms(19)) && !more_runs(3, 3, ms(20)),
+            "then up to the minimum time"
+        );
+        assert!(
+            more_runs(MAX_RUNS - 1, 3, ms(0)) && !more_runs(MAX_RUNS, 3, ms(0)),
+            "the cap"
+        );
+        assert!(
+            more_runs(MAX_RUNS + 5, MAX_RUNS + 10, ms(500)),
+            "repeats past the cap still run"
+        );
     }
 }

@@ -38,10 +38,9 @@ pub(crate) unsafe fn tile(t: &MicroTile) {
 unsafe fn kernel<const NV: usize>(t: &MicroTile) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     // A block's last conv: the residual's lines and the output's, fetched while the depth loop runs. At batch
-    // 8 both come from memory (ResNet-50 layer1's 64 -> 256 1x1: 25 MB each), and the hardware prefetcher,
-    // following 8 rows' runs of each, starts them too late: measured -9 to -13 % on that conv and -5 to -11 %
-    // on layer3's 256 -> 1024 at batch 8, no change at batch 1 (where they are in cache) nor on convs without
-    // a residual (their stores alone gained nothing from it).
+    // 8 both are larger than the cache (ResNet-50 layer1's 64 -> 256 1x1: 25 MB each), and with the hardware
+    // prefetcher alone that conv took 9-13 % longer, layer3's 256 -> 1024 5-11 %; no change at batch 1 (where
+    // they are in cache), nor on convs without a residual (their stores alone gained nothing from it).
     if let Some((r, ld)) = t.epilogue.and_then(|e| e.residual) {
         for i in 0..t.rows.min(MR) {
             for v in 0..NV {
