@@ -915,8 +915,8 @@ impl PackedConv {
         f(Image::F32(x))
     }
 
-    /// One image; `parallel` spreads it over the thread pool (im2col by channel, the GEMM by group, by
-    /// column block or by row block).
+    /// One image; `parallel` spreads it over the thread pool (im2col by channel, the GEMM by group, or by
+    /// column blocks, row blocks or both: [`tile_steps`]).
     #[allow(clippy::too_many_arguments)]
     fn run_image(
         &self,
@@ -969,27 +969,16 @@ impl PackedConv {
                         cols: (0, p),
                     })
                 });
-            } else if p >= 192 * threads {
-                // Column blocks, a multiple of the micro-kernel's 16-float vector width. Only where each
-                // thread gets four strips or more: a smaller map (14x14 at batch 1 on 2 threads) cut at a
-                // vector boundary leaves each thread a partial strip, and splitting the rows costs nothing.
-                let step = (p.div_ceil(threads)).div_ceil(16) * 16;
-                (0..p.div_ceil(step)).into_par_iter().for_each(|b| {
-                    tile(Tile {
-                        group: 0,
-                        rows: (0, og),
-                        cols: (b * step, ((b + 1) * step).min(p)),
-                    })
-                });
             } else {
-                // Row blocks start on whole weight panels.
-                let rows = self.row_step();
-                let step = (og.div_ceil(threads)).div_ceil(rows) * rows;
-                (0..og.div_ceil(step)).into_par_iter().for_each(|b| {
+                let (rows, cols) = tile_steps(p, og, self.row_step(), self.engine.strip_cols(), threads);
+                let blocks = p.div_ceil(cols);
+                // Row-major, so that the run of tasks a thread takes shares its weight panels.
+                (0..og.div_ceil(rows) * blocks).into_par_iter().for_each(|t| {
+                    let (r, b) = (t / blocks, t % blocks);
                     tile(Tile {
                         group: 0,
-                        rows: (b * step, ((b + 1) * step).min(og)),
-                        cols: (0, p),
+                        rows: (r * rows, ((r + 1) * rows).min(og)),
+                        cols: (b * cols, ((b + 1) * cols).min(p)),
                     })
                 });
             }
@@ -1216,6 +1205,28 @@ fn tap_major(s: &ConvSpec) -> bool {
 fn tap_major_index(i: usize, s: &ConvSpec) -> usize {
     let taps = s.kernel * s.kernel;
     (i % taps) * s.in_channels + i / taps
+}
+
+/// The output rows and columns per tile when one image's `og` x `p` output (one group) is cut over `threads`
+/// threads (see [`PackedConv::run_image`]):
+/// - column blocks, a multiple of the micro-kernel's 16-float vector, where each thread gets 192 columns (four
+///   AVX-512 strips) or more: a smaller map (14x14 at batch 1 on 2 threads) cut at a vector boundary leaves
+///   each thread a partial strip, and splitting the rows costs nothing;
+/// - else row blocks of whole weight panels (`panel` rows), and where those are fewer than the threads (a
+///   64-channel conv is 8 panels: on 64 threads, 8 tasks) each also cut into column blocks of whole strips
+///   (`strip` columns) of 192 columns or more: a 56x56 map's 64-channel 1x1 on 64 threads, 8 x 8 tiles.
+fn tile_steps(p: usize, og: usize, panel: usize, strip: usize, threads: usize) -> (usize, usize) {
+    if p >= 192 * threads {
+        return (og, p.div_ceil(threads).div_ceil(16) * 16);
+    }
+    let rows = og.div_ceil(threads).div_ceil(panel) * panel;
+    let row_blocks = og.div_ceil(rows);
+    let col_blocks = threads.div_ceil(row_blocks).min(p / 192).max(1);
+    let cols = match col_blocks {
+        1 => p,
+        _ => p.div_ceil(col_blocks).div_ceil(strip) * strip,
+    };
+    (rows, cols)
 }
 
 /// Target size of one band's unfolded panel: a quarter of this machine's 2 MiB L2 left room for the
@@ -1550,6 +1561,61 @@ mod tests {
             .map_err(candle_core::Error::wrap)?;
         let cases = PATHS.map(|(n, c, o, k, stride, groups, size)| (2 + n % 2, c, o, k, stride, groups, size));
         pool.install(|| check_paths(&cases))
+    }
+
+    /// Batch 1 on a pool of 64 threads (a 64-core server), where convs of few output channels cut their row
+    /// panels into column blocks too ([`tile_steps`]): [`PATHS`] at batch 1, plus maps of 8-40 channels whose
+    /// rows and columns both split (a 1x1, an implicit GEMM of stride 2, a 3x3 too wide for Winograd).
+    #[test]
+    fn many_threads_at_batch_one_match_candle_conv2d() -> Result<()> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(64)
+            .build()
+            .map_err(candle_core::Error::wrap)?;
+        let mut cases = PATHS
+            .map(|(_, c, o, k, stride, groups, size)| (1, c, o, k, stride, groups, size))
+            .to_vec();
+        cases.extend([
+            (1, 16, 24, 1, 1, 1, 45),
+            (1, 8, 40, 3, 2, 1, 61),
+            (1, 600, 8, 3, 1, 1, 30),
+        ]);
+        pool.install(|| check_paths(&cases))
+    }
+
+    /// [`tile_steps`]' tiles cover the output once, start on whole panels (and, cut both ways, on whole
+    /// strips), give a 64-core server at least as many tasks as it has threads for ResNet's batch-1 1x1s at
+    /// 56x56 and 28x28, and on two threads cut as before (columns from 384 on, else rows).
+    #[test]
+    fn tiles_cover_the_output_and_go_around_the_threads() {
+        for threads in [1, 2, 3, 7, 16, 64, 100] {
+            for p in [1, 47, 49, 196, 383, 384, 784, 3136, 12544] {
+                for og in [1, 8, 16, 24, 64, 256, 2048] {
+                    let (rows, cols) = tile_steps(p, og, 8, 48, threads);
+                    let what = format!("p {p} og {og} threads {threads}: {rows} x {cols}");
+                    assert!(rows > 0 && cols > 0 && (rows == og || rows % 8 == 0), "{what}");
+                    assert!(cols == p || cols % 16 == 0, "{what}");
+                    let (rb, cb) = (og.div_ceil(rows), p.div_ceil(cols));
+                    // Disjoint blocks that reach the last row and column, none of them empty.
+                    assert!((rb - 1) * rows < og && (cb - 1) * cols < p, "{what}");
+                    if rb > 1 && cb > 1 {
+                        assert_eq!(cols % 48, 0, "{what}");
+                    }
+                    if threads == 2 {
+                        let old = match p >= 384 {
+                            true => (og, p.div_ceil(2).div_ceil(16) * 16),
+                            false => (og.div_ceil(2).div_ceil(8) * 8, p),
+                        };
+                        assert_eq!((rows, cols), old, "{what}");
+                    }
+                }
+            }
+        }
+        for (p, og) in [(3136, 64), (3136, 256), (784, 128), (784, 512)] {
+            let (rows, cols) = tile_steps(p, og, 8, 48, 64);
+            let tasks = og.div_ceil(rows) * p.div_ceil(cols);
+            assert!(tasks >= 64, "{og} channels at {p} pixels: {tasks} tasks on 64 threads");
+        }
     }
 
     /// One conv per case, packed and run as `PackedConv::forward`, against Candle's `conv2d` + bias (+ residual
