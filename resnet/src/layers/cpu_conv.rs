@@ -1555,10 +1555,7 @@ mod tests {
     /// image's tiles spread over the pool, nested in the images' tasks.
     #[test]
     fn fewer_images_than_threads_match_candle_conv2d() -> Result<()> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(7)
-            .build()
-            .map_err(candle_core::Error::wrap)?;
+        let pool = pool(7)?;
         let cases = PATHS.map(|(n, c, o, k, stride, groups, size)| (2 + n % 2, c, o, k, stride, groups, size));
         pool.install(|| check_paths(&cases))
     }
@@ -1568,10 +1565,7 @@ mod tests {
     /// rows and columns both split (a 1x1, an implicit GEMM of stride 2, a 3x3 too wide for Winograd).
     #[test]
     fn many_threads_at_batch_one_match_candle_conv2d() -> Result<()> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(64)
-            .build()
-            .map_err(candle_core::Error::wrap)?;
+        let pool = pool(64)?;
         let mut cases = PATHS
             .map(|(_, c, o, k, stride, groups, size)| (1, c, o, k, stride, groups, size))
             .to_vec();
@@ -1618,6 +1612,14 @@ mod tests {
         }
     }
 
+    /// A rayon pool of `threads` threads.
+    fn pool(threads: usize) -> Result<rayon::ThreadPool> {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(candle_core::Error::wrap)
+    }
+
     /// One conv per case, packed and run as `PackedConv::forward`, against Candle's `conv2d` + bias (+ residual
     /// + ReLU) on the same random tensors.
     fn check_paths(cases: &[(usize, usize, usize, usize, usize, usize, usize)]) -> Result<()> {
@@ -1660,10 +1662,7 @@ mod tests {
     #[test]
     fn batch_remainders_match_candle_conv2d() -> Result<()> {
         let dev = Device::Cpu;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .map_err(candle_core::Error::wrap)?;
+        let pool = pool(3)?;
         let cases = [
             // (n, c, o, k, stride, input size)
             (8, 64, 256, 1, 1, 14),
@@ -1766,10 +1765,7 @@ mod tests {
     #[test]
     fn fused_stem_pool_is_the_pool_of_the_conv() -> Result<()> {
         let dev = Device::Cpu;
-        let pool1 = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .map_err(candle_core::Error::wrap)?;
+        let pool1 = pool(1)?;
         let mut spec4 = ConvSpec::new(4, 16, 4, 2);
         spec4.padding = 0;
         let cases = [
