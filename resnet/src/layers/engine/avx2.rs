@@ -28,7 +28,9 @@ pub(crate) unsafe fn tile(t: &MicroTile) {
 unsafe fn kernel<const NV: usize>(t: &MicroTile) {
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
     let mut b = t.b;
+    let mut ahead = t.ahead;
     for kk in 0..t.k {
+        ahead.fetch();
         let mut bv = [_mm256_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
             *x = _mm256_load_ps(b.add(8 * v));
@@ -40,6 +42,9 @@ unsafe fn kernel<const NV: usize>(t: &MicroTile) {
             }
         }
         b = b.add(NR);
+    }
+    while ahead.count > 0 {
+        ahead.fetch();
     }
     let tail = (t.cols - 8 * (NV - 1)) as i32;
     // Lane l is kept when l < tail: the sign bit of (l - tail).

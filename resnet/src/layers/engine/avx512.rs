@@ -65,14 +65,20 @@ unsafe fn kernel<const NV: usize>(t: &MicroTile) {
     // Two steps per iteration (half the loop's own instructions, which share the FMA ports), with the next
     // tile's weights for them prefetched: one 64-byte line, as two steps of a panel take.
     let pairs = t.k / 2;
+    let mut ahead = t.ahead;
     for kk in (0..2 * pairs).step_by(2) {
         _mm_prefetch::<_MM_HINT_T0>(t.next_a.wrapping_add(kk * MR).cast());
+        ahead.fetch();
         step(&mut acc, t.a.add(kk * MR), t.b.add(kk * NR));
         step(&mut acc, t.a.add((kk + 1) * MR), t.b.add((kk + 1) * NR));
     }
     if t.k % 2 == 1 {
         let kk = t.k - 1;
         step(&mut acc, t.a.add(kk * MR), t.b.add(kk * NR));
+    }
+    // What the loop had no steps left for.
+    while ahead.count > 0 {
+        ahead.fetch();
     }
     store::<NV>(t, &acc);
 }
@@ -280,6 +286,7 @@ pub(crate) mod tests {
                                     residual: Some((residual.as_ptr(), ld)),
                                     relu: true,
                                 }),
+                                ahead: crate::layers::engine::Ahead::NONE,
                             };
                             unsafe { f(&t) };
                             c

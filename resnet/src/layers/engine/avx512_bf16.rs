@@ -45,8 +45,10 @@ unsafe fn kernel<const NV: usize>(t: &MicroTile) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let a = t.a.cast::<i32>();
     let mut b = t.b;
+    let mut ahead = t.ahead;
     for kp in 0..t.k {
         _mm_prefetch::<_MM_HINT_T0>(t.next_a.wrapping_add(kp * MR).cast());
+        ahead.fetch();
         let mut bv = [_mm512_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
             *x = _mm512_load_ps(b.add(16 * v));
@@ -58,6 +60,9 @@ unsafe fn kernel<const NV: usize>(t: &MicroTile) {
             }
         }
         b = b.add(NR);
+    }
+    while ahead.count > 0 {
+        ahead.fetch();
     }
     super::avx512::store::<NV>(t, &acc);
 }

@@ -252,6 +252,58 @@ fn blocking_boundaries_match_the_definition() -> Result<()> {
     Ok(())
 }
 
+/// The lines a block's tiles fetch ahead (`Ahead::block`, a quota each, as `blocked` hands them out) are every
+/// line holding a float of the block, plus at most one past each row's last (rows that start inside a line),
+/// each once unless two rows share it, and nothing once the quotas pass the block's end.
+#[test]
+fn tiles_fetch_every_line_of_the_next_block() {
+    use std::collections::BTreeSet;
+    let buf = vec![0f32; 64 * 1024];
+    for (skew, ld, rows, cols, tiles) in [
+        (0, 3136, 64, 1008, 168),
+        (0, 784, 512, 96, 64),
+        (3, 50, 7, 45, 4),
+        (5, 37, 9, 20, 50),
+        (7, 96, 5, 96, 3),
+    ] {
+        // 64-byte aligned, then `skew` floats in.
+        let base = buf.as_ptr().wrapping_add(buf.as_ptr().align_offset(64) + skew);
+        let line = |p: *const u8| (p as usize - base as usize + 4 * skew) / 64;
+        let want: BTreeSet<usize> = (0..rows)
+            .flat_map(|r| (0..cols).map(move |j| line(base.wrapping_add(r * ld + j).cast())))
+            .collect();
+        let total = super::Ahead::block(base, ld, rows, cols, 0, usize::MAX).count;
+        let quota = total.div_ceil(tiles);
+        let mut got = Vec::new();
+        for t in 0..tiles + 2 {
+            let mut ahead = super::Ahead::block(base, ld, rows, cols, t * quota, quota);
+            assert!(ahead.count <= quota);
+            while let Some(p) = ahead.next() {
+                got.push(line(p));
+            }
+        }
+        let what = format!("skew {skew} ld {ld} rows {rows} cols {cols}");
+        let unique: BTreeSet<usize> = got.iter().copied().collect();
+        // Rows far enough apart that no line fetched for one (its extra line included) holds floats of the next.
+        if ld >= cols.div_ceil(16) * 16 + 16 {
+            assert_eq!(unique.len(), got.len(), "{what}: a line fetched twice");
+        }
+        assert!(unique.is_superset(&want), "{what}: lines missed");
+        assert!(
+            got.len() <= want.len() + rows,
+            "{what}: {} lines for {}",
+            got.len(),
+            want.len()
+        );
+        for extra in unique.difference(&want) {
+            assert!(
+                want.contains(&(extra - 1)),
+                "{what}: line {extra} is not just past a row"
+            );
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     /// Random shapes: every engine equals the definition.
