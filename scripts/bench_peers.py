@@ -22,6 +22,9 @@ timed runs after 3 warm-up runs, reported in ms/img.
     cargo build --release --manifest-path benches/rust-peers/Cargo.toml --target-dir target/rust-peers
     .venv/bin/python scripts/bench_peers.py --ours target/release/zoo --rust-peers target/rust-peers/release/rust-peers-bench \
         --rounds 3                                           # + the pure-Rust runtimes rten and tract, same ONNX file
+    (cd benches/stock-candle && CARGO_TARGET_DIR=$PWD/../../target/stock-candle cargo build --release)
+    .venv/bin/python scripts/bench_peers.py --ours target/release/zoo --stock-candle target/stock-candle/release/stock-candle-bench \
+        --rounds 3                                           # + stock candle-transformers (random weights, same shapes)
 
 With --ours, each (model, batch) row also runs `zoo bench` right after PyTorch and ONNX Runtime, so the
 three share the machine's state of that moment (timings here drift by up to 2x over minutes).
@@ -59,6 +62,17 @@ def ours_ms(zoo, name, batch, iters, engine="auto", dtype="f32", threads=2, cali
                           "--threads", str(threads), "--engine", engine, *precision],
                          check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out)["median_ms"] / batch
+
+
+def stock_candle_ms(binary, name, batch, iters, threads):
+    """ms/img of stock candle-transformers' `name` (benches/stock-candle: 3 warm-ups, median of `iters`), its
+    threads set as Candle reads them (RAYON_NUM_THREADS)."""
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    out = subprocess.run([binary, "--archs", name, "--batches", str(batch), "--iters", str(iters), "--warmup", "3"],
+                         check=True, capture_output=True, text=True, env=env).stdout
+    model, b, ms = out.split()
+    assert (model, int(b)) == (name, batch), out
+    return float(ms)
 
 
 def rust_peer_ms(binary, runtime, onnx_path, batch, iters, threads):
@@ -141,6 +155,10 @@ def main():
                     help="also time rten and tract on the same ONNX file with BIN, the release build of "
                          "benches/rust-peers (cargo build --release --manifest-path benches/rust-peers/Cargo.toml "
                          "--target-dir target/rust-peers)")
+    ap.add_argument("--stock-candle", metavar="BIN",
+                    help="also time stock candle-transformers (crates.io Candle, none of our features) with BIN, the "
+                         "release build of benches/stock-candle (its own workspace: cd benches/stock-candle && "
+                         "CARGO_TARGET_DIR=$PWD/../../target/stock-candle cargo build --release)")
     ap.add_argument("--torch-bf16", action="store_true",
                     help="also time PyTorch under torch.autocast('cpu', dtype=torch.bfloat16)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds over every row; ratios are per round")
@@ -191,6 +209,8 @@ def main():
         header += f" {'ort int8':>9}"
     if args.rust_peers:
         header += f" {'rten':>7} {'tract':>7}"
+    if args.stock_candle:
+        header += f" {'candle-t':>8}"
     for e in engines:
         header += f" {'zoo ' + e:>15} {'ort/zoo':>8} {'torch/zoo':>9}"
         if args.torch_bf16:
@@ -221,6 +241,9 @@ def main():
                 for runtime in ["rten", "tract"]:
                     t_rust[runtime] = rust_peer_ms(args.rust_peers, runtime, onnx_path, batch, args.iters, args.threads)
                     line += f" {t_rust[runtime]:>7.1f}"
+            if args.stock_candle:
+                t_rust["candle-t"] = stock_candle_ms(args.stock_candle, name, batch, args.iters, args.threads)
+                line += f" {t_rust['candle-t']:>8.1f}"
             ours = {}
             for e in engines:
                 engine, _, dtype = e.partition(":")
@@ -236,7 +259,7 @@ def main():
             print(line, flush=True)
             results.append({"round": rnd, "model": name, "batch": batch, "torch_ms_per_img": t_torch,
                             "torch_bf16_ms_per_img": t_bf16, "ort_ms_per_img": t_ort, "ort_int8_ms_per_img": t_ort8, "zoo_ms_per_img": ours,
-                            **{f"{r}_ms_per_img": v for r, v in t_rust.items()}})
+                            **{f"{r.replace('-t', '_transformers')}_ms_per_img": v for r, v in t_rust.items()}})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

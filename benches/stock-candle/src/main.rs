@@ -1,6 +1,6 @@
 //! ms/img of candle-transformers' `resnet18` / `resnet50` (random weights, 224x224, f32, CPU) in stock
-//! Candle: the median of `--iters` timed passes after one warm-up, per batch size, printed as
-//! `model batch ms/img` lines for `scripts/bench_stock_candle.sh`.
+//! Candle: the median of `--iters` timed passes after `--warmup` untimed ones (default 1), per batch size,
+//! printed as `model batch ms/img` lines for `scripts/bench_stock_candle.sh` and `scripts/bench_peers.py`.
 
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ fn main() -> Result<()> {
         args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or(default.into())
     };
     let iters: usize = flag("--iters", "7").parse().expect("--iters takes a number");
+    let warmup: usize = flag("--warmup", "1").parse().expect("--warmup takes a number");
     let batches: Vec<usize> = flag("--batches", "1,8").split(',').map(|b| b.parse().expect("--batches: numbers")).collect();
     let device = Device::Cpu;
     for arch in flag("--archs", "resnet18,resnet50").split(',') {
@@ -25,7 +26,9 @@ fn main() -> Result<()> {
         };
         for &batch in &batches {
             let x = Tensor::randn(0f32, 1f32, (batch, 3, 224, 224), &device)?;
-            model.forward(&x)?;
+            for _ in 0..warmup {
+                model.forward(&x)?;
+            }
             let mut times = Vec::with_capacity(iters);
             for _ in 0..iters {
                 let start = Instant::now();
