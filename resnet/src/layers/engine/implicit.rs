@@ -32,6 +32,31 @@ pub(crate) struct Implicit<T> {
     pub first_col: usize,
 }
 
+impl<T> Implicit<T> {
+    /// The input that depth rows `k0 .. k0 + kb` of B read at output columns `col0 .. col0 + n` (relative to
+    /// [`Implicit::first_col`]), as a block for `Ahead::block`: `(start, rows, cols)`, one row per input channel
+    /// (rows a channel's `h * w` floats apart), each the run of whole image rows those output rows' taps reach
+    /// (at stride 2 including the odd rows a 1x1 skips). `None` in (tap, channel) order.
+    pub(crate) fn span(&self, (k0, kb): (usize, usize), col0: usize, n: usize) -> Option<(*const T, usize, usize)> {
+        let (c, h, w) = self.chw;
+        let taps = self.kernel * self.kernel;
+        if self.tap_major || kb == 0 || n == 0 || h == 0 || w == 0 {
+            return None;
+        }
+        let (c0, c1) = (k0 / taps, ((k0 + kb - 1) / taps + 1).min(c));
+        let (oy0, oy1) = (
+            (self.first_col + col0) / self.ow,
+            (self.first_col + col0 + n - 1) / self.ow,
+        );
+        let y0 = (oy0 * self.stride).saturating_sub(self.pad).min(h - 1);
+        let y1 = (oy1 * self.stride + self.kernel - 1)
+            .saturating_sub(self.pad)
+            .min(h - 1);
+        let start = self.x.wrapping_add(c0 * h * w + y0 * w);
+        Some((start, c1.saturating_sub(c0), (y1 + 1 - y0.min(y1 + 1)) * w))
+    }
+}
+
 /// One masked load of a [`Gather`]: the lanes it fills, the same lanes as even elements of a load twice as
 /// wide (stride 2), and the offset from the channel's first pixel that lane 0 would read (lane `l` reads
 /// `stride * l` past it).
@@ -445,6 +470,64 @@ pub(crate) mod tests {
                             super::pairs(&img, &gather, (k0, kb), n, nr, pairs, &mut got[g..]);
                         }
                         assert_eq!(&got[g..g + len], &want[a..a + len], "bf16 {what}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Implicit::span` holds every pixel that the depth rows and columns asked for read (by the definition,
+    /// as `unfold` reads them), with `first_col` set; a span is whole image rows of consecutive channels.
+    #[test]
+    fn spans_hold_every_pixel_a_block_reads() {
+        for (c, h, w, kernel, pad, st) in SHAPES {
+            let (oh, ow) = ((h + 2 * pad - kernel) / st + 1, (w + 2 * pad - kernel) / st + 1);
+            let (k, p, taps) = (c * kernel * kernel, oh * ow, kernel * kernel);
+            for first_col in [0, p / 3] {
+                let img = Implicit {
+                    x: std::ptr::null::<f32>().wrapping_add(64),
+                    chw: (c, h, w),
+                    kernel,
+                    stride: st,
+                    tap_major: false,
+                    pad,
+                    ow,
+                    first_col,
+                };
+                let cols = p - first_col;
+                for (col0, n) in [(0, cols), (1, cols / 2), (cols / 2, cols - cols / 2), (cols - 1, 1)] {
+                    for (k0, kb) in [(0, k), (1, k - 1), (k / 2, k.div_ceil(4)), (k - 1, 1)] {
+                        if n == 0 || kb == 0 {
+                            continue;
+                        }
+                        let what =
+                            format!("c{c} {h}x{w} k{kernel}/{st} first {first_col} cols {col0}+{n} rows {k0}+{kb}");
+                        let (start, rows, len) = img.span((k0, kb), col0, n).expect("channel-major");
+                        let start = (start as usize - img.x as usize) / 4;
+                        assert_eq!(start % w, 0, "{what}: starts mid-row");
+                        assert_eq!(len % w, 0, "{what}: ends mid-row");
+                        assert!(
+                            start / (h * w) + rows <= c && start % (h * w) + len <= h * w,
+                            "{what}: past the image"
+                        );
+                        for r in k0..k0 + kb {
+                            let (ci, tap) = (r / taps, r % taps);
+                            let (i, j) = (tap / kernel, tap % kernel);
+                            for col in first_col + col0..first_col + col0 + n {
+                                let y = (col / ow * st + i) as isize - pad as isize;
+                                let x = (col % ow * st + j) as isize - pad as isize;
+                                if !(0..h as isize).contains(&y) || !(0..w as isize).contains(&x) {
+                                    continue;
+                                }
+                                // Row `ci - c0` of the span, `y * w + x - y0 * w` into it.
+                                let (c0, y0w) = (start / (h * w), start % (h * w));
+                                let pixel = y as usize * w + x as usize;
+                                assert!(
+                                    ci >= c0 && ci - c0 < rows && pixel >= y0w && pixel - y0w < len,
+                                    "{what}: pixel ({ci}, {y}, {x}) outside the span"
+                                );
+                            }
+                        }
                     }
                 }
             }
