@@ -28,7 +28,7 @@ pub(crate) unsafe fn tile(t: &MicroTile) {
 unsafe fn kernel<const NV: usize>(t: &MicroTile) {
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
     let mut b = t.b;
-    let mut ahead = t.ahead;
+    let mut ahead = t.fetch.start();
     for kk in 0..t.k {
         ahead.fetch();
         let mut bv = [_mm256_setzero_ps(); NV];
@@ -46,6 +46,7 @@ unsafe fn kernel<const NV: usize>(t: &MicroTile) {
     while ahead.count > 0 {
         ahead.fetch();
     }
+    t.fetch.finish(&ahead);
     let tail = (t.cols - 8 * (NV - 1)) as i32;
     // Lane l is kept when l < tail: the sign bit of (l - tail).
     let last = _mm256_sub_epi32(

@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::MicroTile;
+use super::{Ahead, MicroTile};
 
 /// Columns (pixels) per packed strip: three 16-float vectors.
 pub(crate) const NR: usize = 48;
@@ -28,14 +28,18 @@ pub(crate) unsafe fn tile(t: &MicroTile) {
             3 => narrow::<3>(t),
             _ => narrow::<4>(t),
         },
-        1 => kernel::<1>(t),
-        2 => kernel::<2>(t),
-        _ => kernel::<3>(t),
+        // With lines to fetch ahead, or without (the depth loop as it was, free of the fetch's state).
+        1 if t.fetch.some() => kernel::<1, true>(t),
+        2 if t.fetch.some() => kernel::<2, true>(t),
+        _ if t.fetch.some() => kernel::<3, true>(t),
+        1 => kernel::<1, false>(t),
+        2 => kernel::<2, false>(t),
+        _ => kernel::<3, false>(t),
     }
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const NV: usize>(t: &MicroTile) {
+unsafe fn kernel<const NV: usize, const AHEAD: bool>(t: &MicroTile) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     // A block's last conv: the residual's lines and the output's, fetched while the depth loop runs. At batch
     // 8 both are larger than the cache (ResNet-50 layer1's 64 -> 256 1x1: 25 MB each), and with the hardware
@@ -65,10 +69,12 @@ unsafe fn kernel<const NV: usize>(t: &MicroTile) {
     // Two steps per iteration (half the loop's own instructions, which share the FMA ports), with the next
     // tile's weights for them prefetched: one 64-byte line, as two steps of a panel take.
     let pairs = t.k / 2;
-    let mut ahead = t.ahead;
+    let mut ahead = if AHEAD { t.fetch.start() } else { Ahead::NONE };
     for kk in (0..2 * pairs).step_by(2) {
         _mm_prefetch::<_MM_HINT_T0>(t.next_a.wrapping_add(kk * MR).cast());
-        ahead.fetch();
+        if AHEAD {
+            ahead.fetch();
+        }
         step(&mut acc, t.a.add(kk * MR), t.b.add(kk * NR));
         step(&mut acc, t.a.add((kk + 1) * MR), t.b.add((kk + 1) * NR));
     }
@@ -77,8 +83,11 @@ unsafe fn kernel<const NV: usize>(t: &MicroTile) {
         step(&mut acc, t.a.add(kk * MR), t.b.add(kk * NR));
     }
     // What the loop had no steps left for.
-    while ahead.count > 0 {
-        ahead.fetch();
+    if AHEAD {
+        while ahead.count > 0 {
+            ahead.fetch();
+        }
+        t.fetch.finish(&ahead);
     }
     store::<NV>(t, &acc);
 }
@@ -226,7 +235,7 @@ pub(crate) mod tests {
         if !std::arch::is_x86_feature_detected!("avx512f") {
             return;
         }
-        check_narrow(|t| unsafe { kernel::<1>(t) }, |t| unsafe { tile(t) }, |(x, _)| x);
+        check_narrow(|t| unsafe { kernel::<1, false>(t) }, |t| unsafe { tile(t) }, |(x, _)| x);
     }
 
     /// Runs `tile` and the 16-lane `wide` kernel on the same narrow tiles (see
@@ -286,7 +295,7 @@ pub(crate) mod tests {
                                     residual: Some((residual.as_ptr(), ld)),
                                     relu: true,
                                 }),
-                                ahead: crate::layers::engine::Ahead::NONE,
+                                fetch: crate::layers::engine::Fetch::NONE,
                             };
                             unsafe { f(&t) };
                             c

@@ -45,7 +45,7 @@ unsafe fn kernel<const NV: usize>(t: &MicroTile) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let a = t.a.cast::<i32>();
     let mut b = t.b;
-    let mut ahead = t.ahead;
+    let mut ahead = t.fetch.start();
     for kp in 0..t.k {
         _mm_prefetch::<_MM_HINT_T0>(t.next_a.wrapping_add(kp * MR).cast());
         ahead.fetch();
@@ -64,6 +64,7 @@ unsafe fn kernel<const NV: usize>(t: &MicroTile) {
     while ahead.count > 0 {
         ahead.fetch();
     }
+    t.fetch.finish(&ahead);
     super::avx512::store::<NV>(t, &acc);
 }
 

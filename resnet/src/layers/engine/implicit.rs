@@ -32,14 +32,19 @@ pub(crate) struct Implicit<T> {
     pub first_col: usize,
 }
 
-impl<T> Implicit<T> {
+impl Implicit<f32> {
+    /// The image's size in bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        4 * self.chw.0 * self.chw.1 * self.chw.2
+    }
+
     /// The input that depth rows `k0 .. k0 + kb` of B read at output columns `col0 .. col0 + n` (relative to
-    /// [`Implicit::first_col`]), as a block for `Ahead::block`: `(start, rows, cols)`, one row per input channel
-    /// (rows a channel's `h * w` floats apart), each the run of whole image rows those output rows' taps reach
-    /// (at stride 2 including the odd rows a 1x1 skips). `None` in (tap, channel) order.
-    pub(crate) fn span(&self, (k0, kb): (usize, usize), col0: usize, n: usize) -> Option<(*const T, usize, usize)> {
+    /// [`Implicit::first_col`]), as a region to fetch ahead: a plane per input channel, in it the run of whole
+    /// image rows those output rows' taps reach, or, where the kernel is narrower than the stride (a stride-2
+    /// 1x1), a run per output row of just the rows it reads. `None` in (tap, channel) order.
+    pub(crate) fn span(&self, (k0, kb): (usize, usize), col0: usize, n: usize) -> Option<super::Region> {
         let (c, h, w) = self.chw;
-        let taps = self.kernel * self.kernel;
+        let (taps, st) = (self.kernel * self.kernel, self.stride);
         if self.tap_major || kb == 0 || n == 0 || h == 0 || w == 0 {
             return None;
         }
@@ -48,12 +53,22 @@ impl<T> Implicit<T> {
             (self.first_col + col0) / self.ow,
             (self.first_col + col0 + n - 1) / self.ow,
         );
-        let y0 = (oy0 * self.stride).saturating_sub(self.pad).min(h - 1);
-        let y1 = (oy1 * self.stride + self.kernel - 1)
-            .saturating_sub(self.pad)
-            .min(h - 1);
-        let start = self.x.wrapping_add(c0 * h * w + y0 * w);
-        Some((start, c1.saturating_sub(c0), (y1 + 1 - y0.min(y1 + 1)) * w))
+        let planes = c1.saturating_sub(c0);
+        if self.kernel < st && self.pad == 0 {
+            // Rows `oy * st .. oy * st + kernel` of each output row `oy`, all inside the image.
+            return Some(super::Region {
+                at: self.x.wrapping_add(c0 * h * w + oy0 * st * w),
+                planes,
+                plane_ld: h * w,
+                runs: oy1 - oy0 + 1,
+                run_ld: st * w,
+                cols: self.kernel * w,
+            });
+        }
+        let y0 = (oy0 * st).saturating_sub(self.pad).min(h - 1);
+        let y1 = (oy1 * st + self.kernel - 1).saturating_sub(self.pad).min(h - 1);
+        let at = self.x.wrapping_add(c0 * h * w + y0 * w);
+        Some(super::Region::rows(at, h * w, planes, (y1 + 1 - y0.min(y1 + 1)) * w))
     }
 }
 
@@ -477,7 +492,8 @@ pub(crate) mod tests {
     }
 
     /// `Implicit::span` holds every pixel that the depth rows and columns asked for read (by the definition,
-    /// as `unfold` reads them), with `first_col` set; a span is whole image rows of consecutive channels.
+    /// as `unfold` reads them), with `first_col` set: its planes are consecutive channels, its runs whole image
+    /// rows; and a strided 1x1's runs are just the rows it reads.
     #[test]
     fn spans_hold_every_pixel_a_block_reads() {
         for (c, h, w, kernel, pad, st) in SHAPES {
@@ -502,16 +518,22 @@ pub(crate) mod tests {
                         }
                         let what =
                             format!("c{c} {h}x{w} k{kernel}/{st} first {first_col} cols {col0}+{n} rows {k0}+{kb}");
-                        let (start, rows, len) = img.span((k0, kb), col0, n).expect("channel-major");
-                        let start = (start as usize - img.x as usize) / 4;
-                        assert_eq!(start % w, 0, "{what}: starts mid-row");
-                        assert_eq!(len % w, 0, "{what}: ends mid-row");
-                        assert!(
-                            start / (h * w) + rows <= c && start % (h * w) + len <= h * w,
-                            "{what}: past the image"
-                        );
-                        for r in k0..k0 + kb {
-                            let (ci, tap) = (r / taps, r % taps);
+                        let r = img.span((k0, kb), col0, n).expect("channel-major");
+                        let start = (r.at as usize - img.x as usize) / 4;
+                        let (c0, y0w) = (start / (h * w), start % (h * w));
+                        assert_eq!(r.plane_ld, h * w, "{what}");
+                        assert_eq!((y0w % w, r.cols % w, r.run_ld % w), (0, 0, 0), "{what}: not whole rows");
+                        let end = y0w + (r.runs - 1) * r.run_ld + r.cols;
+                        assert!(c0 + r.planes <= c && end <= h * w, "{what}: past the image");
+                        // Which pixels of a plane the region holds.
+                        let held = |pixel: usize| match pixel.checked_sub(y0w) {
+                            None => false,
+                            Some(off) if r.runs == 1 => off < r.cols,
+                            Some(off) => off / r.run_ld < r.runs && off % r.run_ld < r.cols,
+                        };
+                        let mut read = 0;
+                        for row in k0..k0 + kb {
+                            let (ci, tap) = (row / taps, row % taps);
                             let (i, j) = (tap / kernel, tap % kernel);
                             for col in first_col + col0..first_col + col0 + n {
                                 let y = (col / ow * st + i) as isize - pad as isize;
@@ -519,14 +541,17 @@ pub(crate) mod tests {
                                 if !(0..h as isize).contains(&y) || !(0..w as isize).contains(&x) {
                                     continue;
                                 }
-                                // Row `ci - c0` of the span, `y * w + x - y0 * w` into it.
-                                let (c0, y0w) = (start / (h * w), start % (h * w));
                                 let pixel = y as usize * w + x as usize;
                                 assert!(
-                                    ci >= c0 && ci - c0 < rows && pixel >= y0w && pixel - y0w < len,
+                                    ci >= c0 && ci - c0 < r.planes && held(pixel),
                                     "{what}: pixel ({ci}, {y}, {x}) outside the span"
                                 );
+                                read += 1;
                             }
+                        }
+                        // A strided 1x1 holds no row it does not read.
+                        if kernel < st && read > 0 {
+                            assert_eq!(r.cols, w, "{what}");
                         }
                     }
                 }

@@ -590,47 +590,152 @@ pub(crate) struct MicroTile {
     pub first: bool,
     /// Applied on the last `KC` block, with `bias`/`residual` already at this tile's corner.
     pub epilogue: Option<Epilogue>,
-    /// Lines of the next column block's B for the kernel to fetch while it runs (rows outer, see `blocked`).
-    pub ahead: Ahead,
+    /// This tile's share of the lines fetched ahead for the next block (see `blocked`).
+    pub fetch: Fetch,
 }
 
-/// A run of 64-byte lines a micro-kernel fetches ahead, one per turn of its depth loop: `count` lines, starting at
-/// `at`, taken `lines` to a row of a matrix whose rows lie `ld` floats apart (`line`: where in its row `at` is).
-/// Only a hint: the lines are never read through it, so it may name memory past a matrix's end.
+/// A tile's share of a block's lines to fetch ahead: the next `lines` of the [`Ahead`] at `ahead`, which the
+/// block's tiles share, each going on where the one before stopped (null: none). A pointer and a count, so that
+/// tiles without it carry little.
+#[derive(Clone, Copy)]
+pub(crate) struct Fetch {
+    pub ahead: *mut Ahead,
+    pub lines: usize,
+}
+
+impl Fetch {
+    /// Nothing to fetch.
+    pub const NONE: Fetch = Fetch {
+        ahead: std::ptr::null_mut(),
+        lines: 0,
+    };
+
+    /// True when the tile has lines to fetch.
+    #[inline(always)]
+    pub(crate) fn some(&self) -> bool {
+        !self.ahead.is_null()
+    }
+
+    /// The tile's share, as a run of its own (empty for [`Fetch::NONE`]).
+    ///
+    /// # Safety
+    /// `ahead` is null or points at an `Ahead` no other thread uses.
+    #[inline(always)]
+    pub(crate) unsafe fn start(&self) -> Ahead {
+        match self.ahead.as_ref() {
+            Some(a) => Ahead {
+                count: a.count.min(self.lines),
+                ..*a
+            },
+            None => Ahead::NONE,
+        }
+    }
+
+    /// Hands the shared run on past the tile's share, once `mine` (from [`Fetch::start`]) is all fetched.
+    ///
+    /// # Safety
+    /// As [`Fetch::start`].
+    #[inline(always)]
+    pub(crate) unsafe fn finish(&self, mine: &Ahead) {
+        debug_assert_eq!(mine.count, 0, "the tile's share is fetched in full");
+        if let Some(a) = self.ahead.as_mut() {
+            let count = a.count - a.count.min(self.lines);
+            *a = Ahead { count, ..*mine };
+        }
+    }
+}
+
+/// A block of a matrix or image that a tile's kernel fetches ahead ([`Ahead`]): `planes` planes `plane_ld`
+/// floats apart, in each `runs` runs of `cols` floats `run_ld` apart (a matrix's rows: planes of one run; an
+/// image's channels: planes of one run of whole image rows, or at stride 2 a run per row a 1x1 reads).
+#[derive(Clone, Copy)]
+pub(crate) struct Region {
+    pub at: *const f32,
+    pub planes: usize,
+    pub plane_ld: usize,
+    pub runs: usize,
+    pub run_ld: usize,
+    pub cols: usize,
+}
+
+impl Region {
+    /// `rows` rows of `cols` floats, `ld` apart.
+    pub(crate) fn rows(at: *const f32, ld: usize, rows: usize, cols: usize) -> Region {
+        Region {
+            at,
+            planes: rows,
+            plane_ld: ld,
+            runs: 1,
+            run_ld: 0,
+            cols,
+        }
+    }
+
+    /// 64-byte lines per run: one more where runs may start inside a line (their last floats are then in one
+    /// more).
+    fn lines(&self) -> usize {
+        let aligned = [
+            self.at as usize,
+            4 * self.plane_ld,
+            4 * self.run_ld * usize::from(self.runs > 1),
+        ]
+        .iter()
+        .all(|x| x.is_multiple_of(64));
+        (4 * self.cols).div_ceil(64) + usize::from(!aligned)
+    }
+
+    /// The lines of the whole region.
+    pub(crate) fn total_lines(&self) -> usize {
+        self.planes * self.runs * self.lines()
+    }
+}
+
+/// The 64-byte lines a micro-kernel fetches ahead, one per turn of its depth loop: `count` lines of a
+/// [`Region`], starting at `at`, which is line `line` of run `run` of its plane. Only a hint: the lines are never
+/// read through it, so it may name memory past the region's end.
 #[derive(Clone, Copy)]
 pub(crate) struct Ahead {
     pub at: *const u8,
-    pub ld: usize,
-    pub lines: usize,
-    pub line: usize,
     pub count: usize,
+    line: usize,
+    lines: usize,
+    run: usize,
+    runs: usize,
+    /// Bytes from a run's start to the next run's, and from a plane's last run's start to the next plane's first.
+    run_step: usize,
+    plane_step: usize,
 }
 
 impl Ahead {
     /// Nothing to fetch.
     pub const NONE: Ahead = Ahead {
         at: std::ptr::null(),
-        ld: 0,
-        lines: 1,
-        line: 0,
         count: 0,
+        line: 0,
+        lines: 1,
+        run: 0,
+        runs: 1,
+        run_step: 0,
+        plane_step: 0,
     };
 
-    /// Lines `first..first + count` of the block of `rows` x `cols` floats at `b` (rows `ld` floats apart),
-    /// counted row by row and capped at the block's end.
-    pub(crate) fn block(b: *const f32, ld: usize, rows: usize, cols: usize, first: usize, count: usize) -> Ahead {
-        // A row's lines, one more where rows may start inside a line (its last floats are then in one more).
-        let aligned = (b as usize).is_multiple_of(64) && (4 * ld).is_multiple_of(64);
-        let lines = (4 * cols).div_ceil(64) + usize::from(!aligned);
-        let count = count.min((rows * lines).saturating_sub(first));
-        let (row, line) = (first / lines, first % lines);
-        let at = b.cast::<u8>().wrapping_add(4 * row * ld + 64 * line);
+    /// Lines `first..first + count` of `r`, counted line by line along each run, run by run, plane by plane,
+    /// and capped at its end.
+    pub(crate) fn of(r: &Region, first: usize, count: usize) -> Ahead {
+        let lines = r.lines();
+        let count = count.min(r.total_lines().saturating_sub(first));
+        let (plane, rest) = (first / (r.runs * lines), first % (r.runs * lines));
+        let (run, line) = (rest / lines, rest % lines);
+        let at = r.at.wrapping_add(plane * r.plane_ld + run * r.run_ld).cast::<u8>();
         Ahead {
-            at,
-            ld: 4 * ld,
-            lines,
-            line,
+            at: at.wrapping_add(64 * line),
             count,
+            line,
+            lines,
+            run,
+            runs: r.runs,
+            run_step: 4 * r.run_ld,
+            plane_step: 4 * (r.plane_ld - (r.runs - 1) * r.run_ld),
         }
     }
 
@@ -644,11 +749,20 @@ impl Ahead {
         self.count -= 1;
         self.line += 1;
         self.at = match self.line == self.lines {
-            true => {
-                self.line = 0;
-                at.wrapping_add(self.ld).wrapping_sub(64 * (self.lines - 1))
-            }
             false => at.wrapping_add(64),
+            true => {
+                // Back to the run's start, then on to the next run or plane.
+                self.line = 0;
+                self.run += 1;
+                let start = at.wrapping_sub(64 * (self.lines - 1));
+                match self.run == self.runs {
+                    false => start.wrapping_add(self.run_step),
+                    true => {
+                        self.run = 0;
+                        start.wrapping_add(self.plane_step)
+                    }
+                }
+            }
         };
         Some(at)
     }
@@ -675,6 +789,10 @@ const NC: usize = 192;
 /// With the fetch ahead, 512 KiB blocks ran ResNet-50 b8's 256 -> 64 1x1 at 171-183 GFLOP/s against 183-199;
 /// 128 KiB ran its other 1x1s 5 % faster to 3 % slower (mixed).
 const ROWS_OUTER_B: usize = 64 * 1024;
+/// The smallest image whose next block a tile fetches ahead as B is packed from it (see `blocked`): 1 MiB, an
+/// L2's worth (Zen 4's). Smaller images stay in cache from block to block, and fetching them only cost time:
+/// ResNet-18 b8's 64 -> 128 stride-2 1x1 (784 KiB per image) ran at 65-67 % of the peak with it, 72-74 % without.
+const AHEAD_IMAGE: usize = 1 << 20;
 /// The deepest product that goes rows outer: deeper, a panel's whole depth no longer sits in L1.
 const ROWS_OUTER_K: usize = 512;
 /// The fewest columns that go rows outer: below, the output stays in cache either way (measured: ResNet-50's
@@ -865,27 +983,24 @@ unsafe fn blocked(
                 // else the next column block's, as whole image rows (see `Implicit::span`).
                 let next = j0 + nc;
                 let ahead = match &g.image {
-                    None if rows_outer && next < g.n => Some((g.b.wrapping_add(next), g.ldb, g.k, nc.min(g.n - next))),
-                    None => None,
-                    Some(img) => {
-                        let span = match k0 + kb < g.k {
-                            true => img.span((k0 + kb, kc.min(g.k - k0 - kb)), j0, nb),
-                            false if next < g.n => img.span((0, kc.min(g.k)), next, nc.min(g.n - next)),
-                            false => None,
-                        };
-                        span.map(|(b, rows, cols)| (b, img.chw.1 * img.chw.2, rows, cols))
+                    None if rows_outer && next < g.n => {
+                        Some(Region::rows(g.b.wrapping_add(next), g.ldb, g.k, nc.min(g.n - next)))
                     }
+                    None => None,
+                    Some(img) if img.bytes() < AHEAD_IMAGE => None,
+                    Some(img) if k0 + kb < g.k => img.span((k0 + kb, kc.min(g.k - k0 - kb)), j0, nb),
+                    Some(img) if next < g.n => img.span((0, kc.min(g.k)), next, nc.min(g.n - next)),
+                    Some(_) => None,
                 };
-                let quota = ahead.map_or(0, |(b, ld, rows, cols)| {
-                    Ahead::block(b, ld, rows, cols, 0, usize::MAX)
-                        .count
-                        .div_ceil(strips * panels)
-                });
+                let mut ahead = ahead.map_or(Ahead::NONE, |r| Ahead::of(&r, 0, usize::MAX));
+                let fetch = match ahead.count {
+                    0 => Fetch::NONE,
+                    lines => Fetch {
+                        ahead: &mut ahead,
+                        lines: lines.div_ceil(strips * panels),
+                    },
+                };
                 for t in 0..strips * panels {
-                    let ahead = match ahead {
-                        Some((b, ld, rows, cols)) => Ahead::block(b, ld, rows, cols, t * quota, quota),
-                        None => Ahead::NONE,
-                    };
                     let (s, p) = tile_at(rows_outer, t, strips, panels);
                     let (j, i0) = (s * nr, p * mr);
                     let strip = bp.as_ptr().add(s * steps * nr);
@@ -910,7 +1025,7 @@ unsafe fn blocked(
                         ldc: g.ldc,
                         first: k0 == 0,
                         epilogue,
-                        ahead,
+                        fetch,
                     };
                     match dot {
                         Some(f) => f(&t),

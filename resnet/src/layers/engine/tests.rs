@@ -252,53 +252,88 @@ fn blocking_boundaries_match_the_definition() -> Result<()> {
     Ok(())
 }
 
-/// The lines a block's tiles fetch ahead (`Ahead::block`, a quota each, as `blocked` hands them out) are every
-/// line holding a float of the block, plus at most one past each row's last (rows that start inside a line),
-/// each once unless two rows share it, and nothing once the quotas pass the block's end.
+/// The lines a block's tiles fetch ahead (`Ahead::of`, a quota each, as `blocked` hands them out) are every line
+/// holding a float of the region, plus at most one past each run's last (runs that start inside a line), each
+/// once unless two runs share it, and nothing once the quotas pass the region's end: matrix rows (a plane per
+/// row) and image planes of several runs (a strided 1x1's rows).
 #[test]
 fn tiles_fetch_every_line_of_the_next_block() {
     use std::collections::BTreeSet;
     let buf = vec![0f32; 64 * 1024];
-    for (skew, ld, rows, cols, tiles) in [
-        (0, 3136, 64, 1008, 168),
-        (0, 784, 512, 96, 64),
-        (3, 50, 7, 45, 4),
-        (5, 37, 9, 20, 50),
-        (7, 96, 5, 96, 3),
+    // (skew, planes, plane_ld, runs, run_ld, cols, tiles)
+    for (skew, planes, plane_ld, runs, run_ld, cols, tiles) in [
+        (0, 64, 3136, 1, 0, 1008, 168),
+        (0, 512, 784, 1, 0, 96, 64),
+        (3, 7, 50, 1, 0, 45, 4),
+        (5, 9, 37, 1, 0, 20, 50),
+        (7, 5, 96, 1, 0, 96, 3),
+        (0, 6, 3136, 4, 112, 56, 7),
+        (2, 3, 900, 5, 60, 30, 2),
+        (9, 4, 400, 3, 100, 100, 5),
     ] {
         // 64-byte aligned, then `skew` floats in.
         let base = buf.as_ptr().wrapping_add(buf.as_ptr().align_offset(64) + skew);
+        let r = super::Region {
+            at: base,
+            planes,
+            plane_ld,
+            runs,
+            run_ld,
+            cols,
+        };
         let line = |p: *const u8| (p as usize - base as usize + 4 * skew) / 64;
-        let want: BTreeSet<usize> = (0..rows)
-            .flat_map(|r| (0..cols).map(move |j| line(base.wrapping_add(r * ld + j).cast())))
+        let want: BTreeSet<usize> = (0..planes)
+            .flat_map(|p| (0..runs).flat_map(move |u| (0..cols).map(move |j| p * plane_ld + u * run_ld + j)))
+            .map(|at| line(base.wrapping_add(at).cast()))
             .collect();
-        let total = super::Ahead::block(base, ld, rows, cols, 0, usize::MAX).count;
-        let quota = total.div_ceil(tiles);
+        let quota = r.total_lines().div_ceil(tiles);
         let mut got = Vec::new();
         for t in 0..tiles + 2 {
-            let mut ahead = super::Ahead::block(base, ld, rows, cols, t * quota, quota);
+            let mut ahead = super::Ahead::of(&r, t * quota, quota);
             assert!(ahead.count <= quota);
             while let Some(p) = ahead.next() {
                 got.push(line(p));
             }
         }
-        let what = format!("skew {skew} ld {ld} rows {rows} cols {cols}");
+        let what = format!("skew {skew} planes {planes}x{plane_ld} runs {runs}x{run_ld} cols {cols}");
+        // The tiles of a block share one run (`Fetch`), each going on where the last stopped: the same lines in
+        // the same order as the quotas taken one by one.
+        let mut shared = super::Ahead::of(&r, 0, usize::MAX);
+        let fetch = super::Fetch {
+            ahead: &mut shared,
+            lines: quota,
+        };
+        let mut chained = Vec::new();
+        for _ in 0..tiles + 2 {
+            // SAFETY: `shared` lives through the loop and only this thread uses it.
+            let mut mine = unsafe { fetch.start() };
+            assert!(mine.count <= quota);
+            while let Some(p) = mine.next() {
+                chained.push(line(p));
+            }
+            unsafe { fetch.finish(&mine) };
+        }
+        assert_eq!(
+            chained, got,
+            "{what}: tiles sharing one run fetch other lines than quotas one by one"
+        );
         let unique: BTreeSet<usize> = got.iter().copied().collect();
-        // Rows far enough apart that no line fetched for one (its extra line included) holds floats of the next.
-        if ld >= cols.div_ceil(16) * 16 + 16 {
+        // Runs far enough apart that no line fetched for one (its extra line included) holds floats of the next.
+        let gap = if runs > 1 { run_ld } else { plane_ld };
+        if gap >= cols.div_ceil(16) * 16 + 16 {
             assert_eq!(unique.len(), got.len(), "{what}: a line fetched twice");
         }
         assert!(unique.is_superset(&want), "{what}: lines missed");
         assert!(
-            got.len() <= want.len() + rows,
+            unique.len() <= want.len() + planes * runs,
             "{what}: {} lines for {}",
-            got.len(),
+            unique.len(),
             want.len()
         );
         for extra in unique.difference(&want) {
             assert!(
                 want.contains(&(extra - 1)),
-                "{what}: line {extra} is not just past a row"
+                "{what}: line {extra} is not just past a run"
             );
         }
     }

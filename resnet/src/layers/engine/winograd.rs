@@ -560,7 +560,7 @@ impl Conv<'_> {
                             ldc: nr,
                             first: k0 == 0,
                             epilogue: None,
-                            ahead: super::Ahead::NONE,
+                            fetch: super::Fetch::NONE,
                         };
                         (self.kernel)(&t);
                     }
