@@ -405,6 +405,26 @@ pub(crate) mod tests {
         (2, 13, 40, 3, 1, 2),
     ];
 
+    /// The image `x` of `shape` (as in [`SHAPES`]) as a conv of `ow` output columns reads it, from column
+    /// `first_col` on.
+    fn image(
+        x: *const f32,
+        (c, h, w, kernel, pad, stride): (usize, usize, usize, usize, usize, usize),
+        ow: usize,
+        first_col: usize,
+    ) -> Implicit<f32> {
+        Implicit {
+            x,
+            chw: (c, h, w),
+            kernel,
+            stride,
+            tap_major: false,
+            pad,
+            ow,
+            first_col,
+        }
+    }
+
     /// The naive unfolding of `x` (im2col): row (ci, i, j), column (oy, ox), 0 in the padding; and `ow`.
     fn unfold(x: &[f32], (c, h, w, kernel, pad, st): (usize, usize, usize, usize, usize, usize)) -> (Vec<f32>, usize) {
         let (oh, ow) = ((h + 2 * pad - kernel) / st + 1, (w + 2 * pad - kernel) / st + 1);
@@ -439,16 +459,7 @@ pub(crate) mod tests {
             let (b, ow) = unfold(&x, shape);
             let k = c * kernel * kernel;
             let p = b.len() / k;
-            let img = Implicit {
-                x: x.as_ptr(),
-                chw: (c, h, w),
-                kernel,
-                stride: st,
-                tap_major: false,
-                pad,
-                ow,
-                first_col: 0,
-            };
+            let img = image(x.as_ptr(), shape, ow, 0);
             for nr in [48usize, 32, 16] {
                 for col0 in [0, 1, p / 2] {
                     let n = p - col0;
@@ -500,16 +511,12 @@ pub(crate) mod tests {
             let (oh, ow) = ((h + 2 * pad - kernel) / st + 1, (w + 2 * pad - kernel) / st + 1);
             let (k, p, taps) = (c * kernel * kernel, oh * ow, kernel * kernel);
             for first_col in [0, p / 3] {
-                let img = Implicit {
-                    x: std::ptr::null::<f32>().wrapping_add(64),
-                    chw: (c, h, w),
-                    kernel,
-                    stride: st,
-                    tap_major: false,
-                    pad,
+                let img = image(
+                    std::ptr::null::<f32>().wrapping_add(64),
+                    (c, h, w, kernel, pad, st),
                     ow,
                     first_col,
-                };
+                );
                 let cols = p - first_col;
                 for (col0, n) in [(0, cols), (1, cols / 2), (cols / 2, cols - cols / 2), (cols - 1, 1)] {
                     for (k0, kb) in [(0, k), (1, k - 1), (k / 2, k.div_ceil(4)), (k - 1, 1)] {
