@@ -4,17 +4,32 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Error, Module, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str, default: &str| -> String {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or(default.into())
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or(default.into())
     };
-    let iters: usize = flag("--iters", "7").parse().expect("--iters takes a number");
-    let warmup: usize = flag("--warmup", "1").parse().expect("--warmup takes a number");
-    let batches: Vec<usize> = flag("--batches", "1,8").split(',').map(|b| b.parse().expect("--batches: numbers")).collect();
+    // Counts and batch sizes: whole numbers from 1 (`--warmup` from 0) to 10,000, else a usage error.
+    let number = |what: &str, s: &str, least: usize| -> Result<usize> {
+        s.trim()
+            .parse()
+            .ok()
+            .filter(|n| (least..=10_000).contains(n))
+            .ok_or_else(|| Error::Msg(format!("{what} takes whole numbers from {least} to 10000, not {s:?}")))
+    };
+    let iters = number("--iters", &flag("--iters", "7"), 1)?;
+    let warmup = number("--warmup", &flag("--warmup", "1"), 0)?;
+    let batches = flag("--batches", "1,8")
+        .split(',')
+        .map(|b| number("--batches", b, 1))
+        .collect::<Result<Vec<usize>>>()?;
     let device = Device::Cpu;
     for arch in flag("--archs", "resnet18,resnet50").split(',') {
         let varmap = VarMap::new();
@@ -22,7 +37,7 @@ fn main() -> Result<()> {
         let model = match arch {
             "resnet18" => candle_transformers::models::resnet::resnet18(1000, vb)?,
             "resnet50" => candle_transformers::models::resnet::resnet50(1000, vb)?,
-            other => panic!("unknown arch {other}: resnet18 or resnet50"),
+            other => return Err(Error::Msg(format!("unknown arch {other:?}: resnet18 or resnet50"))),
         };
         for &batch in &batches {
             let x = Tensor::randn(0f32, 1f32, (batch, 3, 224, 224), &device)?;
