@@ -907,8 +907,9 @@ unsafe fn blocked(
     // each, one line per turn of the kernel's depth loop, so that the reads overlap the arithmetic rather than
     // follow it. On AVX-512, ResNet-50 b8's 256 -> 64 1x1s went from 155 to 188 GFLOP/s, its 64 -> 64 from 160
     // to 180 (a burst of prefetches before each tile instead gained nothing with the input just written). B
-    // packed from an image fetches the same way, the next block's channels as whole image rows: the stride-2
-    // 1x1 downsamples at b8 +9-13 % (256 -> 512 at 56x56, 512 -> 1024 at 28x28), the strided 3x3s +4 %.
+    // packed from an image fetches the same way, the next block's channels as whole image rows (a stride-2 1x1:
+    // only the rows it reads): the stride-2 1x1 downsamples at b8 +9-13 % (256 -> 512 at 56x56, 512 -> 1024 at
+    // 28x28), the strided 3x3s +4 %.
     let rows_outer = rows_outer(g.image.is_none() && !widen, g, 4 * mr);
     // Depth per block: a bf16 pair strip holds two steps per lane, so twice the steps fill the same L1 (and
     // C is loaded and stored half as often).
@@ -980,7 +981,7 @@ unsafe fn blocked(
                 let strips = nb.div_ceil(nr);
                 // The input the next block packs, fetched a share per tile while this block is multiplied: rows
                 // outer, the next column block of B; packed from an image, the next depth block's channels or
-                // else the next column block's, as whole image rows (see `Implicit::span`).
+                // else the next column block's, as the image rows they read (see `Implicit::span`).
                 let next = j0 + nc;
                 let ahead = match &g.image {
                     None if rows_outer && next < g.n => {
