@@ -26,8 +26,10 @@ timed runs after 3 warm-up runs, reported in ms/img.
     .venv/bin/python scripts/bench_peers.py --ours target/release/zoo --stock-candle target/stock-candle/release/stock-candle-bench \
         --rounds 3                                           # + stock candle-transformers (random weights, same shapes)
 
-With --ours, each (model, batch) row also runs `zoo bench` right after PyTorch and ONNX Runtime, so the
-three share the machine's state of that moment (timings here drift by up to 2x over minutes).
+With --ours, each (model, batch) row times PyTorch and the other peers first, then ONNX Runtime and
+`zoo bench` back to back, ONNX Runtime first in odd rounds and second in even ones, so that the headline
+ratio compares two neighbours in time (timings here drift by up to 2x over minutes) and the order's own
+effect cancels over the rounds.
 """
 
 import argparse
@@ -221,11 +223,7 @@ def main():
         for name, batch, model, x, (sess, sess8), _, onnx_path in rows:
             with torch.inference_mode():
                 t_torch = median_ms(lambda: model(x), iters=args.iters) / batch
-            t_ort = float("nan")
-            if sess is not None:
-                xn = x.numpy()
-                t_ort = median_ms(lambda: sess.run(None, {"x": xn}), iters=args.iters) / batch
-            line = f"{rnd:>5} {name:<9} {batch:>5} {t_torch:>13.1f} {t_ort:>11.1f}"
+            line = f"{rnd:>5} {name:<9} {batch:>5} {t_torch:>13.1f} {{t_ort:>11.1f}}"
             t_bf16 = float("nan")
             if args.torch_bf16:
                 with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -244,11 +242,28 @@ def main():
             if args.stock_candle:
                 t_rust["candle-t"] = stock_candle_ms(args.stock_candle, name, batch, args.iters, args.threads)
                 line += f" {t_rust['candle-t']:>8.1f}"
-            ours = {}
+            # ONNX Runtime and ours last and back to back, in turn first (odd rounds: ONNX Runtime first): this host's
+            # speed drifts by up to 1.5x over tens of seconds, and in one run the engine timed first in a round
+            # was 2-5 % faster, so the headline ratio compares neighbours with the order's effect cancelled.
+            t_ort, ours = float("nan"), {}
+
+            def time_ort():
+                if sess is None:
+                    return float("nan")
+                xn = x.numpy()
+                return median_ms(lambda: sess.run(None, {"x": xn}), iters=args.iters) / batch
+
+            if rnd % 2 == 1:
+                t_ort = time_ort()
             for e in engines:
                 engine, _, dtype = e.partition(":")
-                t = ours_ms(args.ours, name, batch, args.iters, engine, dtype or "f32", args.threads, args.int8_calib)
-                ours[e] = t
+                ours[e] = ours_ms(args.ours, name, batch, args.iters, engine, dtype or "f32", args.threads,
+                                  args.int8_calib)
+            if rnd % 2 == 0:
+                t_ort = time_ort()
+            line = line.format(t_ort=t_ort)
+            for e in engines:
+                t = ours[e]
                 line += f" {t:>15.1f} {t_ort / t:>7.2f}x {t_torch / t:>8.2f}x"
                 if args.torch_bf16:
                     line += f" {t_bf16 / t:>9.2f}x"
