@@ -4,6 +4,9 @@
 //! `cargo run --release -p zoo-benches --bin compare -- [--iters N] [--batches 1,8] [--archs resnet18,resnet50] [--convs]
 //! [--stock-bin PATH]`
 //!
+//! `--convs` times the hottest single convolutions instead, with each one's share of the FMA peak of the
+//! threads they run on (`RAYON_NUM_THREADS=1`: one core, the conv's operands in its caches).
+//!
 //! `--stock-bin` names the binary of `benches/stock-candle` (candle-transformers built without zoo's AVX-512
 //! GEMM feature, as crates.io users get it); it is run right after each of our measurements, for an extra
 //! column.
@@ -46,9 +49,15 @@ fn main() -> Result<()> {
     if args.iter().any(|a| a == "--convs") {
         let mut cases = conv_cases();
         cases.push(grouped_case());
+        // The yardstick for the last column: the FMA peak of the threads the convs run on (rayon's pool:
+        // `RAYON_NUM_THREADS`, else every core; `RAYON_NUM_THREADS=1` times the kernel alone, with a conv's
+        // operands in one core's caches).
+        let threads = candle_core::utils::get_num_threads();
+        let peak = resnet::layers::engine::fma_peak(threads, 300).unwrap_or(f64::NAN);
+        println!("FMA peak of {threads} threads: {peak:.1} GFLOP/s");
         println!(
-            "{:<28} {:>5} {:>10} {:>10} {:>7} {:>9}",
-            "conv (batch 1 unless noted)", "batch", "ours ms", "candle ms", "ratio", "GFLOP/s"
+            "{:<28} {:>5} {:>10} {:>10} {:>7} {:>9} {:>7}",
+            "conv (batch 1 unless noted)", "batch", "ours ms", "candle ms", "ratio", "GFLOP/s", "% peak"
         );
         for &batch in &batches {
             for case in &cases {
@@ -63,13 +72,14 @@ fn main() -> Result<()> {
                 let (o, c) = (median(&mut o), median(&mut c));
                 let gflops = case.flops() * batch as f64 / (o * 1e-3) / 1e9;
                 println!(
-                    "{:<28} {:>5} {:>10.3} {:>10.3} {:>6.2}x {:>9.1}",
+                    "{:<28} {:>5} {:>10.3} {:>10.3} {:>6.2}x {:>9.1} {:>6.1}%",
                     case.name,
                     batch,
                     o,
                     c,
                     c / o,
-                    gflops
+                    gflops,
+                    100.0 * gflops / peak
                 );
             }
         }
