@@ -187,3 +187,47 @@ pub fn median(v: &mut [f64]) -> f64 {
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
 }
+
+/// The command line of a bench binary: `--flag value` options.
+pub struct Args(Vec<String>);
+
+impl Args {
+    /// This process's arguments.
+    pub fn from_env() -> Self {
+        Args(std::env::args().collect())
+    }
+
+    /// The value after `name`, if `name` is given.
+    pub fn opt(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .position(|a| a == name)
+            .and_then(|i| self.0.get(i + 1))
+            .cloned()
+    }
+
+    /// Whether the bare flag `name` is given.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|a| a == name)
+    }
+
+    /// `name`'s value as a whole number (`default` if absent); an error naming the flag if it is not one.
+    pub fn number(&self, name: &str, default: usize) -> Result<usize> {
+        self.opt(name).map_or(Ok(default), |s| number(name, &s))
+    }
+
+    /// `name`'s comma-separated whole numbers (`default` if absent).
+    pub fn numbers(&self, name: &str, default: &[usize]) -> Result<Vec<usize>> {
+        match self.opt(name) {
+            None => Ok(default.to_vec()),
+            Some(s) => s.split(',').map(|v| number(name, v)).collect(),
+        }
+    }
+}
+
+/// `s` as a whole number, or an error naming `flag`.
+fn number(flag: &str, s: &str) -> Result<usize> {
+    s.trim()
+        .parse()
+        .map_err(|_| candle_core::Error::Msg(format!("{flag}: `{s}` is not a whole number")))
+}

@@ -14,27 +14,13 @@
 use std::process::Command;
 
 use candle_core::{Device, Module, Result};
-use zoo_benches::{conv_cases, grouped_case, input, max_abs_diff, median, pair, time_ms, Arch, ConvBench};
+use zoo_benches::{conv_cases, grouped_case, input, max_abs_diff, median, pair, time_ms, Arch, Args, ConvBench};
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let number = |flag: &str, s: &str| -> Result<usize> {
-        s.trim()
-            .parse()
-            .map_err(|_| candle_core::Error::Msg(format!("{flag}: `{s}` is not a whole number")))
-    };
-    let iters: usize = opt("--iters").map_or(Ok(5), |s| number("--iters", &s))?;
-    let batches: Vec<usize> = match opt("--batches") {
-        None => vec![1, 8],
-        Some(s) => s.split(',').map(|b| number("--batches", b)).collect::<Result<_>>()?,
-    };
-    let archs: Vec<Arch> = match opt("--archs") {
+    let args = Args::from_env();
+    let iters = args.number("--iters", 5)?;
+    let batches = args.numbers("--batches", &[1, 8])?;
+    let archs: Vec<Arch> = match args.opt("--archs") {
         None => Arch::ALL.to_vec(),
         Some(s) => Arch::ALL
             .iter()
@@ -44,9 +30,9 @@ fn main() -> Result<()> {
     };
     let device = Device::Cpu;
     // For profiling: time only our network.
-    let ours_only = args.iter().any(|a| a == "--ours-only");
+    let ours_only = args.has("--ours-only");
 
-    if args.iter().any(|a| a == "--convs") {
+    if args.has("--convs") {
         let mut cases = conv_cases();
         cases.push(grouped_case());
         // The yardstick for the last column: the FMA peak of the threads the convs run on (rayon's pool:
@@ -86,7 +72,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
 
-    let stock_bin = opt("--stock-bin");
+    let stock_bin = args.opt("--stock-bin");
     println!(
         "{:<9} {:>5} {:>12} {:>12} {:>8} {:>10} {:>14} {:>8}",
         "model", "batch", "ours ms/img", "c-t ms/img", "speedup", "max|diff|", "stock c-t ms", "speedup"

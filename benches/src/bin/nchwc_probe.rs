@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use candle_core::{Device, Result, Tensor};
 use resnet::layers::{Conv, ConvSpec};
-use zoo_benches::{max_abs_diff, median};
+use zoo_benches::{max_abs_diff, median, Args};
 
 /// One pixel's 16 channels of a block (or 16 output channels' weights for one input channel).
 #[derive(Clone, Copy)]
@@ -220,24 +220,10 @@ fn main() -> Result<()> {
             eprintln!("the probe's kernel needs AVX-512F");
             return Ok(());
         }
-        let args: Vec<String> = std::env::args().collect();
-        let opt = |name: &str| {
-            args.iter()
-                .position(|a| a == name)
-                .and_then(|i| args.get(i + 1))
-                .cloned()
-        };
-        let number = |flag: &str, s: &str| -> Result<usize> {
-            s.trim()
-                .parse()
-                .map_err(|_| candle_core::Error::Msg(format!("{flag}: `{s}` is not a whole number")))
-        };
-        let iters = opt("--iters").map_or(Ok(20), |s| number("--iters", &s))?.max(1);
+        let args = Args::from_env();
+        let iters = args.number("--iters", 20)?.max(1);
         let threads = rayon::current_num_threads();
-        let batches: Vec<usize> = match opt("--batches") {
-            None => vec![8, 1],
-            Some(s) => s.split(',').map(|b| number("--batches", b)).collect::<Result<_>>()?,
-        };
+        let batches = args.numbers("--batches", &[8, 1])?;
         let peak = resnet::layers::engine::fma_peak(threads, 300).unwrap_or(f64::NAN);
         println!("{threads} threads (rayon's pool), FMA peak {peak:.1} GFLOP/s");
         println!(
