@@ -6,8 +6,9 @@
 //! channels by up to 6 pixels (24 accumulators) summed over the whole depth in registers, per input channel 4
 //! weight vectors loaded and one value per pixel broadcast, nothing packed; then bias, residual and ReLU and one
 //! store per line. Images go over the threads (batch 1: pixel ranges). It is timed against our conv (`Conv::
-//! forward_fused`, the pass's own call, on the NCHW tensor) on ResNet-50's 1x1 shapes, interleaved, outputs
-//! compared; the layout conversions are left out of the probe's time (the layout would be kept between convs).
+//! forward_fused`, the pass's own call, on the NCHW tensor) on ResNet-50's 1x1 shapes (the stride-2 downsamples
+//! included), interleaved, outputs compared; the layout conversions are left out of the probe's time (the layout
+//! would be kept between convs).
 //!
 //! `cargo run --release -p zoo-benches --bin nchwc_probe [-- --iters N --batches 1,8]` (threads: rayon's pool,
 //! `RAYON_NUM_THREADS`, for both).
@@ -68,8 +69,9 @@ fn pack_weights(w: &[f32], o: usize, c: usize) -> Vec<Line> {
     out
 }
 
-/// The probe's conv: one image's input (`c / 16` blocks of `hw` lines), weights from [`pack_weights`], output and
-/// residual in the same layout as the input (`o / 16` blocks).
+/// The probe's conv: one image's input (`c / 16` blocks of `side_in^2` lines), weights from [`pack_weights`], output
+/// and residual in the same layout (`o / 16` blocks of `hw` lines, the output map `side` wide; `side_in = side` at
+/// stride 1, `2 side` at stride 2).
 #[derive(Clone, Copy)]
 struct Probe<'a> {
     w: &'a [Line],
@@ -77,6 +79,8 @@ struct Probe<'a> {
     c: usize,
     o: usize,
     hw: usize,
+    side: usize,
+    side_in: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -85,9 +89,9 @@ mod x86 {
 
     use super::{Line, Probe, OB, PX};
 
-    /// Output blocks `ob0..ob0 + OB` at pixels `p0..p0 + P` of one image.
+    /// Output blocks `ob0..ob0 + OB` at pixels `p0..p0 + P` of one image, at stride `S`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const P: usize>(
+    unsafe fn tile<const P: usize, const S: usize>(
         pr: &Probe,
         x: *const Line,
         res: Option<*const Line>,
@@ -97,13 +101,18 @@ mod x86 {
         let (c, hw) = (pr.c, pr.hw);
         let mut acc = [[_mm512_setzero_ps(); P]; OB];
         let w = pr.w.as_ptr().add(ob0 * c).cast::<f32>();
+        // The input pixel under each output pixel of the tile.
+        let src: [usize; P] = std::array::from_fn(|p| match S {
+            1 => p0 + p,
+            _ => ((p0 + p) / pr.side * S) * pr.side_in + (p0 + p) % pr.side * S,
+        });
         for cb in 0..c / 16 {
-            let xb = x.add(cb * hw + p0).cast::<f32>();
+            let xb = x.add(cb * pr.side_in * pr.side_in).cast::<f32>();
             for i in 0..16 {
                 let ci = cb * 16 + i;
                 let wv: [__m512; OB] = std::array::from_fn(|b| _mm512_load_ps(w.add((b * c + ci) * 16)));
                 for p in 0..P {
-                    let xv = _mm512_set1_ps(*xb.add(p * 16 + i));
+                    let xv = _mm512_set1_ps(*xb.add(src[p] * 16 + i));
                     for (row, &w) in acc.iter_mut().zip(&wv) {
                         row[p] = _mm512_fmadd_ps(w, xv, row[p]);
                     }
@@ -133,21 +142,36 @@ mod x86 {
         x: *const Line,
         res: Option<*const Line>,
         out: *mut Line,
+        range: (usize, usize),
+    ) {
+        match pr.side_in / pr.side {
+            1 => run_at::<1>(pr, x, res, out, range),
+            _ => run_at::<2>(pr, x, res, out, range),
+        }
+    }
+
+    /// [`run`] at stride `S`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_at<const S: usize>(
+        pr: &Probe,
+        x: *const Line,
+        res: Option<*const Line>,
+        out: *mut Line,
         (from, to): (usize, usize),
     ) {
         for ob0 in (0..pr.o / 16).step_by(OB) {
             let mut p0 = from;
             while p0 + PX <= to {
-                tile::<PX>(pr, x, res, out, (ob0, p0));
+                tile::<PX, S>(pr, x, res, out, (ob0, p0));
                 p0 += PX;
             }
             match to - p0 {
                 0 => {}
-                1 => tile::<1>(pr, x, res, out, (ob0, p0)),
-                2 => tile::<2>(pr, x, res, out, (ob0, p0)),
-                3 => tile::<3>(pr, x, res, out, (ob0, p0)),
-                4 => tile::<4>(pr, x, res, out, (ob0, p0)),
-                _ => tile::<5>(pr, x, res, out, (ob0, p0)),
+                1 => tile::<1, S>(pr, x, res, out, (ob0, p0)),
+                2 => tile::<2, S>(pr, x, res, out, (ob0, p0)),
+                3 => tile::<3, S>(pr, x, res, out, (ob0, p0)),
+                4 => tile::<4, S>(pr, x, res, out, (ob0, p0)),
+                _ => tile::<5, S>(pr, x, res, out, (ob0, p0)),
             }
         }
     }
@@ -170,7 +194,7 @@ impl Ptr {
 /// The probe over `n` images in `threads` parts: images split between them, or each image's pixels.
 #[cfg(target_arch = "x86_64")]
 fn run_probe(pr: Probe, x: &[Line], res: Option<&[Line]>, n: usize, threads: usize) -> Vec<Line> {
-    let (in_img, out_img) = (pr.c / 16 * pr.hw, pr.o / 16 * pr.hw);
+    let (in_img, out_img) = (pr.c / 16 * pr.side_in * pr.side_in, pr.o / 16 * pr.hw);
     // Allocated per call and left uninitialized, as our conv allocates its output.
     let mut out: Vec<Line> = Vec::with_capacity(n * out_img);
     // SAFETY: every line is written by a tile before it is read (`Line` is plain floats).
@@ -230,24 +254,28 @@ fn main() -> Result<()> {
             "{:<24} {:>5} {:>9} {:>9} {:>8} {:>8} {:>12} {:>9}",
             "1x1 conv", "batch", "ours ms", "probe ms", "ours %", "probe %", "ours/probe", "max|diff|"
         );
-        // ResNet-50's 1x1 shapes: (in, out, map side, residual).
+        // ResNet-50's 1x1 shapes: (in, out, output map side, stride, residual); the stride-2 ones are the
+        // downsamples of layer2-4 (layer1's, 64 -> 256 at stride 1, is the conv3 shape without the residual).
         let shapes = [
-            (256, 64, 56, false),
-            (64, 256, 56, true),
-            (64, 64, 56, false),
-            (512, 128, 28, false),
-            (128, 512, 28, true),
-            (1024, 256, 14, false),
-            (256, 1024, 14, true),
-            (2048, 512, 7, false),
-            (512, 2048, 7, true),
+            (256, 64, 56, 1, false),
+            (64, 256, 56, 1, true),
+            (64, 64, 56, 1, false),
+            (512, 128, 28, 1, false),
+            (128, 512, 28, 1, true),
+            (1024, 256, 14, 1, false),
+            (256, 1024, 14, 1, true),
+            (2048, 512, 7, 1, false),
+            (512, 2048, 7, 1, true),
+            (256, 512, 28, 2, false),
+            (512, 1024, 14, 2, false),
+            (1024, 2048, 7, 2, false),
         ];
         let dev = Device::Cpu;
         for &n in &batches {
-            for &(c, o, side, residual) in &shapes {
-                let hw = side * side;
-                let spec = ConvSpec::new(c, o, 1, 1);
-                let x = Tensor::randn(0f32, 1f32, (n, c, side, side), &dev)?;
+            for &(c, o, side, stride, residual) in &shapes {
+                let (hw, side_in) = (side * side, side * stride);
+                let spec = ConvSpec::new(c, o, 1, stride);
+                let x = Tensor::randn(0f32, 1f32, (n, c, side_in, side_in), &dev)?;
                 let w = (Tensor::randn(0f32, 1f32, spec.weight_shape(), &dev)? / (c as f64).sqrt())?;
                 let bias = Tensor::randn(0f32, 1f32, o, &dev)?;
                 let r = Tensor::randn(0f32, 1f32, (n, o, side, side), &dev)?;
@@ -260,7 +288,7 @@ fn main() -> Result<()> {
                     r.flatten_all()?.to_vec1::<f32>()?,
                 );
                 let (xb, wb, rb) = (
-                    to_blocked(&xv, n, c, hw),
+                    to_blocked(&xv, n, c, side_in * side_in),
                     pack_weights(&wv, o, c),
                     to_blocked(&rv, n, o, hw),
                 );
@@ -270,6 +298,8 @@ fn main() -> Result<()> {
                     c,
                     o,
                     hw,
+                    side,
+                    side_in,
                 };
                 let want = ours.forward_fused(&x, res, true)?;
                 let got = from_blocked(&run_probe(pr, &xb, residual.then_some(&rb[..]), n, threads), n, o, hw);
@@ -293,7 +323,14 @@ fn main() -> Result<()> {
                 let share = |ms: f64| 100.0 * flops / (ms * 1e-3) / 1e9 / peak;
                 println!(
                     "{:<24} {:>5} {:>9.3} {:>9.3} {:>7.1}% {:>7.1}% {:>11.2}x {:>9.1e}",
-                    format!("{c}->{o} {side}x{side}{}", if residual { " +res" } else { "" }),
+                    format!(
+                        "{c}->{o} {side}x{side}{}",
+                        match (stride, residual) {
+                            (2, _) => " s2",
+                            (_, true) => " +res",
+                            _ => "",
+                        }
+                    ),
                     n,
                     a,
                     b,
