@@ -10,8 +10,12 @@
 //! included), interleaved, outputs compared; the layout conversions are left out of the probe's time (the layout
 //! would be kept between convs).
 //!
-//! `cargo run --release -p zoo-benches --bin nchwc_probe [-- --iters N --batches 1,8]` (threads: rayon's pool,
-//! `RAYON_NUM_THREADS`, for both).
+//! With `--winograd`, the same for ResNet-50's stride-1 3x3s: our Winograd lowering against F(2x2, 3x3) on the layout
+//! (the input transform reading 16-channel lines, the 16 products on the probe's kernel, the output transform
+//! writing lines).
+//!
+//! `cargo run --release -p zoo-benches --bin nchwc_probe [-- --iters N --batches 1,8 --winograd]` (threads: rayon's
+//! pool, `RAYON_NUM_THREADS`, for both).
 
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
@@ -78,9 +82,13 @@ struct Probe<'a> {
     bias: &'a [f32],
     c: usize,
     o: usize,
+    /// Lines per block of the output, and of the input.
     hw: usize,
+    plane_in: usize,
     side: usize,
     side_in: usize,
+    /// Bias and ReLU (and the residual, if any) applied; else the sums stored as they are.
+    epilogue: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -107,7 +115,7 @@ mod x86 {
             _ => ((p0 + p) / pr.side * S) * pr.side_in + (p0 + p) % pr.side * S,
         });
         for cb in 0..c / 16 {
-            let xb = x.add(cb * pr.side_in * pr.side_in).cast::<f32>();
+            let xb = x.add(cb * pr.plane_in).cast::<f32>();
             for i in 0..16 {
                 let ci = cb * 16 + i;
                 let wv: [__m512; OB] = std::array::from_fn(|b| _mm512_load_ps(w.add((b * c + ci) * 16)));
@@ -121,6 +129,12 @@ mod x86 {
         }
         let zero = _mm512_setzero_ps();
         for (b, row) in acc.iter().enumerate() {
+            if !pr.epilogue {
+                for (p, &a) in row.iter().enumerate() {
+                    _mm512_store_ps(out.add((ob0 + b) * hw + p0 + p).cast(), a);
+                }
+                continue;
+            }
             let bias = _mm512_loadu_ps(pr.bias.as_ptr().add((ob0 + b) * 16));
             for (p, &a) in row.iter().enumerate() {
                 let at = (ob0 + b) * hw + p0 + p;
@@ -152,7 +166,7 @@ mod x86 {
 
     /// [`run`] at stride `S`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn run_at<const S: usize>(
+    pub(super) unsafe fn run_at<const S: usize>(
         pr: &Probe,
         x: *const Line,
         res: Option<*const Line>,
@@ -177,6 +191,183 @@ mod x86 {
     }
 }
 
+// Winograd's F(2x2, 3x3) on the layout (`--winograd`), with a [`Probe`] holding `U` for weights: per chunk of up to
+// [`CHUNK`] 2x2 tiles of one image, the input transform reads each tile's 4x4 patch as 16-channel lines into `V[ξ]`
+// (per ξ, the probe's input layout with the chunk's tiles for pixels), the 16 products `M[ξ] = U[ξ] V[ξ]` run on the
+// 1x1 probe's kernel, and the output transform writes each tile's 2x2 pixels as lines, with bias and ReLU.
+
+/// Tiles per chunk.
+const CHUNK: usize = 48;
+
+/// `U = G g Gᵀ` for every (output, input) channel pair of OIHW 3x3 weights: per ξ, laid out as [`pack_weights`]
+/// lays out a 1x1's weights, the 16 one after another.
+fn wino_weights(g: &[f32], o: usize, c: usize) -> Vec<Line> {
+    const G: [[f32; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+    let mut u = vec![Line([0.0; 16]); 16 * o / 16 * c];
+    for oc in 0..o {
+        for ic in 0..c {
+            let k = &g[(oc * c + ic) * 9..][..9];
+            for (i, gi) in G.iter().enumerate() {
+                for (j, gj) in G.iter().enumerate() {
+                    let mut v = 0.0;
+                    for (a, &ga) in gi.iter().enumerate() {
+                        for (b, &gb) in gj.iter().enumerate() {
+                            v += ga * k[a * 3 + b] * gb;
+                        }
+                    }
+                    u[((i * 4 + j) * (o / 16) + oc / 16) * c + ic].0[oc % 16] = v;
+                }
+            }
+        }
+    }
+    u
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wino {
+    use std::arch::x86_64::*;
+
+    use super::{Line, Probe, CHUNK};
+
+    /// `(b0 - b2, b1 + b2, b2 - b1, b1 - b3)`: `Bᵀ` applied along one direction.
+    #[inline(always)]
+    unsafe fn bt(d: [__m512; 4]) -> [__m512; 4] {
+        [
+            _mm512_sub_ps(d[0], d[2]),
+            _mm512_add_ps(d[1], d[2]),
+            _mm512_sub_ps(d[2], d[1]),
+            _mm512_sub_ps(d[1], d[3]),
+        ]
+    }
+
+    /// `(m0 + m1 + m2, m1 - m2 - m3)`: `Aᵀ` applied along one direction.
+    #[inline(always)]
+    unsafe fn at(m: [__m512; 4]) -> [__m512; 2] {
+        [
+            _mm512_add_ps(_mm512_add_ps(m[0], m[1]), m[2]),
+            _mm512_sub_ps(_mm512_sub_ps(m[1], m[2]), m[3]),
+        ]
+    }
+
+    /// Tiles `t0..t0 + len` of one image (`x`: its input lines; `out`: its output lines); `wi.w` holds `U`.
+    ///
+    /// # Safety
+    /// AVX-512F; `x` and `out` hold one image each; `v` and `m` hold `16 * c / 16 * CHUNK` and
+    /// `16 * o / 16 * CHUNK` lines.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn chunk(
+        wi: &Probe,
+        x: *const Line,
+        out: *mut Line,
+        (t0, len): (usize, usize),
+        v: &mut [Line],
+        m: &mut [Line],
+    ) {
+        let (c, o, side) = (wi.c, wi.o, wi.side);
+        let tw = side / 2;
+        let zero = _mm512_setzero_ps();
+        let line = |cb: usize, y: isize, xx: isize| -> __m512 {
+            if y < 0 || xx < 0 || y >= side as isize || xx >= side as isize {
+                return zero;
+            }
+            _mm512_load_ps(x.add((cb * side + y as usize) * side + xx as usize).cast())
+        };
+        // Input transform: V[ξ][cb][t], ξ = 4 * (index down) + (index across).
+        let vp = v.as_mut_ptr();
+        for cb in 0..c / 16 {
+            for t in 0..len {
+                let (ty, tx) = ((t0 + t) / tw, (t0 + t) % tw);
+                let (y0, x0) = (2 * ty as isize - 1, 2 * tx as isize - 1);
+                // Column `i` of the patch, transformed down the rows.
+                let cols: [[__m512; 4]; 4] =
+                    std::array::from_fn(|i| bt(std::array::from_fn(|j| line(cb, y0 + j as isize, x0 + i as isize))));
+                // Then across the columns, for each index down.
+                let [c0, c1, c2, c3] = cols;
+                for (a, (((&v0, &v1), &v2), &v3)) in c0.iter().zip(&c1).zip(&c2).zip(&c3).enumerate() {
+                    for (b, &val) in bt([v0, v1, v2, v3]).iter().enumerate() {
+                        _mm512_store_ps(vp.add(((a * 4 + b) * (c / 16) + cb) * CHUNK + t).cast(), val);
+                    }
+                }
+            }
+        }
+        // The 16 products, on the 1x1 probe's kernel.
+        for xi in 0..16 {
+            let pr = Probe {
+                w: &wi.w[xi * (o / 16) * c..(xi + 1) * (o / 16) * c],
+                bias: &[],
+                c,
+                o,
+                hw: CHUNK,
+                plane_in: CHUNK,
+                side: 1,
+                side_in: 1,
+                epilogue: false,
+            };
+            super::x86::run_at::<1>(
+                &pr,
+                v.as_ptr().add(xi * (c / 16) * CHUNK),
+                None,
+                m.as_mut_ptr().add(xi * (o / 16) * CHUNK),
+                (0, len),
+            );
+        }
+        // Output transform, bias, ReLU.
+        let mp = m.as_ptr();
+        for ob in 0..o / 16 {
+            let bias = _mm512_loadu_ps(wi.bias.as_ptr().add(ob * 16));
+            for t in 0..len {
+                let (ty, tx) = ((t0 + t) / tw, (t0 + t) % tw);
+                let mv = |xi: usize| _mm512_load_ps(mp.add((xi * (o / 16) + ob) * CHUNK + t).cast());
+                // Down (the first index of ξ) for each index across, then across for each output row.
+                let downs: [[__m512; 2]; 4] = std::array::from_fn(|b| at([mv(b), mv(4 + b), mv(8 + b), mv(12 + b)]));
+                let [d0, d1, d2, d3] = downs;
+                for (a, (((&v0, &v1), &v2), &v3)) in d0.iter().zip(&d1).zip(&d2).zip(&d3).enumerate() {
+                    for (b, &val) in at([v0, v1, v2, v3]).iter().enumerate() {
+                        let r = _mm512_max_ps(_mm512_add_ps(val, bias), zero);
+                        _mm512_store_ps(out.add((ob * side + 2 * ty + a) * side + 2 * tx + b).cast(), r);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The Winograd probe over `n` images in `threads` parts: the (image, chunk) tasks dealt out in runs.
+#[cfg(target_arch = "x86_64")]
+fn run_wino(wi: Probe, x: &[Line], n: usize, threads: usize) -> Vec<Line> {
+    let (in_img, out_img) = (wi.c / 16 * wi.side * wi.side, wi.o / 16 * wi.side * wi.side);
+    let mut out: Vec<Line> = Vec::with_capacity(n * out_img);
+    // SAFETY: every line is written by a chunk's output transform before it is read.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        out.set_len(n * out_img)
+    };
+    let dst = Ptr(out.as_mut_ptr());
+    let tiles = (wi.side / 2) * (wi.side / 2);
+    let tasks: Vec<(usize, usize)> = (0..n)
+        .flat_map(|i| (0..tiles).step_by(CHUNK).map(move |t| (i, t)))
+        .collect();
+    (0..threads).into_par_iter().for_each(|part| {
+        let mut v = vec![Line([0.0; 16]); 16 * wi.c / 16 * CHUNK];
+        let mut m = vec![Line([0.0; 16]); 16 * wi.o / 16 * CHUNK];
+        let mine = tasks.len() * part / threads..tasks.len() * (part + 1) / threads;
+        for &(i, t0) in &tasks[mine] {
+            // SAFETY: the CPU has AVX-512F (checked in `main`); each task writes its own tiles of its image.
+            unsafe {
+                wino::chunk(
+                    &wi,
+                    x.as_ptr().add(i * in_img),
+                    dst.at(i * out_img),
+                    (t0, CHUNK.min(tiles - t0)),
+                    &mut v,
+                    &mut m,
+                )
+            }
+        }
+    });
+    out
+}
+
 /// Raw pointers handed to the probe's threads (each writes its own images or pixels).
 #[derive(Clone, Copy)]
 struct Ptr(*mut Line);
@@ -194,7 +385,7 @@ impl Ptr {
 /// The probe over `n` images in `threads` parts: images split between them, or each image's pixels.
 #[cfg(target_arch = "x86_64")]
 fn run_probe(pr: Probe, x: &[Line], res: Option<&[Line]>, n: usize, threads: usize) -> Vec<Line> {
-    let (in_img, out_img) = (pr.c / 16 * pr.side_in * pr.side_in, pr.o / 16 * pr.hw);
+    let (in_img, out_img) = (pr.c / 16 * pr.plane_in, pr.o / 16 * pr.hw);
     // Allocated per call and left uninitialized, as our conv allocates its output.
     let mut out: Vec<Line> = Vec::with_capacity(n * out_img);
     // SAFETY: every line is written by a tile before it is read (`Line` is plain floats).
@@ -250,10 +441,10 @@ fn main() -> Result<()> {
         let batches = args.numbers("--batches", &[8, 1])?;
         let peak = resnet::layers::engine::fma_peak(threads, 300).unwrap_or(f64::NAN);
         println!("{threads} threads (rayon's pool), FMA peak {peak:.1} GFLOP/s");
-        println!(
-            "{:<24} {:>5} {:>9} {:>9} {:>8} {:>8} {:>12} {:>9}",
-            "1x1 conv", "batch", "ours ms", "probe ms", "ours %", "probe %", "ours/probe", "max|diff|"
-        );
+        if args.has("--winograd") {
+            return winograd_table(&batches, iters, threads, peak);
+        }
+        print_header("1x1 conv");
         // ResNet-50's 1x1 shapes: (in, out, output map side, stride, residual); the stride-2 ones are the
         // downsamples of layer2-4 (layer1's, 64 -> 256 at stride 1, is the conv3 shape without the residual).
         let shapes = [
@@ -298,8 +489,10 @@ fn main() -> Result<()> {
                     c,
                     o,
                     hw,
+                    plane_in: side_in * side_in,
                     side,
                     side_in,
+                    epilogue: true,
                 };
                 let want = ours.forward_fused(&x, res, true)?;
                 let got = from_blocked(&run_probe(pr, &xb, residual.then_some(&rb[..]), n, threads), n, o, hw);
@@ -309,38 +502,110 @@ fn main() -> Result<()> {
                         "{c} -> {o} at {side}x{side}, batch {n}: the probe and our conv differ by {diff}"
                     );
                 }
-                let (mut a, mut b) = (vec![], vec![]);
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    std::hint::black_box(ours.forward_fused(&x, res, true)?);
-                    a.push(t.elapsed().as_secs_f64() * 1e3);
-                    let t = Instant::now();
-                    std::hint::black_box(run_probe(pr, &xb, residual.then_some(&rb[..]), n, threads));
-                    b.push(t.elapsed().as_secs_f64() * 1e3);
-                }
-                let (a, b) = (median(&mut a), median(&mut b));
-                let flops = 2.0 * (n * c * o * hw) as f64;
-                let share = |ms: f64| 100.0 * flops / (ms * 1e-3) / 1e9 / peak;
-                println!(
-                    "{:<24} {:>5} {:>9.3} {:>9.3} {:>7.1}% {:>7.1}% {:>11.2}x {:>9.1e}",
-                    format!(
-                        "{c}->{o} {side}x{side}{}",
-                        match (stride, residual) {
-                            (2, _) => " s2",
-                            (_, true) => " +res",
-                            _ => "",
-                        }
-                    ),
-                    n,
-                    a,
-                    b,
-                    share(a),
-                    share(b),
-                    a / b,
-                    diff
+                let label = format!(
+                    "{c}->{o} {side}x{side}{}",
+                    match (stride, residual) {
+                        (2, _) => " s2",
+                        (_, true) => " +res",
+                        _ => "",
+                    }
                 );
+                let flops = 2.0 * (n * c * o * hw) as f64;
+                let timed = interleaved(
+                    iters,
+                    || ours.forward_fused(&x, res, true).map(drop),
+                    || drop(run_probe(pr, &xb, residual.then_some(&rb[..]), n, threads)),
+                )?;
+                print_row(&label, n, timed, flops / peak / 1e9, diff);
             }
         }
     }
     Ok(())
+}
+
+/// `--winograd`: ResNet-50's stride-1 3x3s (our Winograd lowering on NCHW) against the Winograd probe on NCHW16c;
+/// the shares of the peak count the direct convolution's multiply-adds.
+#[cfg(target_arch = "x86_64")]
+fn winograd_table(batches: &[usize], iters: usize, threads: usize, peak: f64) -> Result<()> {
+    print_header("3x3 conv");
+    let dev = Device::Cpu;
+    for &n in batches {
+        for &(c, side) in &[(64usize, 56usize), (128, 28), (256, 14)] {
+            let spec = ConvSpec::new(c, c, 3, 1);
+            let x = Tensor::randn(0f32, 1f32, (n, c, side, side), &dev)?;
+            let w = (Tensor::randn(0f32, 1f32, spec.weight_shape(), &dev)? / ((9 * c) as f64).sqrt())?;
+            let bias = Tensor::randn(0f32, 1f32, c, &dev)?;
+            let ours = Conv::new_inference(w.clone(), Some(bias.clone()), spec)?;
+            let (xv, wv, bv) = (
+                x.flatten_all()?.to_vec1::<f32>()?,
+                w.flatten_all()?.to_vec1::<f32>()?,
+                bias.to_vec1::<f32>()?,
+            );
+            let (xb, ub) = (to_blocked(&xv, n, c, side * side), wino_weights(&wv, c, c));
+            let wi = Probe {
+                w: &ub,
+                bias: &bv,
+                c,
+                o: c,
+                hw: side * side,
+                plane_in: side * side,
+                side,
+                side_in: side,
+                epilogue: true,
+            };
+            let want = ours.forward_fused(&x, None, true)?;
+            let got = from_blocked(&run_wino(wi, &xb, n, threads), n, c, side * side);
+            let diff = max_abs_diff(&want, &Tensor::from_vec(got, (n, c, side, side), &dev)?)?;
+            if diff > 1e-3 {
+                candle_core::bail!("3x3 {c} at {side}x{side}, batch {n}: the probe and our conv differ by {diff}");
+            }
+            let flops = 2.0 * (n * c * c * 9 * side * side) as f64;
+            let timed = interleaved(
+                iters,
+                || ours.forward_fused(&x, None, true).map(drop),
+                || drop(run_wino(wi, &xb, n, threads)),
+            )?;
+            print_row(&format!("{c}->{c} {side}x{side}"), n, timed, flops / peak / 1e9, diff);
+        }
+    }
+    Ok(())
+}
+
+/// Medians (ms) of `iters` runs of `ours` and `probe`, taken in turn.
+fn interleaved(iters: usize, mut ours: impl FnMut() -> Result<()>, mut probe: impl FnMut()) -> Result<(f64, f64)> {
+    let (mut a, mut b) = (vec![], vec![]);
+    for _ in 0..iters {
+        let t = Instant::now();
+        ours()?;
+        a.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        probe();
+        b.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((median(&mut a), median(&mut b)))
+}
+
+/// A table's header.
+fn print_header(what: &str) {
+    println!(
+        "{:<24} {:>5} {:>9} {:>9} {:>8} {:>8} {:>12} {:>9}",
+        what, "batch", "ours ms", "probe ms", "ours %", "probe %", "ours/probe", "max|diff|"
+    );
+}
+
+/// One row of a table: the times, their shares of the peak (`peak_s`: the work's seconds at the FMA peak) and
+/// their ratio.
+fn print_row(label: &str, n: usize, (a, b): (f64, f64), peak_s: f64, diff: f32) {
+    let share = |ms: f64| 100.0 * peak_s / (ms * 1e-3);
+    println!(
+        "{:<24} {:>5} {:>9.3} {:>9.3} {:>7.1}% {:>7.1}% {:>11.2}x {:>9.1e}",
+        label,
+        n,
+        a,
+        b,
+        share(a),
+        share(b),
+        a / b,
+        diff
+    );
 }
