@@ -171,6 +171,7 @@ pub fn time_ms<T>(mut f: impl FnMut() -> Result<T>) -> Result<f64> {
     Ok(ms)
 }
 
+/// The median of `v` (sorted in place; the mean of the middle two for an even count, NaN for none).
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
