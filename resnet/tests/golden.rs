@@ -179,6 +179,16 @@ fn big256() {
     check("big256");
 }
 
+/// The same on one thread and on two, where (with AVX-512) the 64 x 64 maps' 3x3s run Winograd's F(4x4, 3x3): a
+/// call runs it where it has two chunks of tiles per thread, which on more threads these maps may not have.
+#[test]
+fn big256_on_one_and_two_threads() {
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| check("big256"));
+    }
+}
+
 #[test]
 fn fixture_is_float32_accurate() {
     // The generator also stored the float64 result: PyTorch's own f32 error sets the scale of our tolerance.

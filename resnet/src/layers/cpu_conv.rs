@@ -13,7 +13,8 @@
 //! Elsewhere (the portable engine, groups, dilation, stride 3+) they unfold it band by band into a
 //! reused per-thread buffer small enough to stay in L2. The engine applies the bias, residual and ReLU as
 //! it stores each tile. Stride-1 3x3 convolutions up to 256 x 256 channels are instead lowered to Winograd's
-//! F(2x2, 3x3) on the same micro-kernels (`engine::winograd`, [`Lowering`]), their weights held as the same
+//! F(2x2, 3x3) or, on AVX-512 up to 128 x 128 channels, F(4x4, 3x3) on the same micro-kernels
+//! (`engine::winograd`, [`Lowering`]), their weights held as the same
 //! panels and transformed as the conv runs; on AVX-512 a thin strided stem (3 input channels, stride 2) runs
 //! as a direct convolution on the same panels (`engine::direct`).
 //!
@@ -74,9 +75,13 @@ enum Weights {
     Int8(Box<Int8Weights>),
     /// The f32 panels' layout in f16, widened to f32 block by block as the kernel goes.
     F16 { data: Vec<u16>, rows: usize },
-    /// A 3x3 stride-1 conv lowered to Winograd's F(2x2, 3x3) (`engine::winograd`): the same f32 panels as
-    /// `Panels`, each transformed as the conv runs.
-    Winograd { data: Vec<f32>, rows: usize },
+    /// A 3x3 stride-1 conv lowered to Winograd's F(2x2, 3x3) or F(4x4, 3x3) (`engine::winograd`): the same f32
+    /// panels as `Panels`, each transformed as the conv runs.
+    Winograd {
+        data: Vec<f32>,
+        rows: usize,
+        tile: winograd::Tile,
+    },
     /// A thin strided stem run as a direct convolution (`engine::direct`, on AVX-512): the same f32 panels.
     Direct { data: Vec<f32>, rows: usize },
 }
@@ -123,7 +128,8 @@ impl PackedConv {
 
     /// From an OIHW f32 buffer the conv takes over: the micro-kernel engines rearrange it into their
     /// panels in place (one panel's worth of scratch), so loading never holds two copies of a weight.
-    /// Convs that [`Lowering::detect`]'s lowering applies to run as Winograd's F(2x2, 3x3) on those panels.
+    /// Convs that [`Lowering::detect`]'s lowering applies to run as Winograd's F(2x2, 3x3) or F(4x4, 3x3) on
+    /// those panels.
     pub fn from_vec(oihw: Vec<f32>, bias: Option<&Tensor>, spec: ConvSpec, engine: Engine) -> Result<Self> {
         Self::from_vec_lowered(oihw, bias, spec, engine, Lowering::detect())
     }
@@ -161,7 +167,16 @@ impl PackedConv {
                 }
                 // An engine with panels has a micro-kernel for Winograd's products (`engine_for`: it runs here).
                 match lowering.choose(&spec, engine) {
-                    Lowering::Winograd => Weights::Winograd { data: oihw, rows },
+                    Lowering::Winograd4 => Weights::Winograd {
+                        data: oihw,
+                        rows,
+                        tile: winograd::Tile::F4,
+                    },
+                    Lowering::Winograd => Weights::Winograd {
+                        data: oihw,
+                        rows,
+                        tile: winograd::Tile::F2,
+                    },
                     Lowering::Direct => Weights::Direct { data: oihw, rows },
                     Lowering::Gemm => Weights::Panels { data: oihw, rows },
                 }
@@ -403,7 +418,14 @@ impl PackedConv {
     /// How the conv is lowered onto matrix products.
     pub fn lowering(&self) -> Lowering {
         match self.weights {
-            Weights::Winograd { .. } => Lowering::Winograd,
+            Weights::Winograd {
+                tile: winograd::Tile::F2,
+                ..
+            } => Lowering::Winograd,
+            Weights::Winograd {
+                tile: winograd::Tile::F4,
+                ..
+            } => Lowering::Winograd4,
             Weights::Direct { .. } => Lowering::Direct,
             _ => Lowering::Gemm,
         }
@@ -439,7 +461,7 @@ impl PackedConv {
                 Tensor::from_vec(oihw, s.weight_shape(), &candle_core::Device::Cpu)
             }
             Weights::F16 { data, rows } => reduced(reduced::f16_unpanel(data, m, k, *rows)),
-            Weights::Panels { data, rows } | Weights::Winograd { data, rows } | Weights::Direct { data, rows } => {
+            Weights::Panels { data, rows } | Weights::Winograd { data, rows, .. } | Weights::Direct { data, rows } => {
                 let s = &self.spec;
                 let kk = s.depth();
                 let mut oihw = vec![0f32; s.out_channels * kk];
@@ -665,11 +687,12 @@ impl PackedConv {
             )
         };
         let post = Post { relu, emit };
-        if let (Weights::Winograd { data, rows }, Input::F32(x)) = (&self.weights, x) {
+        if let (Weights::Winograd { data, rows, tile }, Input::F32(x)) = (&self.weights, x) {
             let Some((kernel, mr, nr)) = self.engine.micro_kernel() else {
                 bail!("Winograd weights without a micro-kernel")
             };
             debug_assert_eq!(mr, *rows, "weights packed for another micro-kernel");
+            let threads = rayon::current_num_threads();
             let conv = winograd::Conv {
                 g: data,
                 kernel,
@@ -680,9 +703,10 @@ impl PackedConv {
                 chw: (c, h, w),
                 out_channels: s.out_channels,
                 engine: self.engine,
+                tile: tile.for_call(n, (h, w), threads),
             };
             // SAFETY: `out_f32` holds the whole output; the engine's kernel runs on this CPU (`engine_for`).
-            unsafe { conv.run(x, n, residual, out.f32, rayon::current_num_threads()) };
+            unsafe { conv.run(x, n, residual, out.f32, threads) };
             return Ok(CpuStorage::F32(out_f32));
         }
         #[cfg(target_arch = "x86_64")]

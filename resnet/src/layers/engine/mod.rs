@@ -26,7 +26,8 @@
 //!
 //! On our micro-kernels the ungrouped stride-1 3x3 convolutions up to 256 x 256 channels take another route to
 //! the same kernels, [`Lowering::Winograd`] (`winograd`): Winograd's F(2x2, 3x3), 16 matrix products of the
-//! transformed weights (transformed as the conv runs) by the transformed input, 2.25x fewer multiply-adds.
+//! transformed weights (transformed as the conv runs) by the transformed input, 2.25x fewer multiply-adds; on
+//! AVX-512, those up to 128 x 128 channels [`Lowering::Winograd4`], F(4x4, 3x3): 36 products, 4x fewer.
 //! On AVX-512 the thin stride-2 stem is no matrix product at all, [`Lowering::Direct`] (`direct`): a direct
 //! convolution reading the image's even and odd columns, 16 output pixels per load and tap.
 //!
@@ -219,11 +220,19 @@ fn from_env<T: Copy>(
 
 /// How an f32 convolution on our micro-kernels is computed, an explicit choice like [`Engine`]'s: per conv
 /// [`Lowering::choose`] picks one of the lowerings a policy allows. [`Lowering::detect`]'s policy is
-/// `ZOO_CONV_LOWERING` (`winograd`, `direct` or `gemm`), else [`Lowering::Winograd`], which allows them all.
+/// `ZOO_CONV_LOWERING` (`winograd4`, `winograd`, `direct` or `gemm`), else [`Lowering::Winograd4`], which allows
+/// them all.
 ///
 /// ```
 /// use resnet::layers::{ConvSpec, Engine, Lowering};
-/// // ResNet's 3x3 stride-1 convs up to 256 x 256 channels go through Winograd's F(2x2, 3x3)...
+/// // ResNet's 3x3 stride-1 convs up to 128 x 128 channels go through Winograd's F(4x4, 3x3)...
+/// assert!(Lowering::Winograd4.applies(&ConvSpec::new(64, 64, 3, 1)));
+/// assert_eq!(Lowering::Winograd4.choose(&ConvSpec::new(128, 128, 3, 1), Engine::Avx512), Lowering::Winograd4);
+/// // ... up to 256 x 256 through F(2x2, 3x3)...
+/// assert_eq!(Lowering::Winograd4.choose(&ConvSpec::new(256, 256, 3, 1), Engine::Avx512), Lowering::Winograd);
+/// assert_eq!(Lowering::Winograd.choose(&ConvSpec::new(64, 64, 3, 1), Engine::Avx512), Lowering::Winograd);
+/// // (F(4x4, 3x3)'s transforms are AVX-512's: on AVX2, F(2x2, 3x3).)
+/// assert_eq!(Lowering::Winograd4.choose(&ConvSpec::new(64, 64, 3, 1), Engine::Avx2Fma), Lowering::Winograd);
 /// assert!(Lowering::Winograd.applies(&ConvSpec::new(64, 64, 3, 1)));
 /// // ... not the strided ones, 1x1s, or 512 x 512 (ResNet runs them on 7x7 maps, too small to pay).
 /// assert!(!Lowering::Winograd.applies(&ConvSpec::new(64, 128, 3, 2)));
@@ -239,6 +248,12 @@ fn from_env<T: Copy>(
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lowering {
+    /// Winograd's F(4x4, 3x3) (`winograd::f4`) for the 3x3 stride-1 convs of at most 128 x 128 channels, on the
+    /// AVX-512 engine (see [`Lowering::applies`]): 36 products per 4x4 output tile and channel pair instead of
+    /// 144, 4x fewer multiply-adds. A call with too few tiles to give every thread two chunks of its own (ResNet's
+    /// 28x28 maps at batch 1) runs as [`Lowering::Winograd`] instead, on the same weights. As a policy, the
+    /// default: it allows every lowering, [`Lowering::Winograd`] for the 3x3s too wide for this one.
+    Winograd4,
     /// Every conv as one matrix product: a 1x1 reads its input in place, others are implicit GEMMs (the
     /// unfolded input packed straight from the image) or, elsewhere, im2col bands.
     Gemm,
@@ -254,18 +269,23 @@ pub enum Lowering {
 }
 
 impl Lowering {
-    /// Every lowering, the default policy first.
-    pub const ALL: [Lowering; 3] = [Lowering::Winograd, Lowering::Direct, Lowering::Gemm];
+    /// Every lowering, the default policy first, each policy allowing the ones after it.
+    pub const ALL: [Lowering; 4] = [
+        Lowering::Winograd4,
+        Lowering::Winograd,
+        Lowering::Direct,
+        Lowering::Gemm,
+    ];
 
-    /// `ZOO_CONV_LOWERING` when it names one, else [`Lowering::Winograd`]. Read once per process.
+    /// `ZOO_CONV_LOWERING` when it names one, else [`Lowering::Winograd4`]. Read once per process.
     pub fn detect() -> Lowering {
         static CHOSEN: OnceLock<Lowering> = OnceLock::new();
         *CHOSEN.get_or_init(|| {
-            let names = "a lowering (winograd, direct, gemm)";
+            let names = "a lowering (winograd4, winograd, direct, gemm)";
             from_env(
                 "ZOO_CONV_LOWERING",
                 names,
-                Lowering::Winograd,
+                Lowering::Winograd4,
                 Lowering::from_name,
                 |_| true,
                 Lowering::name,
@@ -273,7 +293,9 @@ impl Lowering {
         })
     }
 
-    /// True when a conv of `spec` can be lowered this way rather than to one GEMM. [`Lowering::Direct`]:
+    /// True when a conv of `spec` can be lowered this way rather than to one GEMM. [`Lowering::Winograd4`]: those
+    /// [`Lowering::Winograd`] applies to with at most 128 channels on either side (ResNet's 256-channel 3x3s run
+    /// on 14x14 maps: 16 tiles of 4x4 per image, a quarter of each partly outside the map). [`Lowering::Direct`]:
     /// ungrouped undilated stride-2 convs of at most 4 input channels (an image's) and output channels in
     /// whole panels of 8. [`Lowering::Winograd`]: ungrouped undilated 3x3 stride-1 convs with padding 1 whose weights hold at most
     /// 256 x 256 channel pairs, neither side over 512. ResNet's 512-channel 3x3s run on 7x7 maps (16 tiles per
@@ -282,6 +304,7 @@ impl Lowering {
     pub fn applies(self, spec: &crate::layers::ConvSpec) -> bool {
         match self {
             Lowering::Gemm => false,
+            Lowering::Winograd4 => Self::winograd_applies(spec) && spec.in_channels.max(spec.out_channels) <= 128,
             Lowering::Winograd => Self::winograd_applies(spec),
             #[cfg(target_arch = "x86_64")]
             Lowering::Direct => direct::applies(spec),
@@ -296,8 +319,9 @@ impl Lowering {
     pub fn choose(self, spec: &crate::layers::ConvSpec, engine: Engine) -> Lowering {
         let direct = engine == Engine::Avx512 && Lowering::Direct.applies(spec);
         match self {
-            Lowering::Winograd if Lowering::Winograd.applies(spec) => Lowering::Winograd,
-            Lowering::Winograd | Lowering::Direct if direct => Lowering::Direct,
+            Lowering::Winograd4 if engine == Engine::Avx512 && Lowering::Winograd4.applies(spec) => Lowering::Winograd4,
+            Lowering::Winograd4 | Lowering::Winograd if Lowering::Winograd.applies(spec) => Lowering::Winograd,
+            Lowering::Winograd4 | Lowering::Winograd | Lowering::Direct if direct => Lowering::Direct,
             _ => Lowering::Gemm,
         }
     }
@@ -317,6 +341,7 @@ impl Lowering {
     pub fn name(self) -> &'static str {
         match self {
             Lowering::Gemm => "gemm",
+            Lowering::Winograd4 => "winograd4",
             Lowering::Winograd => "winograd",
             Lowering::Direct => "direct",
         }

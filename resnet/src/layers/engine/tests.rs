@@ -13,7 +13,7 @@ use crate::layers::cpu_conv::PackedConv;
 
 /// `relu?(conv(x) + bias + residual?)` by the definition, NCHW / OIHW, in f64.
 #[allow(clippy::too_many_arguments)]
-fn naive(
+pub(super) fn naive(
     x: &[f32],
     (n, c, h, w): (usize, usize, usize, usize),
     weight: &[f32],
@@ -59,7 +59,7 @@ fn naive(
 }
 
 /// Uniform values in [-1, 1) from a seed (a 64-bit LCG): the same case for the same seed.
-fn uniform(seed: u64) -> impl FnMut() -> f32 {
+pub(super) fn uniform(seed: u64) -> impl FnMut() -> f32 {
     let mut rng = seed;
     move || {
         rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -68,7 +68,7 @@ fn uniform(seed: u64) -> impl FnMut() -> f32 {
 }
 
 /// The largest absolute difference of two equally long slices.
-fn max_err(got: &[f32], want: &[f32]) -> f32 {
+pub(super) fn max_err(got: &[f32], want: &[f32]) -> f32 {
     got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
 }
 

@@ -1,6 +1,7 @@
 //! Winograd's minimal filtering F(2x2, 3x3) for 3x3 stride-1 convolutions with padding 1: each 2x2 block of
 //! output pixels (a *tile*) costs 16 multiplications per (input, output) channel pair instead of the 36 of the
-//! direct convolution, 2.25x fewer.
+//! direct convolution, 2.25x fewer. Its larger sibling F(4x4, 3x3) ([`Tile::F4`], transforms in `f4`) runs on
+//! the same chunks, products and layouts with 36 positions `ξ` per tile of 4x4: 4x fewer.
 //!
 //! For one input channel, a tile reads the 4x4 patch `d` of input pixels around it, and
 //! `y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015)
@@ -29,8 +30,8 @@
 //! convolution's sums, rounded in another order: the golden tests hold within 1e-4 of PyTorch.
 //!
 //! The weights are held once, as the 3x3 kernels in the GEMM lowering's panels, and transformed as the conv
-//! runs (a transformed copy held instead would take 16 values per 9: a ResNet-50's resident memory past 1.25x
-//! its weights): once per call into a buffer the calling thread keeps, where the call has several chunks; else
+//! runs (a transformed copy held instead would take 16 values per 9, or 36: a ResNet-50's resident memory past
+//! 1.25x its weights): once per call into a buffer the calling thread keeps, where the call has several chunks; else
 //! (the late, small maps at batch 1) by each task for its own block of output channels, into scratch that
 //! stays in L2 until the kernel reads it.
 
@@ -38,8 +39,51 @@ use rayon::prelude::*;
 
 use super::MicroTile;
 
-/// Positions of a transformed tile (4x4).
+mod f4;
+
+/// Positions of F(2x2, 3x3)'s transformed tile (4x4).
 const XI: usize = 16;
+
+/// Which of Winograd's minimal filters a conv runs: the output tile's side, and with it the transformed tile's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tile {
+    /// F(2x2, 3x3): 2x2 output pixels from a 4x4 patch, 16 products per channel pair (this module's transforms).
+    F2,
+    /// F(4x4, 3x3): 4x4 output pixels from a 6x6 patch, 36 products per channel pair, 4x fewer multiply-adds
+    /// than the direct convolution (`f4`'s transforms).
+    F4,
+}
+
+impl Tile {
+    /// Output pixels along a tile's side.
+    fn side(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Positions `ξ` of the transformed tile: the matrix products per chunk.
+    fn xi(self) -> usize {
+        match self {
+            Tile::F2 => XI,
+            Tile::F4 => f4::XI,
+        }
+    }
+
+    /// The tile a call on `n` images of `h x w` over `threads` threads runs: F(4x4, 3x3) where its chunks keep
+    /// every thread on chunks of its own ([`SPLIT_BELOW`] each), else F(2x2, 3x3). With fewer, each chunk's output
+    /// channels are cut over the threads and every cut transforms the chunk's input again, and the weights'
+    /// transform (36 values per 9, each call) is spread over few tiles: ResNet's 128-channel 3x3s at 28x28 and
+    /// batch 1 took 1.15x F(2x2)'s time as F(4x4), 0.78x at batch 8 (the 64-channel ones at 56x56: 0.97x, 0.68x).
+    pub(crate) fn for_call(self, n: usize, (h, w): (usize, usize), threads: usize) -> Tile {
+        let chunks = n * h.div_ceil(4) * w.div_ceil(4) / CHUNK;
+        match self {
+            Tile::F4 if chunks >= F4_CHUNKS_PER_THREAD * threads => Tile::F4,
+            _ => Tile::F2,
+        }
+    }
+}
 
 /// Tiles per chunk: one AVX-512 strip, three AVX2 strips.
 const CHUNK: usize = 48;
@@ -49,6 +93,9 @@ const SPILL: usize = 4;
 
 /// Chunks per thread below which each chunk's output channels are cut over the threads too (see [`Conv::run`]).
 const SPLIT_BELOW: usize = 4;
+
+/// Chunks per thread from which a call runs F(4x4, 3x3) (see [`Tile::for_call`]), whole chunks each.
+const F4_CHUNKS_PER_THREAD: usize = 2;
 
 /// Bytes of transformed weights a block of output channels may take (see [`Conv::block`]).
 const U_BYTES: usize = 512 * 1024;
@@ -214,6 +261,8 @@ pub(crate) struct Conv<'a> {
     /// [`super::Engine::Avx512`], else the portable loops (compiled for AVX2 on [`super::Engine::Avx2Fma`]).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub engine: super::Engine,
+    /// F(2x2, 3x3) or F(4x4, 3x3).
+    pub tile: Tile,
 }
 
 /// Where a chunk's tiles are: tile `s` of the chunk is global tile `first + s` (`image * tiles + ty * tw + tx`).
@@ -238,7 +287,8 @@ impl Conv<'_> {
     /// Tiles across and down one image.
     fn tiles(&self) -> (usize, usize) {
         let (_, h, w) = self.chw;
-        (h.div_ceil(2), w.div_ceil(2))
+        let side = self.tile.side();
+        (h.div_ceil(side), w.div_ceil(side))
     }
 
     /// Strips per chunk.
@@ -251,7 +301,7 @@ impl Conv<'_> {
     /// the chunk's `V`.
     fn block(&self) -> usize {
         let (c, _, _) = self.chw;
-        let fit = U_BYTES / (XI * c * 4);
+        let fit = U_BYTES / (self.tile.xi() * c * 4);
         (fit.min(BLOCK) / self.mr).max(1) * self.mr
     }
 
@@ -310,7 +360,11 @@ impl Conv<'_> {
         // thread share one block of transformed weights: ResNet-50's 128-channel 3x3s at 28x28 read half of
         // their 1 MB each instead of all of it, 6-8 % faster at batch 1 on two threads than uncut.
         let panels = self.out_channels / self.mr;
-        let splits = match chunks >= SPLIT_BELOW * threads {
+        let split_below = match self.tile {
+            Tile::F2 => SPLIT_BELOW,
+            Tile::F4 => F4_CHUNKS_PER_THREAD,
+        };
+        let splits = match chunks >= split_below * threads {
             true => 1,
             false => threads.min(panels).max(1),
         };
@@ -320,14 +374,12 @@ impl Conv<'_> {
         // `U[ξ]` are transformed once per call (in parallel) into a buffer the calling thread keeps; else (one
         // or two chunks: the late, small maps at batch 1) each task transforms its block's panels itself, into
         // its L2-sized scratch, just before multiplying them.
-        let per_panel = XI * u_step(c, self.mr);
+        let per_panel = self.tile.xi() * u_step(c, self.mr);
         if chunks < SHARED_U {
             return self.tasks(x, None, (chunks, splits, step, total), residual, out, threads);
         }
         super::with_buffer(&U, panels * per_panel, |u| {
-            let transform = |(p, up): (usize, &mut [f32])| {
-                transform_panel(&self.g[p * c * 9 * self.mr..][..c * 9 * self.mr], c, self.mr, up)
-            };
+            let transform = |(p, up): (usize, &mut [f32])| self.transform(p, up);
             match threads {
                 1 => u.chunks_exact_mut(per_panel).enumerate().for_each(transform),
                 _ => u.par_chunks_exact_mut(per_panel).enumerate().for_each(transform),
@@ -379,9 +431,10 @@ impl Conv<'_> {
         out: Out,
     ) {
         let (c, _, _) = self.chw;
-        let v_len = XI * self.xi_step(c);
-        let m_len = XI * self.xi_step(self.block());
-        let per_panel = XI * u_step(c, self.mr);
+        let xis = self.tile.xi();
+        let v_len = xis * self.xi_step(c);
+        let m_len = xis * self.xi_step(self.block());
+        let per_panel = xis * u_step(c, self.mr);
         let u_len = if u.is_some() {
             0
         } else {
@@ -391,7 +444,10 @@ impl Conv<'_> {
             let (v, rest) = buf.split_at_mut(v_len);
             let (m, scratch) = rest.split_at_mut(m_len);
             for seg in self.segments(chunk) {
-                self.input_on_engine(x, seg, v);
+                match self.tile {
+                    Tile::F2 => self.input_on_engine(x, seg, v),
+                    Tile::F4 => f4::input_on_engine(self, x, seg, v),
+                }
             }
             let block = self.block();
             for o0 in (rows.0..rows.1).step_by(block) {
@@ -400,19 +456,31 @@ impl Conv<'_> {
                     Some(u) => &u[o0 / self.mr * per_panel..],
                     None => {
                         let panels = (o1 - o0) / self.mr;
-                        let g = &self.g[o0 * c * 9..];
                         for (p, up) in scratch.chunks_exact_mut(per_panel).take(panels).enumerate() {
-                            transform_panel(&g[p * c * 9 * self.mr..][..c * 9 * self.mr], c, self.mr, up);
+                            self.transform(o0 / self.mr + p, up);
                         }
                         &*scratch
                     }
                 };
                 self.multiply(v, chunk.len, (o0, o1), m, u);
                 for seg in self.segments(chunk) {
-                    self.output_on_engine(m, seg, (o0, o1), residual, out);
+                    match self.tile {
+                        Tile::F2 => self.output_on_engine(m, seg, (o0, o1), residual, out),
+                        Tile::F4 => f4::output_on_engine(self, m, seg, (o0, o1), residual, out),
+                    }
                 }
             }
         })
+    }
+
+    /// Panel `p`'s matrices `U[ξ]` into `u` (see [`transform_panel`]), for this conv's tile.
+    fn transform(&self, p: usize, u: &mut [f32]) {
+        let (c, mr) = (self.chw.0, self.mr);
+        let g = &self.g[p * c * 9 * mr..][..c * 9 * mr];
+        match self.tile {
+            Tile::F2 => transform_panel(g, c, mr, u),
+            Tile::F4 => f4::transform_panel(g, c, mr, u),
+        }
     }
 
     /// [`Conv::input`] as the engine runs it: AVX-512's, or the portable loops compiled for AVX2.
@@ -533,8 +601,9 @@ impl Conv<'_> {
         let block = self.block();
         let panels = (o1 - o0).div_ceil(mr);
         // Panel `p`'s A for position `xi`, depth `k0` (wrapping: also names the one after the last).
-        let panel = |p: usize, xi: usize, k0: usize| u.as_ptr().wrapping_add((p * XI + xi) * u_step(c, mr) + k0 * mr);
-        for xi in 0..XI {
+        let xis = self.tile.xi();
+        let panel = |p: usize, xi: usize, k0: usize| u.as_ptr().wrapping_add((p * xis + xi) * u_step(c, mr) + k0 * mr);
+        for xi in 0..xis {
             for k0 in (0..c).step_by(super::KC) {
                 let kb = super::KC.min(c - k0);
                 for s in 0..strips {
@@ -669,7 +738,7 @@ mod x86 {
 
     /// Lanes `l` of a 16-float load from column `start` of a row of `w` that lie inside it.
     #[inline(always)]
-    fn inside(start: isize, w: usize) -> __mmask16 {
+    pub(super) fn inside(start: isize, w: usize) -> __mmask16 {
         let lo = (-start).clamp(0, 16) as u32;
         let hi = (w as isize - start).clamp(0, 16) as u32;
         if hi <= lo {
@@ -681,7 +750,7 @@ mod x86 {
 
     /// Lanes below `n` (at most 16).
     #[inline(always)]
-    fn first(n: usize) -> __mmask16 {
+    pub(super) fn first(n: usize) -> __mmask16 {
         if n >= 16 {
             0xffff
         } else {
@@ -862,6 +931,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// F(4x4, 3x3) runs where a call has two chunks per thread (ResNet's 56x56 maps from batch 1, its 28x28 ones
+    /// at batch 8 on two threads), F(2x2, 3x3) stays F(2x2, 3x3).
+    #[test]
+    fn f4_runs_where_every_thread_has_chunks_of_its_own() {
+        assert_eq!(Tile::F4.for_call(1, (56, 56), 2), Tile::F4);
+        assert_eq!(Tile::F4.for_call(8, (28, 28), 2), Tile::F4);
+        assert_eq!(Tile::F4.for_call(1, (28, 28), 2), Tile::F2);
+        assert_eq!(Tile::F4.for_call(1, (56, 56), 8), Tile::F2);
+        assert_eq!(Tile::F2.for_call(8, (56, 56), 1), Tile::F2);
     }
 
     /// A panel's transformed weights are `G g Gᵀ`, computed here as the matrix products in f64.

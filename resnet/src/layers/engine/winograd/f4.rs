@@ -1,0 +1,655 @@
+//! The transforms of Winograd's F(4x4, 3x3): each 4x4 block of output pixels (a tile) from the 6x6 patch of
+//! input around it, 36 multiplications per (input, output) channel pair instead of the direct convolution's
+//! 144: 4x fewer, where F(2x2, 3x3) saves 2.25x. With the interpolation points 0, 1, -1, 2, -2 (Lavin & Gray,
+//! 2015), `y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` with
+//!
+//! ```text
+//!       |  1/4     0     0 |         | 4  0 -5  0  1  0 |
+//!       | -1/6  -1/6  -1/6 |         | 0 -4 -4  1  1  0 |         | 1  1  1  1  1  0 |
+//!   G = | -1/6   1/6  -1/6 |    Bᵀ = | 0  4 -4 -1  1  0 |    Aᵀ = | 0  1 -1  2 -2  0 |
+//!       | 1/24  1/12   1/6 |         | 0 -2 -1  2  1  0 |         | 0  1  1  4  4  0 |
+//!       | 1/24 -1/12   1/6 |         | 0  2 -1 -2  1  0 |         | 0  1 -1  8 -8  1 |
+//!       |    0     0     1 |         | 0  4  0 -5  0  1 |
+//! ```
+//!
+//! The chunks, the 36 products on the micro-kernel and the layouts of `U`, `V` and `M` are the parent module's,
+//! with 36 positions `ξ = 6 * (index down) + (index across)` in place of 16. Unlike F(2x2, 3x3)'s, these
+//! transforms scale by 4, 5 and 8, and `G` by sixths, which f32 does not hold exactly: the sums are rounded
+//! more than the direct convolution's (the property tests bound the error as for the other lowerings; the
+//! golden tests hold within 1e-4 of PyTorch).
+//!
+//! The transforms are loops over a segment's tiles on fixed-size arrays, which the compiler vectorises
+//! (compiled for AVX-512 or AVX2 as the engine runs).
+
+use super::{u_step, Conv, Out, Segment, CHUNK, SPILL};
+
+/// Positions of the transformed tile (6x6).
+pub(super) const XI: usize = 36;
+
+/// Tiles of a segment at most.
+const N: usize = CHUNK + SPILL;
+
+/// `Bᵀ d` for one line of six inputs.
+#[inline(always)]
+fn bt(d: [f32; 6]) -> [f32; 6] {
+    [
+        4.0 * d[0] - 5.0 * d[2] + d[4],
+        d[3] + d[4] - 4.0 * (d[1] + d[2]),
+        d[4] - d[3] + 4.0 * (d[1] - d[2]),
+        d[4] - d[2] + 2.0 * (d[3] - d[1]),
+        d[4] - d[2] + 2.0 * (d[1] - d[3]),
+        4.0 * d[1] - 5.0 * d[3] + d[5],
+    ]
+}
+
+/// `Aᵀ m` for one line of six products.
+#[inline(always)]
+fn at(m: [f32; 6]) -> [f32; 4] {
+    let (sum, diff) = (m[1] + m[2], m[1] - m[2]);
+    let (sum2, diff2) = (m[3] + m[4], m[3] - m[4]);
+    [
+        m[0] + sum + sum2,
+        diff + 2.0 * diff2,
+        sum + 4.0 * sum2,
+        diff + 8.0 * diff2 + m[5],
+    ]
+}
+
+/// `G g` for one line of three kernel taps, `MR` output channels at once.
+#[inline(always)]
+fn g_line<const MR: usize>(g0: [f32; MR], g1: [f32; MR], g2: [f32; MR]) -> [[f32; MR]; 6] {
+    let (sixth, twelfth, quarter) = (1.0 / 6.0, 1.0 / 12.0, 0.25);
+    let outer: [f32; MR] = std::array::from_fn(|i| g0[i] + g2[i]);
+    let near: [f32; MR] = std::array::from_fn(|i| quarter * g0[i] + g2[i]);
+    [
+        std::array::from_fn(|i| quarter * g0[i]),
+        std::array::from_fn(|i| -sixth * (outer[i] + g1[i])),
+        std::array::from_fn(|i| -sixth * (outer[i] - g1[i])),
+        std::array::from_fn(|i| sixth * near[i] + twelfth * g1[i]),
+        std::array::from_fn(|i| sixth * near[i] - twelfth * g1[i]),
+        g2,
+    ]
+}
+
+/// One weight panel's 36 matrices `U[ξ] = (G g Gᵀ)[ξ]`, laid out as the parent's `transform_panel` lays out 16
+/// (`U[ξ]` step `ci` of row `i` at `ξ * u_step + ci * mr + i`), from the panel `g` of `mr` output channels over `c`
+/// input channels by 9 taps.
+pub(super) fn transform_panel(g: &[f32], c: usize, mr: usize, u: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn avx512(g: &[f32], c: usize, u: &mut [f32]) {
+            transform_pairs(g, c, u)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<const MR: usize>(g: &[f32], c: usize, u: &mut [f32]) {
+            transform_rows::<MR>(g, c, u)
+        }
+        if mr == 8 && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (and so AVX2 and FMA).
+            return unsafe { avx512(g, c, u) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe {
+                match mr {
+                    8 => avx2::<8>(g, c, u),
+                    _ => avx2::<6>(g, c, u),
+                }
+            };
+        }
+    }
+    match mr {
+        8 => transform_rows::<8>(g, c, u),
+        6 => transform_rows::<6>(g, c, u),
+        _ => unreachable!("weight panels are 6 or 8 rows"),
+    }
+}
+
+/// [`transform_panel`] for `MR` rows, vectorised over the rows.
+#[inline(always)]
+fn transform_rows<const MR: usize>(g: &[f32], c: usize, u: &mut [f32]) {
+    let step = u_step(c, MR);
+    debug_assert!(g.len() >= c * 9 * MR && u.len() >= XI * step);
+    for (ci, kernel) in g.chunks_exact(9 * MR).take(c).enumerate() {
+        let tap = |t: usize| -> [f32; MR] { std::array::from_fn(|i| kernel[t * MR + i]) };
+        // G g, column by column of the kernel; then each of its rows times Gᵀ.
+        let cols = [
+            g_line::<MR>(tap(0), tap(3), tap(6)),
+            g_line::<MR>(tap(1), tap(4), tap(7)),
+            g_line::<MR>(tap(2), tap(5), tap(8)),
+        ];
+        for a in 0..6 {
+            let row = g_line::<MR>(cols[0][a], cols[1][a], cols[2][a]);
+            for (b, x) in row.iter().enumerate() {
+                u[(a * 6 + b) * step + ci * MR..][..MR].copy_from_slice(x);
+            }
+        }
+    }
+}
+
+/// [`transform_rows`] for 8-row panels, two input channels at a time (their 8 rows side by side, as each `U[ξ]`
+/// holds them: 16 lanes, one AVX-512 vector), the same operations lane for lane; an odd last channel alone.
+#[inline(always)]
+fn transform_pairs(g: &[f32], c: usize, u: &mut [f32]) {
+    const MR: usize = 8;
+    let step = u_step(c, MR);
+    debug_assert!(g.len() >= c * 9 * MR && u.len() >= XI * step);
+    for ci in (0..c - c % 2).step_by(2) {
+        let tap = |t: usize| -> [f32; 2 * MR] {
+            let mut pair = [0f32; 2 * MR];
+            pair[..MR].copy_from_slice(&g[(ci * 9 + t) * MR..][..MR]);
+            pair[MR..].copy_from_slice(&g[((ci + 1) * 9 + t) * MR..][..MR]);
+            pair
+        };
+        let cols = [
+            g_line::<{ 2 * MR }>(tap(0), tap(3), tap(6)),
+            g_line::<{ 2 * MR }>(tap(1), tap(4), tap(7)),
+            g_line::<{ 2 * MR }>(tap(2), tap(5), tap(8)),
+        ];
+        for a in 0..6 {
+            let row = g_line::<{ 2 * MR }>(cols[0][a], cols[1][a], cols[2][a]);
+            for (b, x) in row.iter().enumerate() {
+                u[(a * 6 + b) * step + ci * MR..][..2 * MR].copy_from_slice(x);
+            }
+        }
+    }
+    if c % 2 == 1 {
+        let last = c - 1;
+        let mut one = vec![0f32; XI * u_step(1, MR)];
+        transform_rows::<MR>(&g[last * 9 * MR..], 1, &mut one);
+        for xi in 0..XI {
+            u[xi * step + last * MR..][..MR].copy_from_slice(&one[xi * u_step(1, MR)..][..MR]);
+        }
+    }
+}
+
+/// [`input`] compiled for the engine's instructions.
+pub(super) fn input_on_engine(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
+            input(conv, x, seg, v)
+        }
+        // SAFETY: the engine runs on this CPU (`PackedConv::engine_for`), with these instructions.
+        match conv.engine {
+            super::super::Engine::Avx512 => return unsafe { x86::input(conv, x, seg, v) },
+            super::super::Engine::Avx2Fma => return unsafe { avx2(conv, x, seg, v) },
+            super::super::Engine::Portable => {}
+        }
+    }
+    input(conv, x, seg, v)
+}
+
+/// `V[ξ][c][slots] = (Bᵀ d B)[ξ]` for the segment's tiles, every input channel: per channel, the six input rows
+/// under the tile row are split into four phases (column `4 k + p` of the patch row into phase `p` at `k`), so that
+/// tile `k` reads its six columns at `k` and `k + 1` of the phases, and the transform is a loop over tiles.
+#[inline(always)]
+fn input(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
+    let (c, h, w) = conv.chw;
+    let len = seg.len.min(N);
+    // Input columns `first .. first + span`: phases 0..4 of groups 0..=len.
+    let first = 4 * seg.tx as isize - 1;
+    let span = 4 * (len + 1);
+    let lo = (-first).max(0) as usize;
+    let hi = ((w as isize - first).max(0) as usize).min(span);
+    let mut line = [0f32; 4 * (N + 1)];
+    let mut phases = [[[0f32; N + 1]; 4]; 6];
+    let mut across = [[[0f32; N]; 6]; 6];
+    let mut t = [[0f32; N]; XI];
+    let (base, step) = (conv.at(0, 0, seg.slot, c), conv.xi_step(c));
+    for ci in 0..c {
+        let plane = &x[(seg.image * c + ci) * h * w..][..h * w];
+        for (r, rows) in phases.iter_mut().enumerate() {
+            let y = 4 * seg.ty as isize - 1 + r as isize;
+            if y < 0 || y >= h as isize || lo >= hi {
+                rows.iter_mut().for_each(|p| p[..=len].fill(0.0));
+                continue;
+            }
+            let row = &plane[y as usize * w..][..w];
+            let line = &mut line[..span];
+            line[..lo].fill(0.0);
+            line[hi..].fill(0.0);
+            let start = (first + lo as isize) as usize;
+            line[lo..hi].copy_from_slice(&row[start..start + hi - lo]);
+            for (k, q) in line.chunks_exact(4).enumerate() {
+                for (p, &val) in q.iter().enumerate() {
+                    rows[p][k] = val;
+                }
+            }
+        }
+        // Across each row, then down each column.
+        for (rows, out) in phases.iter().zip(across.iter_mut()) {
+            for k in 0..len {
+                let d = [
+                    rows[0][k],
+                    rows[1][k],
+                    rows[2][k],
+                    rows[3][k],
+                    rows[0][k + 1],
+                    rows[1][k + 1],
+                ];
+                for (o, val) in out.iter_mut().zip(bt(d)) {
+                    o[k] = val;
+                }
+            }
+        }
+        for s in 0..6 {
+            for k in 0..len {
+                let col = bt(std::array::from_fn(|r| across[r][s][k]));
+                for (a, val) in col.into_iter().enumerate() {
+                    t[a * 6 + s][k] = val;
+                }
+            }
+        }
+        for (xi, t) in t.iter().enumerate() {
+            let at = base + xi * step + ci * conv.nr;
+            v[at..at + len].copy_from_slice(&t[..len]);
+        }
+    }
+}
+
+/// [`output`] compiled for the engine's instructions.
+///
+/// # Safety
+/// As [`output`].
+pub(super) unsafe fn output_on_engine(
+    conv: &Conv,
+    m: &[f32],
+    seg: Segment,
+    rows: (usize, usize),
+    residual: Option<&[f32]>,
+    out: Out,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(conv: &Conv, m: &[f32], seg: Segment, rows: (usize, usize), r: Option<&[f32]>, out: Out) {
+            output(conv, m, seg, rows, r, out)
+        }
+        match conv.engine {
+            super::super::Engine::Avx512 => return x86::output(conv, m, seg, rows, residual, out.0),
+            super::super::Engine::Avx2Fma => return avx2(conv, m, seg, rows, residual, out),
+            super::super::Engine::Portable => {}
+        }
+    }
+    output(conv, m, seg, rows, residual, out)
+}
+
+/// Output pixels of the segment's tiles for channels `o0..o1`: `Aᵀ M A` plus the bias, the residual, the ReLU;
+/// the tiles' rows and columns past the map's edge are dropped.
+///
+/// # Safety
+/// `out` holds the conv's whole output, and no other thread writes these tiles' pixels of these channels.
+#[inline(always)]
+unsafe fn output(conv: &Conv, m: &[f32], seg: Segment, (o0, o1): (usize, usize), residual: Option<&[f32]>, out: Out) {
+    let (_, h, w) = conv.chw;
+    let block = conv.block();
+    let len = seg.len.min(N);
+    let rows = (h - 4 * seg.ty).min(4);
+    let x0 = 4 * seg.tx;
+    let valid = (4 * len).min(w - x0);
+    let (first, step) = (conv.at(0, 0, seg.slot, block), conv.xi_step(block));
+    let mut down = [[[0f32; N]; 6]; 4];
+    let mut y = [0f32; 4 * N];
+    for o in o0..o1 {
+        let base = first + (o - o0) * conv.nr;
+        let mv: [&[f32]; XI] = std::array::from_fn(|xi| &m[base + xi * step..][..len]);
+        let bias = conv.bias[o];
+        for s in 0..6 {
+            for k in 0..len {
+                let col = at(std::array::from_fn(|r| mv[r * 6 + s][k]));
+                for (a, val) in col.into_iter().enumerate() {
+                    down[a][s][k] = val;
+                }
+            }
+        }
+        let image = (seg.image * conv.out_channels + o) * h * w;
+        for (a, d) in down.iter().enumerate().take(rows) {
+            for k in 0..len {
+                let row = at(std::array::from_fn(|s| d[s][k]));
+                for (b, val) in row.into_iter().enumerate() {
+                    y[4 * k + b] = val + bias;
+                }
+            }
+            let at = image + (4 * seg.ty + a) * w + x0;
+            // SAFETY: the row's pixels of this segment, inside the map (`valid`), this task's alone.
+            let dst = std::slice::from_raw_parts_mut(out.0.add(at), valid);
+            let y = &y[..valid];
+            // NaN stays NaN without the ReLU (and becomes 0 with it, as in the other kernels).
+            match (residual.map(|r| &r[at..at + valid]), conv.relu) {
+                (Some(r), true) => dst
+                    .iter_mut()
+                    .zip(y.iter().zip(r))
+                    .for_each(|(d, (&v, &r))| *d = (v + r).max(0.0)),
+                (Some(r), false) => dst.iter_mut().zip(y.iter().zip(r)).for_each(|(d, (&v, &r))| *d = v + r),
+                (None, true) => dst.iter_mut().zip(y).for_each(|(d, &v)| *d = v.max(0.0)),
+                (None, false) => dst.copy_from_slice(y),
+            }
+        }
+    }
+}
+
+/// The transforms with AVX-512: 16 tiles of a segment per vector.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::super::x86::{first, inside};
+    use super::super::{Conv, Segment};
+    use super::XI;
+
+    /// [`super::bt`] on vectors.
+    #[inline(always)]
+    unsafe fn bt(d: [__m512; 6]) -> [__m512; 6] {
+        let (four, five, two) = (_mm512_set1_ps(4.0), _mm512_set1_ps(5.0), _mm512_set1_ps(2.0));
+        let outer = _mm512_sub_ps(d[4], d[2]);
+        [
+            _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4])),
+            _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4])),
+            _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3])),
+            _mm512_fmadd_ps(two, _mm512_sub_ps(d[3], d[1]), outer),
+            _mm512_fmadd_ps(two, _mm512_sub_ps(d[1], d[3]), outer),
+            _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5])),
+        ]
+    }
+
+    /// [`super::at`] on vectors.
+    #[inline(always)]
+    unsafe fn at(m: [__m512; 6]) -> [__m512; 4] {
+        let (sum, diff) = (_mm512_add_ps(m[1], m[2]), _mm512_sub_ps(m[1], m[2]));
+        let (sum2, diff2) = (_mm512_add_ps(m[3], m[4]), _mm512_sub_ps(m[3], m[4]));
+        [
+            _mm512_add_ps(_mm512_add_ps(m[0], sum), sum2),
+            _mm512_fmadd_ps(_mm512_set1_ps(2.0), diff2, diff),
+            _mm512_fmadd_ps(_mm512_set1_ps(4.0), sum2, sum),
+            _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), diff2, diff), m[5]),
+        ]
+    }
+
+    /// [`super::input`] 16 tiles at a time: per input row, eight masked loads (zero outside the image: the
+    /// columns of 16 tiles and the same 4 columns on), and each of the six columns of the tiles' patches gathered
+    /// from them by two permutes and a blend (lanes 0-7 from the first 32 columns, 8-15 from the next 32).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn input(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
+        let (c, h, w) = conv.chw;
+        debug_assert!(x.len() >= (seg.image + 1) * c * h * w);
+        let (base, step) = (conv.at(0, 0, seg.slot, c), conv.xi_step(c));
+        let vp = v.as_mut_ptr();
+        // Column `p` of tile `k`'s patch is loaded column `4 k + p`: element `(4 k + p) % 32` of its pair of loads.
+        let idx: [__m512i; 2] = std::array::from_fn(|p| {
+            let lanes: [i32; 16] = std::array::from_fn(|k| ((4 * k + p) % 32) as i32);
+            _mm512_loadu_si512(lanes.as_ptr().cast())
+        });
+        let idx = [
+            idx[0],
+            idx[1],
+            _mm512_add_epi32(idx[0], _mm512_set1_epi32(2)),
+            _mm512_add_epi32(idx[1], _mm512_set1_epi32(2)),
+        ];
+        let zero = _mm512_setzero_ps();
+        // The six input rows under the tile row (offsets in a plane) and whether they are inside the image.
+        let ys: [(isize, bool); 6] = std::array::from_fn(|r| {
+            let y = 4 * seg.ty as isize - 1 + r as isize;
+            (y.clamp(0, h as isize - 1) * w as isize, (0..h as isize).contains(&y))
+        });
+        const OFFSETS: [isize; 8] = [0, 16, 32, 48, 4, 20, 36, 52];
+        for blk in (0..seg.len).step_by(16) {
+            let start = 4 * (seg.tx + blk) as isize - 1;
+            let masks: [__mmask16; 8] = std::array::from_fn(|i| inside(start + OFFSETS[i], w));
+            let store = first(seg.len - blk);
+            for ci in 0..c {
+                let plane = x.as_ptr().add((seg.image * c + ci) * h * w);
+                let mut across = [[zero; 6]; 6];
+                for (r, &(y, ok)) in ys.iter().enumerate() {
+                    if !ok {
+                        continue;
+                    }
+                    let row = plane.wrapping_offset(y + start);
+                    let l: [__m512; 8] =
+                        std::array::from_fn(|i| _mm512_maskz_loadu_ps(masks[i], row.wrapping_offset(OFFSETS[i])));
+                    let column = |q: usize, p: usize| {
+                        let lo = _mm512_permutex2var_ps(l[q], idx[p], l[q + 1]);
+                        let hi = _mm512_permutex2var_ps(l[q + 2], idx[p], l[q + 3]);
+                        _mm512_mask_blend_ps(0xff00, lo, hi)
+                    };
+                    across[r] = bt([
+                        column(0, 0),
+                        column(0, 1),
+                        column(0, 2),
+                        column(0, 3),
+                        column(4, 0),
+                        column(4, 1),
+                    ]);
+                }
+                let at = vp.add(base + ci * conv.nr + blk);
+                let columns: [[__m512; 6]; 6] = std::array::from_fn(|s| std::array::from_fn(|r| across[r][s]));
+                for (s, column) in columns.into_iter().enumerate() {
+                    for (a, val) in bt(column).into_iter().enumerate() {
+                        _mm512_mask_storeu_ps(at.add((a * 6 + s) * step), store, val);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The pixels of 16 tiles' row from the row's four pixels per tile (`y[b]`: pixel `b` of each tile): four
+    /// vectors of 16 pixels, tiles 0-3, 4-7, 8-11, 12-15 (a 4 x 16 transpose).
+    #[inline(always)]
+    unsafe fn interleave(y: [__m512; 4]) -> [__m512; 4] {
+        let pd = _mm512_castps_pd;
+        let (t0, t1) = (_mm512_unpacklo_ps(y[0], y[1]), _mm512_unpackhi_ps(y[0], y[1]));
+        let (t2, t3) = (_mm512_unpacklo_ps(y[2], y[3]), _mm512_unpackhi_ps(y[2], y[3]));
+        // Tile 4 L + j in 128-bit lane L of r[j].
+        let r = [
+            _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t0), pd(t2))),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t0), pd(t2))),
+            _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t1), pd(t3))),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t1), pd(t3))),
+        ];
+        let s0 = _mm512_shuffle_f32x4::<0b01_00_01_00>(r[0], r[1]);
+        let s1 = _mm512_shuffle_f32x4::<0b01_00_01_00>(r[2], r[3]);
+        let s2 = _mm512_shuffle_f32x4::<0b11_10_11_10>(r[0], r[1]);
+        let s3 = _mm512_shuffle_f32x4::<0b11_10_11_10>(r[2], r[3]);
+        [
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(s0, s1),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(s0, s1),
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(s2, s3),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(s2, s3),
+        ]
+    }
+
+    /// [`super::output`] 16 tiles at a time: per output row of the tiles, `Aᵀ` across, the four pixels of each
+    /// tile interleaved into the row's order, the residual loaded and the output stored through masks that keep
+    /// the pixels inside the map.
+    ///
+    /// # Safety
+    /// As [`super::output`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn output(
+        conv: &Conv,
+        m: &[f32],
+        seg: Segment,
+        (o0, o1): (usize, usize),
+        residual: Option<&[f32]>,
+        out: *mut f32,
+    ) {
+        let (_, h, w) = conv.chw;
+        let block = conv.block();
+        let rows = (h - 4 * seg.ty).min(4);
+        let (first_at, step) = (conv.at(0, 0, seg.slot, block), conv.xi_step(block));
+        debug_assert!(m.len() >= XI * step);
+        let (mp, zero) = (m.as_ptr(), _mm512_setzero_ps());
+        for o in o0..o1 {
+            let base = first_at + (o - o0) * conv.nr;
+            let bias = _mm512_set1_ps(conv.bias[o]);
+            let image = (seg.image * conv.out_channels + o) * h * w;
+            for blk in (0..seg.len).step_by(16) {
+                let n = (seg.len - blk).min(16);
+                let col = 4 * (seg.tx + blk);
+                let valid = (4 * n).min(w - col);
+                let masks: [__mmask16; 4] = std::array::from_fn(|q| first(valid.saturating_sub(16 * q)));
+                let mv = |xi: usize| _mm512_loadu_ps(mp.add(base + xi * step + blk));
+                // `Aᵀ` down each column, then across each of the four rows.
+                let columns: [[__m512; 4]; 6] = std::array::from_fn(|s| at(std::array::from_fn(|r| mv(r * 6 + s))));
+                let down: [[__m512; 6]; 4] = std::array::from_fn(|a| std::array::from_fn(|s| columns[s][a]));
+                for (a, &row) in down.iter().enumerate().take(rows) {
+                    let mut y = at(row);
+                    for v in y.iter_mut() {
+                        *v = _mm512_add_ps(*v, bias);
+                    }
+                    let at_row = image + (4 * seg.ty + a) * w + col;
+                    for (q, mut px) in interleave(y).into_iter().enumerate() {
+                        if masks[q] == 0 {
+                            break;
+                        }
+                        if let Some(r) = residual {
+                            px = _mm512_add_ps(px, _mm512_maskz_loadu_ps(masks[q], r.as_ptr().add(at_row + 16 * q)));
+                        }
+                        if conv.relu {
+                            px = _mm512_max_ps(px, zero);
+                        }
+                        _mm512_mask_storeu_ps(out.add(at_row + 16 * q), masks[q], px);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panel's transformed weights are `G g Gᵀ` with the module's `G`, computed here as the matrix products in
+    /// f64, for both panel heights.
+    #[test]
+    fn panel_transform_is_g_g_gt() {
+        let gm: [[f64; 3]; 6] = [
+            [0.25, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        for (mr, c) in [6usize, 8].into_iter().flat_map(|mr| [1usize, 3].map(|c| (mr, c))) {
+            let g: Vec<f32> = (0..c * 9 * mr).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
+            let mut u = vec![0f32; XI * u_step(c, mr)];
+            transform_panel(&g, c, mr, &mut u);
+            for ci in 0..c {
+                for i in 0..mr {
+                    let k = |r: usize, s: usize| f64::from(g[(ci * 9 + r * 3 + s) * mr + i]);
+                    for xi in 0..XI {
+                        let got = u[xi * u_step(c, mr) + ci * mr + i];
+                        let (r, s) = (xi / 6, xi % 6);
+                        let want: f64 = (0..3)
+                            .flat_map(|a| (0..3).map(move |b| (a, b)))
+                            .map(|(a, b)| gm[r][a] * k(a, b) * gm[s][b])
+                            .sum();
+                        assert!(
+                            (f64::from(got) - want).abs() < 1e-6,
+                            "mr {mr} c {ci} row {i} xi {xi}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The portable transform gives the two-channel one's bits (the same operations lane for lane), for even and
+    /// odd channel counts.
+    #[test]
+    fn paired_panel_transform_matches_the_portable_one_bit_for_bit() {
+        for c in [1usize, 2, 7, 64] {
+            let g: Vec<f32> = (0..c * 9 * 8).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
+            let (mut want, mut got) = (vec![f32::NAN; XI * u_step(c, 8)], vec![f32::NAN; XI * u_step(c, 8)]);
+            transform_rows::<8>(&g, c, &mut want);
+            transform_pairs(&g, c, &mut got);
+            for ci in 0..c {
+                for xi in 0..XI {
+                    let at = xi * u_step(c, 8) + ci * 8;
+                    assert_eq!(got[at..at + 8], want[at..at + 8], "c {c}: channel {ci}, xi {xi}");
+                }
+            }
+        }
+    }
+
+    /// Whole convolutions as F(4x4, 3x3), with the AVX-512 transforms and with the portable ones, on each micro-kernel
+    /// this CPU runs, against the definition: maps whose edges cut tiles, chunks spanning tile rows and images, tile
+    /// rows of more than 16 tiles, a depth of one channel and of 128, on one thread and on two.
+    #[test]
+    fn convolutions_match_the_definition() {
+        use crate::layers::engine::tests::{max_err, naive, uniform};
+        use crate::layers::engine::Engine;
+        use crate::layers::ConvSpec;
+        // (images, input channels, output channels, height, width)
+        // (Output channels in whole panels of both kernels' rows, 6 and 8.)
+        let cases = [
+            (2, 24, 24, 23, 29),
+            (1, 8, 48, 64, 64),
+            (3, 128, 24, 17, 18),
+            (2, 1, 24, 10, 70),
+            (1, 40, 24, 3, 5),
+        ];
+        for engine in [Engine::Avx512, Engine::Avx2Fma]
+            .into_iter()
+            .filter(|e| e.is_supported())
+        {
+            let Some((kernel, mr, nr)) = engine.micro_kernel() else {
+                continue;
+            };
+            for (i, &(n, c, o, h, w)) in cases.iter().enumerate() {
+                let mut next = uniform(i as u64 + 7);
+                let x: Vec<f32> = (0..n * c * h * w).map(|_| next()).collect();
+                let weight: Vec<f32> = (0..o * c * 9).map(|_| next()).collect();
+                let bias: Vec<f32> = (0..o).map(|_| next()).collect();
+                let res: Vec<f32> = (0..n * o * h * w).map(|_| next()).collect();
+                let spec = ConvSpec::new(c, o, 3, 1);
+                let want = naive(&x, (n, c, h, w), &weight, &bias, &spec, Some(&res), true);
+                // The weights in the micro-kernel's panels: step `(ci, tap)` of row `r` at `(ci * 9 + tap) * mr + r`.
+                let mut g = vec![0f32; o * c * 9];
+                for oc in 0..o {
+                    for k in 0..c * 9 {
+                        g[(oc / mr * c * 9 + k) * mr + oc % mr] = weight[oc * c * 9 + k];
+                    }
+                }
+                for (transforms, threads) in [(engine, 1), (engine, 2), (Engine::Portable, 2)] {
+                    let conv = Conv {
+                        g: &g,
+                        kernel,
+                        mr,
+                        nr,
+                        bias: &bias,
+                        relu: true,
+                        chw: (c, h, w),
+                        out_channels: o,
+                        engine: transforms,
+                        tile: super::super::Tile::F4,
+                    };
+                    let mut out = vec![f32::NAN; n * o * h * w];
+                    // SAFETY: `out` holds the whole output; the kernel runs on this CPU (`is_supported`).
+                    unsafe { conv.run(&x, n, Some(&res), out.as_mut_ptr(), threads) };
+                    let (err, tol) = (max_err(&out, &want), 2e-5 * (c * 9) as f32 + 1e-5);
+                    assert!(err <= tol, "{engine:?} ({transforms:?} transforms, {threads} threads): {n}x{c}x{h}x{w} -> {o}: {err} > {tol}");
+                }
+            }
+        }
+    }
+
+    /// The one-dimensional transforms compute a 3-tap correlation of six inputs: `Aᵀ [(G g) ⊙ (Bᵀ d)]` is the
+    /// four outputs, against the definition.
+    #[test]
+    fn transforms_compute_a_correlation() {
+        let d = [0.3f32, -1.2, 0.7, 2.0, -0.4, 1.1];
+        let g = [0.5f32, -0.25, 0.9];
+        let gg = g_line::<1>([g[0]], [g[1]], [g[2]]);
+        let bd = bt(d);
+        let y = at(std::array::from_fn(|i| gg[i][0] * bd[i]));
+        for (i, &got) in y.iter().enumerate() {
+            let want: f32 = (0..3).map(|j| d[i + j] * g[j]).sum();
+            assert!((got - want).abs() < 1e-5, "output {i}: {got} vs {want}");
+        }
+    }
+}
