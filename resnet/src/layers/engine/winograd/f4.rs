@@ -18,8 +18,9 @@
 //! more than the direct convolution's (the property tests bound the error as for the other lowerings; the
 //! golden tests hold within 1e-4 of PyTorch).
 //!
-//! The transforms are loops over a segment's tiles on fixed-size arrays, which the compiler vectorises
-//! (compiled for AVX-512 or AVX2 as the engine runs).
+//! The AVX-512 engine runs the transforms of `x86` (16 tiles of a tile row per vector); the others, the portable
+//! ones: loops over a segment's tiles on fixed-size arrays, which the compiler vectorises (for AVX2 on that engine),
+//! and the reference the tests hold the AVX-512 ones to.
 
 use super::{u_step, Conv, Out, Segment, CHUNK, SPILL};
 
@@ -164,29 +165,11 @@ fn transform_pairs(g: &[f32], c: usize, u: &mut [f32]) {
     }
 }
 
-/// [`input`] compiled for the engine's instructions.
-pub(super) fn input_on_engine(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
-            input(conv, x, seg, v)
-        }
-        // SAFETY: the engine runs on this CPU (`PackedConv::engine_for`), with these instructions.
-        match conv.engine {
-            super::super::Engine::Avx512 => return unsafe { x86::input(conv, x, seg, v) },
-            super::super::Engine::Avx2Fma => return unsafe { avx2(conv, x, seg, v) },
-            super::super::Engine::Portable => {}
-        }
-    }
-    input(conv, x, seg, v)
-}
-
 /// `V[ξ][c][slots] = (Bᵀ d B)[ξ]` for the segment's tiles, every input channel: per channel, the six input rows
 /// under the tile row are split into four phases (column `4 k + p` of the patch row into phase `p` at `k`), so that
 /// tile `k` reads its six columns at `k` and `k + 1` of the phases, and the transform is a loop over tiles.
 #[inline(always)]
-fn input(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
+pub(super) fn input(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
     let (c, h, w) = conv.chw;
     let len = seg.len.min(N);
     // Input columns `first .. first + span`: phases 0..4 of groups 0..=len.
@@ -250,40 +233,20 @@ fn input(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
     }
 }
 
-/// [`output`] compiled for the engine's instructions.
-///
-/// # Safety
-/// As [`output`].
-pub(super) unsafe fn output_on_engine(
-    conv: &Conv,
-    m: &[f32],
-    seg: Segment,
-    rows: (usize, usize),
-    residual: Option<&[f32]>,
-    out: Out,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(conv: &Conv, m: &[f32], seg: Segment, rows: (usize, usize), r: Option<&[f32]>, out: Out) {
-            output(conv, m, seg, rows, r, out)
-        }
-        match conv.engine {
-            super::super::Engine::Avx512 => return x86::output(conv, m, seg, rows, residual, out.0),
-            super::super::Engine::Avx2Fma => return avx2(conv, m, seg, rows, residual, out),
-            super::super::Engine::Portable => {}
-        }
-    }
-    output(conv, m, seg, rows, residual, out)
-}
-
 /// Output pixels of the segment's tiles for channels `o0..o1`: `Aᵀ M A` plus the bias, the residual, the ReLU;
 /// the tiles' rows and columns past the map's edge are dropped.
 ///
 /// # Safety
 /// `out` holds the conv's whole output, and no other thread writes these tiles' pixels of these channels.
 #[inline(always)]
-unsafe fn output(conv: &Conv, m: &[f32], seg: Segment, (o0, o1): (usize, usize), residual: Option<&[f32]>, out: Out) {
+pub(super) unsafe fn output(
+    conv: &Conv,
+    m: &[f32],
+    seg: Segment,
+    (o0, o1): (usize, usize),
+    residual: Option<&[f32]>,
+    out: Out,
+) {
     let (_, h, w) = conv.chw;
     let block = conv.block();
     let len = seg.len.min(N);
@@ -333,10 +296,10 @@ unsafe fn output(conv: &Conv, m: &[f32], seg: Segment, (o0, o1): (usize, usize),
 
 /// The transforms with AVX-512: 16 tiles of a segment per vector.
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
-    use super::super::x86::{first, inside};
+    use super::super::x86::{first, inside, store};
     use super::super::{Conv, Segment};
     use super::XI;
 
@@ -372,7 +335,7 @@ mod x86 {
     /// columns of 16 tiles and the same 4 columns on), and each of the six columns of the tiles' patches gathered
     /// from them by two permutes and a blend (lanes 0-7 from the first 32 columns, 8-15 from the next 32).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn input(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
+    pub(in super::super) unsafe fn input(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
         let (c, h, w) = conv.chw;
         debug_assert!(x.len() >= (seg.image + 1) * c * h * w);
         let (base, step) = (conv.at(0, 0, seg.slot, c), conv.xi_step(c));
@@ -390,10 +353,7 @@ mod x86 {
         ];
         let zero = _mm512_setzero_ps();
         // The six input rows under the tile row (offsets in a plane) and whether they are inside the image.
-        let ys: [(isize, bool); 6] = std::array::from_fn(|r| {
-            let y = 4 * seg.ty as isize - 1 + r as isize;
-            (y.clamp(0, h as isize - 1) * w as isize, (0..h as isize).contains(&y))
-        });
+        let ys = super::super::patch_rows::<6>(4 * seg.ty as isize - 1, (h, w));
         const OFFSETS: [isize; 8] = [0, 16, 32, 48, 4, 20, 36, 52];
         for blk in (0..seg.len).step_by(16) {
             let start = 4 * (seg.tx + blk) as isize - 1;
@@ -467,7 +427,7 @@ mod x86 {
     /// # Safety
     /// As [`super::output`].
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn output(
+    pub(in super::super) unsafe fn output(
         conv: &Conv,
         m: &[f32],
         seg: Segment,
@@ -480,7 +440,7 @@ mod x86 {
         let rows = (h - 4 * seg.ty).min(4);
         let (first_at, step) = (conv.at(0, 0, seg.slot, block), conv.xi_step(block));
         debug_assert!(m.len() >= XI * step);
-        let (mp, zero) = (m.as_ptr(), _mm512_setzero_ps());
+        let mp = m.as_ptr();
         for o in o0..o1 {
             let base = first_at + (o - o0) * conv.nr;
             let bias = _mm512_set1_ps(conv.bias[o]);
@@ -500,17 +460,11 @@ mod x86 {
                         *v = _mm512_add_ps(*v, bias);
                     }
                     let at_row = image + (4 * seg.ty + a) * w + col;
-                    for (q, mut px) in interleave(y).into_iter().enumerate() {
+                    for (q, px) in interleave(y).into_iter().enumerate() {
                         if masks[q] == 0 {
                             break;
                         }
-                        if let Some(r) = residual {
-                            px = _mm512_add_ps(px, _mm512_maskz_loadu_ps(masks[q], r.as_ptr().add(at_row + 16 * q)));
-                        }
-                        if conv.relu {
-                            px = _mm512_max_ps(px, zero);
-                        }
-                        _mm512_mask_storeu_ps(out.add(at_row + 16 * q), masks[q], px);
+                        store(px, (out, at_row + 16 * q), masks[q], residual, conv.relu);
                     }
                 }
             }

@@ -444,10 +444,7 @@ impl Conv<'_> {
             let (v, rest) = buf.split_at_mut(v_len);
             let (m, scratch) = rest.split_at_mut(m_len);
             for seg in self.segments(chunk) {
-                match self.tile {
-                    Tile::F2 => self.input_on_engine(x, seg, v),
-                    Tile::F4 => f4::input_on_engine(self, x, seg, v),
-                }
+                self.input_on_engine(x, seg, v);
             }
             let block = self.block();
             for o0 in (rows.0..rows.1).step_by(block) {
@@ -464,10 +461,7 @@ impl Conv<'_> {
                 };
                 self.multiply(v, chunk.len, (o0, o1), m, u);
                 for seg in self.segments(chunk) {
-                    match self.tile {
-                        Tile::F2 => self.output_on_engine(m, seg, (o0, o1), residual, out),
-                        Tile::F4 => f4::output_on_engine(self, m, seg, (o0, o1), residual, out),
-                    }
+                    self.output_on_engine(m, seg, (o0, o1), residual, out);
                 }
             }
         })
@@ -483,22 +477,32 @@ impl Conv<'_> {
         }
     }
 
-    /// [`Conv::input`] as the engine runs it: AVX-512's, or the portable loops compiled for AVX2.
+    /// The tile's input transform as the engine runs it: AVX-512's, or the portable loops compiled for AVX2.
     fn input_on_engine(&self, x: &[f32], seg: Segment, v: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
-                conv.input(x, seg, v)
+                conv.input_portable(x, seg, v)
             }
             // SAFETY: the engine runs on this CPU (`PackedConv::engine_for`), with these instructions.
-            match self.engine {
-                super::Engine::Avx512 => return unsafe { x86::input(self, x, seg, v) },
-                super::Engine::Avx2Fma => return unsafe { avx2(self, x, seg, v) },
-                super::Engine::Portable => {}
+            match (self.engine, self.tile) {
+                (super::Engine::Avx512, Tile::F2) => return unsafe { x86::input(self, x, seg, v) },
+                (super::Engine::Avx512, Tile::F4) => return unsafe { f4::x86::input(self, x, seg, v) },
+                (super::Engine::Avx2Fma, _) => return unsafe { avx2(self, x, seg, v) },
+                _ => {}
             }
         }
-        self.input(x, seg, v)
+        self.input_portable(x, seg, v)
+    }
+
+    /// The tile's portable input transform.
+    #[inline(always)]
+    fn input_portable(&self, x: &[f32], seg: Segment, v: &mut [f32]) {
+        match self.tile {
+            Tile::F2 => self.input(x, seg, v),
+            Tile::F4 => f4::input(self, x, seg, v),
+        }
     }
 
     /// [`Conv::output`] as the engine runs it (see [`Conv::input_on_engine`]).
@@ -514,15 +518,35 @@ impl Conv<'_> {
         {
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2(conv: &Conv, m: &[f32], seg: Segment, rows: (usize, usize), r: Option<&[f32]>, out: Out) {
-                conv.output(m, seg, rows, r, out)
+                conv.output_portable(m, seg, rows, r, out)
             }
-            match self.engine {
-                super::Engine::Avx512 => return x86::output(self, m, seg, rows, residual, out.0),
-                super::Engine::Avx2Fma => return avx2(self, m, seg, rows, residual, out),
-                super::Engine::Portable => {}
+            match (self.engine, self.tile) {
+                (super::Engine::Avx512, Tile::F2) => return x86::output(self, m, seg, rows, residual, out.0),
+                (super::Engine::Avx512, Tile::F4) => return f4::x86::output(self, m, seg, rows, residual, out.0),
+                (super::Engine::Avx2Fma, _) => return avx2(self, m, seg, rows, residual, out),
+                _ => {}
             }
         }
-        self.output(m, seg, rows, residual, out)
+        self.output_portable(m, seg, rows, residual, out)
+    }
+
+    /// The tile's portable output transform.
+    ///
+    /// # Safety
+    /// As [`Conv::output`].
+    #[inline(always)]
+    unsafe fn output_portable(
+        &self,
+        m: &[f32],
+        seg: Segment,
+        rows: (usize, usize),
+        residual: Option<&[f32]>,
+        out: Out,
+    ) {
+        match self.tile {
+            Tile::F2 => self.output(m, seg, rows, residual, out),
+            Tile::F4 => f4::output(self, m, seg, rows, residual, out),
+        }
     }
 
     /// Index in `V` (or `M`, with `rows` for the channels) of slot `slot`'s value at position `xi`, channel `c`.
@@ -719,6 +743,16 @@ thread_local! {
     static U: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// The `N` input rows from `top` on under a tile row of a map `h` rows high and `w` wide: each one's offset in a plane
+/// (clamped into the map, so that a load from it under an empty mask stays in the plane) and whether it is inside.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn patch_rows<const N: usize>(top: isize, (h, w): (usize, usize)) -> [(isize, bool); N] {
+    std::array::from_fn(|r| {
+        let y = top + r as isize;
+        (y.clamp(0, h as isize - 1) * w as isize, (0..h as isize).contains(&y))
+    })
+}
+
 /// The output pointer the tasks share (each writes its own tiles and channels).
 #[derive(Clone, Copy)]
 struct Out(*mut f32);
@@ -758,6 +792,28 @@ mod x86 {
         }
     }
 
+    /// Stores 16 output pixels `y` at `out + at` through `mask`, after adding the residual at the same place and
+    /// applying the ReLU.
+    ///
+    /// # Safety
+    /// AVX-512F; the masked lanes at `at` are inside `out` (and `residual`).
+    #[inline(always)]
+    pub(super) unsafe fn store(
+        mut y: __m512,
+        (out, at): (*mut f32, usize),
+        mask: __mmask16,
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) {
+        if let Some(r) = residual {
+            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at)));
+        }
+        if relu {
+            y = _mm512_max_ps(y, _mm512_setzero_ps());
+        }
+        _mm512_mask_storeu_ps(out.add(at), mask, y);
+    }
+
     /// [`Conv::input`] 16 tiles at a time: per input row, two pairs of masked loads (zero outside the image),
     /// split into even and odd columns by two permutes each.
     #[target_feature(enable = "avx512f")]
@@ -770,10 +826,7 @@ mod x86 {
         let (base, step) = (conv.at(0, 0, seg.slot, c), conv.xi_step(c));
         // The four input rows under the tile row (offsets in a plane); rows outside the image are loaded with
         // empty masks, which read nothing and give zeros.
-        let ys: [(isize, bool); 4] = std::array::from_fn(|r| {
-            let y = 2 * seg.ty as isize - 1 + r as isize;
-            (y.clamp(0, h as isize - 1) * w as isize, (0..h as isize).contains(&y))
-        });
+        let ys = super::patch_rows::<4>(2 * seg.ty as isize - 1, (h, w));
         // Per block of 16 tiles: its first input column, the masks of each row's four loads, the store mask.
         let blocks = seg.len.div_ceil(16);
         let plan: [(isize, [[__mmask16; 4]; 4], __mmask16); 4] = std::array::from_fn(|b| {
@@ -843,7 +896,6 @@ mod x86 {
         let block = conv.block();
         let lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
         let hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-        let zero = _mm512_setzero_ps();
         let rows = if 2 * seg.ty + 1 < h { 2 } else { 1 };
         let mp = m.as_ptr();
         let (base, step) = (conv.at(0, 0, seg.slot, block), conv.xi_step(block));
@@ -885,18 +937,10 @@ mod x86 {
                         _mm512_permutex2var_ps(left, lo_idx, right),
                         _mm512_permutex2var_ps(left, hi_idx, right),
                     ];
-                    for (half, (mut y, mask)) in halves.into_iter().zip(masks).enumerate() {
-                        if mask == 0 {
-                            continue;
+                    for (half, (y, mask)) in halves.into_iter().zip(masks).enumerate() {
+                        if mask != 0 {
+                            store(y, (out, at + 16 * half), mask, residual, conv.relu);
                         }
-                        if let Some(r) = residual {
-                            let r = _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at + 16 * half));
-                            y = _mm512_add_ps(y, r);
-                        }
-                        if conv.relu {
-                            y = _mm512_max_ps(y, zero);
-                        }
-                        _mm512_mask_storeu_ps(out.add(at + 16 * half), mask, y);
                     }
                 }
             }
