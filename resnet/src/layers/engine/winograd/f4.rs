@@ -129,6 +129,12 @@ fn transform_rows<const MR: usize>(g: &[f32], c: usize, u: &mut [f32]) {
     }
 }
 
+/// True when segments `a` and `b` (consecutive in a chunk) can share vectors in the AVX-512 transforms, 8 tiles
+/// each (`x86::Half`).
+pub(super) fn pairs(a: &Segment, b: &Segment) -> bool {
+    a.len <= 8 && b.len <= 8
+}
+
 /// [`transform_rows`] for 8-row panels, two input channels at a time (their 8 rows side by side, as each `U[ξ]`
 /// holds them: 16 lanes, one AVX-512 vector), the same operations lane for lane; an odd last channel alone.
 #[inline(always)]
@@ -331,63 +337,159 @@ pub(super) mod x86 {
         ]
     }
 
-    /// [`super::input`] 16 tiles at a time: per input row, eight masked loads (zero outside the image: the
-    /// columns of 16 tiles and the same 4 columns on), and each of the six columns of the tiles' patches gathered
-    /// from them by two permutes and a blend (lanes 0-7 from the first 32 columns, 8-15 from the next 32).
-    #[target_feature(enable = "avx512f")]
-    pub(in super::super) unsafe fn input(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
-        let (c, h, w) = conv.chw;
-        debug_assert!(x.len() >= (seg.image + 1) * c * h * w);
-        let (base, step) = (conv.at(0, 0, seg.slot, c), conv.xi_step(c));
-        let vp = v.as_mut_ptr();
-        // Column `p` of tile `k`'s patch is loaded column `4 k + p`: element `(4 k + p) % 32` of its pair of loads.
-        let idx: [__m512i; 2] = std::array::from_fn(|p| {
+    /// Up to 8 tiles of one tile row in a vector: the first half's from lane 0, the second's right after them. A
+    /// vector takes 16 tiles of one segment (its halves 8 tiles apart in one row), or, where two consecutive segments
+    /// (tile rows) have at most 8 tiles each (ResNet's 28x28 maps: 7), one segment per half: consecutive slots of the
+    /// chunk in consecutive lanes, as `V` and `M` hold them, so that no lane idles for want of tiles in a row.
+    #[derive(Clone, Copy)]
+    struct Half {
+        image: usize,
+        ty: usize,
+        /// The tile column of the half's first lane.
+        tx: usize,
+        /// The chunk slot of the half's first lane (its place in `V` and `M`).
+        slot: usize,
+        /// Tiles (lanes) in the half that exist.
+        len: usize,
+    }
+
+    impl Half {
+        /// Tiles `from..` of segment `s`, at most 8.
+        fn of(s: Segment, from: usize) -> Half {
+            Half {
+                image: s.image,
+                ty: s.ty,
+                tx: s.tx + from,
+                slot: s.slot + from,
+                len: s.len.saturating_sub(from).min(8),
+            }
+        }
+    }
+
+    /// Where a vector's lanes go in `V` or `M` (`place`: a slot's index there): one masked store at the first half's
+    /// place where the second half's slots follow in the same strip (always within one segment), else one per half,
+    /// the second's lanes `len..` placed `len` before its first slot.
+    #[inline(always)]
+    fn placed(hv: [Half; 2], place: impl Fn(usize) -> usize) -> [(usize, __mmask16); 2] {
+        let (split, end) = (hv[0].len, hv[0].len + hv[1].len);
+        let (lo, hi) = (place(hv[0].slot), place(hv[1].slot));
+        match hi == lo + split {
+            true => [(lo, first(end)), (0, 0)],
+            false => [(lo, first(split)), (hi.wrapping_sub(split), first(end) & !first(split))],
+        }
+    }
+
+    /// Column `p` of tile `k`'s patch is loaded column `4 k + p`: element `(4 k + p) % 32` of its half's pair of
+    /// loads, for the patch columns `p` = 0-3.
+    #[inline(always)]
+    unsafe fn patch_columns() -> [__m512i; 4] {
+        std::array::from_fn(|p| {
             let lanes: [i32; 16] = std::array::from_fn(|k| ((4 * k + p) % 32) as i32);
             _mm512_loadu_si512(lanes.as_ptr().cast())
-        });
-        let idx = [
-            idx[0],
-            idx[1],
-            _mm512_add_epi32(idx[0], _mm512_set1_epi32(2)),
-            _mm512_add_epi32(idx[1], _mm512_set1_epi32(2)),
-        ];
+        })
+    }
+
+    /// [`super::input`] 16 tiles at a time (see [`Half`]): per input row and half, four masked loads (zero outside
+    /// the image: the columns of 8 tiles, and the same 4 columns on), and each of the six columns of the tiles'
+    /// patches gathered from them by two permutes (one per half) and a blend.
+    ///
+    /// # Safety
+    /// AVX-512F; `b`, if any, follows `a` in the chunk and [`super::pairs`] with it.
+    #[target_feature(enable = "avx512f")]
+    pub(in super::super) unsafe fn input(conv: &Conv, x: &[f32], (a, b): (Segment, Option<Segment>), v: &mut [f32]) {
+        let idx = patch_columns();
+        match b {
+            Some(b) => input_block::<true>(conv, x, [Half::of(a, 0), Half::of(b, 0)], v, &idx),
+            None => (0..a.len)
+                .step_by(16)
+                .for_each(|blk| input_block::<false>(conv, x, [Half::of(a, blk), Half::of(a, blk + 8)], v, &idx)),
+        }
+    }
+
+    /// One vector's tiles of [`input`]: two segments' (`PAIR`), or 16 of one (the second half the first's row, 8 tiles
+    /// on: one row pointer and one store, as the compiler folds the pair's cases away).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn input_block<const PAIR: bool>(conv: &Conv, x: &[f32], hv: [Half; 2], v: &mut [f32], idx: &[__m512i; 4]) {
+        let (c, h, w) = conv.chw;
+        let step = conv.xi_step(c);
+        let vp = v.as_mut_ptr();
         let zero = _mm512_setzero_ps();
-        // The six input rows under the tile row (offsets in a plane) and whether they are inside the image.
-        let ys = super::super::patch_rows::<6>(4 * seg.ty as isize - 1, (h, w));
-        const OFFSETS: [isize; 8] = [0, 16, 32, 48, 4, 20, 36, 52];
-        for blk in (0..seg.len).step_by(16) {
-            let start = 4 * (seg.tx + blk) as isize - 1;
-            let masks: [__mmask16; 8] = std::array::from_fn(|i| inside(start + OFFSETS[i], w));
-            let store = first(seg.len - blk);
-            for ci in 0..c {
-                let plane = x.as_ptr().add((seg.image * c + ci) * h * w);
-                let mut across = [[zero; 6]; 6];
-                for (r, &(y, ok)) in ys.iter().enumerate() {
-                    if !ok {
-                        continue;
-                    }
-                    let row = plane.wrapping_offset(y + start);
-                    let l: [__m512; 8] =
-                        std::array::from_fn(|i| _mm512_maskz_loadu_ps(masks[i], row.wrapping_offset(OFFSETS[i])));
-                    let column = |q: usize, p: usize| {
-                        let lo = _mm512_permutex2var_ps(l[q], idx[p], l[q + 1]);
-                        let hi = _mm512_permutex2var_ps(l[q + 2], idx[p], l[q + 3]);
-                        _mm512_mask_blend_ps(0xff00, lo, hi)
-                    };
-                    across[r] = bt([
-                        column(0, 0),
-                        column(0, 1),
-                        column(0, 2),
-                        column(0, 3),
-                        column(4, 0),
-                        column(4, 1),
-                    ]);
+        // Per half, its loads' offsets from its first column: two for the patch columns 0-3, two 4 columns on.
+        const OFFSETS: [isize; 4] = [0, 16, 4, 20];
+        // Per half: the six input rows under its tile row (offsets in a plane, inside the image or not), its first
+        // column, its loads' masks.
+        let ys0 = super::super::patch_rows::<6>(4 * hv[0].ty as isize - 1, (h, w));
+        let ys1 = match PAIR {
+            true => super::super::patch_rows::<6>(4 * hv[1].ty as isize - 1, (h, w)),
+            false => ys0,
+        };
+        let start = [4 * hv[0].tx as isize - 1, 4 * hv[1].tx as isize - 1];
+        let masks: [[__mmask16; 4]; 2] = std::array::from_fn(|i| {
+            std::array::from_fn(|j| match PAIR && hv[i].len == 0 {
+                true => 0,
+                false => inside(start[i] + OFFSETS[j], w),
+            })
+        });
+        // The second half's tiles from lane `split` on: its patch columns at `(4 (k - split) + p) % 32`, blended in.
+        let split = match PAIR {
+            true => hv[0].len,
+            false => 8,
+        };
+        let idx_hi: [__m512i; 4] = match PAIR {
+            true => {
+                let shift = _mm512_set1_epi32(4 * split as i32);
+                std::array::from_fn(|p| _mm512_and_si512(_mm512_sub_epi32(idx[p], shift), _mm512_set1_epi32(31)))
+            }
+            false => *idx,
+        };
+        let from_hi = !first(split);
+        let stores = match PAIR {
+            true => placed(hv, |slot| conv.at(0, 0, slot, c)),
+            false => [(conv.at(0, 0, hv[0].slot, c), first(hv[0].len + hv[1].len)), (0, 0)],
+        };
+        for ci in 0..c {
+            let plane = |t: &Half| x.as_ptr().add((t.image * c + ci) * h * w);
+            let planes = [plane(&hv[0]), if PAIR { plane(&hv[1]) } else { plane(&hv[0]) }];
+            let mut across = [[zero; 6]; 6];
+            for r in 0..6 {
+                let ok = [ys0[r].1, ys1[r].1];
+                if !ok[0] && !ok[1] {
+                    continue;
                 }
-                let at = vp.add(base + ci * conv.nr + blk);
-                let columns: [[__m512; 6]; 6] = std::array::from_fn(|s| std::array::from_fn(|r| across[r][s]));
-                for (s, column) in columns.into_iter().enumerate() {
-                    for (a, val) in bt(column).into_iter().enumerate() {
-                        _mm512_mask_storeu_ps(at.add((a * 6 + s) * step), store, val);
+                let rows = [
+                    planes[0].wrapping_offset(ys0[r].0 + start[0]),
+                    planes[1].wrapping_offset(ys1[r].0 + start[1]),
+                ];
+                // Loads 0-3: the first half's; 4-7: the second's.
+                let l: [__m512; 8] = std::array::from_fn(|i| {
+                    let (half, j) = (i / 4, i % 4);
+                    let mask = if ok[half] { masks[half][j] } else { 0 };
+                    _mm512_maskz_loadu_ps(mask, rows[half].wrapping_offset(OFFSETS[j]))
+                });
+                // Patch column `p` of every tile, from loads `q, q + 1` of each half.
+                let column = |q: usize, p: usize| {
+                    let lo = _mm512_permutex2var_ps(l[q], idx[p], l[q + 1]);
+                    let hi = _mm512_permutex2var_ps(l[4 + q], idx_hi[p], l[4 + q + 1]);
+                    _mm512_mask_blend_ps(from_hi, lo, hi)
+                };
+                across[r] = bt([
+                    column(0, 0),
+                    column(0, 1),
+                    column(0, 2),
+                    column(0, 3),
+                    column(2, 0),
+                    column(2, 1),
+                ]);
+            }
+            let columns: [[__m512; 6]; 6] = std::array::from_fn(|s| std::array::from_fn(|r| across[r][s]));
+            for (s, column) in columns.into_iter().enumerate() {
+                for (k, val) in bt(column).into_iter().enumerate() {
+                    for &(at, mask) in &stores {
+                        if mask != 0 {
+                            let to = vp.wrapping_add(at.wrapping_add((k * 6 + s) * step + ci * conv.nr));
+                            _mm512_mask_storeu_ps(to, mask, val);
+                        }
                     }
                 }
             }
@@ -420,54 +522,110 @@ pub(super) mod x86 {
         ]
     }
 
-    /// [`super::output`] 16 tiles at a time: per output row of the tiles, `Aᵀ` across, the four pixels of each
-    /// tile interleaved into the row's order, the residual loaded and the output stored through masks that keep
-    /// the pixels inside the map.
+    /// [`super::output`] 16 tiles at a time (see [`Half`]): per output row of the tiles, `Aᵀ` across, the four pixels
+    /// of each tile interleaved into the row's order, the residual loaded and the output stored through masks that
+    /// keep the pixels inside the map.
     ///
     /// # Safety
-    /// As [`super::output`].
+    /// As [`super::output`]; `b`, if any, follows `a` in the chunk and [`super::pairs`] with it.
     #[target_feature(enable = "avx512f")]
     pub(in super::super) unsafe fn output(
         conv: &Conv,
         m: &[f32],
-        seg: Segment,
+        (a, b): (Segment, Option<Segment>),
+        rows: (usize, usize),
+        residual: Option<&[f32]>,
+        out: *mut f32,
+    ) {
+        match b {
+            Some(b) => output_block::<true>(conv, m, [Half::of(a, 0), Half::of(b, 0)], rows, residual, out),
+            None => (0..a.len).step_by(16).for_each(|blk| {
+                output_block::<false>(conv, m, [Half::of(a, blk), Half::of(a, blk + 8)], rows, residual, out)
+            }),
+        }
+    }
+
+    /// One vector's tiles of [`output`] (see [`input_block`]).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn output_block<const PAIR: bool>(
+        conv: &Conv,
+        m: &[f32],
+        hv: [Half; 2],
         (o0, o1): (usize, usize),
         residual: Option<&[f32]>,
         out: *mut f32,
     ) {
         let (_, h, w) = conv.chw;
         let block = conv.block();
-        let rows = (h - 4 * seg.ty).min(4);
-        let (first_at, step) = (conv.at(0, 0, seg.slot, block), conv.xi_step(block));
+        let step = conv.xi_step(block);
         debug_assert!(m.len() >= XI * step);
         let mp = m.as_ptr();
+        // The row's pixels as `interleave` gives them: the first half's tiles' from 0, the second's from `4 * split`
+        // (one run of 16 tiles for a single segment). Per half: its output rows inside the map, where its pixels
+        // start and where those inside the map end in that order, and so each of the four vectors' lanes that are
+        // its.
+        let halves = if PAIR { 2 } else { 1 };
+        let lens = match PAIR {
+            true => [hv[0].len, hv[1].len],
+            false => [hv[0].len + hv[1].len, 0],
+        };
+        let rows: [usize; 2] = std::array::from_fn(|i| (h - 4 * hv[i].ty).min(4));
+        let from = [0, 4 * hv[0].len];
+        let to: [usize; 2] = std::array::from_fn(|i| match lens[i] {
+            0 => from[i],
+            n => from[i] + (4 * n).min(w - 4 * hv[i].tx),
+        });
+        let masks: [[__mmask16; 4]; 2] = std::array::from_fn(|i| {
+            std::array::from_fn(|q| first(to[i].saturating_sub(16 * q)) & !first(from[i].saturating_sub(16 * q)))
+        });
+        let loads = match PAIR {
+            true => placed(hv, |slot| conv.at(0, 0, slot, block)),
+            false => [(conv.at(0, 0, hv[0].slot, block), 0xffff), (0, 0)],
+        };
         for o in o0..o1 {
-            let base = first_at + (o - o0) * conv.nr;
+            let shift = (o - o0) * conv.nr;
             let bias = _mm512_set1_ps(conv.bias[o]);
-            let image = (seg.image * conv.out_channels + o) * h * w;
-            for blk in (0..seg.len).step_by(16) {
-                let n = (seg.len - blk).min(16);
-                let col = 4 * (seg.tx + blk);
-                let valid = (4 * n).min(w - col);
-                let masks: [__mmask16; 4] = std::array::from_fn(|q| first(valid.saturating_sub(16 * q)));
-                let mv = |xi: usize| _mm512_loadu_ps(mp.add(base + xi * step + blk));
-                // `Aᵀ` down each column, then across each of the four rows.
-                let columns: [[__m512; 4]; 6] = std::array::from_fn(|s| at(std::array::from_fn(|r| mv(r * 6 + s))));
-                let down: [[__m512; 6]; 4] = std::array::from_fn(|a| std::array::from_fn(|s| columns[s][a]));
-                for (a, &row) in down.iter().enumerate().take(rows) {
-                    let mut y = at(row);
-                    for v in y.iter_mut() {
-                        *v = _mm512_add_ps(*v, bias);
-                    }
-                    let at_row = image + (4 * seg.ty + a) * w + col;
-                    for (q, px) in interleave(y).into_iter().enumerate() {
-                        if masks[q] == 0 {
-                            break;
+            // `Aᵀ` down each column, then across each of the four rows.
+            let mut columns = [[_mm512_setzero_ps(); 4]; 6];
+            for (s, column) in columns.iter_mut().enumerate() {
+                let mut d = [_mm512_setzero_ps(); 6];
+                for (r, x) in d.iter_mut().enumerate() {
+                    *x = load_m::<PAIR>(mp, &loads, shift + (r * 6 + s) * step);
+                }
+                *column = at(d);
+            }
+            let down: [[__m512; 6]; 4] = std::array::from_fn(|a| std::array::from_fn(|s| columns[s][a]));
+            for (r, &row) in down.iter().enumerate().take(rows[0].max(rows[1])) {
+                let mut y = at(row);
+                for v in y.iter_mut() {
+                    *v = _mm512_add_ps(*v, bias);
+                }
+                for (q, px) in interleave(y).into_iter().enumerate() {
+                    for (i, t) in hv.iter().enumerate().take(halves) {
+                        if r >= rows[i] || masks[i][q] == 0 {
+                            continue;
                         }
-                        store(px, (out, at_row + 16 * q), masks[q], residual, conv.relu);
+                        let plane = (t.image * conv.out_channels + o) * h * w;
+                        // Pixel `16 q` of the interleaved row, in the half's output row (before its first pixel for
+                        // the second half of a pair: only its lanes are stored).
+                        let at_px = (plane + (4 * t.ty + r) * w + 4 * t.tx + 16 * q).wrapping_sub(from[i]);
+                        store(px, (out, at_px), masks[i][q], residual, conv.relu);
                     }
                 }
             }
+        }
+    }
+
+    /// 16 lanes of `M` at `off` past each place of `loads` (see [`placed`]): one load, and for a pair whose second
+    /// half lies elsewhere a masked load of its lanes.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load_m<const PAIR: bool>(mp: *const f32, loads: &[(usize, __mmask16); 2], off: usize) -> __m512 {
+        let v = _mm512_loadu_ps(mp.add(loads[0].0 + off));
+        match PAIR && loads[1].1 != 0 {
+            true => _mm512_mask_loadu_ps(v, loads[1].1, mp.wrapping_add(loads[1].0.wrapping_add(off))),
+            false => v,
         }
     }
 }
@@ -488,28 +646,7 @@ mod tests {
             [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
             [0.0, 0.0, 1.0],
         ];
-        for (mr, c) in [6usize, 8].into_iter().flat_map(|mr| [1usize, 3].map(|c| (mr, c))) {
-            let g: Vec<f32> = (0..c * 9 * mr).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
-            let mut u = vec![0f32; XI * u_step(c, mr)];
-            transform_panel(&g, c, mr, &mut u);
-            for ci in 0..c {
-                for i in 0..mr {
-                    let k = |r: usize, s: usize| f64::from(g[(ci * 9 + r * 3 + s) * mr + i]);
-                    for xi in 0..XI {
-                        let got = u[xi * u_step(c, mr) + ci * mr + i];
-                        let (r, s) = (xi / 6, xi % 6);
-                        let want: f64 = (0..3)
-                            .flat_map(|a| (0..3).map(move |b| (a, b)))
-                            .map(|(a, b)| gm[r][a] * k(a, b) * gm[s][b])
-                            .sum();
-                        assert!(
-                            (f64::from(got) - want).abs() < 1e-6,
-                            "mr {mr} c {ci} row {i} xi {xi}: {got} vs {want}"
-                        );
-                    }
-                }
-            }
-        }
+        super::super::tests::assert_transform_is_g_g_gt(&gm, transform_panel);
     }
 
     /// The portable transform gives the two-channel one's bits (the same operations lane for lane), for even and
@@ -532,7 +669,8 @@ mod tests {
 
     /// Whole convolutions as F(4x4, 3x3), with the AVX-512 transforms and with the portable ones, on each micro-kernel
     /// this CPU runs, against the definition: maps whose edges cut tiles, chunks spanning tile rows and images, tile
-    /// rows of more than 16 tiles, a depth of one channel and of 128, on one thread and on two.
+    /// rows of more than 16 tiles, maps of one and two rows, a depth of one channel and of 128, on one thread and on
+    /// two.
     #[test]
     fn convolutions_match_the_definition() {
         use crate::layers::engine::tests::{max_err, naive, uniform};
@@ -546,6 +684,8 @@ mod tests {
             (3, 128, 24, 17, 18),
             (2, 1, 24, 10, 70),
             (1, 40, 24, 3, 5),
+            (1, 3, 24, 1, 300),
+            (2, 5, 24, 2, 2),
         ];
         for engine in [Engine::Avx512, Engine::Avx2Fma]
             .into_iter()

@@ -272,6 +272,9 @@ struct Chunk {
     len: usize,
 }
 
+/// A segment, or two that one vector's halves take (see [`Conv::groups`]).
+type Group = (Segment, Option<Segment>);
+
 /// A run of a chunk's tiles along one tile row within one strip: image, tile row, first tile column, first
 /// slot in the chunk, length.
 #[derive(Clone, Copy)]
@@ -443,8 +446,8 @@ impl Conv<'_> {
         super::with_panel(v_len + m_len + u_len, |buf| {
             let (v, rest) = buf.split_at_mut(v_len);
             let (m, scratch) = rest.split_at_mut(m_len);
-            for seg in self.segments(chunk) {
-                self.input_on_engine(x, seg, v);
+            for group in self.groups(chunk) {
+                self.input_on_engine(x, group, v);
             }
             let block = self.block();
             for o0 in (rows.0..rows.1).step_by(block) {
@@ -460,8 +463,8 @@ impl Conv<'_> {
                     }
                 };
                 self.multiply(v, chunk.len, (o0, o1), m, u);
-                for seg in self.segments(chunk) {
-                    self.output_on_engine(m, seg, (o0, o1), residual, out);
+                for group in self.groups(chunk) {
+                    self.output_on_engine(m, group, (o0, o1), residual, out);
                 }
             }
         })
@@ -477,23 +480,49 @@ impl Conv<'_> {
         }
     }
 
+    /// The chunk's segments as the transforms take them: one at a time, or, for F(4x4, 3x3)'s AVX-512 transforms,
+    /// two consecutive ones of at most 8 tiles each together (a vector's two halves, see `f4::x86`).
+    fn groups(&self, chunk: Chunk) -> impl Iterator<Item = Group> + '_ {
+        let pairing = cfg!(target_arch = "x86_64") && self.engine == super::Engine::Avx512 && self.tile == Tile::F4;
+        let mut segments = self.segments(chunk).peekable();
+        std::iter::from_fn(move || {
+            let a = segments.next()?;
+            let b = match pairing {
+                true => segments.next_if(|b| f4::pairs(&a, b)),
+                false => None,
+            };
+            Some((a, b))
+        })
+    }
+
     /// The tile's input transform as the engine runs it: AVX-512's, or the portable loops compiled for AVX2.
-    fn input_on_engine(&self, x: &[f32], seg: Segment, v: &mut [f32]) {
+    fn input_on_engine(&self, x: &[f32], (a, b): Group, v: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2(conv: &Conv, x: &[f32], seg: Segment, v: &mut [f32]) {
                 conv.input_portable(x, seg, v)
             }
-            // SAFETY: the engine runs on this CPU (`PackedConv::engine_for`), with these instructions.
+            // SAFETY: the engine runs on this CPU (`PackedConv::engine_for`), with these instructions; a pair comes
+            // from `groups`.
             match (self.engine, self.tile) {
-                (super::Engine::Avx512, Tile::F2) => return unsafe { x86::input(self, x, seg, v) },
-                (super::Engine::Avx512, Tile::F4) => return unsafe { f4::x86::input(self, x, seg, v) },
-                (super::Engine::Avx2Fma, _) => return unsafe { avx2(self, x, seg, v) },
+                (super::Engine::Avx512, Tile::F4) => return unsafe { f4::x86::input(self, x, (a, b), v) },
+                (super::Engine::Avx512, Tile::F2) => {
+                    return std::iter::once(a)
+                        .chain(b)
+                        .for_each(|seg| unsafe { x86::input(self, x, seg, v) });
+                }
+                (super::Engine::Avx2Fma, _) => {
+                    return std::iter::once(a)
+                        .chain(b)
+                        .for_each(|seg| unsafe { avx2(self, x, seg, v) });
+                }
                 _ => {}
             }
         }
-        self.input_portable(x, seg, v)
+        std::iter::once(a)
+            .chain(b)
+            .for_each(|seg| self.input_portable(x, seg, v))
     }
 
     /// The tile's portable input transform.
@@ -509,11 +538,12 @@ impl Conv<'_> {
     unsafe fn output_on_engine(
         &self,
         m: &[f32],
-        seg: Segment,
+        (a, b): Group,
         rows: (usize, usize),
         residual: Option<&[f32]>,
         out: Out,
     ) {
+        let segs = std::iter::once(a).chain(b);
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
@@ -521,13 +551,15 @@ impl Conv<'_> {
                 conv.output_portable(m, seg, rows, r, out)
             }
             match (self.engine, self.tile) {
-                (super::Engine::Avx512, Tile::F2) => return x86::output(self, m, seg, rows, residual, out.0),
-                (super::Engine::Avx512, Tile::F4) => return f4::x86::output(self, m, seg, rows, residual, out.0),
-                (super::Engine::Avx2Fma, _) => return avx2(self, m, seg, rows, residual, out),
+                (super::Engine::Avx512, Tile::F4) => return f4::x86::output(self, m, (a, b), rows, residual, out.0),
+                (super::Engine::Avx512, Tile::F2) => {
+                    return segs.for_each(|seg| x86::output(self, m, seg, rows, residual, out.0));
+                }
+                (super::Engine::Avx2Fma, _) => return segs.for_each(|seg| avx2(self, m, seg, rows, residual, out)),
                 _ => {}
             }
         }
-        self.output_portable(m, seg, rows, residual, out)
+        segs.for_each(|seg| self.output_portable(m, seg, rows, residual, out))
     }
 
     /// The tile's portable output transform.
@@ -796,7 +828,7 @@ mod x86 {
     /// applying the ReLU.
     ///
     /// # Safety
-    /// AVX-512F; the masked lanes at `at` are inside `out` (and `residual`).
+    /// AVX-512F; the lanes `mask` selects at `at` are inside `out` (and `residual`).
     #[inline(always)]
     pub(super) unsafe fn store(
         mut y: __m512,
@@ -805,13 +837,14 @@ mod x86 {
         residual: Option<&[f32]>,
         relu: bool,
     ) {
+        // (`at` may lie before the lanes `mask` selects, even before `out`: wrapping pointers, only those lanes read.)
         if let Some(r) = residual {
-            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at)));
+            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, r.as_ptr().wrapping_add(at)));
         }
         if relu {
             y = _mm512_max_ps(y, _mm512_setzero_ps());
         }
-        _mm512_mask_storeu_ps(out.add(at), mask, y);
+        _mm512_mask_storeu_ps(out.wrapping_add(at), mask, y);
     }
 
     /// [`Conv::input`] 16 tiles at a time: per input row, two pairs of masked loads (zero outside the image),
@@ -992,15 +1025,23 @@ mod tests {
     #[test]
     fn panel_transform_is_g_g_gt() {
         let gm = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+        assert_transform_is_g_g_gt(&gm, transform_panel);
+    }
+
+    /// `transform` (a tile's weight transform) gives `G g Gᵀ` for the rows of `G` in `gm` (one per side of the
+    /// transformed tile), computed here as the matrix products in f64, for both panel heights and a few depths.
+    pub(super) fn assert_transform_is_g_g_gt(gm: &[[f64; 3]], transform: fn(&[f32], usize, usize, &mut [f32])) {
+        let side = gm.len();
         for (mr, c) in [6usize, 8].into_iter().flat_map(|mr| [1usize, 4, 5].map(|c| (mr, c))) {
             let g: Vec<f32> = (0..c * 9 * mr).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
-            let mut u = vec![0f32; XI * u_step(c, mr)];
-            transform_panel(&g, c, mr, &mut u);
+            let mut u = vec![0f32; side * side * u_step(c, mr)];
+            transform(&g, c, mr, &mut u);
             for ci in 0..c {
                 for i in 0..mr {
                     let k = |r: usize, s: usize| f64::from(g[(ci * 9 + r * 3 + s) * mr + i]);
-                    for (xi, &got) in (0..XI).map(|xi| (xi, &u[xi * u_step(c, mr) + ci * mr + i])) {
-                        let (r, s) = (xi / 4, xi % 4);
+                    for xi in 0..side * side {
+                        let got = u[xi * u_step(c, mr) + ci * mr + i];
+                        let (r, s) = (xi / side, xi % side);
                         let want: f64 = (0..3)
                             .flat_map(|a| (0..3).map(move |b| (a, b)))
                             .map(|(a, b)| gm[r][a] * k(a, b) * gm[s][b])
