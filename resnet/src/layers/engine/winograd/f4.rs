@@ -84,7 +84,7 @@ pub(super) fn transform_panel(g: &[f32], c: usize, mr: usize, u: &mut [f32]) {
         }
         #[target_feature(enable = "avx2,fma")]
         unsafe fn avx2<const MR: usize>(g: &[f32], c: usize, u: &mut [f32]) {
-            transform_rows::<MR>(g, c, u)
+            transform_lanes::<MR, MR>(g, c, (0, c), u)
         }
         if mr == 8 && std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F (and so AVX2 and FMA).
@@ -101,29 +101,38 @@ pub(super) fn transform_panel(g: &[f32], c: usize, mr: usize, u: &mut [f32]) {
         }
     }
     match mr {
-        8 => transform_rows::<8>(g, c, u),
-        6 => transform_rows::<6>(g, c, u),
+        8 => transform_lanes::<8, 8>(g, c, (0, c), u),
+        6 => transform_lanes::<6, 6>(g, c, (0, c), u),
         _ => unreachable!("weight panels are 6 or 8 rows"),
     }
 }
 
-/// [`transform_panel`] for `MR` rows, vectorised over the rows.
+/// [`transform_panel`] for input channels `from..to` of the panel's `c`, `W / MR` channels at a time (their `MR` rows
+/// side by side, as each `U[ξ]` holds them), vectorised over those `W` lanes: the same operations lane for lane
+/// whatever `W`, so the same bits.
 #[inline(always)]
-fn transform_rows<const MR: usize>(g: &[f32], c: usize, u: &mut [f32]) {
-    let step = u_step(c, MR);
+fn transform_lanes<const MR: usize, const W: usize>(g: &[f32], c: usize, (from, to): (usize, usize), u: &mut [f32]) {
+    let (step, per) = (u_step(c, MR), W / MR);
+    debug_assert!(W.is_multiple_of(MR) && (to - from).is_multiple_of(per) && to <= c);
     debug_assert!(g.len() >= c * 9 * MR && u.len() >= XI * step);
-    for (ci, kernel) in g.chunks_exact(9 * MR).take(c).enumerate() {
-        let tap = |t: usize| -> [f32; MR] { std::array::from_fn(|i| kernel[t * MR + i]) };
+    for ci in (from..to).step_by(per) {
+        let tap = |t: usize| -> [f32; W] {
+            let mut lanes = [0f32; W];
+            for (k, rows) in lanes.chunks_exact_mut(MR).enumerate() {
+                rows.copy_from_slice(&g[((ci + k) * 9 + t) * MR..][..MR]);
+            }
+            lanes
+        };
         // G g, column by column of the kernel; then each of its rows times Gᵀ.
         let cols = [
-            g_line::<MR>(tap(0), tap(3), tap(6)),
-            g_line::<MR>(tap(1), tap(4), tap(7)),
-            g_line::<MR>(tap(2), tap(5), tap(8)),
+            g_line::<W>(tap(0), tap(3), tap(6)),
+            g_line::<W>(tap(1), tap(4), tap(7)),
+            g_line::<W>(tap(2), tap(5), tap(8)),
         ];
         for a in 0..6 {
-            let row = g_line::<MR>(cols[0][a], cols[1][a], cols[2][a]);
+            let row = g_line::<W>(cols[0][a], cols[1][a], cols[2][a]);
             for (b, x) in row.iter().enumerate() {
-                u[(a * 6 + b) * step + ci * MR..][..MR].copy_from_slice(x);
+                u[(a * 6 + b) * step + ci * MR..][..W].copy_from_slice(x);
             }
         }
     }
@@ -135,39 +144,13 @@ pub(super) fn pairs(a: &Segment, b: &Segment) -> bool {
     a.len <= 8 && b.len <= 8
 }
 
-/// [`transform_rows`] for 8-row panels, two input channels at a time (their 8 rows side by side, as each `U[ξ]`
-/// holds them: 16 lanes, one AVX-512 vector), the same operations lane for lane; an odd last channel alone.
+/// [`transform_panel`] for 8-row panels, two input channels at a time (16 lanes, one AVX-512 vector), an odd last
+/// channel alone.
 #[inline(always)]
 fn transform_pairs(g: &[f32], c: usize, u: &mut [f32]) {
-    const MR: usize = 8;
-    let step = u_step(c, MR);
-    debug_assert!(g.len() >= c * 9 * MR && u.len() >= XI * step);
-    for ci in (0..c - c % 2).step_by(2) {
-        let tap = |t: usize| -> [f32; 2 * MR] {
-            let mut pair = [0f32; 2 * MR];
-            pair[..MR].copy_from_slice(&g[(ci * 9 + t) * MR..][..MR]);
-            pair[MR..].copy_from_slice(&g[((ci + 1) * 9 + t) * MR..][..MR]);
-            pair
-        };
-        let cols = [
-            g_line::<{ 2 * MR }>(tap(0), tap(3), tap(6)),
-            g_line::<{ 2 * MR }>(tap(1), tap(4), tap(7)),
-            g_line::<{ 2 * MR }>(tap(2), tap(5), tap(8)),
-        ];
-        for a in 0..6 {
-            let row = g_line::<{ 2 * MR }>(cols[0][a], cols[1][a], cols[2][a]);
-            for (b, x) in row.iter().enumerate() {
-                u[(a * 6 + b) * step + ci * MR..][..2 * MR].copy_from_slice(x);
-            }
-        }
-    }
+    transform_lanes::<8, 16>(g, c, (0, c - c % 2), u);
     if c % 2 == 1 {
-        let last = c - 1;
-        let mut one = vec![0f32; XI * u_step(1, MR)];
-        transform_rows::<MR>(&g[last * 9 * MR..], 1, &mut one);
-        for xi in 0..XI {
-            u[xi * step + last * MR..][..MR].copy_from_slice(&one[xi * u_step(1, MR)..][..MR]);
-        }
+        transform_lanes::<8, 8>(g, c, (c - 1, c), u);
     }
 }
 
@@ -656,7 +639,7 @@ mod tests {
         for c in [1usize, 2, 7, 64] {
             let g: Vec<f32> = (0..c * 9 * 8).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
             let (mut want, mut got) = (vec![f32::NAN; XI * u_step(c, 8)], vec![f32::NAN; XI * u_step(c, 8)]);
-            transform_rows::<8>(&g, c, &mut want);
+            transform_lanes::<8, 8>(&g, c, (0, c), &mut want);
             transform_pairs(&g, c, &mut got);
             for ci in 0..c {
                 for xi in 0..XI {

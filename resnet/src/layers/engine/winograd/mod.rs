@@ -26,8 +26,9 @@
 //! bias, the residual add and the ReLU applied as they are stored. Nothing the size of a map is written
 //! besides the output.
 //!
-//! The transforms only add and subtract (and `G` halves, exactly), so the error is that of the direct
-//! convolution's sums, rounded in another order: the golden tests hold within 1e-4 of PyTorch.
+//! F(2x2, 3x3)'s transforms only add and subtract (and `G` halves, exactly), so its error is that of the direct
+//! convolution's sums, rounded in another order (F(4x4, 3x3)'s scale, see `f4`): the golden tests hold within 1e-4
+//! of PyTorch with either.
 //!
 //! The weights are held once, as the 3x3 kernels in the GEMM lowering's panels, and transformed as the conv
 //! runs (a transformed copy held instead would take 16 values per 9, or 36: a ResNet-50's resident memory past
@@ -71,11 +72,12 @@ impl Tile {
         }
     }
 
-    /// The tile a call on `n` images of `h x w` over `threads` threads runs: F(4x4, 3x3) where its chunks keep
-    /// every thread on chunks of its own ([`SPLIT_BELOW`] each), else F(2x2, 3x3). With fewer, each chunk's output
-    /// channels are cut over the threads and every cut transforms the chunk's input again, and the weights'
-    /// transform (36 values per 9, each call) is spread over few tiles: ResNet's 128-channel 3x3s at 28x28 and
-    /// batch 1 took 1.15x F(2x2)'s time as F(4x4), 0.78x at batch 8 (the 64-channel ones at 56x56: 0.97x, 0.68x).
+    /// The tile a call on `n` images of `h x w` over `threads` threads runs: F(4x4, 3x3) where its chunks give
+    /// every thread whole chunks of its own ([`F4_CHUNKS_PER_THREAD`] each), else F(2x2, 3x3). With fewer, each
+    /// chunk's output channels would be cut over the threads, every cut transforming the chunk's input again, and
+    /// the weights' transform (36 values per 9, each call) spread over few tiles: ResNet's 128-channel 3x3s at
+    /// 28x28 and batch 1 (one chunk) took 1.15x F(2x2)'s time that way; its 64-channel ones at 56x56 and batch 1
+    /// (four chunks, two per thread, uncut) take 0.79-0.87x.
     pub(crate) fn for_call(self, n: usize, (h, w): (usize, usize), threads: usize) -> Tile {
         let chunks = n * h.div_ceil(4) * w.div_ceil(4) / CHUNK;
         match self {
@@ -299,7 +301,7 @@ impl Conv<'_> {
         (CHUNK + SPILL).div_ceil(self.nr)
     }
 
-    /// Output channels per block: whole panels, at most [`BLOCK`], whose transformed weights (16 values per
+    /// Output channels per block: whole panels, at most [`BLOCK`], whose transformed weights (16 or 36 values per
     /// input channel each) fit [`U_BYTES`], so that a task that transforms them itself finds them in L2 beside
     /// the chunk's `V`.
     fn block(&self) -> usize {
@@ -309,7 +311,7 @@ impl Conv<'_> {
     }
 
     /// The distance in `V` (or `M`, with `rows` channels) between consecutive positions `ξ`: their strips, and
-    /// a cache line more. The transforms read or write all 16 at once; were they a multiple of 4 KiB apart
+    /// a cache line more. The transforms read or write all 16 (or 36) at once; were they a multiple of 4 KiB apart
     /// (64 channels of two 48-float strips are 24 KiB) they would all fall in one set of the L1 cache.
     fn xi_step(&self, rows: usize) -> usize {
         self.strips() * rows * self.nr + 16
