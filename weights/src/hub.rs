@@ -74,6 +74,9 @@ pub const DEFAULT_ETAG_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MIN_BYTES_PER_WINDOW: u64 = 1024;
 /// How long `hf-hub` itself waits for another process's download lock of the same file.
 const HF_HUB_LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How long a failed download waits for its own lock to be free before it removes its partial file
+/// (see `Hub::cleanup_incomplete`: a child process being started elsewhere holds the lock for a moment).
+const OWN_LOCK_GRACE: Duration = Duration::from_millis(500);
 
 /// Errors of [`Hub`]. Every message says what went wrong and what the user can do about it;
 /// none contains the token.
@@ -589,7 +592,7 @@ impl Hub {
             Ok(r) => r,
             Err(stop) => {
                 // The transfer was cancelled: its lock is free now, so its `.incomplete` file goes.
-                self.cleanup_incomplete(repo_id);
+                self.cleanup_incomplete(repo_id, OWN_LOCK_GRACE);
                 drop(busy);
                 return Err(self.stopped(stop, repo_id, Some(filename)));
             }
@@ -597,7 +600,7 @@ impl Hub {
         match result {
             Ok(path) => {
                 if let Err(detail) = verify_snapshot_file(&path, handler.expected_size()) {
-                    self.cleanup_incomplete(repo_id);
+                    self.cleanup_incomplete(repo_id, OWN_LOCK_GRACE);
                     return Err(HubError::Corrupt {
                         repo_id: repo_id.to_string(),
                         filename: filename.to_string(),
@@ -607,7 +610,7 @@ impl Hub {
                 Ok(path)
             }
             Err(e) => {
-                self.cleanup_incomplete(repo_id);
+                self.cleanup_incomplete(repo_id, OWN_LOCK_GRACE);
                 let err = self.map_download_error(e, repo_id, revision, filename);
                 if matches!(err, HubError::FileNotFound { .. }) {
                     // Remember the 404 the way Python does, so that offline runs know the file is absent.
@@ -771,7 +774,7 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .insert(repo_id.to_string());
         if first {
-            self.cleanup_incomplete(repo_id);
+            self.cleanup_incomplete(repo_id, Duration::ZERO);
         }
     }
 
@@ -796,7 +799,13 @@ impl Hub {
     /// Removes `blobs/*.incomplete` files that no process is writing (their `hf-hub` lock is free):
     /// what an interrupted transfer or a killed process leaves behind. Best effort (a read-only cache
     /// keeps them).
-    fn cleanup_incomplete(&self, repo_id: &str) {
+    ///
+    /// `grace` is how long a held lock is waited for. After this process's own transfer failed, its
+    /// lock is normally free at once, but a child process that another thread is starting at that moment
+    /// holds a copy of the lock's descriptor until it execs (a `fork` copies every descriptor, close-on-exec
+    /// ones included), so the lock can stay held for a few milliseconds after our transfer dropped it. A
+    /// lock held longer than `grace` belongs to another download, whose file stays.
+    fn cleanup_incomplete(&self, repo_id: &str, grace: Duration) {
         let repo_dir = self.repo_dir(repo_id);
         let Some(folder) = repo_dir.file_name().map(|f| f.to_owned()) else {
             return;
@@ -804,29 +813,22 @@ impl Hub {
         let Ok(entries) = fs::read_dir(repo_dir.join("blobs")) else {
             return;
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(etag) = name.to_str().and_then(|n| n.strip_suffix(".incomplete")) else {
-                continue;
-            };
-            let lock_path = self
-                .opts
-                .cache_dir
-                .join(".locks")
-                .join(&folder)
-                .join(format!("{etag}.lock"));
-            // No lock file: nobody can be writing it. A lock file nobody holds: its writer died.
-            match fs::OpenOptions::new().write(true).open(&lock_path) {
-                Ok(lock) => {
-                    if lock.try_lock().is_ok() {
-                        let _ = fs::remove_file(entry.path());
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let _ = fs::remove_file(entry.path());
-                }
-                Err(_) => {}
+        let lock_dir = self.opts.cache_dir.join(".locks").join(&folder);
+        let mut held: Vec<(PathBuf, PathBuf)> = entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let etag = name.to_str()?.strip_suffix(".incomplete")?;
+                Some((entry.path(), lock_dir.join(format!("{etag}.lock"))))
+            })
+            .collect();
+        let start = Instant::now();
+        loop {
+            held.retain(|(file, lock)| !remove_if_unlocked(file, lock));
+            if held.is_empty() || start.elapsed() >= grace {
+                return;
             }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -1266,6 +1268,28 @@ fn fmt_progress(bytes: u64, total: u64) -> String {
         format!("{bytes} of {total} bytes")
     } else {
         format!("{bytes} bytes (size unknown)")
+    }
+}
+
+/// Removes the partial download `file` if no process holds its `hf-hub` lock `lock` (or there is no lock
+/// file: nobody can be writing it). True when the file is gone or was never ours to keep; false while
+/// the lock is held (or its state cannot be read, e.g. a read-only cache).
+fn remove_if_unlocked(file: &Path, lock: &Path) -> bool {
+    match fs::OpenOptions::new().write(true).open(lock) {
+        // A lock file nobody holds: its writer ended or died.
+        Ok(l) => {
+            if l.try_lock().is_ok() {
+                let _ = fs::remove_file(file);
+                true
+            } else {
+                false
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let _ = fs::remove_file(file);
+            true
+        }
+        Err(_) => true,
     }
 }
 

@@ -599,6 +599,40 @@ fn truncated_or_wrong_body_leaves_no_blob_or_symlink() {
     }
 }
 
+/// A process started by another thread holds copies of every descriptor until it execs, the failed
+/// download's lock included: the partial file must still go once that copy is closed.
+#[cfg(unix)]
+#[test]
+fn a_process_started_meanwhile_does_not_keep_the_partial_file() {
+    let server = FakeHub::start(vec![repo()]);
+    server.fail_get(WEIGHTS, FaultKind::Truncate, usize::MAX);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = Command::new("true").status();
+            }
+        });
+        // Nothing in the loop panics: the spawner must be stopped before any assertion.
+        let (mut left_over, mut wrong) = (Vec::new(), Vec::new());
+        for _ in 0..30 {
+            let Ok(cache) = tempfile::tempdir() else { continue };
+            match hub(&server.endpoint(), cache.path()).get(REPO, None, WEIGHTS) {
+                Err(HubError::Corrupt { .. }) => {}
+                other => wrong.push(format!("{other:?}")),
+            }
+            left_over.extend(
+                all_files(cache.path())
+                    .into_iter()
+                    .filter(|f| f.ends_with(".incomplete")),
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(wrong.is_empty(), "{wrong:?}");
+        assert!(left_over.is_empty(), "{left_over:?}");
+    });
+}
+
 #[test]
 fn network_failure_names_the_endpoint_and_offline_mode() {
     let endpoint = unreachable_endpoint();
