@@ -50,6 +50,9 @@ pub struct OpRecord {
     pub params: usize,
     /// Multiply-accumulates (a FLOP count is twice this).
     pub macs: u64,
+    /// The least memory traffic the op can have, in bytes: its input(s), weights and bias read once and its
+    /// output written once (0 where not counted). Over the time, the bandwidth a memory-bound op needs.
+    pub bytes: u64,
     /// Median over the timed repetitions.
     pub median: Duration,
 }
@@ -98,6 +101,7 @@ pub fn profile_observed(
                 let s = conv.conv().spec();
                 let (n, h, w) = (x.dim(0)?, x.dim(2)?, x.dim(3)?);
                 let conv_out = [n, s.out_channels, s.output_size(h), s.output_size(w)];
+                let input = x.clone();
                 x = record(
                     &mut out,
                     &fused,
@@ -107,6 +111,7 @@ pub fn profile_observed(
                     timing,
                     || Ok(conv.forward_pooled(&x, true, false)?.unwrap_or_else(|| y.clone())),
                 )?;
+                set_bytes(&mut out, traffic(&[&input], &x, conv_weight_bytes(conv)));
                 // Its output is the pool's (how `zoo bench --layers --dtype bf16` finds the f32 pool's).
                 observe(&fused, &x);
                 observe("maxpool", &x);
@@ -118,15 +123,19 @@ pub fn profile_observed(
         observe(name, &x);
     }
     if model.stem().has_max_pool() && !pooled {
+        let input = x.clone();
         x = record(&mut out, "maxpool", OpKind::Pool, 0, 0, timing, || {
             pool::max_pool_3x3_s2(&x)
         })?;
+        set_bytes(&mut out, traffic(&[&input], &x, 0));
         observe("maxpool", &x);
     }
     if model.stem().has_avg_pool() {
+        let input = x.clone();
         x = record(&mut out, "avgpool", OpKind::Pool, 0, 0, timing, || {
             pool::avg_pool(&x, 2)
         })?;
+        set_bytes(&mut out, traffic(&[&input], &x, 0));
         observe("avgpool", &x);
     }
     for (name, block) in model.blocks() {
@@ -138,6 +147,8 @@ pub fn profile_observed(
             let y = record(&mut out, "fc", OpKind::Head, head.num_params(), macs, timing, || {
                 head.forward(&x)
             })?;
+            let weights = head.num_params() * x.dtype().size_in_bytes();
+            set_bytes(&mut out, traffic(&[&x], &y, weights as u64));
             observe("fc", &y);
         }
         Some(Head::AttentionPool(pool)) => {
@@ -176,6 +187,7 @@ fn block_ops(
             })?;
             if let Some(op) = out.last_mut() {
                 op.macs = shortcut_macs(sc, &s);
+                op.bytes = traffic(&[x], &s, shortcut_weight_bytes(sc));
             }
             observe(&name, &s);
             s
@@ -187,9 +199,11 @@ fn block_ops(
         let last = i + 1 == layers.len();
         let window = block.residual.pool_before_last();
         if last && window > 1 {
+            let input = y.clone();
             y = record(out, &format!("{prefix}.avgpool"), OpKind::Pool, 0, 0, t, || {
                 pool::avg_pool(&y, window)
             })?;
+            set_bytes(out, traffic(&[&input], &y, 0));
             observe(&format!("{prefix}.avgpool"), &y);
         }
         let residual = if last { Some(&short) } else { None };
@@ -197,6 +211,36 @@ fn block_ops(
         observe(&format!("{prefix}.{name}"), &y);
     }
     Ok(y)
+}
+
+/// Sets the bytes of the op just recorded.
+fn set_bytes(out: &mut [OpRecord], bytes: u64) {
+    if let Some(op) = out.last_mut() {
+        op.bytes = bytes;
+    }
+}
+
+/// [`OpRecord::bytes`]: every input read once, the output written once, and `weights` bytes.
+fn traffic(inputs: &[&Tensor], output: &Tensor, weights: u64) -> u64 {
+    let bytes = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+    inputs.iter().map(|t| bytes(t)).sum::<u64>() + bytes(output) + weights
+}
+
+/// The bytes a conv's weights and bias take as it holds them (int8 weights: one byte each; the bias in f32).
+fn conv_weight_bytes(conv: &ConvBn) -> u64 {
+    let c = conv.conv();
+    let s = c.spec();
+    let per_weight = if c.is_int8() { 1 } else { c.dtype().size_in_bytes() };
+    (s.out_channels * (s.depth() * per_weight + 4)) as u64
+}
+
+fn shortcut_weight_bytes(sc: &Shortcut) -> u64 {
+    match sc {
+        Shortcut::Projection(c) => conv_weight_bytes(c),
+        Shortcut::AvgDown(a) => conv_weight_bytes(&a.proj),
+        Shortcut::PooledProjection(p) => conv_weight_bytes(&p.proj),
+        Shortcut::Identity | Shortcut::ZeroPad(_) => 0,
+    }
 }
 
 fn shortcut_macs(sc: &Shortcut, out: &Tensor) -> u64 {
@@ -230,6 +274,8 @@ fn conv_op(
     })?;
     if let Some(op) = out.last_mut() {
         op.macs = conv_macs(conv, y.dims());
+        let inputs: Vec<&Tensor> = std::iter::once(x).chain(residual).collect();
+        op.bytes = traffic(&inputs, &y, conv_weight_bytes(conv));
     }
     Ok(y)
 }
@@ -281,6 +327,7 @@ pub fn record(
         shape: y.dims().to_vec(),
         params,
         macs,
+        bytes: 0,
         median: times[times.len() / 2],
     });
     Ok(y)
@@ -341,5 +388,46 @@ mod tests {
             more_runs(MAX_RUNS + 5, MAX_RUNS + 10, ms(500)),
             "repeats past the cap still run"
         );
+    }
+
+    /// Each op's least traffic, against the bytes worked out by hand from ResNet-50's shapes at 64x64 (a 16x16
+    /// map in layer1): inputs read once, weights and bias once, the output written once.
+    #[test]
+    fn bytes_are_inputs_weights_and_output() {
+        let cfg = crate::variants::by_name("resnet50").unwrap();
+        let vb = candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu);
+        let model = ResNet::load(&cfg, vb, crate::BnMode::Fold).unwrap();
+        let x = Tensor::zeros((2, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
+        let sync = || Ok(());
+        let ops = profile(
+            &model,
+            &x,
+            &Timing {
+                repeats: 1,
+                sync: &sync,
+            },
+        )
+        .unwrap();
+        let bytes = |name: &str| {
+            ops.iter()
+                .find(|o| o.name == name)
+                .unwrap_or_else(|| panic!("{name}"))
+                .bytes
+        };
+        let map = |c: u64, hw: u64| 2 * c * hw * hw * 4;
+        // Weights of `o` outputs `d` deep, and their bias.
+        let w = |o: u64, d: u64| (o * d + o) * 4;
+        assert_eq!(
+            bytes("conv1+maxpool"),
+            2 * 3 * 64 * 64 * 4 + map(64, 16) + w(64, 3 * 7 * 7)
+        );
+        assert_eq!(bytes("layer1.0.downsample"), map(64, 16) + map(256, 16) + w(256, 64));
+        assert_eq!(bytes("layer1.0.conv2"), 2 * map(64, 16) + w(64, 64 * 9));
+        // The block's last conv reads the shortcut too.
+        assert_eq!(bytes("layer1.0.conv3"), map(64, 16) + 2 * map(256, 16) + w(256, 64));
+        // Stride 2: a 16x16 input, an 8x8 output.
+        assert_eq!(bytes("layer2.0.conv2"), map(128, 16) + map(128, 8) + w(128, 128 * 9));
+        // The head pools layer4's 2x2 map itself.
+        assert_eq!(bytes("fc"), map(2048, 2) + 2 * 1000 * 4 + (1000 * 2048 + 1000) * 4);
     }
 }

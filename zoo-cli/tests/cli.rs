@@ -338,6 +338,29 @@ fn bench_layers_json_accounts_for_every_op() {
     assert_eq!(layers.len(), 1 + 9 * 2 + 2 + 1, "{v}");
     let params: u64 = layers.iter().map(|l| l["params"].as_u64().unwrap()).sum();
     assert_eq!(params, 269_722);
+    // Each op's least traffic and its rate: the stem's 3 -> 16 3x3 at 32x32 reads the image and its weights
+    // and bias, and writes its output, once.
+    assert_eq!(layers[0]["name"], "conv1", "{v}");
+    assert_eq!(
+        layers[0]["bytes"],
+        (3 * 32 * 32 + 16 * 32 * 32 + 16 * 27 + 16) * 4,
+        "{v}"
+    );
+    let bandwidth = v["memory_bandwidth_gbps"].as_f64().unwrap();
+    assert!(
+        bandwidth > 0.0 && v["bandwidth_working_set_bytes"].as_u64().unwrap() >= 8 << 20,
+        "{v}"
+    );
+    for l in layers {
+        let (bytes, t) = (l["bytes"].as_f64().unwrap(), l["median_ms"].as_f64().unwrap());
+        assert!(bytes > 0.0, "{l}");
+        let gbps = bytes / t / 1e6;
+        assert!((l["gbytes_per_s"].as_f64().unwrap() / gbps - 1.0).abs() < 1e-9, "{l}");
+        assert!(
+            (l["bandwidth_share"].as_f64().unwrap() * bandwidth / gbps - 1.0).abs() < 1e-9,
+            "{l}"
+        );
+    }
     // ResNet-20's 19 convs are 3x3s of 16-64 channels; all but the two stride-2 ones (the first of stages 2
     // and 3) go to Winograd on a micro-kernel engine, unless the environment turns it off: F(4x4, 3x3) on
     // AVX-512, F(2x2, 3x3) on AVX2.

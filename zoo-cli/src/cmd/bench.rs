@@ -162,6 +162,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         None
     };
+    let bandwidth = (args.layers && device.is_cpu()).then(|| Bandwidth::measure(&ops));
+    let yardsticks = Yardsticks { peak, bandwidth };
     // Held bytes: int8 convs hold one byte per weight (their scales and biases are counted as f32).
     let int8_weights: usize = model
         .conv_layers()
@@ -173,7 +175,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let report = Report {
         kernels: conv_kernels(model),
         engine,
-        peak,
+        yardsticks,
         model: &args.model,
         batch: args.batch,
         median,
@@ -193,7 +195,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         report.print(&device)?;
         if args.layers {
-            print_layers(&ops, peak, errors.as_ref())?;
+            print_layers(&ops, yardsticks, errors.as_ref())?;
         }
         if let Some(t) = &text {
             t.print(args.layers)?;
@@ -251,7 +253,7 @@ impl TextReport {
 
     fn json(&self, layers: bool) -> serde_json::Value {
         let ops: Vec<_> = if layers {
-            self.ops.iter().map(|o| op_json(o, None)).collect()
+            self.ops.iter().map(|o| op_json(o, Yardsticks::default())).collect()
         } else {
             Vec::new()
         };
@@ -272,7 +274,7 @@ impl TextReport {
             self.flops() as f64 / 1e9
         )?;
         if layers {
-            print_layers(&self.ops, None, None)?;
+            print_layers(&self.ops, Yardsticks::default(), None)?;
         }
         Ok(())
     }
@@ -338,13 +340,55 @@ fn layer_errors(args: &Args, device: &Device, model: &ResNet, x: &Tensor) -> Res
     Ok(errors)
 }
 
-fn op_json(o: &OpRecord, peak: Option<f64>) -> serde_json::Value {
+/// What an op's speed is judged against (`--layers` on the CPU): the FMA peak of the moment (f32) and the
+/// memory bandwidth of the moment.
+#[derive(Clone, Copy, Default)]
+struct Yardsticks {
+    /// GFLOP/s of the pool's threads running FMAs on registers (`engine::fma_peak`).
+    peak: Option<f64>,
+    bandwidth: Option<Bandwidth>,
+}
+
+/// The pool's threads streaming a working set as large as the traffic of the run's largest op
+/// (`engine::memory_bandwidth`): what the ops that move more bytes than they multiply can reach.
+#[derive(Clone, Copy)]
+struct Bandwidth {
+    /// GB/s read and written.
+    gbps: f64,
+    /// The working set it was measured on, bytes.
+    working_set: u64,
+}
+
+impl Bandwidth {
+    /// Smallest and largest working set measured: beyond an L2 on the small side, a bounded allocation on
+    /// the large one.
+    const WORKING_SET: (u64, u64) = (8 << 20, 512 << 20);
+
+    fn measure(ops: &[OpRecord]) -> Bandwidth {
+        let largest = ops.iter().map(|o| o.bytes).max().unwrap_or(0);
+        let working_set = largest.clamp(Self::WORKING_SET.0, Self::WORKING_SET.1);
+        let gbps = resnet::layers::engine::memory_bandwidth(rayon::current_num_threads(), working_set as usize, 300);
+        Bandwidth { gbps, working_set }
+    }
+}
+
+/// An op's FLOP/s over the FMA peak, and its bytes per second over the bandwidth (None where not measured or
+/// not counted).
+fn shares(o: &OpRecord, y: Yardsticks) -> (Option<f64>, Option<f64>, Option<f64>) {
     let t = o.median.as_secs_f64();
-    let share = peak
+    let peak = y
+        .peak
         .filter(|_| o.macs > 0 && t > 0.0)
         .map(|p| 2.0 * o.macs as f64 / t / 1e9 / p);
-    json!({"name": o.name, "shape": o.shape, "params": o.params, "flops": 2 * o.macs, "median_ms": ms(o.median),
-           "peak_share": share})
+    let gbps = (o.bytes > 0 && t > 0.0).then(|| o.bytes as f64 / t / 1e9);
+    let bw = gbps.zip(y.bandwidth).map(|(g, b)| g / b.gbps);
+    (peak, gbps, bw)
+}
+
+fn op_json(o: &OpRecord, y: Yardsticks) -> serde_json::Value {
+    let (peak, gbps, bw) = shares(o, y);
+    json!({"name": o.name, "shape": o.shape, "params": o.params, "flops": 2 * o.macs, "bytes": o.bytes,
+           "median_ms": ms(o.median), "peak_share": peak, "gbytes_per_s": gbps, "bandwidth_share": bw})
 }
 
 /// Resident memory around the first forward pass: before it, and its peak (None off Linux).
@@ -370,8 +414,8 @@ struct Report<'a> {
     engine: Option<Engine>,
     /// How many convolutions hold their weights in each (dtype, kernel), e.g. `bf16 on amx`: 53.
     kernels: BTreeMap<String, usize>,
-    /// The FMA peak measured right after the run (with `--layers` on the CPU), GFLOP/s.
-    peak: Option<f64>,
+    /// The FMA peak (f32) and the memory bandwidth measured right after the run (with `--layers` on the CPU).
+    yardsticks: Yardsticks,
     model: &'a str,
     batch: usize,
     median: Duration,
@@ -398,7 +442,7 @@ impl Report<'_> {
             .unwrap_or(&[])
             .iter()
             .map(|o| {
-                let mut j = op_json(o, self.peak);
+                let mut j = op_json(o, self.yardsticks);
                 if let Some(e) = errors {
                     j["rel_error_vs_f32"] = json!(e.get(&o.name));
                 }
@@ -411,7 +455,10 @@ impl Report<'_> {
         json!({"model": self.model, "batch": self.batch, "median_ms": ms(self.median), "p90_ms": ms(self.p90),
                "images_per_s": self.images_per_s(), "gflops": self.gflops(), "load_ms": ms(self.load),
                "weight_bytes": self.weight_bytes, "memory": memory, "layers": layers,
-               "engine": self.engine.map(Engine::name), "fma_peak_gflops": self.peak, "conv_weights": self.kernels})
+               "engine": self.engine.map(Engine::name), "fma_peak_gflops": self.yardsticks.peak,
+               "memory_bandwidth_gbps": self.yardsticks.bandwidth.map(|b| b.gbps),
+               "bandwidth_working_set_bytes": self.yardsticks.bandwidth.map(|b| b.working_set),
+               "conv_weights": self.kernels})
     }
 
     fn print(&self, device: &Device) -> Result<()> {
@@ -427,13 +474,22 @@ impl Report<'_> {
             self.flops as f64 / 1e9
         )?;
         if let Some(e) = self.engine {
-            match self.peak {
+            match self.yardsticks.peak {
                 Some(p) => crate::outln!(
                     "conv engine {}; FMA peak of the moment {p:.1} GFLOP/s on {} threads",
                     e.name(),
                     rayon::current_num_threads()
                 )?,
                 None => crate::outln!("conv engine {}", e.name())?,
+            }
+            if let Some(b) = self.yardsticks.bandwidth {
+                crate::outln!(
+                    "memory bandwidth of the moment {:.1} GB/s read and written on {} threads ({:.0} MB working set, \
+                     the largest op's traffic)",
+                    b.gbps,
+                    rayon::current_num_threads(),
+                    b.working_set as f64 / 1e6
+                )?;
             }
             if !self.kernels.keys().all(|k| k == "F32") {
                 let held: Vec<String> = self.kernels.iter().map(|(k, n)| format!("{n} {k}")).collect();
@@ -465,17 +521,24 @@ fn block_of(name: &str) -> Option<&str> {
     name.starts_with("layer").then(|| &name[..second])
 }
 
-/// The per-op table; with the FMA peak of the moment, each op's GFLOP/s as a share of it ("peak"); with
-/// reduced-precision weights, each op's output error against f32 ("vs f32", see [`layer_errors`]).
-fn print_layers(ops: &[OpRecord], peak: Option<f64>, errors: Option<&HashMap<String, f64>>) -> Result<()> {
+/// The per-op table; with the FMA peak of the moment, each op's GFLOP/s as a share of it ("peak"); with the
+/// memory bandwidth of the moment, each op's least traffic per second ("GB/s", see [`OpRecord::bytes`]) and
+/// its share of that bandwidth ("bw"); with reduced-precision weights, each op's output error against f32
+/// ("vs f32", see [`layer_errors`]). A block's row sums its ops.
+fn print_layers(ops: &[OpRecord], y: Yardsticks, errors: Option<&HashMap<String, f64>>) -> Result<()> {
     let total: f64 = ops.iter().map(|o| ms(o.median)).sum();
     let err_head = if errors.is_some() {
         format!(" {:>8}", "vs f32")
     } else {
         String::new()
     };
+    let bw_head = if y.bandwidth.is_some() {
+        format!(" {:>7} {:>5}", "GB/s", "bw")
+    } else {
+        String::new()
+    };
     crate::outln!(
-        "\n{:<24} {:>20} {:>10} {:>9} {:>9} {:>6} {:>8} {:>6}{err_head}",
+        "\n{:<24} {:>20} {:>10} {:>9} {:>9} {:>6} {:>8} {:>6}{bw_head}{err_head}",
         "layer",
         "output",
         "params",
@@ -485,20 +548,31 @@ fn print_layers(ops: &[OpRecord], peak: Option<f64>, errors: Option<&HashMap<Str
         "GFLOP/s",
         "peak"
     )?;
-    // `key`: the op whose output the row's error is read at (a block's: its add).
-    let row = |name: &str, key: &str, shape: &[usize], params: usize, flops: u64, t: f64| {
-        let rate = (t > 0.0 && flops > 0).then(|| flops as f64 / t / 1e6);
-        let gf = rate.map_or("-".into(), |r| format!("{r:.1}"));
-        let share = rate
-            .zip(peak)
-            .map_or("-".into(), |(r, p)| format!("{:.0}%", 100.0 * r / p));
+    // `key`: the op whose output the row's error is read at (a block's: its add). `o`: the row's op, or a
+    // block's sum of them.
+    let row = |name: &str, key: &str, o: &OpRecord| {
+        let t = ms(o.median);
+        let flops = 2 * o.macs;
+        let (peak, gbps, bw) = shares(o, y);
+        let gf = (t > 0.0 && flops > 0).then(|| flops as f64 / t / 1e6);
+        let gf = gf.map_or("-".into(), |r| format!("{r:.1}"));
+        let peak = peak.map_or("-".into(), |p| format!("{:.0}%", 100.0 * p));
+        let bw = match y.bandwidth {
+            Some(_) => format!(
+                " {:>7} {:>5}",
+                gbps.map_or("-".into(), |g| format!("{g:.1}")),
+                bw.map_or("-".into(), |b| format!("{:.0}%", 100.0 * b))
+            ),
+            None => String::new(),
+        };
         let err = match errors {
             Some(e) => format!(" {:>8}", e.get(key).map_or("-".into(), |v| format!("{v:.1e}"))),
             None => String::new(),
         };
         crate::outln!(
-            "{name:<24} {:>20} {params:>10} {:>9.1} {t:>9.3} {:>5.1}% {gf:>8} {share:>6}{err}",
-            format!("{shape:?}"),
+            "{name:<24} {:>20} {:>10} {:>9.1} {t:>9.3} {:>5.1}% {gf:>8} {peak:>6}{bw}{err}",
+            format!("{:?}", o.shape),
+            o.params,
             flops as f64 / 1e6,
             100.0 * t / total
         )
@@ -506,37 +580,25 @@ fn print_layers(ops: &[OpRecord], peak: Option<f64>, errors: Option<&HashMap<Str
     let mut i = 0;
     while i < ops.len() {
         let Some(block) = block_of(&ops[i].name) else {
-            row(
-                &ops[i].name,
-                &ops[i].name,
-                &ops[i].shape,
-                ops[i].params,
-                2 * ops[i].macs,
-                ms(ops[i].median),
-            )?;
+            row(&ops[i].name, &ops[i].name, &ops[i])?;
             i += 1;
             continue;
         };
         let end = i + ops[i..].iter().take_while(|o| block_of(&o.name) == Some(block)).count();
         let inner = &ops[i..end];
-        let sum = |f: &dyn Fn(&OpRecord) -> f64| inner.iter().map(f).sum::<f64>();
-        row(
-            block,
-            &inner[inner.len() - 1].name,
-            &inner[inner.len() - 1].shape,
-            inner.iter().map(|o| o.params).sum(),
-            2 * inner.iter().map(|o| o.macs).sum::<u64>(),
-            sum(&|o| ms(o.median)),
-        )?;
+        let last = &inner[inner.len() - 1];
+        let sum = OpRecord {
+            name: block.to_string(),
+            kind: last.kind,
+            shape: last.shape.clone(),
+            params: inner.iter().map(|o| o.params).sum(),
+            macs: inner.iter().map(|o| o.macs).sum(),
+            bytes: inner.iter().map(|o| o.bytes).sum(),
+            median: inner.iter().map(|o| o.median).sum(),
+        };
+        row(block, &last.name, &sum)?;
         for o in inner {
-            row(
-                &format!("  {}", &o.name[block.len() + 1..]),
-                &o.name,
-                &o.shape,
-                o.params,
-                2 * o.macs,
-                ms(o.median),
-            )?;
+            row(&format!("  {}", &o.name[block.len() + 1..]), &o.name, o)?;
         }
         i = end;
     }

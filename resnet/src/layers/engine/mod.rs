@@ -54,6 +54,7 @@ pub(crate) mod avx2;
 pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512_bf16;
+mod bandwidth;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod direct;
 pub(crate) mod implicit;
@@ -67,6 +68,7 @@ pub(crate) mod reduced;
 pub(crate) mod vnni;
 pub(crate) mod winograd;
 
+pub use bandwidth::memory_bandwidth;
 pub use peak::{bf16_dot_speedup, fma_peak};
 
 /// How the CPU convolution multiplies: one of our micro-kernels, or the portable `gemm` path.
