@@ -34,8 +34,9 @@ pub struct Args {
     #[arg(long, default_value = "10", value_parser = |s: &str| crate::args::in_range(s, 1, 100_000))]
     iters: usize,
     /// Time every layer: stem ops, each block, and inside blocks the shortcut and each conv (the last with the
-    /// residual add and ReLU fused, as the forward pass runs it); with reduced precision (--dtype bf16/f16,
-    /// --int8-calib) also each layer's error against f32.
+    /// residual add and ReLU fused, as the forward pass runs it); on the CPU each op's GFLOP/s against the FMA
+    /// peak of the moment and its least traffic per second against the memory bandwidth of the moment; with
+    /// reduced precision (--dtype bf16/f16, --int8-calib) also each layer's error against f32.
     #[arg(long)]
     layers: bool,
     /// auto, cpu, cuda, cuda:N or metal.
