@@ -1272,8 +1272,8 @@ fn fmt_progress(bytes: u64, total: u64) -> String {
 }
 
 /// Removes the partial download `file` if no process holds its `hf-hub` lock `lock` (or there is no lock
-/// file: nobody can be writing it). True when the file is gone or was never ours to keep; false while
-/// the lock is held (or its state cannot be read, e.g. a read-only cache).
+/// file: nobody can be writing it). True when that is settled: the file removed (best effort), or its lock
+/// cannot be opened (a read-only cache keeps the file); false while another descriptor holds the lock.
 fn remove_if_unlocked(file: &Path, lock: &Path) -> bool {
     match fs::OpenOptions::new().write(true).open(lock) {
         // A lock file nobody holds: its writer ended or died.
