@@ -67,7 +67,8 @@
 //!   choice as an explicit enum): [`layers::engine`]; how a conv is lowered (one GEMM, Winograd's F(2x2, 3x3)
 //!   for the stride-1 3x3s, or a direct convolution for the thin strided stem, the choice as
 //!   [`layers::Lowering`]): `layers::engine::winograd`, `layers::engine::direct`; the stem conv and its max-pool
-//!   as one kernel: [`layers::Conv::forward_pooled`]; the classifier's fully connected layer on the CPU as one
+//!   as one kernel: [`layers::Conv::forward_pooled`]; a block's strided first conv and its projection shortcut
+//!   on one packed input: [`block::ResidualBlock::shared_first`] (`layers::engine::twin`); the classifier's fully connected layer on the CPU as one
 //!   pass over its weights shared by the pool: `layers::linear`;
 //! - one inference pass on the thread pool, its other threads kept at hand between ops: [`pass`];
 //! - reduced precision on the CPU (bf16 / f16 weights, f32 sums: AMX-BF16 tiles, AVX512-BF16 dot products or

@@ -3,7 +3,9 @@
 //! The walk follows the same modules the forward pass uses, one op at a time: each stem conv, the
 //! max-pool (CLIP: average pool), and inside each block the shortcut, then every conv (with its ReLU) and
 //! CLIP's anti-aliasing average pool, the last conv with the residual add fused in as the forward pass
-//! runs it; then the head (`fc`, or CLIP's `attnpool`).
+//! runs it; then the head (`fc`, or CLIP's `attnpool`). Ops the forward pass runs as one kernel are one op: the
+//! stem's last conv and its max-pool (`conv1+maxpool`), a block's first conv and the projection shortcut on one
+//! packed input (`layer2.0.conv1+downsample`, see [`ResidualBlock::shared_first`]).
 
 use std::time::{Duration, Instant};
 
@@ -176,6 +178,14 @@ fn block_ops(
     t: &Timing,
     observe: &mut dyn FnMut(&str, &Tensor),
 ) -> Result<Tensor> {
+    let layers = block.residual.layers();
+    // Where the forward pass runs the first conv and the projection shortcut on one packed input, one op.
+    if let Some((first, short)) = shared_first_op(out, prefix, block, x, t)? {
+        observe(&format!("{prefix}.downsample"), &short);
+        observe(&format!("{prefix}.{}", layers[0].0), &first);
+        observe(&format!("{prefix}.{}+downsample", layers[0].0), &first);
+        return rest_ops(out, prefix, block, first, &short, 1, t, observe);
+    }
     // The shortcut first, as the forward pass runs it: the last conv adds it before its ReLU.
     let sc = &block.shortcut;
     let short = match sc {
@@ -193,9 +203,64 @@ fn block_ops(
             s
         }
     };
+    rest_ops(out, prefix, block, x.clone(), &short, 0, t, observe)
+}
+
+/// The block's first conv and its projection shortcut as one op, `{prefix}.conv1+downsample`, where the
+/// forward pass runs them on one packed input ([`ResidualBlock::shared_first`]): their outputs; else `None`,
+/// nothing recorded.
+fn shared_first_op(
+    out: &mut Vec<OpRecord>,
+    prefix: &str,
+    block: &ResidualBlock,
+    x: &Tensor,
+    t: &Timing,
+) -> Result<Option<(Tensor, Tensor)>> {
+    let (Some(_), Shortcut::Projection(proj)) = (block.shared_first(x, false)?, &block.shortcut) else {
+        return Ok(None);
+    };
+    let (name, conv) = block.residual.layers()[0];
+    let short = std::cell::RefCell::new(None);
+    let params = conv.num_params() + proj.num_params();
+    let y = record(
+        out,
+        &format!("{prefix}.{name}+downsample"),
+        OpKind::Conv,
+        params,
+        0,
+        t,
+        || {
+            let (y, s) = block
+                .shared_first(x, false)?
+                .ok_or_else(|| candle_core::Error::Msg("the shared convs stopped sharing".into()))?;
+            short.replace(Some(s));
+            Ok(y)
+        },
+    )?;
+    let Some(short) = short.into_inner() else {
+        return Ok(None);
+    };
+    if let Some(op) = out.last_mut() {
+        op.macs = conv_macs(conv, y.dims()) + conv_macs(proj, short.dims());
+        op.bytes = traffic(&[x], &y, conv_weight_bytes(conv)) + traffic(&[], &short, conv_weight_bytes(proj));
+    }
+    Ok(Some((y, short)))
+}
+
+/// The block's convs from `from` on (`y`: the input of that conv), the last adding `short`.
+#[allow(clippy::too_many_arguments)]
+fn rest_ops(
+    out: &mut Vec<OpRecord>,
+    prefix: &str,
+    block: &ResidualBlock,
+    mut y: Tensor,
+    short: &Tensor,
+    from: usize,
+    t: &Timing,
+    observe: &mut dyn FnMut(&str, &Tensor),
+) -> Result<Tensor> {
     let layers = block.residual.layers();
-    let mut y = x.clone();
-    for (i, (name, conv)) in layers.iter().enumerate() {
+    for (i, (name, conv)) in layers.iter().enumerate().skip(from) {
         let last = i + 1 == layers.len();
         let window = block.residual.pool_before_last();
         if last && window > 1 {
@@ -206,7 +271,7 @@ fn block_ops(
             set_bytes(out, traffic(&[&input], &y, 0));
             observe(&format!("{prefix}.avgpool"), &y);
         }
-        let residual = if last { Some(&short) } else { None };
+        let residual = if last { Some(short) } else { None };
         y = conv_op(out, &format!("{prefix}.{name}"), conv, &y, residual, true, t)?;
         observe(&format!("{prefix}.{name}"), &y);
     }
@@ -429,5 +494,67 @@ mod tests {
         assert_eq!(bytes("layer2.0.conv2"), map(128, 16) + map(128, 8) + w(128, 128 * 9));
         // The head pools layer4's 2x2 map itself.
         assert_eq!(bytes("fc"), map(2048, 2) + 2 * 1000 * 4 + (1000 * 2048 + 1000) * 4);
+    }
+
+    /// ResNet-18's stride-2 3x3 and its projection shortcut, which the forward pass runs on one packed input
+    /// where the CPU has our micro-kernels: one op `conv1+downsample`, with both convs' multiply-adds and
+    /// traffic (the input read once, both outputs written), its first output the one the walk goes on with; the
+    /// whole walk's output the forward pass's. Elsewhere, two ops as before.
+    #[test]
+    fn a_shared_first_conv_and_projection_are_one_op() {
+        let cfg = crate::variants::by_name("resnet18").unwrap();
+        let vb = candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu);
+        let model = ResNet::load(&cfg, vb, crate::BnMode::Fold).unwrap();
+        let x = Tensor::rand(0f32, 1., (2, 3, 64, 64), &Device::Cpu).unwrap();
+        let sync = || Ok(());
+        let timing = Timing {
+            repeats: 1,
+            sync: &sync,
+        };
+        let ops = profile(&model, &x, &timing).unwrap();
+        let op = |name: &str| ops.iter().find(|o| o.name == name);
+        let names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
+        let map = |c: u64, hw: u64| 2 * c * hw * hw * 4;
+        let w = |o: u64, d: u64| (o * d + o) * 4;
+        if crate::layers::Engine::current().panel_rows().is_none() {
+            assert!(
+                op("layer2.0.downsample").is_some() && op("layer2.0.conv1").is_some(),
+                "{names:?}"
+            );
+            return;
+        }
+        assert!(
+            op("layer2.0.downsample").is_none() && op("layer2.0.conv1").is_none(),
+            "{names:?}"
+        );
+        let shared = op("layer2.0.conv1+downsample").unwrap_or_else(|| panic!("{names:?}"));
+        // A 16x16 input of 64 channels, two 8x8 outputs of 128.
+        assert_eq!(shared.macs, 2 * 128 * 8 * 8 * (64 * 9 + 64));
+        assert_eq!(
+            shared.bytes,
+            map(64, 16) + 2 * map(128, 8) + w(128, 64 * 9) + w(128, 64)
+        );
+        assert_eq!(shared.shape, [2, 128, 8, 8]);
+        // BatchNorm folded in: a weight and a bias per channel each, as the checkpoint counts them.
+        assert_eq!(shared.params, 64 * 128 * 9 + 128 * 64 + 2 * 2 * 128);
+        for layer in ["layer3.0", "layer4.0"] {
+            assert!(op(&format!("{layer}.conv1+downsample")).is_some(), "{names:?}");
+        }
+        // Every multiply-add of the network is in one op or another, once.
+        let macs: u64 = ops.iter().map(|o| o.macs).sum();
+        // A batch of two.
+        let per_pixel = |c: u64, o: u64, k: u64, hw: u64| 2 * c * o * k * k * hw * hw;
+        let convs = per_pixel(3, 64, 7, 32)
+            + 4 * per_pixel(64, 64, 3, 16)
+            + per_pixel(64, 128, 3, 8)
+            + 3 * per_pixel(128, 128, 3, 8)
+            + per_pixel(64, 128, 1, 8)
+            + per_pixel(128, 256, 3, 4)
+            + 3 * per_pixel(256, 256, 3, 4)
+            + per_pixel(128, 256, 1, 4)
+            + per_pixel(256, 512, 3, 2)
+            + 3 * per_pixel(512, 512, 3, 2)
+            + per_pixel(256, 512, 1, 2);
+        assert_eq!(macs, convs + 2 * 512 * 1000);
     }
 }

@@ -45,6 +45,11 @@ impl BasicBranch {
         self.conv2.forward_fused_into(&y, Some(shortcut), true, next, train)
     }
 
+    /// `ReLU(conv2(y) + shortcut)`: the block after its first conv (whose output `y` is).
+    pub fn forward_after_first(&self, y: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
+        self.conv2.forward_fused(y, Some(shortcut), true, train)
+    }
+
     /// The conv+BN layers in order, with their checkpoint names.
     pub fn layers(&self) -> Vec<(&'static str, &ConvBn)> {
         vec![("conv1", &self.conv1), ("conv2", &self.conv2)]

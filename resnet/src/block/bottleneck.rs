@@ -85,12 +85,23 @@ impl BottleneckBranch {
         self.conv3.forward_fused_into(&y, Some(shortcut), true, next, train)
     }
 
+    /// `ReLU(conv3(conv2(y)) + shortcut)` (and the pool): the block after its first conv (whose output `y` is).
+    pub fn forward_after_first(&self, y: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.after_conv1(y, train)?;
+        self.conv3.forward_fused(&y, Some(shortcut), true, train)
+    }
+
     /// `conv2(conv1(x))` (and the pool), as `conv3` reads it.
     fn inner(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.conv1.forward_into(x, true, &self.conv2, train)?;
+        self.after_conv1(&y, train)
+    }
+
+    /// `conv2(y)` (and the pool), as `conv3` reads it.
+    fn after_conv1(&self, y: &Tensor, train: bool) -> Result<Tensor> {
         match self.pool {
-            1 => self.conv2.forward_into(&y, true, &self.conv3, train),
-            window => pool::avg_pool(&self.conv2.forward_fused(&y, None, true, train)?, window),
+            1 => self.conv2.forward_into(y, true, &self.conv3, train),
+            window => pool::avg_pool(&self.conv2.forward_fused(y, None, true, train)?, window),
         }
     }
 

@@ -50,6 +50,14 @@ impl ResidualFn {
         }
     }
 
+    /// `ReLU(F(x) + shortcut)` given the output `y` of the first convolution (with its ReLU).
+    pub fn forward_after_first(&self, y: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            ResidualFn::Basic(b) => b.forward_after_first(y, shortcut, train),
+            ResidualFn::Bottleneck(b) => b.forward_after_first(y, shortcut, train),
+        }
+    }
+
     /// `ReLU(F(x) + shortcut)`, with the add and the ReLU fused into the last convolution.
     pub fn forward_block(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
         match self {
@@ -211,10 +219,23 @@ impl ResidualBlock {
             .forward_block_into(x, &shortcut, next.residual.first_conv(), false)
     }
 
+    /// `(first conv's output, shortcut)` computed on one packed input, where the block's first conv and its
+    /// projection shortcut can share it (ResNet-18/34's stride-2 3x3 and the 1x1 beside it, which reads its
+    /// centre tap; see [`crate::layers::Conv::forward_shared`]); else `None`. In inference on the CPU kernel.
+    pub fn shared_first(&self, x: &Tensor, train: bool) -> Result<Option<(Tensor, Tensor)>> {
+        match &self.shortcut {
+            Shortcut::Projection(p) => self.residual.first_conv().forward_shared(x, p, true, train),
+            _ => Ok(None),
+        }
+    }
+
     /// The block wired as `wiring`: with its shortcut, or without it (the plain twin).
     pub fn forward_wired(&self, x: &Tensor, train: bool, wiring: Wiring) -> Result<Tensor> {
         match wiring {
             Wiring::Residual => {
+                if let Some((y, shortcut)) = self.shared_first(x, train)? {
+                    return self.residual.forward_after_first(&y, &shortcut, train);
+                }
                 let shortcut = self.shortcut.forward_t(x, train)?;
                 self.residual.forward_block(x, &shortcut, train)
             }

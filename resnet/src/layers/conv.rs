@@ -336,6 +336,17 @@ impl Conv {
         }
     }
 
+    /// `(relu?(conv(x) + bias), twin(x) + twin's bias)` on one packed input where both convs run on the CPU
+    /// kernel and can share it (see [`PackedConv::shares_input`]: a strided conv and the 1x1 projection beside
+    /// it that reads one of its taps); else `None` (the caller runs them one by one). Each output is the one
+    /// its conv gives alone, to the bit.
+    pub fn forward_shared(&self, x: &Tensor, twin: &Conv, relu: bool) -> Result<Option<(Tensor, Tensor)>> {
+        match (self.fast_path(x), &twin.packed, x.dtype()) {
+            (Some(p), Some(t), DType::F32) => p.forward_shared(x, t, relu),
+            _ => Ok(None),
+        }
+    }
+
     fn fast_path(&self, x: &Tensor) -> Option<&Arc<PackedConv>> {
         match (&self.packed, x.device(), x.dtype()) {
             (Some(p), Device::Cpu, DType::F32 | DType::BF16 | DType::F16) => Some(p),

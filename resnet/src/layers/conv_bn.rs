@@ -203,6 +203,24 @@ impl ConvBn {
     }
 }
 
+impl ConvBn {
+    /// `(relu?(BN(conv(x))), BN'(twin(x)))` on one packed input where both are folded CPU convs that can share
+    /// it (see [`crate::layers::Conv::forward_shared`]: a residual block's strided first conv and its 1x1
+    /// projection shortcut); else `None` (training, unfolded convs, or convs that cannot).
+    pub fn forward_shared(
+        &self,
+        x: &Tensor,
+        twin: &ConvBn,
+        relu: bool,
+        train: bool,
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        match (self, twin) {
+            (ConvBn::Folded { conv, .. }, ConvBn::Folded { conv: t, .. }) if !train => conv.forward_shared(x, t, relu),
+            _ => Ok(None),
+        }
+    }
+}
+
 impl ModuleT for ConvBn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {

@@ -16,7 +16,9 @@
 //! F(2x2, 3x3) or, on AVX-512 up to 128 x 128 channels, F(4x4, 3x3) on the same micro-kernels
 //! (`engine::winograd`, [`Lowering`]), their weights held as the same
 //! panels and transformed as the conv runs; on AVX-512 a thin strided stem (3 input channels, stride 2) runs
-//! as a direct convolution on the same panels (`engine::direct`).
+//! as a direct convolution on the same panels (`engine::direct`). A residual block's strided first conv and
+//! its 1x1 projection shortcut, which reads one of its taps, run on one packed input
+//! ([`PackedConv::forward_shared`], `engine::twin`).
 //!
 //! Threads: the work of one pass is cut into tasks on rayon's pool (the process's one pool, sized by
 //! `zoo --threads N` or `RAYON_NUM_THREADS`, or the pool a caller runs the model in with
@@ -39,6 +41,7 @@ use super::conv::ConvSpec;
 #[cfg(target_arch = "x86_64")]
 use super::engine::direct;
 use super::engine::implicit::Implicit;
+use super::engine::twin::Twin;
 use super::engine::{reduced, winograd, with_buffer, Bf16Kernel, Engine, Epilogue, Gemm, Int8Kernel, Lhs, Lowering};
 
 /// Weights and bias of one convolution, laid out once, at load, for its [`Engine`].
@@ -519,8 +522,76 @@ impl PackedConv {
             relu,
             emit: None,
             pool: true,
+            twin: None,
         };
         x.contiguous()?.apply_op1_no_bwd(&op)
+    }
+
+    /// True when this conv and `twin` can run on one packed input ([`PackedConv::forward_shared`]) for inputs of
+    /// `dims` (N, C, H, W): `twin` is an ungrouped undilated 1x1 of the same stride and input channels, without
+    /// padding, whose every pixel is one tap of this conv (an implicit GEMM: stride 1 or 2, ungrouped,
+    /// undilated, padding under the kernel) on maps of the same size; both hold f32 panels for the same
+    /// micro-kernel and are not int8 convs; and at this batch both leave their images' last columns to a product
+    /// over the batch alike (see `batched_remainder`). ResNet-18/34's strided 3x3 and 1x1 projection: yes.
+    pub fn shares_input(&self, twin: &PackedConv, (n, c, h, w): (usize, usize, usize, usize)) -> bool {
+        let (s, t) = (&self.spec, &twin.spec);
+        let panels = match (&self.weights, &twin.weights) {
+            (Weights::Panels { rows: a, .. }, Weights::Panels { rows: b, .. }) => a == b,
+            _ => false,
+        };
+        let one_tap = t.kernel == 1 && t.padding == 0 && t.groups == 1 && t.dilation == 1;
+        let beside = t.stride == s.stride && t.in_channels == s.in_channels && c == s.in_channels;
+        let implicit = self.implicit_gemm() && !(s.kernel == 1 && s.stride == 1 && s.padding == 0);
+        let sized = h + 2 * s.padding >= s.kernel
+            && w + 2 * s.padding >= s.kernel
+            && s.padding < s.kernel
+            && s.output_size(h) == t.output_size(h)
+            && s.output_size(w) == t.output_size(w);
+        let p = s.output_size(h) * s.output_size(w);
+        panels
+            && one_tap
+            && beside
+            && implicit
+            && sized
+            && self.engine == twin.engine
+            && self.engine.micro_kernel().is_some()
+            && self.int8.is_none()
+            && twin.int8.is_none()
+            && self.batched_remainder(n, p, None) == twin.batched_remainder(n, p, None)
+    }
+
+    /// `(relu?(conv(x) + bias), twin(x) + twin's bias)` for an f32 CPU tensor `x` (N, C, H, W), the two convs
+    /// on one packed input where [`PackedConv::shares_input`] (`engine::twin`: the twin's operand is copied
+    /// out of this conv's as it is packed, not gathered from the image again); `None` where it does not. Each
+    /// output is the one its conv gives alone, to the bit.
+    pub fn forward_shared(
+        self: &Arc<Self>,
+        x: &Tensor,
+        twin: &Arc<PackedConv>,
+        relu: bool,
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        let &[n, c, h, w] = x.dims() else {
+            return Ok(None);
+        };
+        if x.dtype() != DType::F32 || !self.shares_input(twin, (n, c, h, w)) {
+            return Ok(None);
+        }
+        let op = ConvOp {
+            packed: self.clone(),
+            relu,
+            emit: None,
+            pool: false,
+            twin: Some(twin.clone()),
+        };
+        let both = x.contiguous()?.apply_op1_no_bwd(&op)?;
+        let (oh, ow) = (self.spec.output_size(h), self.spec.output_size(w));
+        let (mine, its) = (self.spec.out_channels, twin.spec.out_channels);
+        // One buffer, this conv's output then the twin's: two contiguous views of it.
+        let y = both.narrow(0, 0, n * mine * oh * ow)?.reshape((n, mine, oh, ow))?;
+        let t = both
+            .narrow(0, n * mine * oh * ow, n * its * oh * ow)?
+            .reshape((n, its, oh, ow))?;
+        Ok(Some((y, t)))
     }
 
     fn forward_op(
@@ -535,6 +606,7 @@ impl PackedConv {
             relu,
             emit,
             pool: false,
+            twin: None,
         };
         let x = x.contiguous()?;
         match residual {
@@ -617,6 +689,9 @@ impl PackedConv {
         }
     }
 
+    /// The conv of a batch (dims of the input), with the residual added before the ReLU, as f32 (or the bytes
+    /// `emit` quantizes to); with a `twin` ([`PackedConv::forward_shared`]), its output follows this conv's in the
+    /// same buffer.
     fn run(
         &self,
         x: Input,
@@ -624,10 +699,18 @@ impl PackedConv {
         residual: Option<&[f32]>,
         relu: bool,
         emit: Option<super::quant::ActQuant>,
+        twin: Option<&PackedConv>,
     ) -> Result<CpuStorage> {
         if let Input::F32(x) = x {
-            if let Some(o) = self.observer.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                o.record(x);
+            for conv in std::iter::once(self).chain(twin) {
+                if let Some(o) = conv.observer.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                    o.record(x);
+                }
+            }
+        }
+        if let Some(t) = twin {
+            if !self.shares_input(t, (n, c, h, w)) || emit.is_some() {
+                bail!("{:?} cannot share its packed input with {:?}", self.spec, t.spec)
             }
         }
         if matches!(x, Input::U8(_)) && !matches!(self.weights, Weights::Int8(_)) {
@@ -660,14 +743,16 @@ impl PackedConv {
         if x.len() != n * in_img || residual.is_some_and(|r| r.len() != n * out_img) {
             bail!("conv input or residual does not match its shape")
         }
+        let twin_img = twin.map_or(0, |t| t.spec.out_channels * oh * ow);
         let (mut out_f32, mut out_u8) = (Vec::new(), Vec::new());
-        // SAFETY: every element is written by a tile's GEMM (which does not read it first) before it is read.
+        // SAFETY: every element is written by a tile's GEMM (which does not read it first) before it is read
+        // (the twin's by its tiles, see `engine::twin`, and its remainders).
         #[allow(clippy::uninit_vec)]
         let out = unsafe {
             match emit {
                 None => {
-                    out_f32.reserve_exact(n * out_img);
-                    out_f32.set_len(n * out_img);
+                    out_f32.reserve_exact(n * (out_img + twin_img));
+                    out_f32.set_len(n * (out_img + twin_img));
                 }
                 Some(_) => {
                     out_u8.reserve_exact(n * out_img);
@@ -686,7 +771,14 @@ impl PackedConv {
                 out.offset(i * out_img),
             )
         };
-        let post = Post { relu, emit };
+        let twin_out = out.offset(n * out_img);
+        let post = Post {
+            relu,
+            emit,
+            twin: twin.map(|conv| TwinOut { conv, out: twin_out }),
+        };
+        // The post of image `i`: its twin's output.
+        let post_of = |i: usize| post.offset(i * twin_img);
         if let (Weights::Winograd { data, rows, tile }, Input::F32(x)) = (&self.weights, x) {
             let Some((kernel, mr, nr)) = self.engine.micro_kernel() else {
                 bail!("Winograd weights without a micro-kernel")
@@ -721,6 +813,7 @@ impl PackedConv {
             let main = oh * ow - rem;
             (0..n).into_par_iter().for_each(|i| {
                 let (_, res, dst) = image(i);
+                let post = post_of(i);
                 let src = &x[i * in_img..(i + 1) * in_img];
                 let rhs = Rhs {
                     data: match s.kernel == 1 && s.stride == 1 && s.padding == 0 {
@@ -739,14 +832,25 @@ impl PackedConv {
                 // `remainders`.
                 unsafe { self.tile(weight, rhs, dst, oh * ow, res, post, t) }
             });
-            self.remainders(weight, x, (n, h, w), (oh, ow), rem, residual, out, post);
+            let alone = Post { twin: None, ..post };
+            self.remainders(weight, x, (n, h, w), (oh, ow), rem, residual, out, alone);
+            if let Some(t) = twin {
+                // The twin's last columns of each image, as it runs them alone (`shares_input` checked it has as
+                // many).
+                let post = Post {
+                    relu: false,
+                    emit: None,
+                    twin: None,
+                };
+                t.remainders(t.panels(), x, (n, h, w), (oh, ow), rem, None, twin_out, post);
+            }
             return Ok(CpuStorage::F32(out_f32));
         }
         if n == 1 || rayon::current_num_threads() == 1 {
             // Too few images to go around: split each image's output into tiles across the threads.
             for i in 0..n {
                 let (src, res, dst) = image(i);
-                self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, post, true);
+                self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, post_of(i), true);
             }
         } else {
             // An image per task; with fewer images than threads (a batch of 8 on a 16-64-core server) each
@@ -754,7 +858,7 @@ impl PackedConv {
             let split = n < rayon::current_num_threads();
             (0..n).into_par_iter().for_each(|i| {
                 let (src, res, dst) = image(i);
-                self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, post, split);
+                self.run_image(weight, src, (c, h, w), (oh, ow), dst, res, post_of(i), split);
             });
         }
         Ok(match emit {
@@ -959,6 +1063,10 @@ impl PackedConv {
         let og = s.out_channels / g;
         let direct = s.kernel == 1 && s.stride == 1 && s.padding == 0;
         let implicit = !direct && self.implicit_gemm();
+        debug_assert!(
+            post.twin.is_none() || implicit,
+            "a twin shares an implicit GEMM's packing only"
+        );
         let threads = if parallel { rayon::current_num_threads() } else { 1 };
         if !direct && !implicit && g == 1 {
             if let Some(band) = band_cols(c * s.kernel * s.kernel, oh * ow, threads, self.engine.strip_cols()) {
@@ -1187,6 +1295,10 @@ impl PackedConv {
             }
             Weights::Winograd { .. } | Weights::Direct { .. } => unreachable!("Winograd and direct convs run in `run`"),
         };
+        let twin = match (post.twin, rhs.data) {
+            (Some(t), RhsData::ImageF32(..)) => self.twin(t, (r0, r1), (c0, p)),
+            _ => None,
+        };
         self.engine.gemm(&Gemm {
             m: r1 - r0,
             n: c1 - c0,
@@ -1208,7 +1320,47 @@ impl PackedConv {
                 residual: residual.map(|r| (r.as_ptr().add(first * p + c0), p)),
                 relu: post.relu,
             },
+            twin,
         });
+    }
+
+    /// The twin's share of this conv's tile of rows `r0..r1` (whole panels of its `og` rows) from column `c0` of
+    /// `p` (see [`PackedConv::forward_shared`]): its rows in the same proportion, cut at whole panels, so that
+    /// the tiles of rows that cover this conv's cover the twin's; `None` where that share is empty.
+    fn twin(&self, t: TwinOut, (r0, r1): (usize, usize), (c0, p): (usize, usize)) -> Option<Twin> {
+        let (og, tm) = (self.spec.out_channels, t.conv.spec.out_channels);
+        let Weights::Panels { data, rows } = &t.conv.weights else {
+            return None;
+        };
+        let at = |r: usize| match r >= og {
+            true => tm,
+            false => r * tm / og / rows * rows,
+        };
+        let (t0, t1) = (at(r0), at(r1));
+        let s = &self.spec;
+        let k = t.conv.spec.in_channels;
+        (t1 > t0).then(|| Twin {
+            a: data.as_ptr().wrapping_add(t0 * k),
+            m: t1 - t0,
+            k,
+            tap: s.padding * s.kernel + s.padding,
+            taps: s.kernel * s.kernel,
+            c: t.out.f32.wrapping_add(t0 * p + c0),
+            ldc: p,
+            epilogue: Epilogue {
+                bias: t.conv.bias.as_ptr().wrapping_add(t0),
+                residual: None,
+                relu: false,
+            },
+        })
+    }
+
+    /// The f32 panels, for a conv holding them (else empty).
+    fn panels(&self) -> &[f32] {
+        match &self.weights {
+            Weights::Panels { data, .. } => data,
+            _ => &[],
+        }
     }
 }
 
@@ -1334,11 +1486,34 @@ impl<'a> Input<'a> {
 }
 
 /// What the epilogue does besides the bias and residual: the ReLU, and whether the output is stored as
-/// the next conv's quantized bytes (see `engine::int8::Emit`).
+/// the next conv's quantized bytes (see `engine::int8::Emit`); and the twin conv computed on the same packed
+/// input, if any (see [`PackedConv::forward_shared`]).
 #[derive(Clone, Copy)]
-struct Post {
+struct Post<'a> {
     relu: bool,
     emit: Option<super::quant::ActQuant>,
+    twin: Option<TwinOut<'a>>,
+}
+
+/// The twin of a conv that shares its packed input ([`PackedConv::forward_shared`]): the twin conv and its
+/// output for the image at hand (`out_channels` x the same pixels).
+#[derive(Clone, Copy)]
+struct TwinOut<'a> {
+    conv: &'a PackedConv,
+    out: OutPtr,
+}
+
+impl<'a> Post<'a> {
+    /// The same for the image whose twin output starts `n` values further on.
+    fn offset(self, n: usize) -> Post<'a> {
+        Post {
+            twin: self.twin.map(|t| TwinOut {
+                out: t.out.offset(n),
+                ..t
+            }),
+            ..self
+        }
+    }
 }
 
 /// The output pointer (f32, or bytes for an int8 conv handing its output to the next; the other null),
@@ -1481,6 +1656,9 @@ struct ConvOp {
     emit: Option<super::quant::ActQuant>,
     /// Max-pool the output as it is computed (see [`PackedConv::forward_pooled`]); `x` alone.
     pool: bool,
+    /// A conv computed on the same packed input (see [`PackedConv::forward_shared`]); `x` alone. The output is
+    /// then one flat buffer, this conv's output followed by the twin's.
+    twin: Option<Arc<PackedConv>>,
 }
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -1515,10 +1693,17 @@ impl CustomOp1 for ConvOp {
             let out = self.packed.run_pooled(x, (d[0], d[1], d[2], d[3]), self.relu)?;
             return Ok((out, Shape::from(pooled)));
         }
+        let twin = self.twin.as_deref();
         let out = self
             .packed
-            .run(x, (d[0], d[1], d[2], d[3]), None, self.relu, self.emit)?;
-        Ok((out, Shape::from(dims)))
+            .run(x, (d[0], d[1], d[2], d[3]), None, self.relu, self.emit, twin)?;
+        match twin {
+            None => Ok((out, Shape::from(dims))),
+            Some(t) => {
+                let len = dims.0 * (dims.1 + t.spec.out_channels) * dims.2 * dims.3;
+                Ok((out, Shape::from(len)))
+            }
+        }
     }
 }
 
@@ -1528,8 +1713,8 @@ impl CustomOp2 for ConvOp {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        if self.pool {
-            bail!("a pooled conv takes no residual")
+        if self.pool || self.twin.is_some() {
+            bail!("a pooled conv, or one with a twin, takes no residual")
         }
         let x = contiguous(s1, l1)?;
         let r = contiguous_f32(s2, l2)?;
@@ -1543,7 +1728,7 @@ impl CustomOp2 for ConvOp {
         let d = l1.dims();
         let out = self
             .packed
-            .run(x, (d[0], d[1], d[2], d[3]), Some(r), self.relu, self.emit)?;
+            .run(x, (d[0], d[1], d[2], d[3]), Some(r), self.relu, self.emit, None)?;
         Ok((out, Shape::from(dims)))
     }
 }

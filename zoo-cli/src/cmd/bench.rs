@@ -34,7 +34,8 @@ pub struct Args {
     #[arg(long, default_value = "10", value_parser = |s: &str| crate::args::in_range(s, 1, 100_000))]
     iters: usize,
     /// Time every layer: stem ops, each block, and inside blocks the shortcut and each conv (the last with the
-    /// residual add and ReLU fused, as the forward pass runs it); on the CPU each op's GFLOP/s against the FMA
+    /// residual add and ReLU fused, as the forward pass runs it; a strided first conv and the projection
+    /// shortcut that share their packed input as one op, `conv1+downsample`); on the CPU each op's GFLOP/s against the FMA
     /// peak of the moment and its least traffic per second against the memory bandwidth of the moment; with
     /// reduced precision (--dtype bf16/f16, --int8-calib) also each layer's error against f32.
     #[arg(long)]

@@ -31,6 +31,10 @@
 //! On AVX-512 the thin stride-2 stem is no matrix product at all, [`Lowering::Direct`] (`direct`): a direct
 //! convolution reading the image's even and odd columns, 16 output pixels per load and tap.
 //!
+//! A product may carry a twin (`twin`): a residual block's 1x1 projection shortcut, whose operand is one kernel
+//! tap's rows of its strided first conv's, copied out of that conv's strips as they are packed rather than
+//! gathered from the image a second time.
+//!
 //! [`Engine::detect`] picks the best the running CPU supports (runtime detection), unless the environment
 //! variable `ZOO_CONV_ENGINE` (`avx512`, `avx2` or `portable`) names one; [`Engine::set_default`] changes
 //! the choice for models loaded afterwards (how `zoo bench --engine` compares engines in one process).
@@ -64,6 +68,7 @@ pub(crate) mod pack;
 mod peak;
 pub(crate) mod portable;
 pub(crate) mod reduced;
+pub(crate) mod twin;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod vnni;
 pub(crate) mod winograd;
@@ -594,6 +599,9 @@ pub(crate) struct Gemm {
     pub c: *mut f32,
     pub ldc: usize,
     pub epilogue: Epilogue,
+    /// A second product on the same packed B (f32 panels on both sides, B packed from the image; see
+    /// [`twin`]).
+    pub twin: Option<twin::Twin>,
 }
 
 /// One register tile of a micro-kernel: at most `MR` rows and `NR` columns of C.
@@ -923,6 +931,13 @@ unsafe fn blocked(
     let widen = !matches!(g.a, Lhs::Panels { .. }) && dot.is_none();
     let panels = g.m.div_ceil(mr);
     let a_len = if widen { panels * mr * KC } else { 0 };
+    // A twin reads the main product's f32 strips as packed from the image.
+    let twin = g.twin.filter(|_| !widen && dot.is_none() && g.image.is_some());
+    debug_assert_eq!(
+        twin.is_some(),
+        g.twin.is_some(),
+        "a twin beside a product it cannot share"
+    );
     // Rows outer: for a product with many output columns, B packed from a matrix (a 1x1 conv's input) and
     // weights packed at load, B is packed over the whole depth for a wide column block held in L2, and each
     // panel of rows sweeps it. A tile's stores then continue its rows' runs, which the hardware prefetcher
@@ -952,7 +967,10 @@ unsafe fn blocked(
     let b_len = kc * nc.max(nr);
     // The loads that gather each column block from the image (implicit GEMM), planned once per block.
     let mut gather = implicit::Gather::default();
-    with_panel(b_len + a_len, |panel| {
+    let t_at = (b_len + a_len).next_multiple_of(16);
+    let t_len = twin.map_or(0, |t| t.len(nc.max(nr)));
+    with_panel(t_at + t_len, |panel| {
+        let (panel, tp) = panel.split_at_mut(t_at);
         let (bp, ap) = panel.split_at_mut(b_len);
         for j0 in (0..g.n).step_by(nc) {
             let nb = nc.min(g.n - j0);
@@ -975,6 +993,9 @@ unsafe fn blocked(
                     }
                     (None, Some(img)) => {
                         image_strips(img, &gather, (k0, kb), nb, nr, bp);
+                        if let Some(t) = &twin {
+                            t.take((k0, kb), (nb.div_ceil(nr), nr), bp.as_ptr(), tp.as_mut_ptr());
+                        }
                         kb
                     }
                     _ => {
@@ -1070,6 +1091,9 @@ unsafe fn blocked(
                         None => kernel(&t),
                     }
                     (s, p) = next;
+                }
+                if let (Some(t), true) = (&twin, last) {
+                    t.multiply(tp.as_ptr(), (j0, nb), (mr, nr), &kernel);
                 }
             }
         }
