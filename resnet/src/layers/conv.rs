@@ -337,9 +337,28 @@ impl Conv {
     }
 
     /// `(relu?(conv(x) + bias), twin(x) + twin's bias)` on one packed input where both convs run on the CPU
-    /// kernel and can share it (see [`PackedConv::shares_input`]: a strided conv and the 1x1 projection beside
+    /// kernel and can share it (`PackedConv::shares_input`: a strided conv and the 1x1 projection beside
     /// it that reads one of its taps); else `None` (the caller runs them one by one). Each output is the one
     /// its conv gives alone, to the bit.
+    ///
+    /// ```
+    /// use candle_core::{Device, Tensor};
+    /// use resnet::layers::{Conv, ConvSpec};
+    /// # fn main() -> candle_core::Result<()> {
+    /// // ResNet-18's layer2.0: a stride-2 3x3 (padding 1) and the 1x1 projection beside it, 64 -> 128 channels.
+    /// let mut spec = ConvSpec::new(64, 128, 3, 2);
+    /// spec.padding = 1;
+    /// let conv = Conv::new_inference_cpu(vec![0.01; 128 * 64 * 9], None, spec)?;
+    /// let proj = Conv::new_inference_cpu(vec![0.02; 128 * 64], None, ConvSpec::new(64, 128, 1, 2))?;
+    /// let x = Tensor::rand(0f32, 1., (2, 64, 16, 16), &Device::Cpu)?;
+    /// if let Some((y, shortcut)) = conv.forward_shared(&x, &proj, true)? {
+    ///     let diff = |a: &Tensor, b: &Tensor| a.sub(b)?.abs()?.max_all()?.to_scalar::<f32>();
+    ///     assert_eq!(diff(&y, &conv.forward_fused(&x, None, true)?)?, 0.0);
+    ///     assert_eq!(diff(&shortcut, &proj.forward_fused(&x, None, false)?)?, 0.0);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn forward_shared(&self, x: &Tensor, twin: &Conv, relu: bool) -> Result<Option<(Tensor, Tensor)>> {
         match (self.fast_path(x), &twin.packed, x.dtype()) {
             (Some(p), Some(t), DType::F32) => p.forward_shared(x, t, relu),
