@@ -226,6 +226,26 @@ impl Args {
     }
 }
 
+/// The plan of a bench that times variants of one conv interleaved: `--rounds` (15), `--iters` per round (10, at
+/// least 1) and `--batches` (1 and 8), after printing the engine, the plan and the header of its markdown table
+/// (`columns`, the first row).
+pub fn interleaved_plan(args: &Args, columns: &[&str]) -> Result<(usize, usize, Vec<usize>)> {
+    let (rounds, iters) = (args.number("--rounds", 15)?, args.number("--iters", 10)?.max(1));
+    let batches = args.numbers("--batches", &[1, 8])?;
+    println!(
+        "engine {}; {rounds} rounds of {iters} passes each, interleaved",
+        resnet::layers::Engine::current().name()
+    );
+    println!("| {} |", columns.join(" | "));
+    let rule: Vec<&str> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, _)| if i == 0 { "---" } else { "---:" })
+        .collect();
+    println!("|{}|", rule.join("|"));
+    Ok((rounds, iters, batches))
+}
+
 /// `s` as a whole number, or an error naming `flag`.
 fn number(flag: &str, s: &str) -> Result<usize> {
     s.trim()

@@ -7,19 +7,23 @@
 //! `cargo run --release -p zoo-benches --bin lowering -- [--rounds N] [--iters N] [--batches 1,8]`
 
 use candle_core::{Device, Result, Tensor};
-use resnet::layers::{Conv, ConvSpec, Engine, Lowering};
-use zoo_benches::{max_abs_diff, median, time_ms, Args};
+use resnet::layers::{Conv, ConvSpec, Lowering};
+use zoo_benches::{interleaved_plan, max_abs_diff, median, time_ms, Args};
 
 fn main() -> Result<()> {
-    let args = Args::from_env();
-    let (rounds, iters) = (args.number("--rounds", 15)?, args.number("--iters", 10)?.max(1));
-    let batches = args.numbers("--batches", &[1, 8])?;
-    println!(
-        "engine {}; {rounds} rounds of {iters} passes each, interleaved",
-        Engine::current().name()
-    );
-    println!("| channels | map | batch | GEMM ms | F(2x2) ms | F(4x4) ms | F(2x2) / GEMM | F(4x4) / F(2x2) | GEMM GFLOP/s | max diff F(2x2), F(4x4) |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let columns = [
+        "channels",
+        "map",
+        "batch",
+        "GEMM ms",
+        "F(2x2) ms",
+        "F(4x4) ms",
+        "F(2x2) / GEMM",
+        "F(4x4) / F(2x2)",
+        "GEMM GFLOP/s",
+        "max diff F(2x2), F(4x4)",
+    ];
+    let (rounds, iters, batches) = interleaved_plan(&Args::from_env(), &columns)?;
     let dev = Device::Cpu;
     for (c, hw) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
         for &n in &batches {

@@ -7,19 +7,21 @@
 //! `cargo run --release -p zoo-benches --bin shared -- [--rounds N] [--iters N] [--batches 1,8]`
 
 use candle_core::{Device, Result, Tensor};
-use resnet::layers::{Conv, ConvSpec, Engine};
-use zoo_benches::{max_abs_diff, median, time_ms, Args};
+use resnet::layers::{Conv, ConvSpec};
+use zoo_benches::{interleaved_plan, max_abs_diff, median, time_ms, Args};
 
 fn main() -> Result<()> {
-    let args = Args::from_env();
-    let (rounds, iters) = (args.number("--rounds", 15)?, args.number("--iters", 10)?.max(1));
-    let batches = args.numbers("--batches", &[1, 8])?;
-    println!(
-        "engine {}; {rounds} rounds of {iters} passes each, interleaved",
-        Engine::current().name()
-    );
-    println!("| block | input | batch | one by one ms | shared ms | shared / one by one | GFLOP/s one by one, shared | max diff |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let columns = [
+        "block",
+        "input",
+        "batch",
+        "one by one ms",
+        "shared ms",
+        "shared / one by one",
+        "GFLOP/s one by one, shared",
+        "max diff",
+    ];
+    let (rounds, iters, batches) = interleaved_plan(&Args::from_env(), &columns)?;
     let dev = Device::Cpu;
     for (name, c, hw) in [("layer2.0", 64, 56), ("layer3.0", 128, 28), ("layer4.0", 256, 14)] {
         for &n in &batches {
