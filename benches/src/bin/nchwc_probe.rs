@@ -89,6 +89,10 @@ struct Probe<'a> {
     side_in: usize,
     /// Bias and ReLU (and the residual, if any) applied; else the sums stored as they are.
     epilogue: bool,
+    /// `--hybrid`: the input in NCHW (each value broadcast from its channel's row), not NCHW16c.
+    in_nchw: bool,
+    /// `--hybrid`: the output in NCHW (each output line scattered to its 16 channels' rows), not NCHW16c.
+    out_nchw: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -99,7 +103,7 @@ mod x86 {
 
     /// Output blocks `ob0..ob0 + OB` at pixels `p0..p0 + P` of one image, at stride `S`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const P: usize, const S: usize>(
+    unsafe fn tile<const P: usize, const S: usize, const IN: bool, const OUT: bool>(
         pr: &Probe,
         x: *const Line,
         res: Option<*const Line>,
@@ -120,7 +124,10 @@ mod x86 {
                 let ci = cb * 16 + i;
                 let wv: [__m512; OB] = std::array::from_fn(|b| _mm512_load_ps(w.add((b * c + ci) * 16)));
                 for p in 0..P {
-                    let xv = _mm512_set1_ps(*xb.add(src[p] * 16 + i));
+                    let xv = match IN {
+                        true => _mm512_set1_ps(*x.cast::<f32>().add(ci * pr.plane_in + src[p])),
+                        false => _mm512_set1_ps(*xb.add(src[p] * 16 + i)),
+                    };
                     for (row, &w) in acc.iter_mut().zip(&wv) {
                         row[p] = _mm512_fmadd_ps(w, xv, row[p]);
                     }
@@ -142,6 +149,15 @@ mod x86 {
                 if let Some(r) = res {
                     y = _mm512_add_ps(y, _mm512_load_ps(r.add(at).cast()));
                 }
+                if OUT {
+                    let mut line = Line([0.0; 16]);
+                    _mm512_store_ps(line.0.as_mut_ptr(), _mm512_max_ps(y, zero));
+                    let o = out.cast::<f32>();
+                    for (l, &v) in line.0.iter().enumerate() {
+                        *o.add(((ob0 + b) * 16 + l) * hw + p0 + p) = v;
+                    }
+                    continue;
+                }
                 _mm512_store_ps(out.add(at).cast(), _mm512_max_ps(y, zero));
             }
         }
@@ -158,15 +174,17 @@ mod x86 {
         out: *mut Line,
         range: (usize, usize),
     ) {
-        match pr.side_in / pr.side {
-            1 => run_at::<1>(pr, x, res, out, range),
-            _ => run_at::<2>(pr, x, res, out, range),
+        match (pr.side_in / pr.side, pr.in_nchw, pr.out_nchw) {
+            (1, true, _) => run_at::<1, true, false>(pr, x, res, out, range),
+            (1, _, true) => run_at::<1, false, true>(pr, x, res, out, range),
+            (1, _, _) => run_at::<1, false, false>(pr, x, res, out, range),
+            _ => run_at::<2, false, false>(pr, x, res, out, range),
         }
     }
 
     /// [`run`] at stride `S`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn run_at<const S: usize>(
+    pub(super) unsafe fn run_at<const S: usize, const IN: bool, const OUT: bool>(
         pr: &Probe,
         x: *const Line,
         res: Option<*const Line>,
@@ -176,16 +194,16 @@ mod x86 {
         for ob0 in (0..pr.o / 16).step_by(OB) {
             let mut p0 = from;
             while p0 + PX <= to {
-                tile::<PX, S>(pr, x, res, out, (ob0, p0));
+                tile::<PX, S, IN, OUT>(pr, x, res, out, (ob0, p0));
                 p0 += PX;
             }
             match to - p0 {
                 0 => {}
-                1 => tile::<1, S>(pr, x, res, out, (ob0, p0)),
-                2 => tile::<2, S>(pr, x, res, out, (ob0, p0)),
-                3 => tile::<3, S>(pr, x, res, out, (ob0, p0)),
-                4 => tile::<4, S>(pr, x, res, out, (ob0, p0)),
-                _ => tile::<5, S>(pr, x, res, out, (ob0, p0)),
+                1 => tile::<1, S, IN, OUT>(pr, x, res, out, (ob0, p0)),
+                2 => tile::<2, S, IN, OUT>(pr, x, res, out, (ob0, p0)),
+                3 => tile::<3, S, IN, OUT>(pr, x, res, out, (ob0, p0)),
+                4 => tile::<4, S, IN, OUT>(pr, x, res, out, (ob0, p0)),
+                _ => tile::<5, S, IN, OUT>(pr, x, res, out, (ob0, p0)),
             }
         }
     }
@@ -216,6 +234,37 @@ fn wino_weights(g: &[f32], o: usize, c: usize) -> Vec<Line> {
                         }
                     }
                     u[((i * 4 + j) * (o / 16) + oc / 16) * c + ic].0[oc % 16] = v;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// F(4x4, 3x3)'s `U = G g Gᵀ` (`G` 6 x 3), laid out as [`wino_weights`] lays out F(2x2)'s, the 36 one after another.
+fn wino4_weights(g: &[f32], o: usize, c: usize) -> Vec<Line> {
+    const S: f32 = 1.0 / 6.0;
+    const G: [[f32; 3]; 6] = [
+        [0.25, 0.0, 0.0],
+        [-S, -S, -S],
+        [-S, S, -S],
+        [S / 4.0, S / 2.0, S],
+        [S / 4.0, -S / 2.0, S],
+        [0.0, 0.0, 1.0],
+    ];
+    let mut u = vec![Line([0.0; 16]); 36 * o / 16 * c];
+    for oc in 0..o {
+        for ic in 0..c {
+            let k = &g[(oc * c + ic) * 9..][..9];
+            for (i, gi) in G.iter().enumerate() {
+                for (j, gj) in G.iter().enumerate() {
+                    let mut v = 0.0;
+                    for (a, &ga) in gi.iter().enumerate() {
+                        for (b, &gb) in gj.iter().enumerate() {
+                            v += ga * k[a * 3 + b] * gb;
+                        }
+                    }
+                    u[((i * 6 + j) * (o / 16) + oc / 16) * c + ic].0[oc % 16] = v;
                 }
             }
         }
@@ -302,8 +351,10 @@ mod wino {
                 side: 1,
                 side_in: 1,
                 epilogue: false,
+                in_nchw: false,
+                out_nchw: false,
             };
-            super::x86::run_at::<1>(
+            super::x86::run_at::<1, false, false>(
                 &pr,
                 v.as_ptr().add(xi * (c / 16) * CHUNK),
                 None,
@@ -332,9 +383,131 @@ mod wino {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod wino4 {
+    use std::arch::x86_64::*;
+
+    use super::{Line, Probe, CHUNK};
+
+    /// F(4x4, 3x3)'s `Bᵀ` applied along one direction to six lines.
+    #[inline(always)]
+    unsafe fn bt(d: [__m512; 6]) -> [__m512; 6] {
+        let (add, sub, mul) = (_mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps);
+        let (two, four, five) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0), _mm512_set1_ps(5.0));
+        // r1 = d4 + d3 - 4 (d1 + d2), r2 = d4 - d3 + 4 (d1 - d2), r3 = d4 - d2 + 2 (d3 - d1), r4 = d4 - d2 - 2 (d3 - d1).
+        let (s12, d12, d31, d42) = (add(d[1], d[2]), sub(d[1], d[2]), sub(d[3], d[1]), sub(d[4], d[2]));
+        [
+            add(sub(mul(four, d[0]), mul(five, d[2])), d[4]),
+            sub(add(d[4], d[3]), mul(four, s12)),
+            add(sub(d[4], d[3]), mul(four, d12)),
+            add(d42, mul(two, d31)),
+            sub(d42, mul(two, d31)),
+            add(sub(mul(four, d[1]), mul(five, d[3])), d[5]),
+        ]
+    }
+
+    /// F(4x4, 3x3)'s `Aᵀ` applied along one direction to six lines.
+    #[inline(always)]
+    unsafe fn at(m: [__m512; 6]) -> [__m512; 4] {
+        let (add, sub, mul) = (_mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps);
+        let (s12, d12, s34, d34) = (add(m[1], m[2]), sub(m[1], m[2]), add(m[3], m[4]), sub(m[3], m[4]));
+        [
+            add(add(m[0], s12), s34),
+            add(d12, mul(_mm512_set1_ps(2.0), d34)),
+            add(s12, mul(_mm512_set1_ps(4.0), s34)),
+            add(add(d12, mul(_mm512_set1_ps(8.0), d34)), m[5]),
+        ]
+    }
+
+    /// F(4x4, 3x3) on tiles `t0..t0 + len` of one image, as `wino::chunk` runs F(2x2, 3x3); the 4x4 tiles of a map
+    /// whose side is not a multiple of 4 cut at its edge (zeros read, nothing written there).
+    ///
+    /// # Safety
+    /// AVX-512F; `x` and `out` hold one image each; `v` and `m` hold `36 * c / 16 * CHUNK` and
+    /// `36 * o / 16 * CHUNK` lines.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn chunk(
+        wi: &Probe,
+        x: *const Line,
+        out: *mut Line,
+        (t0, len): (usize, usize),
+        v: &mut [Line],
+        m: &mut [Line],
+    ) {
+        let (c, o, side) = (wi.c, wi.o, wi.side);
+        let tw = side.div_ceil(4);
+        let zero = _mm512_setzero_ps();
+        let line = |cb: usize, y: isize, xx: isize| -> __m512 {
+            if y < 0 || xx < 0 || y >= side as isize || xx >= side as isize {
+                return zero;
+            }
+            _mm512_load_ps(x.add((cb * side + y as usize) * side + xx as usize).cast())
+        };
+        let vp = v.as_mut_ptr();
+        for cb in 0..c / 16 {
+            for t in 0..len {
+                let (ty, tx) = ((t0 + t) / tw, (t0 + t) % tw);
+                let (y0, x0) = (4 * ty as isize - 1, 4 * tx as isize - 1);
+                let cols: [[__m512; 6]; 6] =
+                    std::array::from_fn(|i| bt(std::array::from_fn(|j| line(cb, y0 + j as isize, x0 + i as isize))));
+                for a in 0..6 {
+                    let across = bt(std::array::from_fn(|i| cols[i][a]));
+                    for (b, &val) in across.iter().enumerate() {
+                        _mm512_store_ps(vp.add(((a * 6 + b) * (c / 16) + cb) * CHUNK + t).cast(), val);
+                    }
+                }
+            }
+        }
+        for xi in 0..36 {
+            let pr = Probe {
+                w: &wi.w[xi * (o / 16) * c..(xi + 1) * (o / 16) * c],
+                bias: &[],
+                c,
+                o,
+                hw: CHUNK,
+                plane_in: CHUNK,
+                side: 1,
+                side_in: 1,
+                epilogue: false,
+                in_nchw: false,
+                out_nchw: false,
+            };
+            super::x86::run_at::<1, false, false>(
+                &pr,
+                v.as_ptr().add(xi * (c / 16) * CHUNK),
+                None,
+                m.as_mut_ptr().add(xi * (o / 16) * CHUNK),
+                (0, len),
+            );
+        }
+        let mp = m.as_ptr();
+        for ob in 0..o / 16 {
+            let bias = _mm512_loadu_ps(wi.bias.as_ptr().add(ob * 16));
+            for t in 0..len {
+                let (ty, tx) = ((t0 + t) / tw, (t0 + t) % tw);
+                let mv = |xi: usize| _mm512_load_ps(mp.add((xi * (o / 16) + ob) * CHUNK + t).cast());
+                let downs: [[__m512; 4]; 6] = std::array::from_fn(|b| at(std::array::from_fn(|a| mv(6 * a + b))));
+                for a in 0..4 {
+                    let y = 4 * ty + a;
+                    if y >= side {
+                        break;
+                    }
+                    for (b, &val) in at(std::array::from_fn(|i| downs[i][a])).iter().enumerate() {
+                        let xx = 4 * tx + b;
+                        if xx < side {
+                            let r = _mm512_max_ps(_mm512_add_ps(val, bias), zero);
+                            _mm512_store_ps(out.add((ob * side + y) * side + xx).cast(), r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The Winograd probe over `n` images in `threads` parts: the (image, chunk) tasks dealt out in runs.
 #[cfg(target_arch = "x86_64")]
-fn run_wino(wi: Probe, x: &[Line], n: usize, threads: usize) -> Vec<Line> {
+fn run_wino(wi: Probe, x: &[Line], n: usize, threads: usize, f4: bool) -> Vec<Line> {
     let (in_img, out_img) = (wi.c / 16 * wi.side * wi.side, wi.o / 16 * wi.side * wi.side);
     let mut out: Vec<Line> = Vec::with_capacity(n * out_img);
     // SAFETY: every line is written by a chunk's output transform before it is read.
@@ -343,25 +516,23 @@ fn run_wino(wi: Probe, x: &[Line], n: usize, threads: usize) -> Vec<Line> {
         out.set_len(n * out_img)
     };
     let dst = Ptr(out.as_mut_ptr());
-    let tiles = (wi.side / 2) * (wi.side / 2);
+    let (m_out, xis) = if f4 { (4, 36) } else { (2, 16) };
+    let tiles = wi.side.div_ceil(m_out).pow(2);
     let tasks: Vec<(usize, usize)> = (0..n)
         .flat_map(|i| (0..tiles).step_by(CHUNK).map(move |t| (i, t)))
         .collect();
     (0..threads).into_par_iter().for_each(|part| {
-        let mut v = vec![Line([0.0; 16]); 16 * wi.c / 16 * CHUNK];
-        let mut m = vec![Line([0.0; 16]); 16 * wi.o / 16 * CHUNK];
+        let mut v = vec![Line([0.0; 16]); xis * wi.c / 16 * CHUNK];
+        let mut m = vec![Line([0.0; 16]); xis * wi.o / 16 * CHUNK];
         let mine = tasks.len() * part / threads..tasks.len() * (part + 1) / threads;
         for &(i, t0) in &tasks[mine] {
             // SAFETY: the CPU has AVX-512F (checked in `main`); each task writes its own tiles of its image.
             unsafe {
-                wino::chunk(
-                    &wi,
-                    x.as_ptr().add(i * in_img),
-                    dst.at(i * out_img),
-                    (t0, CHUNK.min(tiles - t0)),
-                    &mut v,
-                    &mut m,
-                )
+                let (x, out, tiles) = (x.as_ptr().add(i * in_img), dst.at(i * out_img), (t0, CHUNK.min(tiles - t0)));
+                match f4 {
+                    true => wino4::chunk(&wi, x, out, tiles, &mut v, &mut m),
+                    false => wino::chunk(&wi, x, out, tiles, &mut v, &mut m),
+                }
             }
         }
     });
@@ -441,6 +612,7 @@ fn main() -> Result<()> {
         let batches = args.numbers("--batches", &[8, 1])?;
         let peak = resnet::layers::engine::fma_peak(threads, 300).unwrap_or(f64::NAN);
         println!("{threads} threads (rayon's pool), FMA peak {peak:.1} GFLOP/s");
+        let hybrid = args.has("--hybrid");
         if args.has("--winograd") {
             return winograd_table(&batches, iters, threads, peak);
         }
@@ -493,7 +665,23 @@ fn main() -> Result<()> {
                     side,
                     side_in,
                     epilogue: true,
+                    in_nchw: false,
+                    out_nchw: false,
                 };
+                // `--hybrid`: a block's last 1x1 (with its residual) reading NCHW and writing NCHW16c, its first
+                // (deeper in than out) reading NCHW16c and writing NCHW, as they would with only the residual
+                // stream (a block's input and output) blocked and the 3x3 between them left on NCHW.
+                let (in_nchw, out_nchw) = match (hybrid, stride, residual, c > o) {
+                    (true, 1, true, _) => (true, false),
+                    (true, 1, false, true) => (false, true),
+                    _ => (false, false),
+                };
+                let hy = Probe { in_nchw, out_nchw, ..pr };
+                let xn: Vec<Line> = match in_nchw {
+                    true => xv.chunks_exact(16).map(|s| Line(std::array::from_fn(|i| s[i]))).collect(),
+                    false => vec![],
+                };
+                let hx = if in_nchw { &xn } else { &xb };
                 let want = ours.forward_fused(&x, res, true)?;
                 let got = from_blocked(&run_probe(pr, &xb, residual.then_some(&rb[..]), n, threads), n, o, hw);
                 let diff = max_abs_diff(&want, &Tensor::from_vec(got, (n, o, side, side), &dev)?)?;
@@ -511,12 +699,35 @@ fn main() -> Result<()> {
                     }
                 );
                 let flops = 2.0 * (n * c * o * hw) as f64;
-                let timed = interleaved(
+                if !(in_nchw || out_nchw) {
+                    let timed = interleaved(
+                        iters,
+                        || ours.forward_fused(&x, res, true).map(drop),
+                        || drop(run_probe(pr, &xb, residual.then_some(&rb[..]), n, threads)),
+                    )?;
+                    print_row(&label, n, timed, flops / peak / 1e9, diff);
+                    continue;
+                }
+                let hybrid = |pr: Probe, x: &[Line]| run_probe(pr, x, residual.then_some(&rb[..]), n, threads);
+                let hv: Vec<f32> = match out_nchw {
+                    true => hybrid(hy, hx).iter().flat_map(|l| l.0).collect(),
+                    false => from_blocked(&hybrid(hy, hx), n, o, hw),
+                };
+                let hdiff = max_abs_diff(&want, &Tensor::from_vec(hv, (n, o, side, side), &dev)?)?;
+                if hdiff > 1e-3 {
+                    candle_core::bail!("{label}, batch {n}: the hybrid probe and our conv differ by {hdiff}");
+                }
+                let [a, b, h] = interleaved_n(
                     iters,
-                    || ours.forward_fused(&x, res, true).map(drop),
-                    || drop(run_probe(pr, &xb, residual.then_some(&rb[..]), n, threads)),
+                    &mut [
+                        &mut || ours.forward_fused(&x, res, true).map(drop),
+                        &mut || Ok(drop(hybrid(pr, &xb))),
+                        &mut || Ok(drop(hybrid(hy, hx))),
+                    ],
                 )?;
-                print_row(&label, n, timed, flops / peak / 1e9, diff);
+                print_row(&label, n, (a, b), flops / peak / 1e9, diff);
+                let side = if in_nchw { "NCHW in, NCHW16c out" } else { "NCHW16c in, NCHW out" };
+                println!("{:<24} {n:>5} {h:>9.3} ms, ours / hybrid {:.2}x", format!("  hybrid ({side})"), a / h);
             }
         }
     }
@@ -541,7 +752,7 @@ fn winograd_table(batches: &[usize], iters: usize, threads: usize, peak: f64) ->
                 w.flatten_all()?.to_vec1::<f32>()?,
                 bias.to_vec1::<f32>()?,
             );
-            let (xb, ub) = (to_blocked(&xv, n, c, side * side), wino_weights(&wv, c, c));
+            let (xb, ub, u4) = (to_blocked(&xv, n, c, side * side), wino_weights(&wv, c, c), wino4_weights(&wv, c, c));
             let wi = Probe {
                 w: &ub,
                 bias: &bv,
@@ -552,20 +763,37 @@ fn winograd_table(batches: &[usize], iters: usize, threads: usize, peak: f64) ->
                 side,
                 side_in: side,
                 epilogue: true,
+                in_nchw: false,
+                out_nchw: false,
             };
+            let wi4 = Probe { w: &u4, ..wi };
             let want = ours.forward_fused(&x, None, true)?;
-            let got = from_blocked(&run_wino(wi, &xb, n, threads), n, c, side * side);
-            let diff = max_abs_diff(&want, &Tensor::from_vec(got, (n, c, side, side), &dev)?)?;
-            if diff > 1e-3 {
-                candle_core::bail!("3x3 {c} at {side}x{side}, batch {n}: the probe and our conv differ by {diff}");
-            }
+            let check = |probe: Vec<Line>, f: &str| -> Result<f32> {
+                let got = from_blocked(&probe, n, c, side * side);
+                let diff = max_abs_diff(&want, &Tensor::from_vec(got, (n, c, side, side), &dev)?)?;
+                if diff > 1e-3 {
+                    candle_core::bail!("3x3 {c} at {side}x{side}, batch {n}: the {f} probe and our conv differ by {diff}");
+                }
+                Ok(diff)
+            };
+            let diff = check(run_wino(wi, &xb, n, threads, false), "F(2x2)")?;
+            let diff4 = check(run_wino(wi4, &xb, n, threads, true), "F(4x4)")?;
             let flops = 2.0 * (n * c * c * 9 * side * side) as f64;
-            let timed = interleaved(
+            let [a, b, f4] = interleaved_n(
                 iters,
-                || ours.forward_fused(&x, None, true).map(drop),
-                || drop(run_wino(wi, &xb, n, threads)),
+                &mut [
+                    &mut || ours.forward_fused(&x, None, true).map(drop),
+                    &mut || Ok(drop(run_wino(wi, &xb, n, threads, false))),
+                    &mut || Ok(drop(run_wino(wi4, &xb, n, threads, true))),
+                ],
             )?;
-            print_row(&format!("{c}->{c} {side}x{side}"), n, timed, flops / peak / 1e9, diff);
+            print_row(&format!("{c}->{c} {side}x{side}"), n, (a, b), flops / peak / 1e9, diff);
+            let share = 100.0 * flops / peak / 1e9 / (f4 * 1e-3);
+            println!(
+                "{:<24} {n:>5} {f4:>9.3} ms {share:>7.1}%, ours / F(4x4) probe {:.2}x, max|diff| {diff4:.1e}",
+                "  F(4x4) on NCHW16c",
+                a / f4
+            );
         }
     }
     Ok(())
@@ -573,16 +801,21 @@ fn winograd_table(batches: &[usize], iters: usize, threads: usize, peak: f64) ->
 
 /// Medians (ms) of `iters` runs of `ours` and `probe`, taken in turn.
 fn interleaved(iters: usize, mut ours: impl FnMut() -> Result<()>, mut probe: impl FnMut()) -> Result<(f64, f64)> {
-    let (mut a, mut b) = (vec![], vec![]);
+    let [a, b] = interleaved_n(iters, &mut [&mut ours, &mut || Ok(probe())])?;
+    Ok((a, b))
+}
+
+/// Medians (ms) of `iters` runs of each of `runs`, taken in turn.
+fn interleaved_n<const N: usize>(iters: usize, runs: &mut [&mut dyn FnMut() -> Result<()>; N]) -> Result<[f64; N]> {
+    let mut times: [Vec<f64>; N] = std::array::from_fn(|_| vec![]);
     for _ in 0..iters {
-        let t = Instant::now();
-        ours()?;
-        a.push(t.elapsed().as_secs_f64() * 1e3);
-        let t = Instant::now();
-        probe();
-        b.push(t.elapsed().as_secs_f64() * 1e3);
+        for (run, t) in runs.iter_mut().zip(&mut times) {
+            let start = Instant::now();
+            run()?;
+            t.push(start.elapsed().as_secs_f64() * 1e3);
+        }
     }
-    Ok((median(&mut a), median(&mut b)))
+    Ok(times.map(|mut t| median(&mut t)))
 }
 
 /// A table's header.
