@@ -10,11 +10,15 @@
 //! included), interleaved, outputs compared; the layout conversions are left out of the probe's time (the layout
 //! would be kept between convs).
 //!
-//! With `--winograd`, the same for ResNet-50's stride-1 3x3s: our Winograd lowering against F(2x2, 3x3) on the layout
-//! (the input transform reading 16-channel lines, the 16 products on the probe's kernel, the output transform
-//! writing lines).
+//! With `--hybrid`, also the kernel on half the layout, as it would run with only a bottleneck's residual stream
+//! blocked: a block's last 1x1 (with its residual) reading NCHW (each value broadcast from its channel's row) and
+//! writing NCHW16c, its first reading NCHW16c and writing NCHW (each output line scattered to its channels' rows).
 //!
-//! `cargo run --release -p zoo-benches --bin nchwc_probe [-- --iters N --batches 1,8 --winograd]` (threads: rayon's
+//! With `--winograd`, the same for ResNet-50's stride-1 3x3s: our Winograd lowering against F(2x2, 3x3) and F(4x4, 3x3)
+//! on the layout (the input transform reading 16-channel lines, the products on the probe's kernel, the output
+//! transform writing lines).
+//!
+//! `cargo run --release -p zoo-benches --bin nchwc_probe [-- --iters N --batches 1,8 --hybrid --winograd]` (threads: rayon's
 //! pool, `RAYON_NUM_THREADS`, for both).
 
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
@@ -425,6 +429,8 @@ mod wino4 {
     /// # Safety
     /// AVX-512F; `x` and `out` hold one image each; `v` and `m` hold `36 * c / 16 * CHUNK` and
     /// `36 * o / 16 * CHUNK` lines.
+    // The transforms index a tile's rows and columns as the formulas do.
+    #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn chunk(
         wi: &Probe,
@@ -528,7 +534,11 @@ fn run_wino(wi: Probe, x: &[Line], n: usize, threads: usize, f4: bool) -> Vec<Li
         for &(i, t0) in &tasks[mine] {
             // SAFETY: the CPU has AVX-512F (checked in `main`); each task writes its own tiles of its image.
             unsafe {
-                let (x, out, tiles) = (x.as_ptr().add(i * in_img), dst.at(i * out_img), (t0, CHUNK.min(tiles - t0)));
+                let (x, out, tiles) = (
+                    x.as_ptr().add(i * in_img),
+                    dst.at(i * out_img),
+                    (t0, CHUNK.min(tiles - t0)),
+                );
                 match f4 {
                     true => wino4::chunk(&wi, x, out, tiles, &mut v, &mut m),
                     false => wino::chunk(&wi, x, out, tiles, &mut v, &mut m),
@@ -676,9 +686,16 @@ fn main() -> Result<()> {
                     (true, 1, false, true) => (false, true),
                     _ => (false, false),
                 };
-                let hy = Probe { in_nchw, out_nchw, ..pr };
+                let hy = Probe {
+                    in_nchw,
+                    out_nchw,
+                    ..pr
+                };
                 let xn: Vec<Line> = match in_nchw {
-                    true => xv.chunks_exact(16).map(|s| Line(std::array::from_fn(|i| s[i]))).collect(),
+                    true => xv
+                        .chunks_exact(16)
+                        .map(|s| Line(std::array::from_fn(|i| s[i])))
+                        .collect(),
                     false => vec![],
                 };
                 let hx = if in_nchw { &xn } else { &xb };
@@ -721,13 +738,21 @@ fn main() -> Result<()> {
                     iters,
                     &mut [
                         &mut || ours.forward_fused(&x, res, true).map(drop),
-                        &mut || Ok(drop(hybrid(pr, &xb))),
-                        &mut || Ok(drop(hybrid(hy, hx))),
+                        &mut || done(hybrid(pr, &xb)),
+                        &mut || done(hybrid(hy, hx)),
                     ],
                 )?;
                 print_row(&label, n, (a, b), flops / peak / 1e9, diff);
-                let side = if in_nchw { "NCHW in, NCHW16c out" } else { "NCHW16c in, NCHW out" };
-                println!("{:<24} {n:>5} {h:>9.3} ms, ours / hybrid {:.2}x", format!("  hybrid ({side})"), a / h);
+                let side = if in_nchw {
+                    "NCHW in, NCHW16c out"
+                } else {
+                    "NCHW16c in, NCHW out"
+                };
+                println!(
+                    "{:<24} {n:>5} {h:>9.3} ms, ours / hybrid {:.2}x",
+                    format!("  hybrid ({side})"),
+                    a / h
+                );
             }
         }
     }
@@ -752,7 +777,11 @@ fn winograd_table(batches: &[usize], iters: usize, threads: usize, peak: f64) ->
                 w.flatten_all()?.to_vec1::<f32>()?,
                 bias.to_vec1::<f32>()?,
             );
-            let (xb, ub, u4) = (to_blocked(&xv, n, c, side * side), wino_weights(&wv, c, c), wino4_weights(&wv, c, c));
+            let (xb, ub, u4) = (
+                to_blocked(&xv, n, c, side * side),
+                wino_weights(&wv, c, c),
+                wino4_weights(&wv, c, c),
+            );
             let wi = Probe {
                 w: &ub,
                 bias: &bv,
@@ -772,7 +801,9 @@ fn winograd_table(batches: &[usize], iters: usize, threads: usize, peak: f64) ->
                 let got = from_blocked(&probe, n, c, side * side);
                 let diff = max_abs_diff(&want, &Tensor::from_vec(got, (n, c, side, side), &dev)?)?;
                 if diff > 1e-3 {
-                    candle_core::bail!("3x3 {c} at {side}x{side}, batch {n}: the {f} probe and our conv differ by {diff}");
+                    candle_core::bail!(
+                        "3x3 {c} at {side}x{side}, batch {n}: the {f} probe and our conv differ by {diff}"
+                    );
                 }
                 Ok(diff)
             };
@@ -783,8 +814,8 @@ fn winograd_table(batches: &[usize], iters: usize, threads: usize, peak: f64) ->
                 iters,
                 &mut [
                     &mut || ours.forward_fused(&x, None, true).map(drop),
-                    &mut || Ok(drop(run_wino(wi, &xb, n, threads, false))),
-                    &mut || Ok(drop(run_wino(wi4, &xb, n, threads, true))),
+                    &mut || done(run_wino(wi, &xb, n, threads, false)),
+                    &mut || done(run_wino(wi4, &xb, n, threads, true)),
                 ],
             )?;
             print_row(&format!("{c}->{c} {side}x{side}"), n, (a, b), flops / peak / 1e9, diff);
@@ -799,9 +830,20 @@ fn winograd_table(batches: &[usize], iters: usize, threads: usize, peak: f64) ->
     Ok(())
 }
 
+/// A timed run's result dropped (an output timed, not kept).
+fn done<T>(_: T) -> Result<()> {
+    Ok(())
+}
+
 /// Medians (ms) of `iters` runs of `ours` and `probe`, taken in turn.
 fn interleaved(iters: usize, mut ours: impl FnMut() -> Result<()>, mut probe: impl FnMut()) -> Result<(f64, f64)> {
-    let [a, b] = interleaved_n(iters, &mut [&mut ours, &mut || Ok(probe())])?;
+    let [a, b] = interleaved_n(
+        iters,
+        &mut [&mut ours, &mut || {
+            probe();
+            Ok(())
+        }],
+    )?;
     Ok((a, b))
 }
 
