@@ -78,6 +78,14 @@ CASES = {
     "resnet50d_os8": dict(block="bottleneck", layers=[3, 4, 6, 3], channels=[4, 8, 12, 16], stem_type="deep",
                           stem_width=8, avg_down=True, cardinality=1, base_width=64,
                           batch=2, hw=(50, 45), num_classes=10, output_stride=8),
+    # Whole blocks of 16 channels on both sides of every block conv (64-256 out), so that under the
+    # channel-blocked layout (NCHW16c) the blocks run on it; v1 puts the stride on the first 1x1.
+    "bottleneck16": dict(block="bottleneck", layers=[2, 1, 1, 1], channels=[16, 32, 48, 64], stem_type="",
+                         stem_width=64, avg_down=False, cardinality=1, base_width=64,
+                         batch=2, hw=(37, 45), num_classes=10),
+    "v1_16": dict(block="bottleneck", layers=[2, 1, 1, 1], channels=[16, 32, 48, 64], stem_type="",
+                  stem_width=64, avg_down=False, cardinality=1, base_width=64,
+                  batch=2, hw=(33, 35), num_classes=10, v1=True),
 }
 
 

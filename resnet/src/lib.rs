@@ -70,6 +70,9 @@
 //!   as one kernel: [`layers::Conv::forward_pooled`]; a block's strided first conv and its projection shortcut
 //!   on one packed input: [`block::ResidualBlock::shared_first`] (`layers::engine::twin`); the classifier's fully connected layer on the CPU as one
 //!   pass over its weights shared by the pool: `layers::linear`;
+//! - the channel-blocked activation layout NCHW16c (opt-in, the choice as [`layers::Layout`]): [`layers::blocked`];
+//!   its convs, direct (`layers::engine::nchw16c`) and Winograd's F(2x2) and F(4x4) on it
+//!   (`layers::engine::winograd16`); the blocks on it: [`ResNet::block_layout`];
 //! - one inference pass on the thread pool, its other threads kept at hand between ops: [`pass`];
 //! - reduced precision on the CPU (bf16 / f16 weights, f32 sums: AMX-BF16 tiles, AVX512-BF16 dot products or
 //!   widened weights, the choice as [`layers::Bf16Kernel`]): [`ResNet::load_with_weight_dtype`];

@@ -9,6 +9,7 @@ use crate::config::{HeadKind, ResNetConfig};
 use crate::error::{Error, Result};
 use crate::head::{Classifier, Head};
 use crate::layers::{pool, BnMode, ConvBn, ConvBnOptions};
+use crate::shortcut::Shortcut;
 use crate::stage::Stage;
 use crate::stem::Stem;
 
@@ -344,6 +345,15 @@ impl ResNet {
             (Wiring::Residual, false, Some(first)) => self.stem.forward_into_block(x, first)?,
             _ => self.stem.forward_t(x, train)?,
         };
+        // Under NCHW16c the blocks run on that layout: converted once here and once at the end.
+        let blocked = !train
+            && wiring == Wiring::Residual
+            && x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && self.block_layout() == crate::layers::Layout::Nchw16c;
+        if blocked {
+            x = crate::layers::blocked::to_blocked(&x)?;
+        }
         let mut blocks = self.stages.iter().flat_map(|s| &s.blocks).peekable();
         while let Some(block) = blocks.next() {
             x = match (wiring, train, blocks.peek()) {
@@ -353,7 +363,62 @@ impl ResNet {
                 _ => block.forward_wired(&x, train, wiring)?,
             };
         }
-        Ok(x)
+        match blocked {
+            true => crate::layers::blocked::from_blocked(&x),
+            false => Ok(x),
+        }
+    }
+
+    /// The activation layout an inference pass on an f32 CPU input runs the blocks in (features and logits come
+    /// out as NCHW either way): [`crate::layers::Layout::Nchw16c`] where the network was loaded under it (some
+    /// block conv computes in it, see [`crate::layers::Conv::layout`]) and every block suits it (an identity or
+    /// projection shortcut, no pool inside, every conv a folded f32 conv on the CPU kernel with whole blocks of
+    /// 16 channels on both sides); else [`crate::layers::Layout::Nchw`].
+    ///
+    /// ```
+    /// use candle_core::{DType, Device};
+    /// use resnet::layers::{BnMode, Engine, Layout};
+    /// # fn main() -> anyhow::Result<()> {
+    /// Layout::set_default(Some(Layout::Nchw16c));
+    /// let vb = candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu);
+    /// let net = resnet::ResNet::load(&resnet::variants::resnet50(), vb, BnMode::Fold)?;
+    /// Layout::set_default(None);
+    /// // The blocked 1x1 kernel is AVX-512's; elsewhere the network stays on NCHW.
+    /// let blocked = Engine::current() == Engine::Avx512;
+    /// assert_eq!(net.block_layout() == Layout::Nchw16c, blocked);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn block_layout(&self) -> crate::layers::Layout {
+        use crate::layers::{blocked::LANES, Layout};
+        let suits = |cb: &ConvBn| match cb {
+            ConvBn::Folded { conv, .. } => {
+                let s = conv.spec();
+                conv.is_packed()
+                    && !conv.is_int8()
+                    && conv.dtype() == DType::F32
+                    && s.in_channels.is_multiple_of(LANES)
+                    && s.out_channels.is_multiple_of(LANES)
+            }
+            ConvBn::Separate { .. } => false,
+        };
+        let blocks = || self.stages.iter().flat_map(|s| &s.blocks);
+        let held = |cb: &ConvBn| cb.conv().layout() == Layout::Nchw16c;
+        let blocked = blocks().any(|b| {
+            b.residual.layers().iter().any(|(_, c)| held(c))
+                || matches!(&b.shortcut, Shortcut::Projection(p) if held(p))
+        }) && blocks().all(|b| {
+            let shortcut = match &b.shortcut {
+                Shortcut::Identity => true,
+                Shortcut::Projection(p) => suits(p),
+                _ => false,
+            };
+            shortcut && b.residual.pool_before_last() == 1 && b.residual.layers().iter().all(|(_, c)| suits(c))
+        });
+        match blocked {
+            true => Layout::Nchw16c,
+            false => Layout::Nchw,
+        }
     }
 
     /// Logits (a CLIP tower's embeddings) from a feature map; pooled features when there is no head.

@@ -5,7 +5,9 @@
 //! CLIP's anti-aliasing average pool, the last conv with the residual add fused in as the forward pass
 //! runs it; then the head (`fc`, or CLIP's `attnpool`). Ops the forward pass runs as one kernel are one op: the
 //! stem's last conv and its max-pool (`conv1+maxpool`), a block's first conv and the projection shortcut on one
-//! packed input (`layer2.0.conv1+downsample`, see [`ResidualBlock::shared_first`]).
+//! packed input (`layer2.0.conv1+downsample`, see [`ResidualBlock::shared_first`]). A network that runs its blocks
+//! on NCHW16c ([`ResNet::block_layout`]) does here too, with the two conversions as ops (`to_nchw16c`,
+//! `to_nchw`).
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,8 @@ pub enum OpKind {
     Mlp,
     /// LayerNorm (CLIP's text tower).
     Norm,
+    /// A change of activation layout (NCHW to NCHW16c and back, see [`crate::layers::blocked`]).
+    Reorder,
 }
 
 /// One executed op.
@@ -140,8 +144,24 @@ pub fn profile_observed(
         set_bytes(&mut out, traffic(&[&input], &x, 0));
         observe("avgpool", &x);
     }
+    // As the forward pass: the blocks on NCHW16c where the network runs them there.
+    let blocked = x.device().is_cpu()
+        && x.dtype() == candle_core::DType::F32
+        && model.block_layout() == crate::layers::Layout::Nchw16c;
+    // A conversion between the layouts, as an op.
+    let reorder = |out: &mut Vec<OpRecord>, name: &str, x: &Tensor, f: fn(&Tensor) -> Result<Tensor>| {
+        let y = record(out, name, OpKind::Reorder, 0, 0, timing, || f(x))?;
+        set_bytes(out, traffic(&[x], &y, 0));
+        Ok::<_, candle_core::Error>(y)
+    };
+    if blocked {
+        x = reorder(&mut out, "to_nchw16c", &x, crate::layers::blocked::to_blocked)?;
+    }
     for (name, block) in model.blocks() {
         x = block_ops(&mut out, &name, block, &x, timing, observe)?;
+    }
+    if blocked {
+        x = reorder(&mut out, "to_nchw", &x, crate::layers::blocked::from_blocked)?;
     }
     match model.head() {
         Some(Head::Linear(head)) => {
@@ -386,10 +406,15 @@ pub fn record(
     }
     times.sort();
     let y = y.expect("ran at least once");
+    // An NCHW16c output's shape as (N, C, H, W).
+    let shape = match y.dims() {
+        &[n, blocks, h, w, crate::layers::blocked::LANES] => vec![n, blocks * crate::layers::blocked::LANES, h, w],
+        dims => dims.to_vec(),
+    };
     out.push(OpRecord {
         name: name.to_string(),
         kind,
-        shape: y.dims().to_vec(),
+        shape,
         params,
         macs,
         bytes: 0,

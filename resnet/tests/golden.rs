@@ -1,12 +1,15 @@
-//! Reduced networks of every family against PyTorch (timm) outputs, folded and unfolded.
+//! Reduced networks of every family against PyTorch (timm) outputs, folded and unfolded, and folded with the
+//! activations on NCHW16c (`Layout::Nchw16c`, where the CPU has the AVX-512 engine).
 //! Fixtures: `tests/fixtures/golden/*.safetensors`, made by `scripts/gen_fixtures.py`.
 
 mod common;
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use resnet::layers::{Engine, Layout};
 use resnet::{BlockKind, BnMode, ResNet, ResNetConfig, ShortcutKind, StemKind, StridePlacement};
 use serde_json::Value;
 
@@ -77,21 +80,52 @@ fn case(name: &str) -> Case {
     }
 }
 
-/// Runs `name` folded and unfolded; returns the worst absolute error over logits, features and stages.
+/// Held while a model loads under a layout other than the default (the choice is the process's): tests that
+/// load meanwhile may take it too, and check it like any other.
+static LAYOUT: Mutex<()> = Mutex::new(());
+
+/// `cfg` loaded under [`Layout::Nchw16c`].
+fn load_blocked(cfg: &ResNetConfig, vb: VarBuilder, mode: BnMode) -> ResNet {
+    let _held = LAYOUT.lock().unwrap_or_else(|e| e.into_inner());
+    Layout::set_default(Some(Layout::Nchw16c));
+    let model = ResNet::load(cfg, vb, mode);
+    Layout::set_default(None);
+    model.unwrap()
+}
+
+/// Runs `name` folded and unfolded (and folded on NCHW16c where the CPU has the blocked kernel); returns the worst
+/// absolute error over logits, features and stages.
 fn check(name: &str) -> f32 {
     let c = case(name);
     // `ZOO_TEST_DEVICE=cuda:0` (a `--features cuda` build) runs the same comparison on a GPU.
     let dev = common::device();
     let input = &c.refs["input"].to_device(&dev).unwrap();
     let mut worst = 0f32;
-    for mode in [BnMode::Fold, BnMode::Keep] {
+    let blocked = dev.is_cpu() && Engine::current() == Engine::Avx512;
+    let layouts = [
+        (BnMode::Fold, Layout::Nchw),
+        (BnMode::Keep, Layout::Nchw),
+        (BnMode::Fold, Layout::Nchw16c),
+    ];
+    for (mode, layout) in layouts.into_iter().filter(|&(_, l)| l == Layout::Nchw || blocked) {
         let weights = c
             .weights
             .iter()
             .map(|(k, v)| (k.clone(), v.to_device(&dev).unwrap()))
             .collect();
         let vb = VarBuilder::from_tensors(weights, DType::F32, &dev);
-        let model = ResNet::load(&c.cfg, vb, mode).unwrap();
+        let model = match layout {
+            Layout::Nchw => ResNet::load(&c.cfg, vb, mode).unwrap(),
+            Layout::Nchw16c => {
+                // The 1x1s with whole blocks of 16 channels on both sides hold their weights for the blocked kernel;
+                // where every block suits the layout the blocks run on it (`families_on_nchw16c`), else those
+                // convs convert around themselves.
+                let model = load_blocked(&c.cfg, vb, mode);
+                println!("{name}: blocks on {}", model.block_layout().name());
+                model
+            }
+        };
+        let mode = format!("{mode:?} {}", layout.name());
         let logits = model.forward(input).unwrap();
         let mut outputs = vec![("logits".to_string(), logits)];
         let stages = model.forward_stages(input).unwrap();
@@ -119,7 +153,7 @@ fn check(name: &str) -> f32 {
             let err = common::max_abs_diff(&got.to_device(&Device::Cpu).unwrap(), want);
             // Absolute 1e-4 on values of order 1; scaled for the few large logits (up to ~74).
             let tol = 1e-4 * common::max_abs(want).max(1.0);
-            assert!(err <= tol, "{name} {mode:?} {key}: max abs error {err:e} > {tol:e}");
+            assert!(err <= tol, "{name} {mode} {key}: max abs error {err:e} > {tol:e}");
             worst = worst.max(err);
         }
     }
@@ -135,6 +169,90 @@ fn basic() {
 #[test]
 fn bottleneck() {
     check("bottleneck");
+}
+
+/// ResNet-50's shape (bottlenecks, and v1's stride on the first 1x1) with whole blocks of 16 channels in every
+/// block conv: under NCHW16c its blocks run on that layout, the 1x1s on the blocked kernel.
+#[test]
+fn bottleneck_whole_channel_blocks() {
+    check("bottleneck16");
+    check("v1_16");
+}
+
+/// `zoo bench --layers`'s walk of a network on NCHW16c: the two conversions as ops around the blocks, every conv's
+/// multiply-adds counted as on NCHW, the shapes shown as NCHW, and the logits the forward pass gives.
+#[test]
+fn the_op_walk_on_nchw16c_is_the_pass() {
+    if Engine::current() != Engine::Avx512 {
+        return;
+    }
+    use resnet::profile::{profile, OpKind, Timing};
+    let c = case("bottleneck16");
+    let input = &c.refs["input"];
+    let sync = || Ok(());
+    let timing = Timing {
+        repeats: 1,
+        sync: &sync,
+    };
+    let plain = ResNet::load(
+        &c.cfg,
+        VarBuilder::from_tensors(c.weights.clone(), DType::F32, &Device::Cpu),
+        BnMode::Fold,
+    )
+    .unwrap();
+    let blocked = load_blocked(
+        &c.cfg,
+        VarBuilder::from_tensors(c.weights.clone(), DType::F32, &Device::Cpu),
+        BnMode::Fold,
+    );
+    let (a, b) = (
+        profile(&plain, input, &timing).unwrap(),
+        profile(&blocked, input, &timing).unwrap(),
+    );
+    let names: Vec<&str> = b
+        .iter()
+        .filter(|o| o.kind == OpKind::Reorder)
+        .map(|o| o.name.as_str())
+        .collect();
+    assert_eq!(names, ["to_nchw16c", "to_nchw"]);
+    let ops = |r: &[resnet::profile::OpRecord]| -> Vec<(String, Vec<usize>, u64)> {
+        r.iter()
+            .filter(|o| o.kind != OpKind::Reorder)
+            .map(|o| (o.name.clone(), o.shape.clone(), o.macs))
+            .collect()
+    };
+    assert_eq!(ops(&a), ops(&b));
+    let logits = blocked.forward(input).unwrap();
+    let err = common::max_abs_diff(&logits, &c.refs["logits"]);
+    assert!(err <= 1e-4 * common::max_abs(&c.refs["logits"]).max(1.0), "{err:e}");
+}
+
+/// Which networks run their blocks on NCHW16c when loaded under it, folded: those whose every block has an
+/// identity or projection shortcut, no pool, and whole blocks of 16 channels on both sides of every conv; not the
+/// reduced fixtures' 8- and 24-channel blocks, nor ResNet-D's avg-down shortcut, nor an unfolded network.
+#[test]
+fn families_on_nchw16c() {
+    if Engine::current() != Engine::Avx512 {
+        return;
+    }
+    for (name, want) in [
+        ("bottleneck16", Layout::Nchw16c),
+        ("v1_16", Layout::Nchw16c),
+        ("big256", Layout::Nchw16c),
+        ("wide", Layout::Nchw16c),
+        ("bottleneck", Layout::Nchw),
+        ("resnet_d", Layout::Nchw),
+    ] {
+        let c = case(name);
+        let vb = VarBuilder::from_tensors(c.weights, DType::F32, &Device::Cpu);
+        assert_eq!(load_blocked(&c.cfg, vb, BnMode::Fold).block_layout(), want, "{name}");
+        let vb = VarBuilder::from_tensors(case(name).weights, DType::F32, &Device::Cpu);
+        assert_eq!(
+            load_blocked(&c.cfg, vb, BnMode::Keep).block_layout(),
+            Layout::Nchw,
+            "{name} unfolded"
+        );
+    }
 }
 
 #[test]

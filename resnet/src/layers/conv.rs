@@ -366,6 +366,13 @@ impl Conv {
         }
     }
 
+    /// The activation layout this conv computes in on the CPU kernel ([`super::Layout::Nchw16c`]: a 1x1 held for
+    /// the channel-blocked kernel, loaded under that layout); [`super::Layout::Nchw`] otherwise. Either way it
+    /// takes an input in either layout and returns its output in the input's (see [`super::blocked`]).
+    pub fn layout(&self) -> super::Layout {
+        self.packed.as_ref().map_or(super::Layout::Nchw, |p| p.layout())
+    }
+
     fn fast_path(&self, x: &Tensor) -> Option<&Arc<PackedConv>> {
         match (&self.packed, x.device(), x.dtype()) {
             (Some(p), Device::Cpu, DType::F32 | DType::BF16 | DType::F16) => Some(p),

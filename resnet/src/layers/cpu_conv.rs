@@ -37,11 +37,14 @@ use std::sync::Arc;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::blocked::{self as layout, Layout as ActLayout, LANES};
 use super::conv::ConvSpec;
 #[cfg(target_arch = "x86_64")]
 use super::engine::direct;
 use super::engine::implicit::Implicit;
 use super::engine::twin::Twin;
+#[cfg(target_arch = "x86_64")]
+use super::engine::{nchw16c, winograd16};
 use super::engine::{reduced, winograd, with_buffer, Bf16Kernel, Engine, Epilogue, Gemm, Int8Kernel, Lhs, Lowering};
 
 /// Weights and bias of one convolution, laid out once, at load, for its [`Engine`].
@@ -87,6 +90,14 @@ enum Weights {
     },
     /// A thin strided stem run as a direct convolution (`engine::direct`, on AVX-512): the same f32 panels.
     Direct { data: Vec<f32>, rows: usize },
+    /// A conv for activations in NCHW16c (`engine::nchw16c`, on AVX-512; see [`ActLayout::Nchw16c`]): f32 panels
+    /// of [`LANES`] output channels over the depth, from `data[start]` on (a 64-byte boundary); a stride-1 3x3
+    /// lowered to Winograd's F(m x m, 3x3) where `winograd` is `Some(m)` (`engine::winograd16`).
+    Blocked {
+        data: Vec<f32>,
+        start: usize,
+        winograd: Option<usize>,
+    },
 }
 
 /// A conv's int8 weights and the constants that turn its i32 sums back into f32 (see `engine::int8`).
@@ -140,11 +151,24 @@ impl PackedConv {
     /// [`PackedConv::from_vec`] lowered as `lowering` says (where it applies, on an engine with a
     /// micro-kernel; else as one GEMM).
     pub fn from_vec_lowered(
+        oihw: Vec<f32>,
+        bias: Option<&Tensor>,
+        spec: ConvSpec,
+        engine: Engine,
+        lowering: Lowering,
+    ) -> Result<Self> {
+        Self::from_vec_laid(oihw, bias, spec, engine, lowering, ActLayout::current())
+    }
+
+    /// [`PackedConv::from_vec_lowered`] for activations in `layout`: under [`ActLayout::Nchw16c`] the convs the
+    /// blocked kernels run (on AVX-512) hold their weights for them.
+    pub(crate) fn from_vec_laid(
         mut oihw: Vec<f32>,
         bias: Option<&Tensor>,
         spec: ConvSpec,
         engine: Engine,
         lowering: Lowering,
+        layout: ActLayout,
     ) -> Result<Self> {
         let engine = Self::engine_for(&spec, engine);
         if oihw.len() != spec.out_channels * spec.depth() {
@@ -156,6 +180,25 @@ impl PackedConv {
                 Weights::Oihw(t)
             }
             Some(rows) => {
+                // Under NCHW16c a conv the blocked kernels run holds panels of a block's 16 channels: every one
+                // the direct kernel applies to, its Winograd lowering kept (`winograd16`); not the direct stem
+                // (it converts its output).
+                let chosen = lowering.choose(&spec, engine);
+                #[cfg(target_arch = "x86_64")]
+                let blocked = layout == ActLayout::Nchw16c
+                    && engine == Engine::Avx512
+                    && nchw16c::applies(&spec)
+                    && match chosen {
+                        Lowering::Gemm => true,
+                        Lowering::Winograd | Lowering::Winograd4 => winograd16::applies(&spec),
+                        Lowering::Direct => false,
+                    };
+                #[cfg(not(target_arch = "x86_64"))]
+                let blocked = {
+                    let _ = (layout, chosen);
+                    false
+                };
+                let rows = if blocked { LANES } else { rows };
                 // `engine_for` keeps panels whole within groups, so the panels are consecutive blocks of
                 // `rows` output channels: each block's (rows, depth) matrix is transposed in place.
                 let kk = spec.depth();
@@ -169,7 +212,18 @@ impl PackedConv {
                     }
                 }
                 // An engine with panels has a micro-kernel for Winograd's products (`engine_for`: it runs here).
-                match lowering.choose(&spec, engine) {
+                match chosen {
+                    _ if blocked => {
+                        // On a cache line, so that no weight vector straddles two.
+                        let (mut data, start) = layout::aligned(oihw.len());
+                        data[start..].copy_from_slice(&oihw);
+                        let winograd = match chosen {
+                            Lowering::Winograd4 => Some(4),
+                            Lowering::Winograd => Some(2),
+                            _ => None,
+                        };
+                        Weights::Blocked { data, start, winograd }
+                    }
                     Lowering::Winograd4 => Weights::Winograd {
                         data: oihw,
                         rows,
@@ -269,7 +323,11 @@ impl PackedConv {
     /// The dtype the weights are held in.
     pub fn dtype(&self) -> DType {
         match self.weights {
-            Weights::Oihw(_) | Weights::Panels { .. } | Weights::Winograd { .. } | Weights::Direct { .. } => DType::F32,
+            Weights::Oihw(_)
+            | Weights::Panels { .. }
+            | Weights::Winograd { .. }
+            | Weights::Direct { .. }
+            | Weights::Blocked { .. } => DType::F32,
             Weights::Bf16 { .. } | Weights::Bf16Rows { .. } => DType::BF16,
             // Candle has no i8: an int8 conv reports the one 8-bit dtype it has.
             Weights::Int8(_) => DType::U8,
@@ -303,6 +361,7 @@ impl PackedConv {
             Weights::Bf16Rows { data, kpad } => data.len() / kpad.max(&1) * spec.depth(),
             Weights::Int8(w) => w.data.len() / w.kpad.max(1) * spec.depth(),
             Weights::Winograd { data, .. } | Weights::Direct { data, .. } => data.len(),
+            Weights::Blocked { data, start, .. } => data.len() - start,
         };
         if count != spec.out_channels * spec.depth() || bias.len() != spec.out_channels {
             bail!("packed conv: weight/bias do not match {spec:?}")
@@ -430,7 +489,19 @@ impl PackedConv {
                 ..
             } => Lowering::Winograd4,
             Weights::Direct { .. } => Lowering::Direct,
+            Weights::Blocked { winograd: Some(4), .. } => Lowering::Winograd4,
+            Weights::Blocked { winograd: Some(_), .. } => Lowering::Winograd,
             _ => Lowering::Gemm,
+        }
+    }
+
+    /// The layout this conv computes in: [`ActLayout::Nchw16c`] for a conv held for the blocked kernel (it
+    /// converts an NCHW input, and its output back), else [`ActLayout::Nchw`] (it converts an NCHW16c input, and
+    /// its output back where its channels are whole blocks).
+    pub fn layout(&self) -> ActLayout {
+        match self.weights {
+            Weights::Blocked { .. } => ActLayout::Nchw16c,
+            _ => ActLayout::Nchw,
         }
     }
 
@@ -445,6 +516,17 @@ impl PackedConv {
         let (m, k) = (s.out_channels, s.depth());
         let reduced = |oihw: Vec<f32>| {
             Tensor::from_vec(oihw, s.weight_shape(), &candle_core::Device::Cpu)?.to_dtype(self.dtype())
+        };
+        // f32 panels of `rows` output channels over the depth, back to OIHW rows.
+        let unpanel = |data: &[f32], rows: usize| {
+            let mut oihw = vec![0f32; m * k];
+            for o in 0..m {
+                let panel = &data[(o / rows) * rows * k..];
+                for (i, w) in oihw[o * k..(o + 1) * k].iter_mut().enumerate() {
+                    *w = panel[i * rows + o % rows];
+                }
+            }
+            Tensor::from_vec(oihw, s.weight_shape(), &candle_core::Device::Cpu)
         };
         match &self.weights {
             Weights::Oihw(t) => Ok(t.clone()),
@@ -465,17 +547,9 @@ impl PackedConv {
             }
             Weights::F16 { data, rows } => reduced(reduced::f16_unpanel(data, m, k, *rows)),
             Weights::Panels { data, rows } | Weights::Winograd { data, rows, .. } | Weights::Direct { data, rows } => {
-                let s = &self.spec;
-                let kk = s.depth();
-                let mut oihw = vec![0f32; s.out_channels * kk];
-                for o in 0..s.out_channels {
-                    let panel = &data[(o / rows) * rows * kk..];
-                    for (k, w) in oihw[o * kk..(o + 1) * kk].iter_mut().enumerate() {
-                        *w = panel[k * rows + o % rows];
-                    }
-                }
-                Tensor::from_vec(oihw, s.weight_shape(), &candle_core::Device::Cpu)
+                unpanel(data, *rows)
             }
+            Weights::Blocked { data, start, .. } => unpanel(&data[*start..], LANES),
         }
     }
 
@@ -601,6 +675,29 @@ impl PackedConv {
         relu: bool,
         emit: Option<super::quant::ActQuant>,
     ) -> Result<Tensor> {
+        // The output takes the input's layout: a conv computes in its own (`layout`), converting around itself
+        // where the input's differs (an NCHW16c output needs whole blocks of output channels; else it is NCHW).
+        let blocked_in = layout::is_blocked(x);
+        if let Weights::Blocked { .. } = self.weights {
+            if emit.is_some() {
+                bail!("a conv held for NCHW16c hands on f32 only")
+            }
+            let x = if blocked_in { x.clone() } else { layout::to_blocked(x)? };
+            let residual = residual.map(|r| layout::like(r, &x)).transpose()?;
+            let y = self.forward_blocked(&x, residual.as_ref(), relu)?;
+            return if blocked_in { Ok(y) } else { layout::from_blocked(&y) };
+        }
+        if blocked_in {
+            let x = layout::from_blocked(x)?;
+            let residual = residual.map(|r| layout::like(r, &x)).transpose()?;
+            let y = self.forward_op(&x, residual.as_ref(), relu, emit)?;
+            return match y.dtype() == DType::F32 && self.spec.out_channels.is_multiple_of(LANES) {
+                true => layout::to_blocked(&y),
+                false => Ok(y),
+            };
+        }
+        let residual = residual.map(|r| layout::like(r, x)).transpose()?;
+        let residual = residual.as_ref();
         let op = ConvOp {
             packed: self.clone(),
             relu,
@@ -613,6 +710,101 @@ impl PackedConv {
             None => x.apply_op1_no_bwd(&op),
             Some(r) => x.apply_op2_no_bwd(&r.contiguous()?, &op),
         }
+    }
+
+    /// The conv on NCHW16c: `x` (N, C/16, H, W, 16), `residual` (if any) the output's shape; the output's lines
+    /// start on cache lines ([`layout::aligned`]).
+    fn forward_blocked(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        let residual = residual.map(|r| r.to_dtype(DType::F32)?.contiguous()).transpose()?;
+        let (xs, xl) = x.storage_and_layout();
+        let held = residual.as_ref().map(|r| r.storage_and_layout());
+        let r = match &held {
+            Some((rs, rl)) => Some((cpu_f32(rs, rl)?, rl.dims())),
+            None => None,
+        };
+        self.run_blocked(cpu_f32(&xs, xl)?, xl.dims(), r, relu)
+    }
+
+    /// [`PackedConv::forward_blocked`] on one batch: `x` and `residual` (with its dims) in NCHW16c, `dims` the
+    /// input's.
+    fn run_blocked(
+        &self,
+        x: &[f32],
+        dims: &[usize],
+        residual: Option<(&[f32], &[usize])>,
+        relu: bool,
+    ) -> Result<Tensor> {
+        let Weights::Blocked {
+            data,
+            start: w0,
+            winograd,
+        } = &self.weights
+        else {
+            bail!("only a conv held for NCHW16c runs on it")
+        };
+        let s = &self.spec;
+        let &[n, blocks, h, w, LANES] = dims else {
+            bail!("a conv on NCHW16c expects an (N, C/16, H, W, 16) input, got {dims:?}")
+        };
+        if blocks * LANES != s.in_channels {
+            bail!("conv expects {} input channels, got {}", s.in_channels, blocks * LANES)
+        }
+        let reach = (s.kernel - 1) * s.dilation + 1;
+        if h + 2 * s.padding < reach || w + 2 * s.padding < reach {
+            bail!("conv input {h}x{w} smaller than the kernel")
+        }
+        let (oh, ow) = (s.output_size(h), s.output_size(w));
+        let shape = [n, s.out_channels / LANES, oh, ow, LANES];
+        if let Some((_, d)) = residual {
+            if d != shape {
+                bail!("residual of shape {d:?} does not match the conv output {shape:?}")
+            }
+        }
+        let len = n * s.out_channels * oh * ow;
+        if x.len() != n * s.in_channels * h * w {
+            bail!("conv input does not match its shape")
+        }
+        if let Some(o) = self.observer.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            o.record(x);
+        }
+        let (mut out, start) = layout::aligned(len);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (g, r, threads) = (&data[*w0..], residual.map(|r| r.0), rayon::current_num_threads());
+            // SAFETY: the kernels write every output value (`aligned` leaves them to them) before anything reads
+            // them; blocked weights exist only on the AVX-512 engine, which runs on this CPU (`engine_for`); the
+            // shapes are checked above.
+            unsafe {
+                let dst = out.as_mut_ptr().add(start);
+                match *winograd {
+                    Some(m) => winograd16::Winograd16 {
+                        g,
+                        bias: &self.bias,
+                        in_channels: s.in_channels,
+                        out_channels: s.out_channels,
+                        hw: (h, w),
+                        relu,
+                        m,
+                    }
+                    .run(x, n, r, dst, threads),
+                    None => nchw16c::Conv16 {
+                        w: g,
+                        bias: &self.bias,
+                        spec: *s,
+                        hw: (h, w),
+                        relu,
+                    }
+                    .run(x, n, r, dst, threads),
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (data, w0, winograd, relu, &mut out);
+            bail!("convs on NCHW16c run on x86-64 only")
+        }
+        layout::into_tensor(out, start, shape)
     }
 
     fn out_shape(&self, dims: &[usize]) -> Result<(usize, usize, usize, usize)> {
@@ -736,6 +928,7 @@ impl PackedConv {
             Weights::Bf16 { .. } | Weights::Bf16Rows { .. } | Weights::F16 { .. } | Weights::Int8(_) => &[],
             // Read by `winograd::Conv` or `direct::Conv` below.
             Weights::Winograd { .. } | Weights::Direct { .. } => &[],
+            Weights::Blocked { .. } => bail!("a conv held for NCHW16c runs only on that layout"),
         };
         let s = &self.spec;
         let (oh, ow) = (s.output_size(h), s.output_size(w));
@@ -1144,7 +1337,7 @@ impl PackedConv {
                 | Weights::Bf16 { .. }
                 | Weights::Bf16Rows { .. }
                 | Weights::F16 { .. } => true,
-                Weights::Oihw(_) | Weights::Winograd { .. } | Weights::Direct { .. } => false,
+                Weights::Oihw(_) | Weights::Winograd { .. } | Weights::Direct { .. } | Weights::Blocked { .. } => false,
             }
     }
 
@@ -1294,6 +1487,7 @@ impl PackedConv {
                 }
             }
             Weights::Winograd { .. } | Weights::Direct { .. } => unreachable!("Winograd and direct convs run in `run`"),
+            Weights::Blocked { .. } => unreachable!("`run` refuses a conv held for NCHW16c"),
         };
         let twin = match (post.twin, rhs.data) {
             (Some(t), RhsData::ImageF32(..)) => self.twin(t, (r0, r1), (c0, p)),
@@ -1661,6 +1855,14 @@ struct ConvOp {
     twin: Option<Arc<PackedConv>>,
 }
 
+/// The f32 values of a contiguous CPU tensor's storage.
+fn cpu_f32<'a>(s: &'a Storage, l: &Layout) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) => Ok(&data[a..b]),
+        _ => bail!("the CPU conv kernel needs a contiguous f32 CPU tensor"),
+    }
+}
+
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     match contiguous(s, l)? {
         Input::F32(x) => Ok(x),
@@ -1737,6 +1939,64 @@ impl CustomOp2 for ConvOp {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// A conv held for NCHW16c and one that is not each take an input in either layout and answer in the input's,
+    /// the values of the conv on NCHW (the residual in either layout too); the held one runs the blocked kernels
+    /// (direct, and Winograd for the stride-1 3x3).
+    #[test]
+    fn either_layout_in_gives_the_same_layout_out() -> Result<()> {
+        if Engine::current() != Engine::Avx512 {
+            return Ok(());
+        }
+        let dev = Device::Cpu;
+        for (k, stride, pad, lowering) in [
+            (1, 1, 0, Lowering::Gemm),
+            (1, 2, 0, Lowering::Gemm),
+            (3, 2, 1, Lowering::Gemm),
+            (3, 1, 1, Lowering::Gemm),
+            (3, 1, 1, Lowering::Winograd),
+            (3, 1, 1, Lowering::Winograd4),
+        ] {
+            let mut spec = ConvSpec::new(32, 48, k, stride);
+            spec.padding = pad;
+            let w: Vec<f32> = (0..48 * spec.depth())
+                .map(|i| ((i * 37) % 23) as f32 / 23.0 - 0.5)
+                .collect();
+            let bias = Tensor::randn(0f32, 1., 48, &dev)?;
+            let build =
+                |layout| PackedConv::from_vec_laid(w.clone(), Some(&bias), spec, Engine::Avx512, lowering, layout);
+            let (plain, held) = (Arc::new(build(ActLayout::Nchw)?), Arc::new(build(ActLayout::Nchw16c)?));
+            assert_eq!((plain.layout(), held.layout()), (ActLayout::Nchw, ActLayout::Nchw16c));
+            assert_eq!(held.lowering(), lowering);
+            let x = Tensor::randn(0f32, 1., (2, 32, 9, 11), &dev)?;
+            let (oh, ow) = (spec.output_size(9), spec.output_size(11));
+            let r = Tensor::randn(0f32, 1., (2, 48, oh, ow), &dev)?;
+            let want = plain.forward(&x, Some(&r), true)?;
+            let (xb, rb) = (layout::to_blocked(&x)?, layout::to_blocked(&r)?);
+            for conv in [&plain, &held] {
+                for (input, res) in [(&x, &r), (&x, &rb), (&xb, &rb), (&xb, &r)] {
+                    let y = conv.forward(input, Some(res), true)?;
+                    assert_eq!(
+                        layout::is_blocked(&y),
+                        layout::is_blocked(input),
+                        "{spec:?} {lowering:?}"
+                    );
+                    let y = if layout::is_blocked(&y) {
+                        layout::from_blocked(&y)?
+                    } else {
+                        y
+                    };
+                    let diff = (y - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                    assert!(
+                        diff < 1e-4,
+                        "{spec:?} {lowering:?} held {}: {diff}",
+                        conv.layout() == ActLayout::Nchw16c
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 
     /// The shapes that reach every path of the kernel: direct 1x1, banded im2col (one and many bands), channel
     /// split for small maps, strided 1x1, grouped; `(n, c, out, k, stride, groups, size)`.

@@ -292,11 +292,18 @@ fn conv_kernels(model: &ResNet) -> BTreeMap<String, usize> {
             (_, Some(k)) if k.is_integer() => format!("int8 on {}", k.name()),
             (_, Some(_)) => "int8 dequantized to F32".to_string(),
             (Some(k), _) => format!("{:?} on {}", c.dtype(), k.name()),
-            // f32 convs lowered to Winograd's F(2x2, 3x3) or run direct (`ZOO_CONV_LOWERING`) are counted apart.
-            (None, _) => match c.lowering() {
-                Some(l) if l != resnet::layers::Lowering::Gemm => format!("{:?} {}", c.dtype(), l.name()),
-                _ => format!("{:?}", c.dtype()),
-            },
+            // f32 convs lowered to Winograd's F(2x2, 3x3) or run direct (`ZOO_CONV_LOWERING`) are counted apart,
+            // and those held for NCHW16c (`ZOO_LAYOUT`).
+            (None, _) => {
+                let layout = match c.layout() {
+                    resnet::layers::Layout::Nchw16c => " nchw16c",
+                    resnet::layers::Layout::Nchw => "",
+                };
+                match c.lowering() {
+                    Some(l) if l != resnet::layers::Lowering::Gemm => format!("{:?}{layout} {}", c.dtype(), l.name()),
+                    _ => format!("{:?}{layout}", c.dtype()),
+                }
+            }
         };
         *out.entry(key).or_insert(0) += 1;
     }

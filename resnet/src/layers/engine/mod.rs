@@ -31,6 +31,11 @@
 //! On AVX-512 the thin stride-2 stem is no matrix product at all, [`Lowering::Direct`] (`direct`): a direct
 //! convolution reading the image's even and odd columns, 16 output pixels per load and tap.
 //!
+//! Under the channel-blocked layout ([`crate::layers::Layout::Nchw16c`], opt-in) the convs of a network's blocks
+//! take another route: a direct convolution on NCHW16c (`nchw16c`: 16 output channels per vector, each input value
+//! broadcast from its 64-byte line, no packed operand), and for the stride-1 3x3s Winograd's F(2x2) or F(4x4) on
+//! that layout (`winograd16`: the transforms with the channels in the lanes, the products on `nchw16c`'s kernel).
+//!
 //! A product may carry a twin (`twin`): a residual block's 1x1 projection shortcut, whose operand is one kernel
 //! tap's rows of its strided first conv's, copied out of that conv's strips as they are packed rather than
 //! gathered from the image a second time.
@@ -64,6 +69,8 @@ pub(crate) mod direct;
 pub(crate) mod implicit;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod int8;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod nchw16c;
 pub(crate) mod pack;
 mod peak;
 pub(crate) mod portable;
@@ -72,6 +79,8 @@ pub(crate) mod twin;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod vnni;
 pub(crate) mod winograd;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod winograd16;
 
 pub use bandwidth::memory_bandwidth;
 pub use peak::{bf16_dot_speedup, fma_peak};
@@ -205,7 +214,7 @@ impl Engine {
 
 /// The choice the environment variable `var` names, when it names one this CPU runs (`from_name`,
 /// `supported`); else `best`, with a warning when `var` is set to something else (`names`: what it may be).
-fn from_env<T: Copy>(
+pub(crate) fn from_env<T: Copy>(
     var: &str,
     names: &str,
     best: T,
