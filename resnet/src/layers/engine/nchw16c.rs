@@ -239,13 +239,18 @@ mod x86 {
         let (h, w) = cv.hw;
         let (oh, ow) = cv.out_hw();
         let (plane_in, plane_out) = (h * w * LANES, oh * ow * LANES);
-        // The input position under each output pixel's first tap (may be in the padding).
-        let origin: [(isize, isize); P] = std::array::from_fn(|p| {
-            let (oy, ox) = ((p0 + p) / ow, (p0 + p) % ow);
-            (
+        // The input position under each output pixel's first tap (may be in the padding); one division per tile.
+        let (mut oy, mut ox) = (p0 / ow, p0 % ow);
+        let origin: [(isize, isize); P] = std::array::from_fn(|_| {
+            let here = (
                 (oy * s.stride) as isize - s.padding as isize,
                 (ox * s.stride) as isize - s.padding as isize,
-            )
+            );
+            ox += 1;
+            if ox == ow {
+                (oy, ox) = (oy + 1, 0);
+            }
+            here
         });
         let mut acc = [[_mm512_setzero_ps(); P]; B];
         let weights = cv.w.as_ptr().add(b0 * depth * LANES);
