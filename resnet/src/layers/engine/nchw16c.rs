@@ -59,16 +59,17 @@ pub(crate) struct Conv16<'a> {
     pub relu: bool,
 }
 
-/// A raw output pointer handed to the tasks (each writes its own pixels).
+/// A raw pointer handed to a call's tasks, each of which writes its own part of the buffer (the output's pixels,
+/// Winograd's transformed weights).
 #[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: the tasks write disjoint pixels of the output.
+pub(crate) struct Out(pub(crate) *mut f32);
+// SAFETY: the tasks write disjoint parts of the buffer.
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
 impl Out {
     /// `count` floats on (a method, so that closures capture the whole `Out`).
-    fn at(self, count: usize) -> *mut f32 {
+    pub(crate) fn at(self, count: usize) -> *mut f32 {
         self.0.wrapping_add(count)
     }
 }
@@ -303,6 +304,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::layers::engine::tests::naive;
 
     /// NCHW -> NCHW16c, by the definition.
     fn blocked(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
@@ -357,40 +359,13 @@ mod tests {
         relu: bool,
         threads: usize,
     ) {
-        let (c, o, k) = (spec.in_channels, spec.out_channels, spec.kernel);
+        let (c, o) = (spec.in_channels, spec.out_channels);
         let (oh, ow) = (spec.output_size(h), spec.output_size(w));
         let x = values(n * c * h * w, 1 + (n * c * h) as u64);
         let wt = values(o * spec.depth(), 2 + o as u64);
         let bias = values(o, 3);
         let r = values(n * o * oh * ow, 4);
-        let mut want = vec![0f32; n * o * oh * ow];
-        for i in 0..n {
-            for oc in 0..o {
-                for y in 0..oh {
-                    for xx in 0..ow {
-                        let mut sum = f64::from(bias[oc]);
-                        for ic in 0..c {
-                            for ky in 0..k {
-                                for kx in 0..k {
-                                    let iy = (y * spec.stride + ky * spec.dilation) as isize - spec.padding as isize;
-                                    let ix = (xx * spec.stride + kx * spec.dilation) as isize - spec.padding as isize;
-                                    if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
-                                        continue;
-                                    }
-                                    let xv = x[((i * c + ic) * h + iy as usize) * w + ix as usize];
-                                    sum += f64::from(wt[((oc * c + ic) * k + ky) * k + kx]) * f64::from(xv);
-                                }
-                            }
-                        }
-                        let at = ((i * o + oc) * oh + y) * ow + xx;
-                        if residual {
-                            sum += f64::from(r[at]);
-                        }
-                        want[at] = if relu { sum.max(0.0) as f32 } else { sum as f32 };
-                    }
-                }
-            }
-        }
+        let want = naive(&x, (n, c, h, w), &wt, &bias, &spec, residual.then_some(&r[..]), relu);
         let (xb, wp, rb, want) = (
             blocked(&x, n, c, h * w),
             panels(&wt, o, spec.depth()),

@@ -35,8 +35,8 @@ pub(super) fn naive(
                     for ci in 0..cg {
                         for i in 0..k {
                             for j in 0..k {
-                                let iy = (y * s.stride + i) as isize - s.padding as isize;
-                                let ix = (xx * s.stride + j) as isize - s.padding as isize;
+                                let iy = (y * s.stride + i * s.dilation) as isize - s.padding as isize;
+                                let ix = (xx * s.stride + j * s.dilation) as isize - s.padding as isize;
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                     continue;
                                 }

@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::nchw16c::{Conv16, LANES, OB, PX};
+use super::nchw16c::{Conv16, Out, LANES, OB, PX};
 use crate::layers::ConvSpec;
 
 /// Tiles per chunk at most: `V` and `M` of a 128-channel F(4x4) chunk take 1.7 MiB, in a 2 MiB L2.
@@ -28,19 +28,6 @@ const CHUNK_NARROW: usize = 24;
 
 /// Chunks per thread at least, where the batch's tiles would make fewer (small maps, batch 1).
 const CHUNKS_PER_THREAD: usize = 2;
-
-/// A raw pointer to the transformed weights, written by one task per output block (disjoint panels).
-#[derive(Clone, Copy)]
-struct UPtr(*mut f32);
-// SAFETY: each task writes its own output block's panels.
-unsafe impl Send for UPtr {}
-unsafe impl Sync for UPtr {}
-
-impl UPtr {
-    fn at(self, count: usize) -> *mut f32 {
-        self.0.wrapping_add(count)
-    }
-}
 
 thread_local! {
     /// The transformed weights of the call running, kept per thread so that steady-state inference does not
@@ -75,20 +62,6 @@ pub(crate) fn applies(spec: &ConvSpec) -> bool {
         && spec.groups == 1
         && spec.in_channels.is_multiple_of(LANES)
         && spec.out_channels.is_multiple_of(LANES)
-}
-
-/// A raw output pointer handed to the tasks (each writes its own tiles).
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: the tasks write disjoint tiles of the output.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// The pointer (a method, so that closures capture the whole `Out`).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 impl Winograd16<'_> {
@@ -141,8 +114,8 @@ impl Winograd16<'_> {
             unsafe {
                 let (x, res) = (x.as_ptr(), residual.map(|r| r.as_ptr()));
                 match m {
-                    2 => self.chunk::<2, 4>(x, res, dst.get(), (t0, t1), g, (&u, v, mm), &zeros),
-                    _ => self.chunk::<4, 6>(x, res, dst.get(), (t0, t1), g, (&u, v, mm), &zeros),
+                    2 => self.chunk::<2, 4>(x, res, dst.at(0), (t0, t1), g, (&u, v, mm), &zeros),
+                    _ => self.chunk::<4, 6>(x, res, dst.at(0), (t0, t1), g, (&u, v, mm), &zeros),
                 }
             }
             VM.with(|b| *b.borrow_mut() = vm);
@@ -159,7 +132,7 @@ impl Winograd16<'_> {
     fn transform_weights(&self, u: &mut [f32], threads: usize) {
         let (c, blocks) = (self.in_channels, self.out_channels / LANES);
         debug_assert_eq!(u.len(), self.a() * self.a() * blocks * c * LANES);
-        let dst = UPtr(u.as_mut_ptr());
+        let dst = Out(u.as_mut_ptr());
         // One output block's panels per task (its 16 channels in the lanes), written where they go.
         let block = |b: usize| {
             // SAFETY: AVX-512F (the caller's contract); the block's panels are within `g`, and its panels of `U`
