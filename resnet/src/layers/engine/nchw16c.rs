@@ -5,8 +5,10 @@
 //! register tile is [`OB`] blocks of 16 output channels (one vector each) by up to [`PX`] output pixels (in
 //! raster order, across rows), and per input channel and kernel tap it loads the `OB` vectors of that channel's
 //! weights and broadcasts the input's value under each pixel straight from its line, `OB * PX` multiply-adds for
-//! `OB + PX` loads. A tap that falls in the padding reads a line of zeros instead. The sums stay in registers
-//! over the whole depth; then bias, residual and ReLU are applied and each output line is stored once. A 1x1
+//! `OB + PX` loads. A tap that falls in the padding reads a line of zeros instead. A 1x1's sums stay in registers
+//! over the whole depth; then bias, residual and ReLU are applied and each output line is stored once. A kernel of
+//! several taps runs its depth in blocks whose weights stay in L1 while the block sweeps the task's pixels (see
+//! [`depth_blocks`]), adding each block's sums to the output's and applying the rest on the last. A 1x1
 //! reads its input as one sequential stream per 16 channels (NCHW's operand is one stream per channel, which our
 //! GEMM packs first); a 3x3's nine taps of a tile fall in three neighbouring runs of lines.
 //!
@@ -34,6 +36,21 @@ const TASKS_PER_THREAD: usize = 4;
 
 /// Register tiles of pixels per task at least before the output blocks are cut over the tasks too.
 const MIN_TILES: usize = 8;
+
+/// Bytes of weights a depth block of one register tile's output blocks may take (see [`depth_blocks`]): two thirds
+/// of a 48 KiB L1 data cache, the rest for the input's lines and the output's.
+const DEPTH_BYTES: usize = 32 * 1024;
+
+/// Input blocks per depth block for a tile of `out_blocks` output blocks and `taps` kernel taps (`None`: the whole
+/// depth at once). A kernel with several taps takes as many as keep their weights ([`DEPTH_BYTES`]) in L1 while
+/// the depth block sweeps a run's pixels, at least one; else each tile would read its weights from L2 again (a
+/// 512-channel 3x3s are 1.2 MB per four output blocks): ResNet-50's layer4 3x3s took 1.14-1.32x NCHW's time at
+/// batch 8 that way, 1.01-1.09x in blocks (batch 1: 1.06-1.25x, 0.90-0.98x; 72 and 144 KiB blocks in between). A 1x1 runs its whole depth at once: in blocks of 32 or 64 KiB of weights, ResNet-50's deep 1x1s
+/// and Winograd's products (1x1s over a chunk's tiles) ran no faster (0.9-1.1x, mixed), and the partial sums cost
+/// an extra pass over the output.
+pub(crate) fn depth_blocks(out_blocks: usize, taps: usize) -> Option<usize> {
+    (taps > 1).then(|| (DEPTH_BYTES / (out_blocks * taps * LANES * LANES * 4)).max(1))
+}
 
 /// True for the convs this kernel runs: ungrouped, input and output channels in whole blocks of [`LANES`].
 pub(crate) fn applies(spec: &ConvSpec) -> bool {
@@ -158,7 +175,7 @@ impl Conv16<'_> {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Conv16, LANES, OB, PX, ZEROS};
+    use super::{depth_blocks, Conv16, LANES, OB, PX, ZEROS};
 
     /// Pixels `from..to`: each group `g0..g1` of up to [`OB`] output blocks over the run, [`PX`] pixels at a time.
     #[target_feature(enable = "avx512f")]
@@ -199,7 +216,8 @@ mod x86 {
         }
     }
 
-    /// [`run`] for a kernel of `K x K` (`0`: the spec's).
+    /// [`run`] for a kernel of `K x K` (`0`: the spec's): the depth in blocks of [`depth_blocks`] input blocks, each
+    /// swept over the run's pixels, [`PX`] at a time, the sums of a block added to the output's partial ones.
     #[target_feature(enable = "avx512f")]
     unsafe fn tiles<const B: usize, const K: usize>(
         cv: &Conv16,
@@ -209,23 +227,32 @@ mod x86 {
         b0: usize,
         (from, to): (usize, usize),
     ) {
-        let mut p0 = from;
-        while p0 + PX <= to {
-            tile::<B, PX, K>(cv, x, res, out, (b0, p0));
-            p0 += PX;
-        }
-        match to - p0 {
-            0 => {}
-            1 => tile::<B, 1, K>(cv, x, res, out, (b0, p0)),
-            2 => tile::<B, 2, K>(cv, x, res, out, (b0, p0)),
-            3 => tile::<B, 3, K>(cv, x, res, out, (b0, p0)),
-            4 => tile::<B, 4, K>(cv, x, res, out, (b0, p0)),
-            _ => tile::<B, 5, K>(cv, x, res, out, (b0, p0)),
+        let k = if K > 0 { K } else { cv.spec.kernel };
+        let blocks = cv.spec.in_channels / LANES;
+        let step = depth_blocks(B, k * k).unwrap_or(blocks).max(1);
+        // At least one pass, so that a conv of no input channels still stores its bias.
+        for c0 in (0..blocks.max(1)).step_by(step) {
+            let depth = (c0, (c0 + step).min(blocks));
+            let mut p0 = from;
+            while p0 + PX <= to {
+                tile::<B, PX, K>(cv, x, res, out, (b0, p0), depth);
+                p0 += PX;
+            }
+            match to - p0 {
+                0 => {}
+                1 => tile::<B, 1, K>(cv, x, res, out, (b0, p0), depth),
+                2 => tile::<B, 2, K>(cv, x, res, out, (b0, p0), depth),
+                3 => tile::<B, 3, K>(cv, x, res, out, (b0, p0), depth),
+                4 => tile::<B, 4, K>(cv, x, res, out, (b0, p0), depth),
+                _ => tile::<B, 5, K>(cv, x, res, out, (b0, p0), depth),
+            }
         }
     }
 
     /// One register tile: output blocks `b0..b0 + B` at output pixels `p0..p0 + P` (raster order), a `K x K`
-    /// kernel (`0`: the spec's; `1` only without padding).
+    /// kernel (`0`: the spec's; `1` only without padding), the sums over input blocks `c0..c1`: added to what the
+    /// output holds unless `c0` is the first, stored as they are unless `c1` is the last, where bias, residual and
+    /// ReLU are applied first.
     #[target_feature(enable = "avx512f")]
     unsafe fn tile<const B: usize, const P: usize, const K: usize>(
         cv: &Conv16,
@@ -233,6 +260,7 @@ mod x86 {
         res: Option<*const f32>,
         out: *mut f32,
         (b0, p0): (usize, usize),
+        (c0, c1): (usize, usize),
     ) {
         let s = &cv.spec;
         let k = if K > 0 { K } else { s.kernel };
@@ -253,9 +281,29 @@ mod x86 {
             }
             here
         });
+        let at = |b: usize, p: usize| (b0 + b) * plane_out + (p0 + p) * LANES;
         let mut acc = [[_mm512_setzero_ps(); P]; B];
+        if c0 > 0 {
+            for (b, row) in acc.iter_mut().enumerate() {
+                for (p, sum) in row.iter_mut().enumerate() {
+                    *sum = _mm512_loadu_ps(out.add(at(b, p)));
+                }
+            }
+        }
         let weights = cv.w.as_ptr().add(b0 * depth * LANES);
-        for cb in 0..s.in_channels / LANES {
+        // A block's last conv: the next tile's residual and output lines fetched while this one's depth runs (at
+        // batch 8 ResNet-50 layer1's 64 -> 256 1x1 reads and writes 25 MB each; as for our GEMM's tiles, the
+        // hardware prefetcher alone left it 1.08-1.15x NCHW's time, against 0.94-1.00x with them).
+        if let (Some(r), true) = (res, c1 == s.in_channels / LANES) {
+            for b in 0..B {
+                for p in 0..P {
+                    let ahead = at(b, p + PX);
+                    _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(ahead).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(out.wrapping_add(ahead).cast());
+                }
+            }
+        }
+        for cb in c0..c1 {
             let xb = x.add(cb * plane_in);
             for tap in 0..k * k {
                 let (ky, kx) = ((tap / k * s.dilation) as isize, (tap % k * s.dilation) as isize);
@@ -281,11 +329,19 @@ mod x86 {
                 }
             }
         }
+        if c1 < s.in_channels / LANES {
+            for (b, row) in acc.iter().enumerate() {
+                for (p, &sum) in row.iter().enumerate() {
+                    _mm512_storeu_ps(out.add(at(b, p)), sum);
+                }
+            }
+            return;
+        }
         let zero = _mm512_setzero_ps();
         for (b, row) in acc.iter().enumerate() {
             let bias = _mm512_loadu_ps(cv.bias.as_ptr().add((b0 + b) * LANES));
             for (p, &sum) in row.iter().enumerate() {
-                let at = (b0 + b) * plane_out + (p0 + p) * LANES;
+                let at = at(b, p);
                 let mut y = _mm512_add_ps(sum, bias);
                 if let Some(r) = res {
                     y = _mm512_add_ps(y, _mm512_loadu_ps(r.add(at)));
@@ -453,9 +509,10 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
-        /// Random channel blocks (every tail of the 4-block groups), kernels, strides, padding (up to past the
-        /// kernel's reach) and dilation, map sizes (every tail of the 6-pixel tiles, tiles across rows), residual
-        /// and ReLU, batches, and threads (whole images or runs of pixels).
+        /// Random channel blocks (every tail of the 4-block groups; for 2x2 and 3x3 kernels, depths of one to
+        /// three blocks), kernels, strides, padding (up to past the kernel's reach) and dilation, map sizes (every
+        /// tail of the 6-pixel tiles, tiles across rows), residual and ReLU, batches, and threads (whole images or
+        /// runs of pixels).
         #[test]
         fn matches_the_naive_conv(
             n in 1usize..4,
