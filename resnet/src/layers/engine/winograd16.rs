@@ -29,6 +29,14 @@ const CHUNK_NARROW: usize = 24;
 /// Chunks per thread at least, where the batch's tiles would make fewer (small maps, batch 1).
 const CHUNKS_PER_THREAD: usize = 2;
 
+/// Grows `v` to at least `len` values (zeros), never shrinking it: a thread's buffers keep the largest size a call
+/// has needed, rather than being cut and filled again by the calls of every pass.
+fn grow(v: &mut Vec<f32>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+}
+
 thread_local! {
     /// The transformed weights of the call running, kept per thread so that steady-state inference does not
     /// allocate them.
@@ -100,15 +108,15 @@ impl Winograd16<'_> {
         let vm_len = a * a * (c + o) * per;
         let zeros = vec![0f32; o];
         let mut u = U.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        u.resize(u_len, 0.0);
-        self.transform_weights(&mut u, threads);
+        grow(&mut u, u_len);
+        self.transform_weights(&mut u[..u_len], threads);
         let dst = Out(out);
         let task = |k: usize| {
             let (part, k) = (k / chunks, k % chunks);
             let g = (part * per_part, ((part + 1) * per_part).min(groups));
             let (t0, t1) = (k * per, ((k + 1) * per).min(total));
             let mut vm = VM.with(|b| std::mem::take(&mut *b.borrow_mut()));
-            vm.resize(vm_len, 0.0);
+            grow(&mut vm, vm_len);
             let (v, mm) = vm.split_at_mut(a * a * c * per);
             // SAFETY: the caller's contract; each task writes its own tiles.
             unsafe {
@@ -264,8 +272,8 @@ unsafe fn transform_block(g: &[f32], (b, blocks): (usize, usize), c: usize, m: u
     for ci in 0..c {
         let k: [__m512; 9] = std::array::from_fn(|t| _mm512_loadu_ps(g.as_ptr().add((ci * 9 + t) * LANES)));
         let us = match m {
-            2 => gg::<4>(&k, &G2),
-            _ => gg::<6>(&k, &G4),
+            2 => gg::<4>(&k),
+            _ => gg::<6>(&k),
         };
         for (xi, uv) in us.iter().take(a * a).enumerate() {
             _mm512_storeu_ps(u.add(((xi * blocks + b) * c + ci) * LANES), *uv);
@@ -273,49 +281,49 @@ unsafe fn transform_block(g: &[f32], (b, blocks): (usize, usize), c: usize, m: u
     }
 }
 
-/// F(2x2, 3x3)'s `G` (4 x 3).
-const G2: [[f32; 3]; 6] = [
-    [1.0, 0.0, 0.0],
-    [0.5, 0.5, 0.5],
-    [0.5, -0.5, 0.5],
-    [0.0, 0.0, 1.0],
-    [0.0; 3],
-    [0.0; 3],
-];
-
-/// F(4x4, 3x3)'s `G` (6 x 3).
-const G4: [[f32; 3]; 6] = [
-    [0.25, 0.0, 0.0],
-    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-    [0.0, 0.0, 1.0],
-];
-
-/// `G g Gᵀ` for one 3x3 kernel per lane (`k[tap]`), the first `A` rows of `g` used: `A²` vectors, row-major (the
-/// rest zero).
+/// `G x` for one column (or row) `x` of a 3x3 kernel per lane: F(2x2)'s `G` (`A` = 4) or F(4x4)'s (`A` = 6), by
+/// their structure rather than as a matrix product (no multiplications by their zeros and ones):
+///
+/// ```text
+///   F(2x2): | 1    0    0  |      F(4x4): | 1/4    0     0   |
+///           | 1/2  1/2 1/2 |              | -1/6  -1/6  -1/6 |
+///           | 1/2 -1/2 1/2 |              | -1/6   1/6  -1/6 |
+///           | 0    0    1  |              | 1/24  1/12  1/6  |
+///                                         | 1/24 -1/12  1/6  |
+///                                         | 0      0     1   |
+/// ```
 #[inline(always)]
-unsafe fn gg<const A: usize>(k: &[__m512; 9], g: &[[f32; 3]; 6]) -> [__m512; 36] {
+unsafe fn g_of<const A: usize>(x: [__m512; 3]) -> [__m512; A] {
+    let (add, sub, mul, set) = (_mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps, _mm512_set1_ps);
+    let mut r = [_mm512_setzero_ps(); A];
+    let outer = add(x[0], x[2]);
+    r[0] = x[0];
+    r[A - 1] = x[2];
+    if A == 4 {
+        r[1] = mul(set(0.5), add(outer, x[1]));
+        r[2] = mul(set(0.5), sub(outer, x[1]));
+    } else {
+        r[0] = mul(set(0.25), x[0]);
+        r[1] = mul(set(-1.0 / 6.0), add(outer, x[1]));
+        r[2] = mul(set(-1.0 / 6.0), sub(outer, x[1]));
+        let ends = _mm512_fmadd_ps(set(1.0 / 24.0), x[0], mul(set(1.0 / 6.0), x[2]));
+        let middle = mul(set(1.0 / 12.0), x[1]);
+        r[3] = add(ends, middle);
+        r[4] = sub(ends, middle);
+    }
+    r
+}
+
+/// `G g Gᵀ` for one 3x3 kernel per lane (`k[tap]`, row-major): `A²` vectors, row-major (the rest zero).
+#[inline(always)]
+unsafe fn gg<const A: usize>(k: &[__m512; 9]) -> [__m512; 36] {
     let mut out = [_mm512_setzero_ps(); 36];
-    // `t = G g`: A x 3.
-    let t: [[__m512; 3]; A] = std::array::from_fn(|i| {
-        std::array::from_fn(|col| {
-            let mut s = _mm512_setzero_ps();
-            for (row, &gv) in g[i].iter().enumerate() {
-                s = _mm512_fmadd_ps(_mm512_set1_ps(gv), k[row * 3 + col], s);
-            }
-            s
-        })
-    });
-    for (i, ti) in t.iter().enumerate() {
-        for j in 0..A {
-            let mut s = _mm512_setzero_ps();
-            for (col, &gv) in g[j].iter().enumerate() {
-                s = _mm512_fmadd_ps(_mm512_set1_ps(gv), ti[col], s);
-            }
-            out[i * A + j] = s;
-        }
+    // `t = G g`, column by column: A x 3.
+    let cols: [[__m512; A]; 3] = std::array::from_fn(|col| g_of::<A>([k[col], k[3 + col], k[6 + col]]));
+    // `t Gᵀ`, row by row.
+    for i in 0..A {
+        let row = g_of::<A>([cols[0][i], cols[1][i], cols[2][i]]);
+        out[i * A..(i + 1) * A].copy_from_slice(&row);
     }
     out
 }
