@@ -44,10 +44,11 @@ const DEPTH_BYTES: usize = 32 * 1024;
 /// Input blocks per depth block for a tile of `out_blocks` output blocks and `taps` kernel taps (`None`: the whole
 /// depth at once). A kernel with several taps takes as many as keep their weights ([`DEPTH_BYTES`]) in L1 while
 /// the depth block sweeps a run's pixels, at least one; else each tile would read its weights from L2 again (a
-/// 512-channel 3x3s are 1.2 MB per four output blocks): ResNet-50's layer4 3x3s took 1.14-1.32x NCHW's time at
-/// batch 8 that way, 1.01-1.09x in blocks (batch 1: 1.06-1.25x, 0.90-0.98x; 72 and 144 KiB blocks in between). A 1x1 runs its whole depth at once: in blocks of 32 or 64 KiB of weights, ResNet-50's deep 1x1s
-/// and Winograd's products (1x1s over a chunk's tiles) ran no faster (0.9-1.1x, mixed), and the partial sums cost
-/// an extra pass over the output.
+/// 512-channel 3x3's are 1.2 MB per four output blocks): ResNet-50's layer4 3x3s took 1.14-1.32x NCHW's time at
+/// batch 8 that way, 1.01-1.09x in blocks (batch 1: 1.06-1.25x, 0.90-0.98x; 72 and 144 KiB blocks in between).
+/// A 1x1 runs its whole depth at once: in blocks of 32 or 64 KiB of weights, ResNet-50's deep 1x1s and Winograd's
+/// products (1x1s over a chunk's tiles) ran no faster (0.9-1.1x, mixed), and the partial sums cost an extra pass
+/// over the output.
 pub(crate) fn depth_blocks(out_blocks: usize, taps: usize) -> Option<usize> {
     (taps > 1).then(|| (DEPTH_BYTES / (out_blocks * taps * LANES * LANES * 4)).max(1))
 }
