@@ -6,7 +6,8 @@
 //! stride-1 3x3s (on NCHW, or on NCHW16c), else our GEMM on NCHW and the direct conv on NCHW16c; `--direct` runs
 //! every blocked conv on the direct kernel.
 //!
-//! `cargo run --release -p zoo-benches --bin blocked -- [--rounds N] [--iters N] [--batches 1,8] [--direct]`
+//! `cargo run --release -p zoo-benches --bin blocked -- [--rounds N] [--iters N] [--batches 1,8] [--direct]
+//! [--only TEXT]` (`--only`: the convs whose name contains `TEXT`)
 
 use candle_core::{Device, Result, Tensor};
 use resnet::layers::blocked::{from_blocked, to_blocked};
@@ -26,6 +27,8 @@ fn main() -> Result<()> {
     ];
     let args = Args::from_env();
     let direct = args.has("--direct");
+    // `--only TEXT`: the cases whose name contains it.
+    let only = args.opt("--only");
     let (rounds, iters, batches) = interleaved_plan(&args, &columns)?;
     let dev = Device::Cpu;
     // (name, in, out, kernel, stride, input side, residual): ResNet-50's block convs.
@@ -49,6 +52,9 @@ fn main() -> Result<()> {
     ];
     for &n in &batches {
         for &(name, c, o, k, stride, side, residual) in &cases {
+            if only.as_deref().is_some_and(|text| !name.contains(text)) {
+                continue;
+            }
             let mut spec = ConvSpec::new(c, o, k, stride);
             spec.padding = k / 2;
             let weights: Vec<f32> = (0..o * spec.depth())

@@ -9,12 +9,13 @@
 //!
 //! - [`Engine::Avx512`] and [`Engine::Avx2Fma`]: our own register-blocked micro-kernels
 //!   (`avx512`, `avx2`). B is copied, `KC` rows at a time, into strips `NR` columns wide laid out in
-//!   the order the kernel reads them (`pack`), small enough for L1, and the same `KC` columns of the
-//!   weights into panels of `MR` output channels (interleaved, so a kernel reads them with one pointer);
-//!   every strip is multiplied by every panel. The model's weights stay in their one OIHW copy; the
-//!   panels are a small per-thread buffer rebuilt per block, ~1/NC of the block's work. Partial sums
-//!   stay in registers over a whole `KC` block, and on the last block the bias, the residual add and the
-//!   ReLU are applied in registers before the only store of the result.
+//!   the order the kernel reads them (`pack`), small enough for L1; the weights are packed once, at load,
+//!   into panels of `MR` output channels over the whole depth (interleaved, so a kernel reads them with one
+//!   pointer), which replace the OIHW copy (held once); every strip is multiplied by every panel's `KC`
+//!   steps. (OIHW rows, and bf16/f16 panels on a kernel that widens them, are copied or widened per block
+//!   into a small per-thread buffer instead.) Partial sums stay in registers over a whole `KC` block, and on
+//!   the last block the bias, the residual add and the ReLU are applied in registers before the only store of
+//!   the result.
 //! - [`Engine::Portable`]: the `gemm` crate (what Candle itself multiplies with, for every CPU it knows)
 //!   followed by one pass over the tile for bias, residual and ReLU. Used on CPUs without AVX2/FMA (ARM
 //!   included) and kept as the reference the fast kernels are tested against.
