@@ -17,6 +17,7 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 use super::nchw16c::{Conv16, Out, LANES, OB, PX};
+use super::winograd::{g2_line, g4_line};
 use crate::layers::ConvSpec;
 
 /// Tiles per chunk at most: `V` and `M` of a 128-channel F(4x4) chunk take 1.7 MiB, in a 2 MiB L2.
@@ -265,67 +266,53 @@ impl Winograd16<'_> {
     }
 }
 
-/// Output block `b` (of `blocks`)'s `U` for every input channel, its 16 channels in the lanes, into `u`.
+/// Output block `b` (of `blocks`)'s `U` for every input channel, its 16 channels in the lanes, into `u`: `G g Gᵀ`
+/// by the NCHW lowering's line transforms ([`g2_line`], [`g4_line`]), so each lane's `U` has the bits NCHW's has.
 #[target_feature(enable = "avx512f")]
 unsafe fn transform_block(g: &[f32], (b, blocks): (usize, usize), c: usize, m: usize, u: *mut f32) {
-    let a = m + 2;
-    for ci in 0..c {
-        let k: [__m512; 9] = std::array::from_fn(|t| _mm512_loadu_ps(g.as_ptr().add((ci * 9 + t) * LANES)));
-        let us = match m {
-            2 => gg::<4>(&k),
-            _ => gg::<6>(&k),
-        };
-        for (xi, uv) in us.iter().take(a * a).enumerate() {
-            _mm512_storeu_ps(u.add(((xi * blocks + b) * c + ci) * LANES), *uv);
-        }
+    match m {
+        2 => transform_lines::<4>(g, (b, blocks), c, u),
+        _ => transform_lines::<6>(g, (b, blocks), c, u),
     }
 }
 
-/// `G x` for one column (or row) `x` of a 3x3 kernel per lane: F(2x2)'s `G` (`A` = 4) or F(4x4)'s (`A` = 6), by
-/// their structure rather than as a matrix product (no multiplications by their zeros and ones):
-///
-/// ```text
-///   F(2x2): | 1    0    0  |      F(4x4): | 1/4    0     0   |
-///           | 1/2  1/2 1/2 |              | -1/6  -1/6  -1/6 |
-///           | 1/2 -1/2 1/2 |              | -1/6   1/6  -1/6 |
-///           | 0    0    1  |              | 1/24  1/12  1/6  |
-///                                         | 1/24 -1/12  1/6  |
-///                                         | 0      0     1   |
-/// ```
+/// `G` times one line of three taps (16 lanes each): F(2x2)'s (`A` = 4) or F(4x4)'s (`A` = 6) `A` values.
 #[inline(always)]
-unsafe fn g_of<const A: usize>(x: [__m512; 3]) -> [__m512; A] {
-    let (add, sub, mul, set) = (_mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps, _mm512_set1_ps);
-    let mut r = [_mm512_setzero_ps(); A];
-    let outer = add(x[0], x[2]);
-    r[0] = x[0];
-    r[A - 1] = x[2];
-    if A == 4 {
-        r[1] = mul(set(0.5), add(outer, x[1]));
-        r[2] = mul(set(0.5), sub(outer, x[1]));
-    } else {
-        r[0] = mul(set(0.25), x[0]);
-        r[1] = mul(set(-1.0 / 6.0), add(outer, x[1]));
-        r[2] = mul(set(-1.0 / 6.0), sub(outer, x[1]));
-        let ends = _mm512_fmadd_ps(set(1.0 / 24.0), x[0], mul(set(1.0 / 6.0), x[2]));
-        let middle = mul(set(1.0 / 12.0), x[1]);
-        r[3] = add(ends, middle);
-        r[4] = sub(ends, middle);
+fn line<const A: usize>(x0: [f32; LANES], x1: [f32; LANES], x2: [f32; LANES]) -> [[f32; LANES]; A] {
+    let mut r = [[0.0; LANES]; A];
+    match A {
+        4 => r.copy_from_slice(&g2_line(x0, x1, x2)),
+        _ => r.copy_from_slice(&g4_line(x0, x1, x2)),
     }
     r
 }
 
-/// `G g Gᵀ` for one 3x3 kernel per lane (`k[tap]`, row-major): `A²` vectors, row-major (the rest zero).
+/// [`transform_block`] for a patch of side `A` (4: F(2x2), 6: F(4x4)).
+// `U`'s positions are indexed as the formula's rows and columns.
 #[inline(always)]
-unsafe fn gg<const A: usize>(k: &[__m512; 9]) -> [__m512; 36] {
-    let mut out = [_mm512_setzero_ps(); 36];
-    // `t = G g`, column by column: A x 3.
-    let cols: [[__m512; A]; 3] = std::array::from_fn(|col| g_of::<A>([k[col], k[3 + col], k[6 + col]]));
-    // `t Gᵀ`, row by row.
-    for i in 0..A {
-        let row = g_of::<A>([cols[0][i], cols[1][i], cols[2][i]]);
-        out[i * A..(i + 1) * A].copy_from_slice(&row);
+#[allow(clippy::needless_range_loop)]
+unsafe fn transform_lines<const A: usize>(g: &[f32], (b, blocks): (usize, usize), c: usize, u: *mut f32) {
+    debug_assert!(g.len() >= c * 9 * LANES);
+    for ci in 0..c {
+        let tap = |t: usize| -> [f32; LANES] {
+            let mut lanes = [0f32; LANES];
+            lanes.copy_from_slice(&g[(ci * 9 + t) * LANES..][..LANES]);
+            lanes
+        };
+        // `G g`, column by column of the kernel; then each of its rows times `Gᵀ`.
+        let cols = [
+            line::<A>(tap(0), tap(3), tap(6)),
+            line::<A>(tap(1), tap(4), tap(7)),
+            line::<A>(tap(2), tap(5), tap(8)),
+        ];
+        for r in 0..A {
+            let row = line::<A>(cols[0][r], cols[1][r], cols[2][r]);
+            for (s, x) in row.iter().enumerate() {
+                let at = u.add((((r * A + s) * blocks + b) * c + ci) * LANES);
+                at.cast::<[f32; LANES]>().write_unaligned(*x);
+            }
+        }
     }
-    out
 }
 
 /// `Bᵀ d` along one direction: F(2x2)'s (`A` = 4) or F(4x4)'s (`A` = 6).

@@ -56,20 +56,24 @@ fn at(m: [f32; 6]) -> [f32; 4] {
     ]
 }
 
-/// `G g` for one line of three kernel taps, `MR` output channels at once.
+/// `G g` for one line of three kernel taps, `MR` output channels (lanes) at once: F(4x4, 3x3)'s `G` by its
+/// structure (no products by its zeros and ones).
 #[inline(always)]
-fn g_line<const MR: usize>(g0: [f32; MR], g1: [f32; MR], g2: [f32; MR]) -> [[f32; MR]; 6] {
+pub(crate) fn g_line<const MR: usize>(g0: [f32; MR], g1: [f32; MR], g2: [f32; MR]) -> [[f32; MR]; 6] {
     let (sixth, twelfth, quarter) = (1.0 / 6.0, 1.0 / 12.0, 0.25);
-    let outer: [f32; MR] = std::array::from_fn(|i| g0[i] + g2[i]);
-    let near: [f32; MR] = std::array::from_fn(|i| quarter * g0[i] + g2[i]);
-    [
-        std::array::from_fn(|i| quarter * g0[i]),
-        std::array::from_fn(|i| -sixth * (outer[i] + g1[i])),
-        std::array::from_fn(|i| -sixth * (outer[i] - g1[i])),
-        std::array::from_fn(|i| sixth * near[i] + twelfth * g1[i]),
-        std::array::from_fn(|i| sixth * near[i] - twelfth * g1[i]),
-        g2,
-    ]
+    // Plain loops over the lanes (not `array::from_fn`), so that callers in kernels inline it whole.
+    let mut r = [[0.0; MR]; 6];
+    for i in 0..MR {
+        let outer = g0[i] + g2[i];
+        let near = quarter * g0[i] + g2[i];
+        r[0][i] = quarter * g0[i];
+        r[1][i] = -sixth * (outer + g1[i]);
+        r[2][i] = -sixth * (outer - g1[i]);
+        r[3][i] = sixth * near + twelfth * g1[i];
+        r[4][i] = sixth * near - twelfth * g1[i];
+        r[5][i] = g2[i];
+    }
+    r
 }
 
 /// One weight panel's 36 matrices `U[ξ] = (G g Gᵀ)[ξ]`, laid out as the parent's `transform_panel` lays out 16

@@ -42,6 +42,9 @@ use super::MicroTile;
 
 mod f4;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use f4::g_line as g4_line;
+
 /// Positions of F(2x2, 3x3)'s transformed tile (4x4).
 const XI: usize = 16;
 
@@ -217,27 +220,31 @@ unsafe fn transform_panel_avx512(g: &[f32], c: usize, u: &mut [f32]) {
     }
 }
 
+/// `G x` for one line of three kernel taps `x` (a column of the kernel, or a row of `G g`), `W` lanes at once:
+/// F(2x2, 3x3)'s `G`, its middle rows as `0.5 (a + d) ± 0.5 b` (rounded as the AVX versions round them).
+/// F(4x4, 3x3)'s is [`g4_line`].
+#[inline(always)]
+pub(crate) fn g2_line<const W: usize>(a: [f32; W], b: [f32; W], d: [f32; W]) -> [[f32; W]; 4] {
+    // Plain loops over the lanes (not `array::from_fn`), so that callers in kernels inline it whole.
+    let (mut plus, mut minus) = ([0.0; W], [0.0; W]);
+    for i in 0..W {
+        let (h, m) = (0.5 * (a[i] + d[i]), 0.5 * b[i]);
+        (plus[i], minus[i]) = (h + m, h - m);
+    }
+    [a, plus, minus, d]
+}
+
 /// [`transform_panel`] for `MR` rows, vectorised over the rows.
 #[inline(always)]
 fn transform_rows<const MR: usize>(g: &[f32], c: usize, u: &mut [f32]) {
     debug_assert!(g.len() >= c * 9 * MR && u.len() >= XI * u_step(c, MR));
-    // 0.5 (a + d) ± 0.5 b, rounded as the AVX version rounds it.
-    #[inline(always)]
-    fn half<const MR: usize>(a: [f32; MR], b: [f32; MR], d: [f32; MR], sign: f32) -> [f32; MR] {
-        std::array::from_fn(|i| 0.5 * (a[i] + d[i]) + sign * (0.5 * b[i]))
-    }
     for (ci, kernel) in g.chunks_exact(9 * MR).take(c).enumerate() {
         let tap = |t: usize| -> [f32; MR] { std::array::from_fn(|i| kernel[t * MR + i]) };
         // t = G g (rows of the kernel combined), per column s.
-        let col = |s: usize| {
-            let (g0, g1, g2) = (tap(s), tap(3 + s), tap(6 + s));
-            [g0, half(g0, g1, g2, 1.0), half(g0, g1, g2, -1.0), g2]
-        };
-        let cols = [col(0), col(1), col(2)];
+        let cols = [0, 1, 2].map(|s| g2_line(tap(s), tap(3 + s), tap(6 + s)));
         // U = t Gᵀ: row r of t combined across its columns.
         for r in 0..4 {
-            let (a, b, d) = (cols[0][r], cols[1][r], cols[2][r]);
-            let row = [a, half(a, b, d, 1.0), half(a, b, d, -1.0), d];
+            let row = g2_line(cols[0][r], cols[1][r], cols[2][r]);
             for (s, x) in row.iter().enumerate() {
                 u[(r * 4 + s) * u_step(c, MR) + ci * MR..][..MR].copy_from_slice(x);
             }
