@@ -45,7 +45,9 @@ use super::engine::implicit::Implicit;
 use super::engine::twin::Twin;
 #[cfg(target_arch = "x86_64")]
 use super::engine::{nchw16c, winograd16};
-use super::engine::{reduced, winograd, with_buffer, Bf16Kernel, Engine, Epilogue, Gemm, Int8Kernel, Lhs, Lowering};
+use super::engine::{
+    reduced, winograd, with_buffer, Bf16Kernel, Engine, Epilogue, Gemm, Int8Kernel, Lhs, Lowering, MicroKernel,
+};
 
 /// Weights and bias of one convolution, laid out once, at load, for its [`Engine`].
 pub struct PackedConv {
@@ -973,7 +975,13 @@ impl PackedConv {
         // The post of image `i`: its twin's output.
         let post_of = |i: usize| post.offset(i * twin_img);
         if let (Weights::Winograd { data, rows, tile }, Input::F32(x)) = (&self.weights, x) {
-            let Some((kernel, mr, nr)) = self.engine.micro_kernel() else {
+            let Some(MicroKernel {
+                tile: kernel,
+                mr,
+                nr,
+                extra,
+            }) = self.engine.micro_kernel()
+            else {
                 bail!("Winograd weights without a micro-kernel")
             };
             debug_assert_eq!(mr, *rows, "weights packed for another micro-kernel");
@@ -983,6 +991,7 @@ impl PackedConv {
                 kernel,
                 mr,
                 nr,
+                extra,
                 bias: &self.bias,
                 relu,
                 chw: (c, h, w),

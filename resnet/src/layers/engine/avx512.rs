@@ -3,7 +3,9 @@
 //! channels' weights from the packed weight panel: a full strip runs 8 x 48 (24 accumulators; 8 + 3 loads
 //! for 24 FMAs of 16 lanes), a strip's narrower remainder 8 x 32 or 8 x 16. The partial last vector of a
 //! strip and the rows past the tile's end are masked at the store. A remainder of at most four columns (a 7x7
-//! map's 49th, a 14x14 map's last four) is instead vectorised over the 8 output channels (`narrow`).
+//! map's 49th, a 14x14 map's last four) rides on a full strip's tile where one comes before it in the block
+//! (`Extra`: one or two columns per tile, 8 output channels per 8-lane vector), else gets a tile of its own,
+//! vectorised over the 8 output channels (`narrow`).
 
 use std::arch::x86_64::*;
 
@@ -21,7 +23,24 @@ pub(crate) const MR: usize = 8;
 /// The CPU has AVX-512F; the tile's pointers cover what [`MicroTile`] describes.
 pub(crate) unsafe fn tile(t: &MicroTile) {
     match t.cols.div_ceil(16) {
-        // A strip's last few columns (a 7x7 map's 49th, a 14x14 map's last 4): across the output channels.
+        // A full strip carrying one or two of the next strip's columns (see [`Extra`]); three or four: the
+        // registers they take would spill the accumulators (measured: 42 stack accesses per two steps for four),
+        // so they go to the narrow kernel after the strip's own tile.
+        3 if t.extra.cols > 0 => match (t.fetch.some(), t.extra.cols) {
+            (true, 1) => kernel::<3, true, 1>(t),
+            (true, 2) => kernel::<3, true, 2>(t),
+            (false, 1) => kernel::<3, false, 1>(t),
+            (false, 2) => kernel::<3, false, 2>(t),
+            _ => {
+                tile(&MicroTile {
+                    extra: super::Extra::NONE,
+                    ..*t
+                });
+                tile(&t.extra.tile(t));
+            }
+        },
+        // A strip's last few columns on their own (a 7x7 map's 49th, a 14x14 map's last 4, where no full strip
+        // carries them): across the output channels.
         1 if t.cols <= NARROW => match t.cols {
             1 => narrow::<1>(t),
             2 => narrow::<2>(t),
@@ -29,17 +48,31 @@ pub(crate) unsafe fn tile(t: &MicroTile) {
             _ => narrow::<4>(t),
         },
         // With lines to fetch ahead, or without (the depth loop as it was, free of the fetch's state).
-        1 if t.fetch.some() => kernel::<1, true>(t),
-        2 if t.fetch.some() => kernel::<2, true>(t),
-        _ if t.fetch.some() => kernel::<3, true>(t),
-        1 => kernel::<1, false>(t),
-        2 => kernel::<2, false>(t),
-        _ => kernel::<3, false>(t),
+        1 if t.fetch.some() => kernel::<1, true, 0>(t),
+        2 if t.fetch.some() => kernel::<2, true, 0>(t),
+        _ if t.fetch.some() => kernel::<3, true, 0>(t),
+        1 => kernel::<1, false, 0>(t),
+        2 => kernel::<2, false, 0>(t),
+        _ => kernel::<3, false, 0>(t),
     }
 }
 
-#[target_feature(enable = "avx512f")]
-unsafe fn kernel<const NV: usize, const AHEAD: bool>(t: &MicroTile) {
+/// The kernel: `NV` vectors of columns, fetching ahead (`AHEAD`) or not, and `E` (one or two) extra columns from
+/// [`MicroTile::extra`] (`NV` = 3 only): per step one 8-lane load of the panel's `MR` weights, whose line the
+/// broadcasts just read, and one 8-lane FMA per extra column with its value broadcast from the strip, 24 + `E`
+/// FMAs per step, the accumulators still in registers. The extra columns' sums are chains one FMA per step long,
+/// which the step's 24 others give the time to finish; each is summed in the depth's order, as the 16-lane
+/// kernel sums a column, so the extra columns come out as a tile of their own would give them, to the bit.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn kernel<const NV: usize, const AHEAD: bool, const E: usize>(t: &MicroTile) {
+    const {
+        assert!(
+            E == 0 || (NV == 3 && E <= NARROW && MR == 8),
+            "extra columns beside a full strip"
+        )
+    };
+    debug_assert_eq!(t.extra.cols, E);
+    let mut ex = [_mm256_setzero_ps(); E];
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     // A block's last conv: the residual's lines and the output's, fetched while the depth loop runs. At batch
     // 8 both are larger than the cache (ResNet-50 layer1's 64 -> 256 1x1: 25 MB each), and with the hardware
@@ -53,8 +86,10 @@ unsafe fn kernel<const NV: usize, const AHEAD: bool>(t: &MicroTile) {
             }
         }
     }
-    // One step of the depth: a row of the strip times each of the panel's `MR` weights.
-    let step = |acc: &mut [[__m512; NV]; MR], a: *const f32, b: *const f32| {
+    // One step `kk` of the depth: a row of the strip times each of the panel's `MR` weights (and the extra
+    // columns' row times all of them).
+    let step = |acc: &mut [[__m512; NV]; MR], ex: &mut [__m256; E], kk: usize| {
+        let (a, b) = (t.a.add(kk * MR), t.b.add(kk * NR));
         let mut bv = [_mm512_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
             *x = _mm512_load_ps(b.add(16 * v));
@@ -63,6 +98,12 @@ unsafe fn kernel<const NV: usize, const AHEAD: bool>(t: &MicroTile) {
             let w = _mm512_set1_ps(*a.add(i));
             for (a, &b) in row.iter_mut().zip(&bv) {
                 *a = _mm512_fmadd_ps(w, b, *a);
+            }
+        }
+        if E > 0 {
+            let (w, e) = (_mm256_loadu_ps(a), t.extra.b.add(kk * NR));
+            for (c, x) in ex.iter_mut().enumerate() {
+                *x = _mm256_fmadd_ps(w, _mm256_set1_ps(*e.add(c)), *x);
             }
         }
     };
@@ -75,12 +116,11 @@ unsafe fn kernel<const NV: usize, const AHEAD: bool>(t: &MicroTile) {
         if AHEAD {
             ahead.fetch();
         }
-        step(&mut acc, t.a.add(kk * MR), t.b.add(kk * NR));
-        step(&mut acc, t.a.add((kk + 1) * MR), t.b.add((kk + 1) * NR));
+        step(&mut acc, &mut ex, kk);
+        step(&mut acc, &mut ex, kk + 1);
     }
     if t.k % 2 == 1 {
-        let kk = t.k - 1;
-        step(&mut acc, t.a.add(kk * MR), t.b.add(kk * NR));
+        step(&mut acc, &mut ex, t.k - 1);
     }
     // What the loop had no steps left for.
     if AHEAD {
@@ -90,6 +130,9 @@ unsafe fn kernel<const NV: usize, const AHEAD: bool>(t: &MicroTile) {
         t.fetch.finish(&ahead);
     }
     store::<NV>(t, &acc);
+    if E > 0 {
+        store_narrow(&t.extra.tile(t), &ex);
+    }
 }
 
 /// Columns up to which a tile runs [`narrow`] rather than a 16-lane kernel.
@@ -154,10 +197,18 @@ pub(crate) unsafe fn narrow_with<const C: usize>(
         }
         width = half;
     }
-    let acc = acc[0];
-    // Lane i of column c's vector is C[i, c]: stored one value at a time (at most 32 per depth block).
+    store_narrow(t, &acc[0]);
+}
+
+/// Stores a narrow tile's sums (lane `i` of column `c`'s vector is C[i, c]): one value at a time (at most 32 per
+/// depth block), with what C holds, the bias, the residual and the ReLU as [`store`] applies them.
+///
+/// # Safety
+/// The tile's pointers cover what [`MicroTile`] describes.
+#[inline(always)]
+unsafe fn store_narrow<const C: usize>(t: &MicroTile, acc: &[__m256; C]) {
     let mut sums = [[0f32; MR]; C];
-    for (dst, a) in sums.iter_mut().zip(&acc) {
+    for (dst, a) in sums.iter_mut().zip(acc) {
         _mm256_storeu_ps(dst.as_mut_ptr(), *a);
     }
     for i in 0..t.rows.min(MR) {
@@ -235,7 +286,112 @@ pub(crate) mod tests {
         if !std::arch::is_x86_feature_detected!("avx512f") {
             return;
         }
-        check_narrow(|t| unsafe { kernel::<1, false>(t) }, |t| unsafe { tile(t) }, |(x, _)| x);
+        check_narrow(
+            |t| unsafe { kernel::<1, false, 0>(t) },
+            |t| unsafe { tile(t) },
+            |(x, _)| x,
+        );
+    }
+
+    /// A full strip's tile carrying extra columns ([`Extra`]) gives what its tile without them and a 16-lane tile of
+    /// the extra columns alone give: to the bit for one or two (each column summed in the same order), to f32
+    /// rounding for three and four (the narrow kernel's chains); for every count, at odd and even depths, with
+    /// partial rows, both depth-block positions and the whole epilogue, the extra output apart from the tile's;
+    /// and nothing else is written.
+    #[test]
+    fn extra_columns_are_the_next_strips_tile() {
+        use crate::layers::engine::{Extra, Fetch};
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let k = 37;
+        let mut next = {
+            let mut s = 11u32;
+            move || {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            }
+        };
+        #[repr(C, align(64))]
+        struct Aligned([f32; 37 * NR]);
+        let (mut a, mut main, mut strip) = (
+            Aligned([0.0; 37 * NR]),
+            Aligned([0.0; 37 * NR]),
+            Aligned([0.0; 37 * NR]),
+        );
+        a.0[..k * MR].iter_mut().for_each(|v| *v = next());
+        main.0.iter_mut().for_each(|v| *v = next());
+        // Output rows `ld` wide: the tile's 48 columns, then the extra ones from column `at`.
+        let (ld, at) = (NR + 8, NR + 3);
+        let bias: Vec<f32> = (0..MR).map(|_| next()).collect();
+        let residual: Vec<f32> = (0..MR * ld).map(|_| next()).collect();
+        let start: Vec<f32> = (0..MR * ld).map(|_| next()).collect();
+        for cols in 1..=NARROW {
+            for row in strip.0.chunks_exact_mut(NR) {
+                row.iter_mut()
+                    .enumerate()
+                    .for_each(|(j, v)| *v = if j < cols { next() } else { 0.0 });
+            }
+            for (rows, first, epilogue, depth) in
+                (0..32).map(|i| ([MR, 5][i % 2], i / 2 % 2 == 0, i / 4 % 2 == 0, [37, 36, 2, 1][i / 8]))
+            {
+                let epilogue = epilogue.then_some(Epilogue {
+                    bias: bias.as_ptr(),
+                    residual: Some((residual.as_ptr(), ld)),
+                    relu: true,
+                });
+                let tile_of = |b: *const f32, cols: usize, c: &mut [f32], off: usize| MicroTile {
+                    a: a.0.as_ptr(),
+                    rows,
+                    b,
+                    cols,
+                    k: depth,
+                    next_a: a.0.as_ptr(),
+                    c: c.as_mut_ptr().wrapping_add(off),
+                    ldc: ld,
+                    first,
+                    epilogue: epilogue.map(|e| Epilogue {
+                        residual: e.residual.map(|(r, ld)| (r.wrapping_add(off), ld)),
+                        ..e
+                    }),
+                    fetch: Fetch::NONE,
+                    extra: Extra::NONE,
+                };
+                let mut got = start.clone();
+                let t = MicroTile {
+                    extra: Extra {
+                        b: strip.0.as_ptr(),
+                        c: got.as_mut_ptr().wrapping_add(at),
+                        r: residual.as_ptr().wrapping_add(at),
+                        cols,
+                    },
+                    ..tile_of(main.0.as_ptr(), NR, &mut got, 0)
+                };
+                unsafe { tile(&t) };
+                let mut want = start.clone();
+                unsafe {
+                    kernel::<3, false, 0>(&tile_of(main.0.as_ptr(), NR, &mut want, 0));
+                    kernel::<1, false, 0>(&tile_of(strip.0.as_ptr(), cols, &mut want, at));
+                }
+                let what = format!(
+                    "cols {cols} rows {rows} k {depth} first {first} epilogue {}",
+                    epilogue.is_some()
+                );
+                match cols {
+                    1 | 2 => assert!(got == want, "{what}: not the tiles' bits"),
+                    _ => {
+                        let err = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
+                        assert!(err <= 1e-5, "{what}: {err}");
+                    }
+                }
+                for (i, (g, s)) in got.iter().zip(&start).enumerate() {
+                    let (r, j) = (i / ld, i % ld);
+                    if r >= rows || (NR..at).contains(&j) || j >= at + cols {
+                        assert_eq!(g, s, "{what}: wrote outside the tiles at {i}");
+                    }
+                }
+            }
+        }
     }
 
     /// Runs `tile` and the 16-lane `wide` kernel on the same narrow tiles (see
@@ -296,6 +452,7 @@ pub(crate) mod tests {
                                     relu: true,
                                 }),
                                 fetch: crate::layers::engine::Fetch::NONE,
+                                extra: crate::layers::engine::Extra::NONE,
                             };
                             unsafe { f(&t) };
                             c

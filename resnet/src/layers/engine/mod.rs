@@ -185,13 +185,23 @@ impl Engine {
         }
     }
 
-    /// This engine's micro-kernel with its panel rows and strip width (`None`: the portable engine has none).
-    pub(crate) fn micro_kernel(self) -> Option<(TileKernel, usize, usize)> {
+    /// This engine's micro-kernel (`None`: the portable engine has none).
+    pub(crate) fn micro_kernel(self) -> Option<MicroKernel> {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Engine::Avx512 if self.is_supported() => Some((avx512::tile, avx512::MR, avx512::NR)),
+            Engine::Avx512 if self.is_supported() => Some(MicroKernel {
+                tile: avx512::tile,
+                mr: avx512::MR,
+                nr: avx512::NR,
+                extra: avx512::NARROW,
+            }),
             #[cfg(target_arch = "x86_64")]
-            Engine::Avx2Fma if self.is_supported() => Some((avx2::tile, avx2::MR, avx2::NR)),
+            Engine::Avx2Fma if self.is_supported() => Some(MicroKernel {
+                tile: avx2::tile,
+                mr: avx2::MR,
+                nr: avx2::NR,
+                extra: 0,
+            }),
             _ => None,
         }
     }
@@ -637,6 +647,76 @@ pub(crate) struct MicroTile {
     pub epilogue: Option<Epilogue>,
     /// This tile's share of the lines fetched ahead for the next block (see `blocked`).
     pub fetch: Fetch,
+    /// The next strip's columns this tile computes too (a full strip's tile only; see [`Extra`]).
+    pub extra: Extra,
+}
+
+/// The first `cols` columns of a packed strip, computed by the tile of a full strip before it too (AVX-512: at most
+/// four). A column block's last few columns (a 7x7 map's 49th of 48 + 1, the tiles a Winograd chunk holds past
+/// its one strip) then ride on the weights that tile loads anyway: on their own, a tile of `MR` rows by one column
+/// loads every weight again (from L2, where they do not fit L1) for a single multiply-add each. ResNet-50 b1 spent
+/// 5.4 % of its time in those tiles (`perf`); with them carried, layer4's convs at b1 ran 7-9 % faster, the
+/// F(4x4) convs 4-6 %, whole passes at b1 2-3 % (ResNet-50, ResNet-18), at b8 alike (one process, alternating).
+/// `b` is their first column in the strip (its rows as far apart as a strip's), `c` their output and `r` their
+/// residual (used where the tile's epilogue has one), each with the tile's row stride: in C itself a later
+/// column of the tile's rows, in the Winograd products' `M` the next strip's block.
+#[derive(Clone, Copy)]
+pub(crate) struct Extra {
+    pub b: *const f32,
+    pub c: *mut f32,
+    pub r: *const f32,
+    /// 0: none.
+    pub cols: usize,
+}
+
+impl Extra {
+    /// No extra columns.
+    pub const NONE: Extra = Extra {
+        b: std::ptr::null(),
+        c: std::ptr::null_mut(),
+        r: std::ptr::null(),
+        cols: 0,
+    };
+
+    /// The tile of `t`'s rows over these columns alone.
+    pub(crate) fn tile(&self, t: &MicroTile) -> MicroTile {
+        MicroTile {
+            b: self.b,
+            cols: self.cols,
+            c: self.c,
+            epilogue: t.epilogue.map(|e| Epilogue {
+                residual: e.residual.map(|(_, ld)| (self.r, ld)),
+                ..e
+            }),
+            fetch: Fetch::NONE,
+            extra: Extra::NONE,
+            ..*t
+        }
+    }
+}
+
+/// How a column block's last strip, of at most the kernel's [`Extra`] columns, rides on the `full` strips before
+/// it: full strip `s` takes its columns `s * last / full .. (s + 1) * last / full` (of `last`), so that each takes
+/// at most one where there are at least as many full strips as columns, and the only one takes them all (48 + 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Fused {
+    pub full: usize,
+    pub last: usize,
+}
+
+impl Fused {
+    /// For a block of `cols` columns in strips `nr` wide, on a kernel whose tiles take up to `extra` columns of
+    /// a next strip: `None` where its last strip is full or wider than `extra`, or there is no full strip before it.
+    pub(crate) fn of(cols: usize, nr: usize, extra: usize) -> Option<Fused> {
+        let strips = cols.div_ceil(nr);
+        let last = cols - (strips.max(1) - 1) * nr;
+        (strips >= 2 && last <= extra).then_some(Fused { full: strips - 1, last })
+    }
+
+    /// The last strip's columns full strip `s` takes.
+    pub(crate) fn share(&self, s: usize) -> std::ops::Range<usize> {
+        s * self.last / self.full..(s + 1) * self.last / self.full
+    }
 }
 
 /// A tile's share of a block's lines to fetch ahead: the next `lines` of the [`Ahead`] at `ahead`, which the
@@ -891,12 +971,13 @@ impl Engine {
             Engine::Avx512 if self.is_supported() => {
                 let dot = avx512_bf16::is_supported().then_some(avx512_bf16::tile as unsafe fn(&MicroTile));
                 let packers = (pack::strips_avx512 as StripPacker, implicit::strips as ImagePacker);
-                blocked(g, (avx512::MR, avx512::NR), |t| avx512::tile(t), dot, packers)
+                let sizes = (avx512::MR, avx512::NR, avx512::NARROW);
+                blocked(g, sizes, |t| avx512::tile(t), dot, packers)
             }
             #[cfg(target_arch = "x86_64")]
             Engine::Avx2Fma if self.is_supported() => {
                 let packers = (pack::strips as StripPacker, implicit::strips_avx2 as ImagePacker);
-                blocked(g, (avx2::MR, avx2::NR), |t| avx2::tile(t), None, packers)
+                blocked(g, (avx2::MR, avx2::NR, 0), |t| avx2::tile(t), None, packers)
             }
             _ => match g.a {
                 Lhs::Rows { a, lda } => portable::gemm(g, a, lda),
@@ -914,7 +995,7 @@ impl Engine {
 /// packed into bf16 pair strips `2 KC` steps deep (the same bytes as `KC` f32 steps).
 unsafe fn blocked(
     g: &Gemm,
-    (mr, nr): (usize, usize),
+    (mr, nr, extra): (usize, usize, usize),
     kernel: impl Fn(&MicroTile),
     dot: Option<unsafe fn(&MicroTile)>,
     (strips, image_strips): (StripPacker, ImagePacker),
@@ -974,6 +1055,8 @@ unsafe fn blocked(
         true => (ROWS_OUTER_B / kc).max(nr) / nr * nr,
         false => NC / nr * nr,
     };
+    // The most columns a full strip's tile takes from the next strip ([`Extra`]; f32 strips only).
+    let extra = if dot.is_none() { extra } else { 0 };
     let b_len = kc * nc.max(nr);
     // The loads that gather each column block from the image (implicit GEMM), planned once per block.
     let mut gather = implicit::Gather::default();
@@ -1036,7 +1119,9 @@ unsafe fn blocked(
                         _ => ap.as_ptr().wrapping_add(p * kb * mr),
                     }
                 };
-                let strips = nb.div_ceil(nr);
+                // The last strip's few columns on the tiles of the full strips, where the kernel takes them.
+                let fused = Fused::of(nb, nr, extra);
+                let strips = fused.map_or(nb.div_ceil(nr), |f| f.full);
                 // The input the next block packs, fetched a share per tile while this block is multiplied: rows
                 // outer, the next column block of B; packed from an image, the next depth block's channels or
                 // else the next column block's, as the image rows they read (see `Implicit::span`).
@@ -1095,6 +1180,20 @@ unsafe fn blocked(
                         first: k0 == 0,
                         epilogue,
                         fetch,
+                        extra: match fused.map(|f| (f.full, f.share(s))) {
+                            Some((full, cols)) if !cols.is_empty() => {
+                                let at = full * nr + cols.start;
+                                Extra {
+                                    b: bp.as_ptr().add(full * steps * nr + cols.start),
+                                    c: g.c.add(i0 * g.ldc + j0 + at),
+                                    r: g.epilogue
+                                        .residual
+                                        .map_or(std::ptr::null(), |(r, ld)| r.add(i0 * ld + j0 + at)),
+                                    cols: cols.len(),
+                                }
+                            }
+                            _ => Extra::NONE,
+                        },
                     };
                     match dot {
                         Some(f) => f(&t),
@@ -1103,7 +1202,7 @@ unsafe fn blocked(
                     (s, p) = next;
                 }
                 if let (Some(t), true) = (&twin, last) {
-                    t.multiply(tp.as_ptr(), (j0, nb), (mr, nr), &kernel);
+                    t.multiply(tp.as_ptr(), (j0, nb), (mr, nr, extra), &kernel);
                 }
             }
         }
@@ -1112,6 +1211,19 @@ unsafe fn blocked(
 
 /// A micro-kernel: computes one [`MicroTile`].
 pub(crate) type TileKernel = unsafe fn(&MicroTile);
+
+/// A micro-kernel as its callers drive it.
+#[derive(Clone, Copy)]
+pub(crate) struct MicroKernel {
+    /// Computes one tile.
+    pub tile: TileKernel,
+    /// Rows of a weight panel (output channels per tile).
+    pub mr: usize,
+    /// Columns of a packed strip.
+    pub nr: usize,
+    /// The most columns a tile of a full strip takes from the next strip ([`Extra`]; 0: none).
+    pub extra: usize,
+}
 
 /// Packs `k` rows x `n` columns of a row-major B (pointer, row stride) into strips `nr` wide ([`pack::strips`]).
 type StripPacker = unsafe fn(*const f32, usize, usize, usize, usize, &mut [f32]);

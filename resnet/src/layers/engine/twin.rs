@@ -69,8 +69,8 @@ impl Twin {
     }
 
     /// Multiplies its strips (`mine`, as [`Twin::take`] fills them, for output columns `j0 .. j0 + cols` of the
-    /// tile) by its weights with `kernel`, whose tile is `mr` x `nr`, and stores the result through the
-    /// epilogue.
+    /// tile) by its weights with `kernel`, whose tile is `mr` x `nr` and takes up to `extra` columns of a next
+    /// strip ([`super::Extra`]), and stores the result through the epilogue.
     ///
     /// # Safety
     /// As [`Twin::take`]; every row of `mine` for this column block was taken; `c` covers the tile's rows and
@@ -79,16 +79,19 @@ impl Twin {
         &self,
         mine: *const f32,
         (j0, cols): (usize, usize),
-        (mr, nr): (usize, usize),
+        (mr, nr, extra): (usize, usize, usize),
         kernel: &impl Fn(&MicroTile),
     ) {
         let (strips, panels) = (cols.div_ceil(nr), self.m.div_ceil(mr));
+        // The last strip's few columns on the full strips, as `blocked` multiplies them (the same sums).
+        let fused = super::Fused::of(cols, nr, extra);
+        let tile_strips = fused.map_or(strips, |f| f.full);
         let a = |p: usize, block: usize| self.a.wrapping_add(p * self.k * mr + block * KC * mr);
         let blocks = self.k.div_ceil(KC);
         for block in 0..blocks {
             let rows = KC.min(self.k - block * KC);
             let last = block + 1 == blocks;
-            for s in 0..strips {
+            for s in 0..tile_strips {
                 for p in 0..panels {
                     let next = match p + 1 < panels {
                         true => a(p + 1, block),
@@ -111,6 +114,21 @@ impl Twin {
                             relu: self.epilogue.relu,
                         }),
                         fetch: super::Fetch::NONE,
+                        extra: match fused.map(|f| (f.full, f.share(s))) {
+                            Some((full, cols)) if !cols.is_empty() => {
+                                let at = full * nr + cols.start;
+                                super::Extra {
+                                    b: mine.add(block * KC * strips * nr + full * rows * nr + cols.start),
+                                    c: self.c.add(i0 * self.ldc + j0 + at),
+                                    r: self
+                                        .epilogue
+                                        .residual
+                                        .map_or(std::ptr::null(), |(r, ld)| r.add(i0 * ld + j0 + at)),
+                                    cols: cols.len(),
+                                }
+                            }
+                            _ => super::Extra::NONE,
+                        },
                     });
                 }
             }

@@ -678,7 +678,13 @@ mod tests {
             .into_iter()
             .filter(|e| e.is_supported())
         {
-            let Some((kernel, mr, nr)) = engine.micro_kernel() else {
+            let Some(crate::layers::engine::MicroKernel {
+                tile: kernel,
+                mr,
+                nr,
+                extra,
+            }) = engine.micro_kernel()
+            else {
                 continue;
             };
             for (i, &(n, c, o, h, w)) in cases.iter().enumerate() {
@@ -702,6 +708,7 @@ mod tests {
                         kernel,
                         mr,
                         nr,
+                        extra,
                         bias: &bias,
                         relu: true,
                         chw: (c, h, w),

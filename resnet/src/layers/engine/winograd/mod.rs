@@ -257,10 +257,12 @@ pub(crate) struct Conv<'a> {
     /// The 3x3 weights in the micro-kernel's panels (`mr` output channels over depth `(c, tap)`, as the GEMM
     /// lowering holds them).
     pub g: &'a [f32],
-    /// The micro-kernel, its panel rows and strip width.
+    /// The micro-kernel, its panel rows and strip width, and the most columns of a strip a full strip's tile
+    /// takes ([`super::Extra`]; a chunk's spill of up to [`SPILL`] tiles rides on its last full strip).
     pub kernel: super::TileKernel,
     pub mr: usize,
     pub nr: usize,
+    pub extra: usize,
     pub bias: &'a [f32],
     pub relu: bool,
     /// Input channels, height and width (the output has the same size).
@@ -301,6 +303,25 @@ impl Conv<'_> {
         let (_, h, w) = self.chw;
         let side = self.tile.side();
         (h.div_ceil(side), w.div_ceil(side))
+    }
+
+    /// Chunk `k` of `chunks` over `total` tiles: `CHUNK` tiles each, what is left over (at most `SPILL`, or less
+    /// than a chunk where the last is partial) spread over them, one more tile per chunk where there are enough
+    /// chunks (a 56x56 map's 196 F(4x4) tiles: four chunks of 49). A chunk's tiles past its one strip then ride on
+    /// that strip's tiles a column or two each ([`super::Extra`]), which the kernel takes without spilling its
+    /// accumulators.
+    fn chunk_at(k: usize, chunks: usize, total: usize) -> Chunk {
+        match total >= chunks * CHUNK {
+            // Whole chunks and `left` (at most `SPILL`) tiles over.
+            true => Chunk {
+                first: k * CHUNK + k * (total - chunks * CHUNK) / chunks,
+                len: CHUNK + (k + 1) * (total - chunks * CHUNK) / chunks - k * (total - chunks * CHUNK) / chunks,
+            },
+            false => Chunk {
+                first: k * CHUNK,
+                len: CHUNK.min(total - k * CHUNK),
+            },
+        }
     }
 
     /// Strips per chunk.
@@ -361,7 +382,7 @@ impl Conv<'_> {
         let (th, tw) = self.tiles();
         debug_assert_eq!(x.len(), n * c * h * w);
         let total = n * th * tw;
-        // Chunks of `CHUNK` tiles, the last taking up to `SPILL` more.
+        // Chunks of `CHUNK` tiles, up to `SPILL` more spread over them (see `Conv::chunk_at`).
         let chunks = match total % CHUNK {
             r if r <= SPILL && total > CHUNK => total / CHUNK,
             _ => total.div_ceil(CHUNK),
@@ -413,13 +434,7 @@ impl Conv<'_> {
     ) {
         let task = |i: usize| {
             let (k, s) = (i % chunks, i / chunks);
-            let chunk = Chunk {
-                first: k * CHUNK,
-                len: match k + 1 == chunks {
-                    true => total - k * CHUNK,
-                    false => CHUNK,
-                },
-            };
+            let chunk = Conv::chunk_at(k, chunks, total);
             let rows = (s * step, ((s + 1) * step).min(self.out_channels));
             if rows.0 < rows.1 {
                 // SAFETY: tasks write disjoint (tile, channel) blocks of `out`.
@@ -671,12 +686,24 @@ impl Conv<'_> {
         for xi in 0..xis {
             for k0 in (0..c).step_by(super::KC) {
                 let kb = super::KC.min(c - k0);
-                for s in 0..strips {
+                let mut s = 0;
+                while s < strips {
                     let cols = nr.min(len.saturating_sub(s * nr));
                     if cols == 0 {
                         break;
                     }
                     let b = v.as_ptr().add(self.at(xi, k0, s * nr, c));
+                    // The next strip's columns, on this strip's tiles where the kernel takes them.
+                    let rest = len.saturating_sub((s + 1) * nr);
+                    let extra = match cols == nr && (1..=self.extra).contains(&rest) {
+                        true => super::Extra {
+                            b: v.as_ptr().add(self.at(xi, k0, (s + 1) * nr, c)),
+                            c: std::ptr::null_mut(),
+                            r: std::ptr::null(),
+                            cols: rest,
+                        },
+                        false => super::Extra::NONE,
+                    };
                     for p in 0..panels {
                         let o = o0 + p * mr;
                         let next_a = match p + 1 < panels {
@@ -695,9 +722,17 @@ impl Conv<'_> {
                             first: k0 == 0,
                             epilogue: None,
                             fetch: super::Fetch::NONE,
+                            extra: match extra.cols {
+                                0 => extra,
+                                _ => super::Extra {
+                                    c: m.as_mut_ptr().add(self.at(xi, o - o0, (s + 1) * nr, block)),
+                                    ..extra
+                                },
+                            },
                         };
                         (self.kernel)(&t);
                     }
+                    s += 1 + usize::from(extra.cols > 0);
                 }
             }
         }
