@@ -305,12 +305,10 @@ pub(crate) mod tests {
             return;
         }
         let k = 37;
+        // Values in [-0.5, 0.5).
         let mut next = {
-            let mut s = 11u32;
-            move || {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            }
+            let mut u = crate::layers::engine::tests::uniform(11);
+            move || 0.5 * u()
         };
         #[repr(C, align(64))]
         struct Aligned([f32; 37 * NR]);
