@@ -717,6 +717,21 @@ impl Fused {
     pub(crate) fn share(&self, s: usize) -> std::ops::Range<usize> {
         s * self.last / self.full..(s + 1) * self.last / self.full
     }
+
+    /// Full strip `s`'s [`Extra`], where the last strip's first column is at `b` (its rows as far apart as the
+    /// tile's), its output at `c` and its residual at `r` (null: none); [`Extra::NONE`] where `s` takes none.
+    pub(crate) fn extra(&self, s: usize, b: *const f32, c: *mut f32, r: *const f32) -> Extra {
+        let cols = self.share(s);
+        match cols.is_empty() {
+            true => Extra::NONE,
+            false => Extra {
+                b: b.wrapping_add(cols.start),
+                c: c.wrapping_add(cols.start),
+                r: r.wrapping_add(cols.start),
+                cols: cols.len(),
+            },
+        }
+    }
 }
 
 /// A tile's share of a block's lines to fetch ahead: the next `lines` of the [`Ahead`] at `ahead`, which the
@@ -1180,20 +1195,14 @@ unsafe fn blocked(
                         first: k0 == 0,
                         epilogue,
                         fetch,
-                        extra: match fused.map(|f| (f.full, f.share(s))) {
-                            Some((full, cols)) if !cols.is_empty() => {
-                                let at = full * nr + cols.start;
-                                Extra {
-                                    b: bp.as_ptr().add(full * steps * nr + cols.start),
-                                    c: g.c.add(i0 * g.ldc + j0 + at),
-                                    r: g.epilogue
-                                        .residual
-                                        .map_or(std::ptr::null(), |(r, ld)| r.add(i0 * ld + j0 + at)),
-                                    cols: cols.len(),
-                                }
-                            }
-                            _ => Extra::NONE,
-                        },
+                        extra: fused.map_or(Extra::NONE, |f| {
+                            let at = j0 + f.full * nr;
+                            let r = g
+                                .epilogue
+                                .residual
+                                .map_or(std::ptr::null(), |(r, ld)| r.add(i0 * ld + at));
+                            f.extra(s, bp.as_ptr().add(f.full * steps * nr), g.c.add(i0 * g.ldc + at), r)
+                        }),
                     };
                     match dot {
                         Some(f) => f(&t),

@@ -114,21 +114,15 @@ impl Twin {
                             relu: self.epilogue.relu,
                         }),
                         fetch: super::Fetch::NONE,
-                        extra: match fused.map(|f| (f.full, f.share(s))) {
-                            Some((full, cols)) if !cols.is_empty() => {
-                                let at = full * nr + cols.start;
-                                super::Extra {
-                                    b: mine.add(block * KC * strips * nr + full * rows * nr + cols.start),
-                                    c: self.c.add(i0 * self.ldc + j0 + at),
-                                    r: self
-                                        .epilogue
-                                        .residual
-                                        .map_or(std::ptr::null(), |(r, ld)| r.add(i0 * ld + j0 + at)),
-                                    cols: cols.len(),
-                                }
-                            }
-                            _ => super::Extra::NONE,
-                        },
+                        extra: fused.map_or(super::Extra::NONE, |f| {
+                            let at = j0 + f.full * nr;
+                            let r = self
+                                .epilogue
+                                .residual
+                                .map_or(std::ptr::null(), |(r, ld)| r.add(i0 * ld + at));
+                            let b = mine.add(block * KC * strips * nr + f.full * rows * nr);
+                            f.extra(s, b, self.c.add(i0 * self.ldc + at), r)
+                        }),
                     });
                 }
             }

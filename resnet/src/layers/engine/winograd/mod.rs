@@ -677,7 +677,8 @@ impl Conv<'_> {
     /// from its first).
     unsafe fn multiply(&self, v: &[f32], len: usize, (o0, o1): (usize, usize), m: &mut [f32], u: &[f32]) {
         let (c, _, _) = self.chw;
-        let (mr, nr, strips) = (self.mr, self.nr, self.strips());
+        let (mr, nr) = (self.mr, self.nr);
+        debug_assert!(len <= self.strips() * nr, "a chunk within its strips");
         let block = self.block();
         let panels = (o1 - o0).div_ceil(mr);
         // Panel `p`'s A for position `xi`, depth `k0` (wrapping: also names the one after the last).
@@ -686,24 +687,11 @@ impl Conv<'_> {
         for xi in 0..xis {
             for k0 in (0..c).step_by(super::KC) {
                 let kb = super::KC.min(c - k0);
-                let mut s = 0;
-                while s < strips {
-                    let cols = nr.min(len.saturating_sub(s * nr));
-                    if cols == 0 {
-                        break;
-                    }
+                // The last strip's few columns on the full strips' tiles, where the kernel takes them.
+                let fused = super::Fused::of(len, nr, self.extra);
+                for s in 0..fused.map_or(len.div_ceil(nr), |f| f.full) {
+                    let cols = nr.min(len - s * nr);
                     let b = v.as_ptr().add(self.at(xi, k0, s * nr, c));
-                    // The next strip's columns, on this strip's tiles where the kernel takes them.
-                    let rest = len.saturating_sub((s + 1) * nr);
-                    let extra = match cols == nr && (1..=self.extra).contains(&rest) {
-                        true => super::Extra {
-                            b: v.as_ptr().add(self.at(xi, k0, (s + 1) * nr, c)),
-                            c: std::ptr::null_mut(),
-                            r: std::ptr::null(),
-                            cols: rest,
-                        },
-                        false => super::Extra::NONE,
-                    };
                     for p in 0..panels {
                         let o = o0 + p * mr;
                         let next_a = match p + 1 < panels {
@@ -722,17 +710,14 @@ impl Conv<'_> {
                             first: k0 == 0,
                             epilogue: None,
                             fetch: super::Fetch::NONE,
-                            extra: match extra.cols {
-                                0 => extra,
-                                _ => super::Extra {
-                                    c: m.as_mut_ptr().add(self.at(xi, o - o0, (s + 1) * nr, block)),
-                                    ..extra
-                                },
-                            },
+                            extra: fused.map_or(super::Extra::NONE, |f| {
+                                let b = v.as_ptr().add(self.at(xi, k0, f.full * nr, c));
+                                let out = m.as_mut_ptr().add(self.at(xi, o - o0, f.full * nr, block));
+                                f.extra(s, b, out, std::ptr::null())
+                            }),
                         };
                         (self.kernel)(&t);
                     }
-                    s += 1 + usize::from(extra.cols > 0);
                 }
             }
         }
