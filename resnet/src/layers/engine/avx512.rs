@@ -67,8 +67,8 @@ pub(crate) unsafe fn tile(t: &MicroTile) {
 unsafe fn kernel<const NV: usize, const AHEAD: bool, const E: usize>(t: &MicroTile) {
     const {
         assert!(
-            E == 0 || (NV == 3 && E <= NARROW && MR == 8),
-            "extra columns beside a full strip"
+            E == 0 || (NV == 3 && E <= 2 && MR == 8),
+            "one or two extra columns beside a full strip"
         )
     };
     debug_assert_eq!(t.extra.cols, E);
