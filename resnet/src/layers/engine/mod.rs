@@ -981,18 +981,17 @@ impl Engine {
             }
             _ => {}
         }
-        match self {
+        match (self, self.micro_kernel()) {
             #[cfg(target_arch = "x86_64")]
-            Engine::Avx512 if self.is_supported() => {
+            (Engine::Avx512, Some(kernel)) => {
                 let dot = avx512_bf16::is_supported().then_some(avx512_bf16::tile as unsafe fn(&MicroTile));
                 let packers = (pack::strips_avx512 as StripPacker, implicit::strips as ImagePacker);
-                let sizes = (avx512::MR, avx512::NR, avx512::NARROW);
-                blocked(g, sizes, |t| avx512::tile(t), dot, packers)
+                blocked(g, kernel, dot, packers)
             }
             #[cfg(target_arch = "x86_64")]
-            Engine::Avx2Fma if self.is_supported() => {
+            (Engine::Avx2Fma, Some(kernel)) => {
                 let packers = (pack::strips as StripPacker, implicit::strips_avx2 as ImagePacker);
-                blocked(g, (avx2::MR, avx2::NR, 0), |t| avx2::tile(t), None, packers)
+                blocked(g, kernel, None, packers)
             }
             _ => match g.a {
                 Lhs::Rows { a, lda } => portable::gemm(g, a, lda),
@@ -1010,8 +1009,12 @@ impl Engine {
 /// packed into bf16 pair strips `2 KC` steps deep (the same bytes as `KC` f32 steps).
 unsafe fn blocked(
     g: &Gemm,
-    (mr, nr, extra): (usize, usize, usize),
-    kernel: impl Fn(&MicroTile),
+    MicroKernel {
+        tile: kernel,
+        mr,
+        nr,
+        extra,
+    }: MicroKernel,
     dot: Option<unsafe fn(&MicroTile)>,
     (strips, image_strips): (StripPacker, ImagePacker),
 ) {
@@ -1211,7 +1214,16 @@ unsafe fn blocked(
                     (s, p) = next;
                 }
                 if let (Some(t), true) = (&twin, last) {
-                    t.multiply(tp.as_ptr(), (j0, nb), (mr, nr, extra), &kernel);
+                    t.multiply(
+                        tp.as_ptr(),
+                        (j0, nb),
+                        MicroKernel {
+                            tile: kernel,
+                            mr,
+                            nr,
+                            extra,
+                        },
+                    );
                 }
             }
         }

@@ -79,8 +79,12 @@ impl Twin {
         &self,
         mine: *const f32,
         (j0, cols): (usize, usize),
-        (mr, nr, extra): (usize, usize, usize),
-        kernel: &impl Fn(&MicroTile),
+        super::MicroKernel {
+            tile: kernel,
+            mr,
+            nr,
+            extra,
+        }: super::MicroKernel,
     ) {
         let (strips, panels) = (cols.div_ceil(nr), self.m.div_ceil(mr));
         // The last strip's few columns on the full strips, as `blocked` multiplies them (the same sums).
