@@ -150,7 +150,7 @@ mod tests {
         let pair = |(x, y): (f32, f32)| f32::from_bits(u32::from(bf16_bits(x)) | u32::from(bf16_bits(y)) << 16);
         let wide = |t: &super::MicroTile| unsafe { super::kernel::<1>(t) };
         let tile = |t: &super::MicroTile| unsafe { super::tile(t) };
-        crate::layers::engine::avx512::tests::check_narrow(wide, tile, pair);
+        crate::layers::engine::avx512::tests::check_narrow(wide, tile, pair, false);
     }
 
     #[test]
