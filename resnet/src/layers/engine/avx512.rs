@@ -142,7 +142,7 @@ pub(crate) const NARROW: usize = 4;
 /// per step of the depth one load of the panel's `MR` weights and one FMA per column, where the 16-lane
 /// kernel spends `MR` FMAs per step on 16 lanes that are mostly past the strip's end (a 7x7 map's 49 =
 /// 48 + 1 columns cost 32 FMAs per step instead of 24 + 1). Each column is one chain of FMAs in the depth's
-/// order, as the 16-lane kernel and the extra columns ([`Extra`]) sum a column, so a column comes out to the
+/// order, as the 16-lane kernel and the extra columns ([`super::Extra`]) sum a column, so a column comes out to the
 /// bit the same whichever of them a product's blocking gives it (a projection sharing its conv's packed input
 /// is cut into its conv's column blocks, not its own, and must stay bit for bit the projection alone). The
 /// chains are latency-bound for one or two columns (a quarter of the FMA units' rate for one), which the few
