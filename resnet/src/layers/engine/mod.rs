@@ -1009,15 +1009,13 @@ impl Engine {
 /// packed into bf16 pair strips `2 KC` steps deep (the same bytes as `KC` f32 steps).
 unsafe fn blocked(
     g: &Gemm,
-    MicroKernel {
-        tile: kernel,
-        mr,
-        nr,
-        extra,
-    }: MicroKernel,
+    micro: MicroKernel,
     dot: Option<unsafe fn(&MicroTile)>,
     (strips, image_strips): (StripPacker, ImagePacker),
 ) {
+    let MicroKernel {
+        tile: kernel, mr, nr, ..
+    } = micro;
     if g.m == 0 || g.n == 0 {
         return;
     }
@@ -1074,7 +1072,7 @@ unsafe fn blocked(
         false => NC / nr * nr,
     };
     // The most columns a full strip's tile takes from the next strip ([`Extra`]; f32 strips only).
-    let extra = if dot.is_none() { extra } else { 0 };
+    let extra = if dot.is_none() { micro.extra } else { 0 };
     let b_len = kc * nc.max(nr);
     // The loads that gather each column block from the image (implicit GEMM), planned once per block.
     let mut gather = implicit::Gather::default();
@@ -1214,16 +1212,7 @@ unsafe fn blocked(
                     (s, p) = next;
                 }
                 if let (Some(t), true) = (&twin, last) {
-                    t.multiply(
-                        tp.as_ptr(),
-                        (j0, nb),
-                        MicroKernel {
-                            tile: kernel,
-                            mr,
-                            nr,
-                            extra,
-                        },
-                    );
+                    t.multiply(tp.as_ptr(), (j0, nb), MicroKernel { extra, ..micro });
                 }
             }
         }
